@@ -1,0 +1,1 @@
+"""Transforms: array classes and their dictionary twins."""
