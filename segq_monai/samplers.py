@@ -1,0 +1,330 @@
+"""Stage 1 samplers: several sources of class-probability samples behind one interface.
+
+A sampler is called as ``sampler(inputs, network, inferer)`` and yields ``num_samples`` tensors of class
+probabilities ``[B, C, *spatial]`` on the grid of ``inputs`` ``[B, C_in, *spatial]``. ``inferer`` is any MONAI
+inferer (``SimpleInferer``, ``SlidingWindowInferer``) that maps inputs to logits. Samplers never change the
+network for good: every module's train/eval mode is restored when sampling ends, also after an exception.
+
+- :class:`SoftmaxSampler`: the single deterministic pass (T = 1): the baseline of DeVries & Taylor.
+- :class:`MCDropoutSampler`: Monte-Carlo dropout (Gal & Ghahramani 2016): only dropout modules are switched to
+  train mode; BatchNorm, InstanceNorm and every other module stay in eval mode.
+- :class:`TTASampler`: test-time augmentation (flips, 90° rotations, intensity perturbations), each sample mapped
+  back exactly onto the input grid.
+- :class:`EnsembleSampler`: one sample per member of an ensemble of networks or checkpoints.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.modules.dropout import _DropoutNd
+
+__all__ = ["Sampler", "SoftmaxSampler", "MCDropoutSampler", "TTASampler", "EnsembleSampler", "dropout_modules"]
+
+Inferer = Callable[..., torch.Tensor]
+
+
+def dropout_modules(network: nn.Module) -> list[nn.Module]:
+    """The dropout modules of ``network`` with a non-zero drop probability."""
+    return [m for m in network.modules() if isinstance(m, _DropoutNd) and m.p > 0]
+
+
+@contextmanager
+def _modes(network: nn.Module, train: Sequence[nn.Module] = ()) -> Iterator[None]:
+    """Put ``network`` in eval mode with only ``train`` in train mode; restore every module's mode on exit."""
+    saved = [(m, m.training) for m in network.modules()]
+    try:
+        network.eval()
+        for m in train:
+            m.train()
+        yield
+    finally:
+        for m, mode in saved:
+            m.training = mode
+
+
+@contextmanager
+def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Run the block under ``torch.manual_seed(seed)`` without changing the caller's random state."""
+    if seed is None:
+        yield
+        return
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def _activate(logits: Any, activation: str) -> torch.Tensor:
+    if not isinstance(logits, torch.Tensor):
+        raise ValueError(
+            f"The network returned {type(logits).__name__}, not a tensor of logits [B, C, ...]; wrap a network "
+            "with several outputs so that it returns the segmentation logits alone."
+        )
+    if activation == "softmax":
+        return torch.softmax(logits.float(), dim=1)
+    return torch.sigmoid(logits.float())
+
+
+class Sampler(ABC):
+    """Yields class-probability samples ``[B, C, *spatial]`` for a batch of inputs.
+
+    Args:
+        activation: ``"softmax"`` for mutually exclusive classes (channel 0 = background), ``"sigmoid"`` for
+            independent labels.
+    """
+
+    def __init__(self, activation: str = "softmax") -> None:
+        if activation not in ("softmax", "sigmoid"):
+            raise ValueError(f"activation must be 'softmax' or 'sigmoid', got {activation!r}.")
+        self.activation = activation
+
+    @property
+    @abstractmethod
+    def num_samples(self) -> int:
+        """The number T of samples each call yields."""
+
+    @abstractmethod
+    def __call__(
+        self, inputs: torch.Tensor, network: nn.Module, inferer: Inferer, *args: Any, **kwargs: Any
+    ) -> Iterator[torch.Tensor]:
+        """Yield ``num_samples`` probability tensors ``[B, C, *spatial]``; ``args``/``kwargs`` go to the network."""
+
+
+def _check_num_samples(num_samples: int) -> int:
+    if int(num_samples) < 1:
+        raise ValueError(f"num_samples must be at least 1, got {num_samples}; use 1 for a single pass.")
+    return int(num_samples)
+
+
+class SoftmaxSampler(Sampler):
+    """The single deterministic pass of the network in eval mode (T = 1): every uncertainty map but the
+    predictive entropy is zero."""
+
+    @property
+    def num_samples(self) -> int:
+        return 1
+
+    def __call__(self, inputs, network, inferer, *args, **kwargs):
+        with _modes(network), torch.no_grad():
+            yield _activate(inferer(inputs, network, *args, **kwargs), self.activation)
+
+
+class MCDropoutSampler(Sampler):
+    """Monte-Carlo dropout: T passes with only the dropout modules in train mode.
+
+    BatchNorm / InstanceNorm and all other modules stay in eval mode, so running statistics are neither used
+    from the batch nor updated. Samples are drawn in chunks: a chunk of ``k`` samples is one call of the
+    inferer on the inputs repeated ``k`` times along the batch axis (``[k * B, C_in, ...]``).
+
+    Args:
+        num_samples: T, the number of samples.
+        chunk_size: samples per forward pass. 1 by default: on 2 CPU cores batching samples is no faster
+            (``benchmarks/bench_sampler.py``); on a GPU larger chunks use the device better.
+        seed: the random seed of the dropout masks (the caller's random state is left untouched); ``None``
+            draws from the global generator. The same seed and chunk size give the same samples.
+        activation: ``"softmax"`` or ``"sigmoid"``.
+
+    Raises:
+        ValueError: when the network has no dropout module with ``p > 0`` (MC dropout would return T copies
+            of one prediction).
+    """
+
+    def __init__(
+        self, num_samples: int = 20, chunk_size: int = 1, seed: int | None = 0, activation: str = "softmax"
+    ) -> None:
+        super().__init__(activation)
+        self._num_samples = _check_num_samples(num_samples)
+        if int(chunk_size) < 1:
+            raise ValueError(f"chunk_size must be at least 1, got {chunk_size}.")
+        self.chunk_size = int(chunk_size)
+        self.seed = seed
+
+    @property
+    def num_samples(self) -> int:
+        return self._num_samples
+
+    def __call__(self, inputs, network, inferer, *args, **kwargs):
+        dropout = dropout_modules(network)
+        if not dropout:
+            raise ValueError(
+                f"{type(network).__name__} has no dropout module with p > 0, so MC dropout would repeat one "
+                "prediction. Build the network with dropout (e.g. monai.networks.nets.UNet(..., dropout=0.1)) "
+                "or use TTASampler / EnsembleSampler."
+            )
+        batch = inputs.shape[0]
+        with _modes(network, train=dropout), torch.no_grad(), _seeded(self.seed, inputs.device):
+            for start in range(0, self._num_samples, self.chunk_size):
+                k = min(self.chunk_size, self._num_samples - start)
+                chunk = inputs if k == 1 else inputs.repeat(k, *([1] * (inputs.ndim - 1)))
+                prob = _activate(inferer(chunk, network, *args, **kwargs), self.activation)
+                yield from prob.split(batch, dim=0)
+
+
+class TTASampler(Sampler):
+    """Test-time augmentation: each sample is a flipped / rotated / intensity-perturbed input, its prediction
+    mapped back onto the input grid with the exact inverse of the geometric part.
+
+    Sample 0 is the untouched input. The others use the distinct elements of the group generated by flips of
+    the spatial axes and 90° rotations in the plane of the first two spatial axes (8 in 2D, 16 in 3D when
+    ``rotations`` and ``flips`` are on), in a seeded random order, cycling when T exceeds their number. Every
+    sample but the first also gets a random intensity change ``x * (1 + a) + b * std(x)`` with
+    ``a ~ U(-intensity_scale, intensity_scale)``, ``b ~ U(-intensity_shift, intensity_shift)``, plus Gaussian
+    noise of ``noise_std * std(x)``.
+
+    Args:
+        num_samples: T.
+        flips: use flips of the spatial axes.
+        rotations: use 90° rotations (needs equal sizes in the rotation plane only if the inferer does).
+        intensity_scale, intensity_shift, noise_std: intensity perturbation ranges (relative to the image's
+            standard deviation); 0 turns each off.
+        seed: random seed of the order and the perturbations; the caller's random state is left untouched.
+        activation: ``"softmax"`` or ``"sigmoid"``.
+    """
+
+    def __init__(
+        self,
+        num_samples: int = 8,
+        flips: bool = True,
+        rotations: bool = True,
+        intensity_scale: float = 0.1,
+        intensity_shift: float = 0.1,
+        noise_std: float = 0.0,
+        seed: int | None = 0,
+        activation: str = "softmax",
+    ) -> None:
+        super().__init__(activation)
+        self._num_samples = _check_num_samples(num_samples)
+        self.flips = flips
+        self.rotations = rotations
+        self.intensity_scale = float(intensity_scale)
+        self.intensity_shift = float(intensity_shift)
+        self.noise_std = float(noise_std)
+        self.seed = seed
+
+    @property
+    def num_samples(self) -> int:
+        return self._num_samples
+
+    def geometric_transforms(self, spatial_dims: int) -> list[tuple[tuple[int, ...], int]]:
+        """Distinct ``(flip_axes, quarter_turns)`` pairs for ``spatial_dims`` (2 or 3), the identity first.
+
+        Axes are indices into ``[B, C, *spatial]``; rotations act on axes ``(2, 3)``.
+        """
+        axes = tuple(range(2, 2 + spatial_dims))
+        flip_sets = [()]
+        if self.flips:
+            flip_sets = [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
+        turns = range(4) if self.rotations else range(1)
+        probe = torch.arange(3 ** spatial_dims).reshape(1, 1, *([3] * spatial_dims))
+        seen, unique = set(), []
+        for flip_axes, k in itertools.product(flip_sets, turns):
+            key = tuple(self._forward(probe, flip_axes, k).flatten().tolist())
+            if key not in seen:
+                seen.add(key)
+                unique.append((flip_axes, k))
+        return unique
+
+    @staticmethod
+    def _forward(x: torch.Tensor, flip_axes: tuple[int, ...], k: int) -> torch.Tensor:
+        x = torch.flip(x, flip_axes) if flip_axes else x
+        return torch.rot90(x, k, dims=(2, 3)) if k else x
+
+    @staticmethod
+    def _inverse(x: torch.Tensor, flip_axes: tuple[int, ...], k: int) -> torch.Tensor:
+        x = torch.rot90(x, -k, dims=(2, 3)) if k else x
+        return torch.flip(x, flip_axes) if flip_axes else x
+
+    def __call__(self, inputs, network, inferer, *args, **kwargs):
+        generator = torch.Generator().manual_seed(self.seed) if self.seed is not None else torch.Generator()
+        if self.seed is None:
+            generator.seed()
+        identity, *others = self.geometric_transforms(inputs.ndim - 2)
+        order = [others[i] for i in torch.randperm(len(others), generator=generator).tolist()]
+        plan = [identity] + [order[i % len(order)] if order else identity for i in range(self._num_samples - 1)]
+        dims = tuple(range(1, inputs.ndim))
+        std = inputs.float().std(dim=dims, keepdim=True).clamp_min(1e-8)
+        with _modes(network), torch.no_grad():
+            for t, (flip_axes, k) in enumerate(plan):
+                x = inputs
+                if t > 0:
+                    x = self._perturb(inputs, std, generator)
+                logits = inferer(self._forward(x, flip_axes, k), network, *args, **kwargs)
+                yield _activate(self._inverse(logits, flip_axes, k), self.activation)
+
+    def _perturb(self, inputs: torch.Tensor, std: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Random intensity change of ``inputs`` ``[B, C, ...]``, one draw per batch item."""
+        shape = (inputs.shape[0],) + (1,) * (inputs.ndim - 1)
+        a = (torch.rand(shape, generator=generator) * 2 - 1) * self.intensity_scale
+        b = (torch.rand(shape, generator=generator) * 2 - 1) * self.intensity_shift
+        x = inputs * (1 + a.to(inputs.device)) + b.to(inputs.device) * std
+        if self.noise_std > 0:
+            noise = torch.randn(inputs.shape, generator=generator).to(inputs.device)
+            x = x + noise * self.noise_std * std
+        return x
+
+
+class EnsembleSampler(Sampler):
+    """One sample per member of an ensemble: given ``networks``, or ``checkpoints`` loaded into copies of the
+    network passed at call time (e.g. the k fold models of stage 1).
+
+    Args:
+        networks: the member networks (the ``network`` argument of a call is then ignored).
+        checkpoints: paths of state dicts, loaded with ``torch.load(..., weights_only=True)``.
+        checkpoint_key: key of the state dict inside each checkpoint file (e.g. ``"network"`` for files
+            written by MONAI's ``CheckpointSaver`` with ``save_dict={"network": net}``); ``None``: the file is the
+            state dict.
+        activation: ``"softmax"`` or ``"sigmoid"``.
+    """
+
+    def __init__(
+        self,
+        networks: Sequence[nn.Module] | None = None,
+        checkpoints: Sequence[str | Path] | None = None,
+        checkpoint_key: str | None = None,
+        activation: str = "softmax",
+    ) -> None:
+        super().__init__(activation)
+        if bool(networks) == bool(checkpoints):
+            raise ValueError(
+                "EnsembleSampler needs a non-empty list of either `networks` or `checkpoints` (not both); "
+                f"got {len(networks or [])} networks and {len(checkpoints or [])} checkpoints."
+            )
+        self.networks = list(networks or [])
+        self.state_dicts = [_load_state_dict(Path(p), checkpoint_key) for p in checkpoints or []]
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.networks) or len(self.state_dicts)
+
+    def _members(self, network: nn.Module) -> Iterator[nn.Module]:
+        yield from self.networks
+        if self.state_dicts:
+            member = copy.deepcopy(network)
+            for state in self.state_dicts:
+                member.load_state_dict(state)
+                yield member
+
+    def __call__(self, inputs, network, inferer, *args, **kwargs):
+        for member in self._members(network):
+            with _modes(member), torch.no_grad():
+                yield _activate(inferer(inputs, member, *args, **kwargs), self.activation)
+
+
+def _load_state_dict(path: Path, key: str | None) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise FileNotFoundError(f"Ensemble checkpoint {path} does not exist; train the member or fix the path.")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if key is not None:
+        if key not in state:
+            raise ValueError(f"Checkpoint {path} has no key {key!r} (keys: {sorted(state)}); set checkpoint_key.")
+        state = state[key]
+    return state

@@ -1,0 +1,216 @@
+"""Samplers: modes, seeding, exact TTA inverses, ensembles, bad input."""
+
+from __future__ import annotations
+
+import tempfile
+import unittest
+from pathlib import Path
+
+import torch
+from monai.inferers import SimpleInferer
+from monai.networks.nets import UNet
+from parameterized import parameterized
+from torch import nn
+
+from segq_monai.samplers import EnsembleSampler, MCDropoutSampler, SoftmaxSampler, TTASampler
+
+
+def _unet(dropout: float = 0.3, norm: str = "batch") -> UNet:
+    torch.manual_seed(0)
+    return UNet(2, 1, 3, channels=(4, 8, 16), strides=(2, 2), dropout=dropout, norm=norm)
+
+
+def _pointwise() -> nn.Module:
+    """A 1×1 convolution: equivariant to every flip and rotation."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 3, 1), nn.Dropout(0.0))
+
+
+class _Failing(SimpleInferer):
+    def __call__(self, inputs, network, *args, **kwargs):
+        network(inputs)
+        raise RuntimeError("boom")
+
+
+class TestMCDropoutSampler(unittest.TestCase):
+    def test_only_dropout_in_train_mode_during_sampling(self):
+        net = _unet()
+        seen = []
+
+        def inferer(x, network):
+            seen.append({type(m).__name__: m.training for m in network.modules() if type(m) is not UNet})
+            return network(x)
+
+        list(MCDropoutSampler(2)(torch.rand(1, 1, 16, 16), net, inferer))
+        for modes in seen:
+            self.assertTrue(modes["Dropout"])
+            self.assertFalse(modes["BatchNorm2d"])
+            self.assertFalse(modes["Conv2d"])
+
+    def test_batchnorm_statistics_unchanged(self):
+        net = _unet()
+        net.train()
+        net(torch.rand(4, 1, 16, 16) * 3)  # non-trivial running statistics
+        before = {k: v.clone() for k, v in net.state_dict().items()}
+        list(MCDropoutSampler(5, chunk_size=2)(torch.rand(2, 1, 16, 16), net, SimpleInferer()))
+        for k, v in net.state_dict().items():
+            torch.testing.assert_close(v, before[k], msg=k)
+
+    @parameterized.expand([("train", True), ("eval", False)])
+    def test_modes_restored_after_exception(self, _, training):
+        net = _unet()
+        net.train(training)
+        modes = [m.training for m in net.modules()]
+        with self.assertRaisesRegex(RuntimeError, "boom"):
+            list(MCDropoutSampler(3)(torch.rand(1, 1, 16, 16), net, _Failing()))
+        self.assertEqual([m.training for m in net.modules()], modes)
+
+    def test_same_seed_same_samples_other_seed_other_samples(self):
+        net, x = _unet(), torch.rand(2, 1, 16, 16)
+        a = torch.stack(list(MCDropoutSampler(4, seed=3)(x, net, SimpleInferer())))
+        b = torch.stack(list(MCDropoutSampler(4, seed=3)(x, net, SimpleInferer())))
+        c = torch.stack(list(MCDropoutSampler(4, seed=4)(x, net, SimpleInferer())))
+        torch.testing.assert_close(a, b)
+        self.assertGreater(float((a - c).abs().max()), 1e-3)
+
+    def test_global_random_state_untouched(self):
+        net = _unet()
+        torch.manual_seed(123)
+        list(MCDropoutSampler(3, seed=0)(torch.rand(1, 1, 16, 16), net, SimpleInferer()))
+        after_sampling = torch.rand(3)
+        torch.manual_seed(123)
+        torch.rand(1, 1, 16, 16)
+        torch.testing.assert_close(after_sampling, torch.rand(3))
+
+    @parameterized.expand([(1,), (3,), (7,)])
+    def test_chunking_yields_num_samples_per_batch_item(self, chunk):
+        samples = list(MCDropoutSampler(7, chunk_size=chunk)(torch.rand(2, 1, 16, 16), _unet(), SimpleInferer()))
+        self.assertEqual(len(samples), 7)
+        for s in samples:
+            self.assertEqual(tuple(s.shape), (2, 3, 16, 16))
+            torch.testing.assert_close(s.sum(1), torch.ones(2, 16, 16))
+
+    def test_chunked_samples_keep_batch_items_apart(self):
+        # two different images in one batch: each chunk's split must return each image's own prediction
+        net, x = _unet(dropout=0.0), torch.rand(2, 1, 16, 16)
+        net.eval()
+        with torch.no_grad():
+            plain = torch.softmax(net(x), 1)
+        net.model[0].adn.D = nn.Dropout(1e-9)  # dropout that keeps every activation
+        for s in MCDropoutSampler(4, chunk_size=4)(x, net, SimpleInferer()):
+            torch.testing.assert_close(s, plain, atol=1e-5, rtol=1e-5)
+
+    def test_sigmoid_outputs_in_unit_interval(self):
+        s = next(iter(MCDropoutSampler(1, activation="sigmoid")(torch.rand(1, 1, 16, 16), _unet(), SimpleInferer())))
+        self.assertTrue(bool(((s >= 0) & (s <= 1)).all()))
+        self.assertGreater(float((s.sum(1) - 1).abs().max()), 1e-3)  # not a softmax
+
+    def test_no_dropout_is_a_clear_error(self):
+        with self.assertRaisesRegex(ValueError, "no dropout module"):
+            list(MCDropoutSampler(3)(torch.rand(1, 1, 16, 16), _unet(dropout=0.0), SimpleInferer()))
+
+    @parameterized.expand([(0,), (-2,)])
+    def test_bad_num_samples(self, t):
+        with self.assertRaisesRegex(ValueError, "num_samples"):
+            MCDropoutSampler(t)
+
+    def test_bad_chunk_and_activation(self):
+        with self.assertRaisesRegex(ValueError, "chunk_size"):
+            MCDropoutSampler(3, chunk_size=0)
+        with self.assertRaisesRegex(ValueError, "activation"):
+            MCDropoutSampler(3, activation="softplus")
+
+
+class TestSoftmaxSampler(unittest.TestCase):
+    def test_single_eval_pass(self):
+        net, x = _unet(), torch.rand(1, 1, 16, 16)
+        net.train()
+        samples = list(SoftmaxSampler()(x, net, SimpleInferer()))
+        self.assertEqual(len(samples), 1)
+        self.assertTrue(net.training)
+        net.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(samples[0], torch.softmax(net(x), 1))
+
+
+class TestTTASampler(unittest.TestCase):
+    @parameterized.expand([(2, 8), (3, 16)])
+    def test_group_sizes_and_exact_inverse(self, dims, size):
+        tta = TTASampler()
+        group = tta.geometric_transforms(dims)
+        self.assertEqual(len(group), size)
+        self.assertEqual(group[0], ((), 0))
+        x = torch.rand(2, 3, *([6] * dims))
+        for flip_axes, k in group:
+            torch.testing.assert_close(tta._inverse(tta._forward(x, flip_axes, k), flip_axes, k), x)
+
+    def test_flip_equivariant_network_gives_plain_prediction(self):
+        net, x = _pointwise(), torch.rand(2, 1, 12, 10)
+        tta = TTASampler(num_samples=8, intensity_scale=0.0, intensity_shift=0.0)
+        with torch.no_grad():
+            plain = torch.softmax(net(x), 1)
+        samples = list(tta(x, net, SimpleInferer()))
+        self.assertEqual(len(samples), 8)
+        for s in samples:
+            torch.testing.assert_close(s, plain)
+
+    def test_samples_are_on_input_grid_for_position_dependent_network(self):
+        # a network whose output depends on position: the rotated prediction must be rotated back
+        net = _unet(dropout=0.0)
+        x = torch.rand(1, 1, 16, 16)
+        net.eval()
+        samples = list(TTASampler(num_samples=8, intensity_scale=0.0, intensity_shift=0.0)(x, net, SimpleInferer()))
+        tta = TTASampler()
+        with torch.no_grad():
+            # each of the 8 transforms' back-mapped prediction, computed here by hand, is one of the samples
+            for flip_axes, k in tta.geometric_transforms(2):
+                want = torch.softmax(tta._inverse(net(tta._forward(x, flip_axes, k)), flip_axes, k), 1)
+                self.assertTrue(any(torch.allclose(want, s, atol=1e-6) for s in samples))
+
+    def test_seeded(self):
+        net, x = _unet(), torch.rand(1, 1, 16, 16)
+        a = torch.stack(list(TTASampler(5, seed=1, noise_std=0.1)(x, net, SimpleInferer())))
+        b = torch.stack(list(TTASampler(5, seed=1, noise_std=0.1)(x, net, SimpleInferer())))
+        torch.testing.assert_close(a, b)
+
+
+class TestEnsembleSampler(unittest.TestCase):
+    def test_networks_give_one_sample_each(self):
+        nets = [_unet(), UNet(2, 1, 3, channels=(4, 8, 16), strides=(2, 2))]
+        x = torch.rand(1, 1, 16, 16)
+        samples = list(EnsembleSampler(networks=nets)(x, None, SimpleInferer()))
+        self.assertEqual(len(samples), 2)
+        for net, s in zip(nets, samples):
+            net.eval()
+            with torch.no_grad():
+                torch.testing.assert_close(s, torch.softmax(net(x), 1))
+
+    def test_checkpoints_loaded_weights_only(self):
+        nets = [UNet(2, 1, 3, channels=(4, 8, 16), strides=(2, 2)) for _ in range(3)]
+        x = torch.rand(1, 1, 16, 16)
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = []
+            for i, net in enumerate(nets):
+                paths.append(Path(tmp) / f"fold{i}.pt")
+                torch.save({"network": net.state_dict()}, paths[-1])
+            sampler = EnsembleSampler(checkpoints=paths, checkpoint_key="network")
+        template = UNet(2, 1, 3, channels=(4, 8, 16), strides=(2, 2))
+        template_state = {k: v.clone() for k, v in template.state_dict().items()}
+        samples = list(sampler(x, template, SimpleInferer()))
+        self.assertEqual(sampler.num_samples, 3)
+        for net, s in zip(nets, samples):
+            net.eval()
+            with torch.no_grad():
+                torch.testing.assert_close(s, torch.softmax(net(x), 1))
+        for k, v in template.state_dict().items():  # the caller's network is not overwritten
+            torch.testing.assert_close(v, template_state[k])
+
+    def test_bad_input(self):
+        with self.assertRaisesRegex(ValueError, "non-empty"):
+            EnsembleSampler(networks=[])
+        with self.assertRaisesRegex(FileNotFoundError, "missing.pt"):
+            EnsembleSampler(checkpoints=["/nonexistent/missing.pt"])
+
+
+if __name__ == "__main__":
+    unittest.main()
