@@ -1,0 +1,5 @@
+"""Ignite handlers for segq-monai workflows."""
+
+from __future__ import annotations
+
+from .quality_metrics import AURC, FailureAUROC, QualityRegression

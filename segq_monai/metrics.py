@@ -1,0 +1,409 @@
+"""Metrics for stage 2: how well predicted segmentation quality matches the true quality.
+
+Two families, after DeVries & Taylor (arXiv 1807.00502) and Zenk et al. 2024 (failure detection benchmark):
+
+* regression of the quality value (``pred_dice`` against ``dice``): :func:`mean_absolute_error`,
+  :func:`root_mean_squared_error`, :func:`pearson_correlation`, :func:`spearman_correlation`, :func:`r2_score`;
+* failure detection from a confidence score (e.g. ``pred_dice``, or minus an uncertainty):
+  :func:`failure_auroc`, :func:`risk_coverage_curve`, :func:`aurc`, :func:`excess_aurc`. For segmentation the
+  risk of a case is ``1 - true Dice`` (Zenk et al. 2024).
+
+Shapes. Every function takes two arrays (torch tensors or anything ``numpy.asarray`` accepts) of the same shape,
+either ``[N]`` (N cases, one foreground class) or ``[N, K]`` (N cases, K foreground classes, e.g. the ``[C - 1]``
+vectors of ``dice`` / ``pred_dice`` stacked over cases). Each class is scored on its own: ``[N]`` input gives a
+python ``float``, ``[N, K]`` input a float64 tensor ``[K]``. Computation is in float64 numpy on the CPU.
+
+Bad input. Malformed input raises ``ValueError``: shapes that differ, more than two dimensions, no cases or no
+classes, NaN or infinite values. Values that are statistically undefined are returned as ``float("nan")`` together
+with a ``UserWarning`` that names the cause (never a silent NaN): fewer than two cases (correlations, R², AUROC), a
+constant input (Pearson and Spearman: either input; R²: ``true``), a single class for AUROC (no failures, or only
+failures). With ``[N, K]`` input the warning names the class index.
+
+Ties. Spearman uses average ranks for ties (as ``scipy.stats.spearmanr``); AUROC counts a tied
+failure/non-failure pair as one half (the Mann-Whitney statistic, as ``sklearn.metrics.roc_auc_score``). For the
+risk-coverage curve, cases with equal confidence cannot be ordered, so *tied cases share their risk*: each case's
+risk is replaced by the mean risk of its tie group before the running mean is taken. At coverages where a whole tie
+group has entered, the curve equals the one where tied cases enter together; inside a group it is the expected
+selective risk over all orders of the tied cases. The result does not depend on the input order.
+
+:class:`QualityRegressionMetric`, :class:`FailureAUROCMetric` and :class:`AURCMetric` wrap these functions as
+``monai.metrics.CumulativeIterationMetric``: they buffer per-case values ``[B, K]`` over iterations and compute
+once in ``aggregate()``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+from monai.metrics import CumulativeIterationMetric
+from monai.utils import MetricReduction
+
+__all__ = [
+    "mean_absolute_error",
+    "root_mean_squared_error",
+    "pearson_correlation",
+    "spearman_correlation",
+    "r2_score",
+    "failure_auroc",
+    "risk_coverage_curve",
+    "aurc",
+    "excess_aurc",
+    "QualityRegressionMetric",
+    "FailureAUROCMetric",
+    "AURCMetric",
+]
+
+ArrayLike = Any  # torch.Tensor, np.ndarray or a (nested) sequence of numbers
+
+
+class _Undefined(Exception):
+    """Raised by a per-class kernel when its value is statistically undefined; the message names the cause."""
+
+
+def _to_numpy(x: ArrayLike) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().to(torch.float64).numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def _as_2d(a: ArrayLike, b: ArrayLike, names: tuple[str, str]) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Check a pair of inputs and return them as float64 ``[N, K]`` arrays, plus whether the input was ``[N]``."""
+    a_np, b_np = _to_numpy(a), _to_numpy(b)
+    if a_np.shape != b_np.shape:
+        raise ValueError(
+            f"`{names[0]}` and `{names[1]}` must have the same shape, got {a_np.shape} and {b_np.shape}; "
+            "pass one value per case (and per class)."
+        )
+    if a_np.ndim not in (1, 2):
+        raise ValueError(f"inputs must be [N] or [N, K] (cases, classes), got shape {a_np.shape}.")
+    if a_np.size == 0:
+        raise ValueError(f"inputs hold no values (shape {a_np.shape}); pass at least one case and one class.")
+    for name, arr in zip(names, (a_np, b_np)):
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"`{name}` contains NaN or infinite values; drop or impute those cases first.")
+    single = a_np.ndim == 1
+    return (a_np[:, None], b_np[:, None], True) if single else (a_np, b_np, False)
+
+
+def _per_class(
+    kernel: Callable[[np.ndarray, np.ndarray], float], a: ArrayLike, b: ArrayLike, names: tuple[str, str], what: str
+) -> float | torch.Tensor:
+    """Apply a 1-D ``kernel`` to each class column; turn :class:`_Undefined` into NaN plus a ``UserWarning``."""
+    a2, b2, single = _as_2d(a, b, names)
+    values = []
+    for k in range(a2.shape[1]):
+        try:
+            values.append(float(kernel(a2[:, k], b2[:, k])))
+        except _Undefined as cause:
+            where = "" if single else f" for class {k}"
+            warnings.warn(f"{what} is undefined{where}: {cause}; returning NaN.", UserWarning, stacklevel=3)
+            values.append(float("nan"))
+    return values[0] if single else torch.tensor(values, dtype=torch.float64)
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks 1..N of a 1-D array, tied values getting the mean of their ranks (``scipy.stats.rankdata`` default)."""
+    order = np.argsort(x, kind="stable")
+    sorted_x = x[order]
+    starts = np.concatenate(([0], np.flatnonzero(np.diff(sorted_x) != 0) + 1))
+    counts = np.diff(np.append(starts, len(x)))
+    group_rank = starts + (counts + 1) / 2.0  # mean of ranks starts+1 .. starts+counts
+    ranks = np.empty(len(x), dtype=np.float64)
+    ranks[order] = np.repeat(group_rank, counts)
+    return ranks
+
+
+def _check_correlatable(pred: np.ndarray, true: np.ndarray) -> None:
+    if len(pred) < 2:
+        raise _Undefined("fewer than two cases")
+    for name, x in (("pred", pred), ("true", true)):
+        if np.all(x == x[0]):
+            raise _Undefined(f"`{name}` is constant")
+
+
+def _pearson_1d(pred: np.ndarray, true: np.ndarray) -> float:
+    _check_correlatable(pred, true)
+    dp, dt = pred - pred.mean(), true - true.mean()
+    r = np.dot(dp, dt) / np.sqrt(np.dot(dp, dp) * np.dot(dt, dt))
+    return float(np.clip(r, -1.0, 1.0))
+
+
+def _spearman_1d(pred: np.ndarray, true: np.ndarray) -> float:
+    _check_correlatable(pred, true)
+    return _pearson_1d(_average_ranks(pred), _average_ranks(true))
+
+
+def _r2_1d(pred: np.ndarray, true: np.ndarray) -> float:
+    if len(true) < 2:
+        raise _Undefined("fewer than two cases")
+    if np.all(true == true[0]):
+        raise _Undefined("`true` is constant, so its variance (the denominator) is zero")
+    ss_res = np.sum((true - pred) ** 2)
+    ss_tot = np.sum((true - true.mean()) ** 2)
+    return float(1.0 - ss_res / ss_tot)
+
+
+def _auroc_1d(confidence: np.ndarray, true_quality: np.ndarray, threshold: float) -> float:
+    if len(confidence) < 2:
+        raise _Undefined("fewer than two cases")
+    failure = true_quality < threshold
+    n_fail = int(failure.sum())
+    n_ok = len(failure) - n_fail
+    if n_fail == 0:
+        raise _Undefined(f"no failures (every true quality >= threshold {threshold})")
+    if n_ok == 0:
+        raise _Undefined(f"only failures (every true quality < threshold {threshold})")
+    ranks = _average_ranks(-confidence)  # failure score: lower confidence ranks higher
+    u_stat = ranks[failure].sum() - n_fail * (n_fail + 1) / 2.0
+    return float(u_stat / (n_fail * n_ok))
+
+
+def _selective_risks_1d(confidence: np.ndarray, risk: np.ndarray) -> np.ndarray:
+    """Selective risk ``[N]`` at coverage k/N, k = 1..N; tied confidences share their group's mean risk."""
+    order = np.argsort(-confidence, kind="stable")
+    conf, rsk = confidence[order], risk[order]
+    starts = np.concatenate(([0], np.flatnonzero(np.diff(conf) != 0) + 1))
+    counts = np.diff(np.append(starts, len(conf)))
+    shared = np.repeat(np.add.reduceat(rsk, starts) / counts, counts)
+    return np.cumsum(shared) / np.arange(1, len(conf) + 1)
+
+
+def _aurc_1d(confidence: np.ndarray, risk: np.ndarray) -> float:
+    return float(_selective_risks_1d(confidence, risk).mean())
+
+
+def _excess_aurc_1d(confidence: np.ndarray, risk: np.ndarray) -> float:
+    return _aurc_1d(confidence, risk) - _aurc_1d(-risk, risk)
+
+
+def mean_absolute_error(pred: ArrayLike, true: ArrayLike) -> float | torch.Tensor:
+    """Mean of ``|pred - true|`` over cases.
+
+    Args:
+        pred: predicted quality, ``[N]`` or ``[N, K]`` (e.g. ``pred_dice``, in [0, 1]).
+        true: true quality, same shape (e.g. ``dice``).
+
+    Returns:
+        ``float`` for ``[N]`` input, float64 tensor ``[K]`` for ``[N, K]``; >= 0, in the units of the inputs.
+    """
+    return _per_class(lambda p, t: np.mean(np.abs(p - t)), pred, true, ("pred", "true"), "MAE")
+
+
+def root_mean_squared_error(pred: ArrayLike, true: ArrayLike) -> float | torch.Tensor:
+    """Square root of the mean of ``(pred - true) ** 2`` over cases, >= 0.
+
+    Shapes and returns as :func:`mean_absolute_error`.
+    """
+    return _per_class(lambda p, t: np.sqrt(np.mean((p - t) ** 2)), pred, true, ("pred", "true"), "RMSE")
+
+
+def pearson_correlation(pred: ArrayLike, true: ArrayLike) -> float | torch.Tensor:
+    """Pearson's r between predicted and true quality, in [-1, 1].
+
+    Inputs ``[N]`` or ``[N, K]``. NaN (with a ``UserWarning``) when N < 2 or either input is constant.
+    """
+    return _per_class(_pearson_1d, pred, true, ("pred", "true"), "Pearson correlation")
+
+
+def spearman_correlation(pred: ArrayLike, true: ArrayLike) -> float | torch.Tensor:
+    """Spearman's rho (Pearson's r of the ranks, ties given their average rank), in [-1, 1].
+
+    Inputs ``[N]`` or ``[N, K]``. NaN (with a ``UserWarning``) when N < 2 or either input is constant.
+    """
+    return _per_class(_spearman_1d, pred, true, ("pred", "true"), "Spearman correlation")
+
+
+def r2_score(pred: ArrayLike, true: ArrayLike) -> float | torch.Tensor:
+    """Coefficient of determination of ``pred`` as a predictor of ``true``: ``1 - SS_res / SS_tot``, in (-inf, 1].
+
+    ``SS_res = sum((true - pred) ** 2)``, ``SS_tot = sum((true - mean(true)) ** 2)``; the same value as
+    ``sklearn.metrics.r2_score(y_true=true, y_pred=pred)``. Note that the arguments are not symmetric. Inputs
+    ``[N]`` or ``[N, K]``. NaN (with a ``UserWarning``) when N < 2 or ``true`` is constant (sklearn would return
+    1.0 or 0.0 there).
+    """
+    return _per_class(_r2_1d, pred, true, ("pred", "true"), "R2")
+
+
+def failure_auroc(confidence: ArrayLike, true_quality: ArrayLike, threshold: float = 0.8) -> float | torch.Tensor:
+    """Area under the ROC curve for detecting failed segmentations from a confidence score, in [0, 1].
+
+    A case is a failure when ``true_quality < threshold``; a lower ``confidence`` should mean failure, so the
+    detection score is ``-confidence``. Equals ``sklearn.metrics.roc_auc_score(true_quality < threshold,
+    -confidence)``: the probability that a random failure has lower confidence than a random non-failure, ties
+    counting one half. 0.5 is chance.
+
+    Args:
+        confidence: ``[N]`` or ``[N, K]``, any real scale (e.g. ``pred_dice``).
+        true_quality: same shape, e.g. true ``dice`` in [0, 1].
+        threshold: failure threshold on ``true_quality`` (strictly below is a failure).
+
+    Returns:
+        ``float`` or float64 tensor ``[K]``; NaN (with a ``UserWarning``) when N < 2 or all cases are failures,
+        or none is.
+    """
+    kernel = partial(_auroc_1d, threshold=float(threshold))
+    return _per_class(kernel, confidence, true_quality, ("confidence", "true_quality"), "failure AUROC")
+
+
+def risk_coverage_curve(confidence: ArrayLike, risk: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """Selective risk against coverage when the most confident cases are accepted first.
+
+    Cases are sorted by confidence, descending; at coverage k/N the selective risk is the mean risk of the k most
+    confident cases. Tied confidences share their risk (see the module docstring), so the curve does not depend
+    on the input order.
+
+    Args:
+        confidence: ``[N]`` or ``[N, K]``, higher means more likely to be correct.
+        risk: same shape, e.g. ``1 - dice`` in [0, 1].
+
+    Returns:
+        ``(coverage, selective_risk)`` as float64 numpy arrays: coverage ``[N]`` = (1..N) / N; selective risk
+        ``[N]`` (``[N, K]`` for ``[N, K]`` input), in the units of ``risk``.
+    """
+    conf2, risk2, single = _as_2d(confidence, risk, ("confidence", "risk"))
+    n = conf2.shape[0]
+    curves = np.stack([_selective_risks_1d(conf2[:, k], risk2[:, k]) for k in range(conf2.shape[1])], axis=1)
+    return np.arange(1, n + 1) / n, curves[:, 0] if single else curves
+
+
+def aurc(confidence: ArrayLike, risk: ArrayLike) -> float | torch.Tensor:
+    """Area under the risk-coverage curve: the mean selective risk over coverages k/N, k = 1..N. Lower is better.
+
+    For segmentation use ``risk = 1 - dice`` (Zenk et al. 2024); then AURC is in [0, 1].
+
+    Args:
+        confidence: ``[N]`` or ``[N, K]``.
+        risk: same shape.
+
+    Returns:
+        ``float`` or float64 tensor ``[K]``.
+    """
+    return _per_class(_aurc_1d, confidence, risk, ("confidence", "risk"), "AURC")
+
+
+def excess_aurc(confidence: ArrayLike, risk: ArrayLike) -> float | torch.Tensor:
+    """AURC minus the AURC of the optimal ranking (``confidence = -risk``); >= 0, and 0 for an optimal ranking.
+
+    Shapes and returns as :func:`aurc`.
+    """
+    return _per_class(_excess_aurc_1d, confidence, risk, ("confidence", "risk"), "e-AURC")
+
+
+class _BufferedQualityMetric(CumulativeIterationMetric):
+    """Buffers per-case ``(y_pred, y)`` pairs ``[B, K]``; subclasses set ``_score`` (two ``[N, K]`` arrays -> ``[K]``).
+
+    Args:
+        reduction: ``"mean"`` averages the per-class values over classes, ignoring NaN (NaN with a ``UserWarning``
+            if every class is NaN); ``"none"`` returns the per-class tensor ``[K]``.
+    """
+
+    def __init__(self, reduction: MetricReduction | str = MetricReduction.MEAN) -> None:
+        super().__init__()
+        if reduction not in (MetricReduction.MEAN, MetricReduction.NONE):
+            raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}.")
+        self.reduction = MetricReduction(reduction)
+
+    def _score(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"Subclass {self.__class__.__name__} must implement this method.")
+
+    def _compute_tensor(  # type: ignore[override]
+        self, y_pred: torch.Tensor, y: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Check one batch and return it unchanged as ``[B, K]`` (``[B]`` becomes ``[B, 1]``) for buffering."""
+        if y is None:
+            raise ValueError(f"{self.__class__.__name__} needs the true quality `y`, got None.")
+        if y_pred.shape != y.shape:
+            raise ValueError(
+                f"y_pred and y must have the same shape [B, K], got {tuple(y_pred.shape)} and {tuple(y.shape)}."
+            )
+        if y_pred.ndim == 1:
+            y_pred, y = y_pred[:, None], y[:, None]
+        if y_pred.ndim != 2:
+            raise ValueError(f"y_pred and y must be [B, K] (cases, classes), got shape {tuple(y_pred.shape)}.")
+        return y_pred, y
+
+    def aggregate(self) -> torch.Tensor:  # type: ignore[override]
+        """Score all buffered cases; float64 tensor ``[]`` for ``reduction="mean"``, ``[K]`` for ``"none"``."""
+        buffer = self.get_buffer()
+        if buffer is None:
+            raise ValueError(f"{self.__class__.__name__} holds no cases; call it on at least one batch first.")
+        y_pred, y = buffer
+        per_class = self._score(y_pred, y)
+        if self.reduction == MetricReduction.NONE:
+            return per_class
+        valid = ~torch.isnan(per_class)
+        if not valid.any():
+            warnings.warn(f"{self.__class__.__name__}: every class is NaN; the mean is NaN.", UserWarning, stacklevel=2)
+            return torch.tensor(float("nan"), dtype=torch.float64)
+        return per_class[valid].mean()
+
+
+class QualityRegressionMetric(_BufferedQualityMetric):
+    """Regression score of predicted quality ``y_pred`` against true quality ``y``, both ``[B, K]``.
+
+    Args:
+        metric_name: ``"mae"``, ``"rmse"``, ``"pearson"``, ``"spearman"`` or ``"r2"`` (see the functions of the
+            same meaning in this module).
+        reduction: ``"mean"`` over classes (ignoring NaN) or ``"none"`` (per-class tensor ``[K]``).
+
+    Example::
+
+        metric = QualityRegressionMetric("spearman")
+        metric(y_pred=pred_dice, y=dice)  # [B, K] each, once per iteration
+        rho = metric.aggregate().item()
+    """
+
+    _FUNCTIONS: dict[str, Callable[[ArrayLike, ArrayLike], float | torch.Tensor]] = {
+        "mae": mean_absolute_error,
+        "rmse": root_mean_squared_error,
+        "pearson": pearson_correlation,
+        "spearman": spearman_correlation,
+        "r2": r2_score,
+    }
+
+    def __init__(self, metric_name: str = "mae", reduction: MetricReduction | str = MetricReduction.MEAN) -> None:
+        super().__init__(reduction=reduction)
+        if metric_name not in self._FUNCTIONS:
+            raise ValueError(f"metric_name must be one of {sorted(self._FUNCTIONS)}, got {metric_name!r}.")
+        self.metric_name = metric_name
+
+    def _score(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self._FUNCTIONS[self.metric_name](y_pred, y)  # type: ignore[return-value]
+
+
+class FailureAUROCMetric(_BufferedQualityMetric):
+    """Failure-detection AUROC (:func:`failure_auroc`) of confidence ``y_pred`` against true quality ``y``, ``[B, K]``.
+
+    Args:
+        threshold: a case is a failure when ``y < threshold``.
+        reduction: ``"mean"`` over classes (ignoring NaN) or ``"none"`` (per-class tensor ``[K]``).
+    """
+
+    def __init__(self, threshold: float = 0.8, reduction: MetricReduction | str = MetricReduction.MEAN) -> None:
+        super().__init__(reduction=reduction)
+        self.threshold = float(threshold)
+
+    def _score(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return failure_auroc(y_pred, y, threshold=self.threshold)  # type: ignore[return-value]
+
+
+class AURCMetric(_BufferedQualityMetric):
+    """AURC (or e-AURC) of confidence ``y_pred`` with risk ``1 - y``, where ``y`` is the true Dice, ``[B, K]``.
+
+    Args:
+        excess: if True, compute e-AURC (:func:`excess_aurc`) instead of AURC (:func:`aurc`).
+        reduction: ``"mean"`` over classes (ignoring NaN) or ``"none"`` (per-class tensor ``[K]``).
+    """
+
+    def __init__(self, excess: bool = False, reduction: MetricReduction | str = MetricReduction.MEAN) -> None:
+        super().__init__(reduction=reduction)
+        self.excess = bool(excess)
+
+    def _score(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        fn = excess_aurc if self.excess else aurc
+        return fn(y_pred, 1.0 - y.to(torch.float64))  # type: ignore[return-value]
