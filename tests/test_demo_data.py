@@ -1,0 +1,86 @@
+"""The embedded Colin27 demo set: files, grids, labels, datalist, size, and reproducibility from the source."""
+
+from __future__ import annotations
+
+import tempfile
+import unittest
+from pathlib import Path
+
+import numpy as np
+from monai.transforms import LoadImage
+
+from segq_monai.data import demo_datalist_path, load_datalist, make_demo_data
+
+DEMO_DIR = demo_datalist_path().parent
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SOURCE_DIR = REPO_ROOT.parent / "shared" / "data" / "colin27"  # CI keeps ../shared beside the clone
+NUM_REGION_CLASSES = 5  # 0 background, 1 frontal, 2 temporal, 3 parietal+occipital, 4 cerebellum
+
+
+def _load(path: str):
+    return LoadImage(image_only=True, ensure_channel_first=True)(path)
+
+
+class TestDemoData(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.items = load_datalist(demo_datalist_path(), path_keys=("image", "label", "regions"))
+
+    def test_files_and_docs(self):
+        for name in ("dataset.json", "README.md", "debian-copyright.txt", "AAL_NOTICE.txt"):
+            self.assertTrue((DEMO_DIR / name).is_file(), name)
+        self.assertIn("Tzourio-Mazoyer", (DEMO_DIR / "AAL_NOTICE.txt").read_text())
+        self.assertIn("python -m segq_monai.data.make_demo", (DEMO_DIR / "README.md").read_text())
+
+    def test_ordered_by_z_and_enough_cases(self):
+        zs = [int(Path(i["image"]).name[7:10]) for i in self.items]
+        self.assertEqual(zs, sorted(zs))
+        self.assertGreaterEqual(len(zs), 50)
+        self.assertEqual(set(np.diff(zs)), {2})
+
+    def test_grids_and_values(self):
+        for item in self.items:
+            img, brain, regions = _load(item["image"]), _load(item["label"]), _load(item["regions"])
+            self.assertEqual(tuple(img.shape), (1, 96, 112))
+            self.assertEqual(img.shape, brain.shape)
+            self.assertEqual(img.shape, regions.shape)
+            np.testing.assert_allclose(brain.affine, img.affine)
+            np.testing.assert_allclose(regions.affine, img.affine)
+            np.testing.assert_allclose(np.diag(img.affine)[:2], [2.0, 2.0])
+            self.assertTrue(set(np.unique(brain.numpy())) <= {0.0, 1.0})
+            self.assertTrue(set(np.unique(regions.numpy())) <= set(range(NUM_REGION_CLASSES)))
+            self.assertGreater(float(brain.sum()), 0.0, item["label"])  # every slice goes through the brain
+            self.assertGreaterEqual(float(img.min()), 0.0)
+            self.assertLessEqual(float(img.max()), 255.0)
+
+    def test_world_z_follows_slice_index(self):
+        for item in self.items[:3]:
+            z = int(Path(item["image"]).name[7:10])
+            self.assertAlmostEqual(float(_load(item["image"]).affine[2, 3]), z - 71.0)  # source origin z = -71 mm
+
+    def test_all_region_classes_present(self):
+        counts = sum(np.bincount(_load(i["regions"]).numpy().astype(int).ravel(), minlength=5) for i in self.items)
+        self.assertTrue(np.all(counts > 0), counts)
+
+    def test_folder_small(self):
+        size = sum(f.stat().st_size for f in DEMO_DIR.rglob("*") if f.is_file())
+        self.assertLess(size, 3_000_000)
+
+
+@unittest.skipUnless(SOURCE_DIR.is_dir(), f"Colin27 source not found at {SOURCE_DIR} (../shared beside the repo)")
+class TestMakeDemoReproduces(unittest.TestCase):
+    def test_same_arrays(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            items = load_datalist(make_demo_data(SOURCE_DIR, tmp), path_keys=("image", "label", "regions"))
+            embedded = load_datalist(demo_datalist_path(), path_keys=("image", "label", "regions"))
+            self.assertEqual(len(items), len(embedded))
+            for i in (len(items) // 3, 2 * len(items) // 3):
+                for key in ("image", "label", "regions"):
+                    self.assertEqual(Path(items[i][key]).name, Path(embedded[i][key]).name)
+                    new, old = _load(items[i][key]), _load(embedded[i][key])
+                    np.testing.assert_array_equal(new.numpy(), old.numpy())
+                    np.testing.assert_allclose(new.affine, old.affine)
+
+
+if __name__ == "__main__":
+    unittest.main()
