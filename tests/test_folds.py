@@ -42,6 +42,21 @@ class TestFolds(unittest.TestCase):
             held_all += held
         self.assertEqual(held_all, items)  # every case held out exactly once
 
+    def test_split_fold_keeps_groups_together(self):
+        # 5 slices, 3 augmented copies each: no copy of a held-out slice may be in the training side
+        items = [{"group": g, "copy": c} for g in "abcde" for c in range(3)]
+        held_all = []
+        for fold in range(2):
+            train, held = split_fold(items, fold, 2, group_key="group")
+            self.assertEqual({x["group"] for x in train} & {x["group"] for x in held}, set())
+            held_all += held
+        self.assertEqual([x["group"] for x in held_all], list("aaabbbcccdddeee"))  # blocks of 3 then 2 groups
+        self.assertEqual({x["group"] for x in split_fold(items, 0, 2, group_key="group")[1]}, set("abc"))
+
+    def test_split_fold_missing_group(self):
+        with self.assertRaisesRegex(ValueError, "no key 'group'"):
+            split_fold([{"group": 1}, {}], 0, 2, group_key="group")
+
     def test_split_fold_bad_fold(self):
         with self.assertRaisesRegex(ValueError, "fold must be"):
             split_fold(list(range(5)), 2, 2)

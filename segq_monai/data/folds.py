@@ -43,17 +43,37 @@ def contiguous_folds(num_cases: int, num_folds: int) -> list[list[int]]:
     return folds
 
 
-def split_fold(items: Sequence[T], fold: int, num_folds: int) -> tuple[list[T], list[T]]:
+def split_fold(
+    items: Sequence[T], fold: int, num_folds: int, group_key: str | None = None
+) -> tuple[list[T], list[T]]:
     """``(train, held_out)`` for fold ``fold`` of :func:`contiguous_folds` over ``items`` (order kept).
 
+    Args:
+        items: cases in their natural order.
+        fold: the held-out fold, in ``[0, num_folds)``.
+        num_folds: the number of folds.
+        group_key: items are dictionaries and those with the same ``item[group_key]`` (e.g. a patient, or
+            the source slice of several augmented copies) stay on one side: the folds are contiguous blocks of
+            groups, in order of first appearance. ``None``: every item is its own group.
+
     Raises:
-        ValueError: ``fold`` outside ``[0, num_folds)``, or the errors of :func:`contiguous_folds`.
+        ValueError: ``fold`` outside ``[0, num_folds)``, an item without ``group_key``, or the errors of
+            :func:`contiguous_folds`.
     """
-    blocks = contiguous_folds(len(items), num_folds)
+    if group_key is None:
+        groups = list(range(len(items)))
+    else:
+        missing = [i for i, x in enumerate(items) if group_key not in x]  # type: ignore[operator]
+        if missing:
+            raise ValueError(f"Items {missing[:5]} have no key {group_key!r}; add it to every item or unset group_key.")
+        groups = [x[group_key] for x in items]  # type: ignore[index]
+    order = list(dict.fromkeys(groups))
+    blocks = contiguous_folds(len(order), num_folds)
     if not 0 <= fold < num_folds:
         raise ValueError(f"fold must be in [0, {num_folds}), got {fold}.")
-    held = set(blocks[fold])
-    return [x for i, x in enumerate(items) if i not in held], [items[i] for i in blocks[fold]]
+    held = {order[i] for i in blocks[fold]}
+    train = [x for x, g in zip(items, groups) if g not in held]
+    return train, [x for x, g in zip(items, groups) if g in held]
 
 
 def holdout_split(items: Sequence[T], fraction: float, position: str = "end") -> tuple[list[T], list[T]]:

@@ -1,0 +1,91 @@
+"""Prepare the demo experiment from the embedded Colin27 slices: a development block, a test block, MR artifacts.
+
+The embedded set (``segq_monai/demo_data``) has 72 axial slices of one head, ordered by z. This module cuts it into
+contiguous blocks (neighbouring slices are near copies: never split at random), keeps every ``test_every``-th
+block as the test set, and writes ``variants`` copies of each slice with a graded MR artifact (bias field,
+noise, Gibbs ringing, k-space spikes, contrast; severities 0 to 1) so that the segmentation quality spreads
+from near perfect to failed, as on scans from other scanners. Stage 1 trains on the clean development slices;
+out-of-fold sampling and the test evaluation see the artifact copies.
+
+Outputs under ``output_dir``:
+
+- ``stage1.json``: ``training`` = the clean development slices (``image``, ``label``, ``group``);
+- ``dataset.json``: ``training`` = artifact copies of the development slices, ``testing`` = artifact copies of
+  the test slices (both with ``label``, ``group`` = source slice, ``artifact``, ``severity``);
+- ``images/`` and ``labels/``: the NIfTI files they name (float32 images, uint8 labels, the source affines).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from segq_monai.data.datalist import demo_datalist_path, load_datalist, write_datalist
+from segq_monai.transforms.artifacts import apply_mr_artifact, graded_artifact_plan
+
+__all__ = ["prepare_demo"]
+
+TASKS = {"brain": "label", "regions": "regions"}
+
+
+def _save(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp.nii.gz")
+    nib.save(nib.Nifti1Image(array, affine), tmp)
+    os.replace(tmp, path)
+
+
+def prepare_demo(
+    output_dir: str | os.PathLike,
+    task: str = "brain",
+    variants: int = 4,
+    block_size: int = 6,
+    test_every: int = 4,
+    seed: int = 0,
+) -> dict[str, Path]:
+    """Write the demo's datalists and images (see the module docstring).
+
+    Args:
+        output_dir: folder to write into (created).
+        task: ``"brain"`` (brain extraction, 2 classes) or ``"regions"`` (5 merged AAL classes).
+        variants: artifact copies per slice.
+        block_size: slices per contiguous block.
+        test_every: every ``test_every``-th block (starting with block 1) is a test block.
+        seed: seed of the artifact plan and the artifacts.
+
+    Returns:
+        ``{"stage1": path of stage1.json, "dataset": path of dataset.json}``.
+    """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {sorted(TASKS)}, got {task!r}.")
+    if variants < 1 or block_size < 1 or test_every < 2:
+        raise ValueError("variants and block_size must be >= 1 and test_every >= 2.")
+    out = Path(output_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "labels").mkdir(parents=True, exist_ok=True)
+    slices = load_datalist(demo_datalist_path(), path_keys=("image", "label", TASKS[task]))
+    is_test = [(i // block_size) % test_every == 1 for i in range(len(slices))]
+    clean, sections = [], {"training": [], "testing": []}
+    plan = graded_artifact_plan(len(slices) * variants, seed=seed)
+    for i, item in enumerate(slices):
+        name = Path(item["image"]).name.replace("_image.nii.gz", "")
+        image_nii = nib.load(item["image"])
+        image = np.asarray(image_nii.dataobj, dtype=np.float32)
+        label_path = out / "labels" / f"{name}_{task}.nii.gz"
+        _save(np.asarray(nib.load(item[TASKS[task]]).dataobj, dtype=np.uint8), image_nii.affine, label_path)
+        if not is_test[i]:
+            clean_path = out / "images" / f"{name}.nii.gz"
+            _save(image, image_nii.affine, clean_path)
+            clean.append({"image": str(clean_path), "label": str(label_path), "group": name})
+        for v in range(variants):
+            kind, severity = plan[i * variants + v]
+            corrupted = apply_mr_artifact(image[None], kind, severity, seed=seed + i * variants + v)[0].numpy()
+            path = out / "images" / f"{name}_v{v}.nii.gz"
+            _save(corrupted.astype(np.float32), image_nii.affine, path)
+            entry = {"image": str(path), "label": str(label_path), "group": name, "artifact": kind, "severity": severity}
+            sections["testing" if is_test[i] else "training"].append(entry)
+    write_datalist(out / "stage1.json", {"training": clean})
+    write_datalist(out / "dataset.json", sections)
+    return {"stage1": out / "stage1.json", "dataset": out / "dataset.json"}

@@ -1,0 +1,307 @@
+"""Quality transforms: true Dice/IoU, the stage-2 input stack, predicted quality and the failure flag.
+
+Array transforms and their dictionary twins (aliases ``XD = XDict = Xd``). Keys follow the data keys table of
+CONTRIBUTING.md: ``seg``/``label`` are ``[1, H, W[, D]]`` class-index maps, ``dice``/``iou``/``pred_dice``/
+``pred_iou`` are ``[K]`` with ``K = num_classes - 1`` foreground classes, ``flagged`` is a ``[]`` bool tensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+from monai.config import KeysCollection, NdarrayOrTensor
+from monai.data import MetaTensor
+from monai.networks.utils import one_hot
+from monai.transforms import MapTransform, Transform
+from monai.utils import convert_to_tensor, ensure_tuple
+
+from segq_monai.quality import as_class_indices, dice_to_iou, segmentation_quality
+
+__all__ = [
+    "SegmentationQuality",
+    "SegmentationQualityd",
+    "SegmentationQualityD",
+    "SegmentationQualityDict",
+    "QualityInput",
+    "QualityInputd",
+    "QualityInputD",
+    "QualityInputDict",
+    "quality_input_channels",
+    "FailureFlag",
+    "FailureFlagd",
+    "FailureFlagD",
+    "FailureFlagDict",
+    "PredictQuality",
+    "PredictQualityd",
+    "PredictQualityD",
+    "PredictQualityDict",
+]
+
+
+# --------------------------------------------------------------------------------------------- true quality
+class SegmentationQuality(Transform):
+    """True Dice and IoU of one segmentation against its label, per foreground class.
+
+    Args:
+        num_classes: classes including background (>= 2).
+
+    ``__call__(seg, label)``: both ``[1, H, W[, D]]`` class indices on the same grid; returns ``(dice, iou)``,
+    float32 ``[num_classes - 1]`` in [0, 1] (see :func:`segq_monai.quality.segmentation_quality` for the
+    empty-mask convention). If both are MetaTensors their affines must agree (same grid).
+    """
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+
+    def __call__(self, seg: NdarrayOrTensor, label: NdarrayOrTensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(seg, MetaTensor) and isinstance(label, MetaTensor):
+            a_seg = seg.affine.detach().cpu().double().numpy()
+            a_lab = label.affine.detach().cpu().double().numpy()
+            if a_seg.shape != a_lab.shape or not np.allclose(a_seg, a_lab, rtol=1e-5, atol=1e-4):
+                raise ValueError(
+                    "seg and label lie on different grids (their affines differ):\n"
+                    f"seg affine:\n{a_seg}\nlabel affine:\n{a_lab}\n"
+                    "resample the segmentation onto the label's grid (e.g. Invertd, or ResampleToMatchd) first."
+                )
+        return segmentation_quality(seg, label, self.num_classes)
+
+
+class SegmentationQualityd(MapTransform):
+    """Dictionary twin of :class:`SegmentationQuality`: reads ``seg_key`` and ``label_key``, writes
+    ``dice_key`` and ``iou_key`` (float32 ``[num_classes - 1]`` in [0, 1])."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        seg_key: str = "seg",
+        label_key: str = "label",
+        dice_key: str = "dice",
+        iou_key: str = "iou",
+    ) -> None:
+        super().__init__(keys=[seg_key, label_key])
+        self.seg_key, self.label_key = seg_key, label_key
+        self.dice_key, self.iou_key = dice_key, iou_key
+        self.quality = SegmentationQuality(num_classes)
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        d[self.dice_key], d[self.iou_key] = self.quality(d[self.seg_key], d[self.label_key])
+        return d
+
+
+# ------------------------------------------------------------------------------------------ stage-2 input
+def _stack(parts: Sequence[tuple[str, NdarrayOrTensor, bool]], num_classes: int) -> torch.Tensor:
+    """Concatenate ``(name, array [C, *spatial], one_hot)`` parts along channels as float32."""
+    if not parts:
+        raise ValueError("QualityInput needs at least one input array (image, seg or an uncertainty map).")
+    tensors, shapes = [], []
+    for name, x, is_seg in parts:
+        t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+        if t.ndim < 3:
+            raise ValueError(
+                f"'{name}' must be channel-first [C, H, W[, D]], got shape {tuple(t.shape)}; add a channel "
+                "dimension (EnsureChannelFirstd)."
+            )
+        if is_seg:
+            if t.shape[0] != 1:
+                raise ValueError(
+                    f"'{name}' is one-hot encoded and must be a class-index map [1, H, W[, D]], got shape "
+                    f"{tuple(t.shape)}; take the argmax over channels first."
+                )
+            t = one_hot(as_class_indices(t, name, num_classes), num_classes, dim=0)
+        tensors.append(t.float())
+        shapes.append(f"{name} {tuple(t.shape[1:])}")
+    if len({tuple(t.shape[1:]) for t in tensors}) > 1:
+        raise ValueError(
+            f"QualityInput parts must share one spatial shape, got {', '.join(shapes)}; resample them to one grid."
+        )
+    device = tensors[0].device
+    return torch.cat([t.to(device) for t in tensors], dim=0)
+
+
+class QualityInput(Transform):
+    """Stage-2 input stack: image channels, one-hot segmentation, then each uncertainty map.
+
+    Args:
+        num_classes: classes including background; the segmentation becomes ``num_classes`` channels.
+
+    ``__call__(image, seg, *maps)``: ``image`` ``[C_img, *spatial]`` or ``None``, ``seg`` ``[1, *spatial]``
+    class indices or ``None``, each map ``[C_m, *spatial]`` (e.g. entropy, nats). Returns float32
+    ``[C_img + num_classes + sum(C_m), *spatial]`` in that order; a ``None`` part is left out, so the ablation
+    variants (image only; image+seg; seg+uncertainty; image+seg+uncertainty) are calls with other arguments.
+    """
+
+    def __init__(self, num_classes: int) -> None:
+        if num_classes < 2:
+            raise ValueError(f"num_classes counts the background and must be >= 2, got {num_classes}.")
+        self.num_classes = num_classes
+
+    def __call__(
+        self, image: NdarrayOrTensor | None, seg: NdarrayOrTensor | None, *maps: NdarrayOrTensor
+    ) -> torch.Tensor:
+        parts = [("image", image, False), ("seg", seg, True)]
+        parts += [(f"map {i}", m, False) for i, m in enumerate(maps)]
+        return _stack([p for p in parts if p[1] is not None], self.num_classes)
+
+
+class QualityInputd(MapTransform):
+    """Dictionary twin of :class:`QualityInput`: stacks ``keys`` in the given order into ``output_key``.
+
+    The key equal to ``seg_key`` is one-hot encoded (``num_classes`` channels); every other key is copied as is.
+    The paper's variants are key lists::
+
+        ["image"]                                 # image only
+        ["image", "seg"]                          # image + segmentation
+        ["seg", "entropy"]                        # segmentation + uncertainty
+        ["image", "seg", "entropy"]               # image + segmentation + uncertainty (DeVries & Taylor)
+
+    Use :func:`quality_input_channels` for the regressor's ``in_channels``.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        num_classes: int,
+        seg_key: str = "seg",
+        output_key: str = "quality_input",
+    ) -> None:
+        super().__init__(keys)
+        if num_classes < 2:
+            raise ValueError(f"num_classes counts the background and must be >= 2, got {num_classes}.")
+        self.num_classes = num_classes
+        self.seg_key = seg_key
+        self.output_key = output_key
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        missing = [k for k in self.keys if k not in d]
+        if missing:
+            raise ValueError(f"QualityInputd keys {missing} are missing from the data (has {list(d)}).")
+        parts = [(str(k), d[k], k == self.seg_key) for k in self.keys]
+        d[self.output_key] = _stack(parts, self.num_classes)
+        return d
+
+
+def quality_input_channels(
+    keys: KeysCollection,
+    num_classes: int,
+    image_channels: int = 1,
+    map_channels: int | Mapping[str, int] = 1,
+    seg_key: str = "seg",
+    image_key: str = "image",
+) -> int:
+    """Channels of the :class:`QualityInputd` stack, for ``QualityRegressor(in_channels=...)``.
+
+    ``seg_key`` counts ``num_classes``, ``image_key`` counts ``image_channels``, every other key counts
+    ``map_channels`` (an int, or a per-key mapping defaulting to 1, e.g. ``{"variance": num_classes}``).
+
+    Example::
+
+        quality_input_channels(["image", "seg", "entropy"], num_classes=2)  # 1 + 2 + 1 = 4
+    """
+    total = 0
+    for k in ensure_tuple(keys):
+        if k == seg_key:
+            total += num_classes
+        elif k == image_key:
+            total += image_channels
+        elif isinstance(map_channels, Mapping):
+            total += map_channels.get(k, 1)
+        else:
+            total += map_channels
+    return total
+
+
+# ------------------------------------------------------------------------------------- predicted quality
+class FailureFlag(Transform):
+    """Predicted failure: any foreground class's predicted Dice is below ``threshold``.
+
+    ``__call__(pred_dice)``: ``[K]`` -> bool ``[]`` (or ``[B, K]`` -> ``[B]``).
+    """
+
+    def __init__(self, threshold: float = 0.8) -> None:
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold is a Dice and must be in [0, 1], got {threshold}.")
+        self.threshold = threshold
+
+    def __call__(self, pred_dice: NdarrayOrTensor) -> torch.Tensor:
+        t = convert_to_tensor(pred_dice, track_meta=False)
+        if t.ndim == 0:
+            t = t[None]
+        return (t < self.threshold).any(dim=-1)
+
+
+class FailureFlagd(MapTransform):
+    """Dictionary twin of :class:`FailureFlag`: reads ``key`` (``[K]`` predicted Dice), writes ``output_key``."""
+
+    def __init__(self, key: str = "pred_dice", threshold: float = 0.8, output_key: str = "flagged") -> None:
+        super().__init__(keys=[key])
+        self.key, self.output_key = key, output_key
+        self.flag = FailureFlag(threshold)
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        d[self.output_key] = self.flag(d[self.key])
+        return d
+
+
+class PredictQuality(Transform):
+    """Stage 2 inference: the quality regressor's predicted Dice and IoU for one case.
+
+    Args:
+        network: the regressor (e.g. :class:`segq_monai.networks.QualityRegressor`), mapping
+            ``[B, C_in, *spatial]`` to predicted Dice ``[B, K]`` in [0, 1]. It is run in eval mode without
+            gradients, on the device of its parameters.
+
+    ``__call__(x)``: the input stack ``[C_in, *spatial]`` -> ``(dice, iou)``, each float32 ``[K]``, with
+    ``iou = dice / (2 - dice)`` (exact for one pair of masks). Raises ``ValueError`` when the network's output
+    leaves [0, 1].
+    """
+
+    def __init__(self, network: torch.nn.Module) -> None:
+        self.network = network
+
+    def __call__(self, x: NdarrayOrTensor) -> tuple[torch.Tensor, torch.Tensor]:
+        device = next(self.network.parameters()).device
+        x = convert_to_tensor(x, track_meta=False, dtype=torch.float32).to(device)
+        training = self.network.training
+        self.network.eval()
+        try:
+            with torch.no_grad():
+                dice = self.network(x[None])[0].float().cpu()
+        finally:
+            self.network.train(training)
+        if dice.numel() and (dice.min() < 0 or dice.max() > 1):
+            raise ValueError(
+                f"predicted Dice must lie in [0, 1], got range [{float(dice.min())}, {float(dice.max())}]; "
+                "end the regressor with a sigmoid (QualityRegressor does)."
+            )
+        return dice, dice_to_iou(dice)
+
+
+class PredictQualityd(MapTransform):
+    """Dictionary twin of :class:`PredictQuality`: reads ``input_key``, writes ``dice_key`` and ``iou_key``."""
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        input_key: str = "quality_input",
+        dice_key: str = "pred_dice",
+        iou_key: str = "pred_iou",
+    ) -> None:
+        super().__init__(keys=[input_key])
+        self.input_key, self.dice_key, self.iou_key = input_key, dice_key, iou_key
+        self.predict = PredictQuality(network)
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        d[self.dice_key], d[self.iou_key] = self.predict(d[self.input_key])
+        return d
+
+
+SegmentationQualityD = SegmentationQualityDict = SegmentationQualityd
+QualityInputD = QualityInputDict = QualityInputd
+FailureFlagD = FailureFlagDict = FailureFlagd
+PredictQualityD = PredictQualityDict = PredictQualityd

@@ -1,0 +1,291 @@
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import unittest
+import warnings
+from unittest import mock
+
+import numpy as np
+import torch
+from parameterized import parameterized
+from scipy import stats
+from sklearn import metrics as skm
+
+from segq_monai.report import (
+    comparison_table,
+    evaluate_quality,
+    least_squares_line,
+    quality_columns,
+    read_quality_csv,
+    write_quality_csv,
+    write_report,
+)
+
+THRESHOLD = 0.8
+
+
+# ---- independent references -------------------------------------------------------------------------------------
+def ref_aurc(confidence, risk):
+    """Mean selective risk over coverages k/N (no ties in the synthetic data)."""
+    order = np.argsort(-np.asarray(confidence))
+    r = np.asarray(risk)[order]
+    return float(np.mean(np.cumsum(r) / np.arange(1, len(r) + 1)))
+
+
+def ref_block(score, true, mapped):
+    return {
+        "n": len(true),
+        "mae": skm.mean_absolute_error(true, mapped),
+        "rmse": float(np.sqrt(skm.mean_squared_error(true, mapped))),
+        "r2": skm.r2_score(true, mapped),
+        "pearson": stats.pearsonr(score, true)[0],
+        "spearman": stats.spearmanr(score, true)[0],
+        "auroc": skm.roc_auc_score(true < THRESHOLD, -score),
+        "aurc": ref_aurc(score, 1 - true),
+        "eaurc": ref_aurc(score, 1 - true) - ref_aurc(true, 1 - true),
+    }
+
+
+def synthetic(n, classes, seed):
+    """Rows with true Dice spread over [0.4, 1], a noisy pred_dice and two baselines; also the arrays."""
+    rng = np.random.default_rng(seed)
+    true = rng.uniform(0.4, 0.99, size=(n, len(classes)))
+    logit = np.log(true / (1 - true)) + rng.normal(0, 0.4, size=true.shape)
+    pred = 1 / (1 + np.exp(-logit))  # in (0, 1) without ties (clipping would tie cases at 1)
+    ent = -(1 - true.mean(1)) * 0.3 + rng.normal(0, 0.03, n)  # a negated entropy, nats
+    pdice = true.mean(1) + rng.normal(0, 0.1, n)
+    rows = []
+    for i in range(n):
+        row = {"image": f"case_{i:02d}.nii.gz"}
+        for k, c in enumerate(classes):
+            sfx = f"_{c}" if c else ""
+            row[f"pred_dice{sfx}"] = pred[i, k]
+            row[f"pred_iou{sfx}"] = pred[i, k] / (2 - pred[i, k])
+            row[f"true_dice{sfx}"] = true[i, k]
+            row[f"true_iou{sfx}"] = true[i, k] / (2 - true[i, k])
+        row["flagged"] = int(np.any(pred[i] < THRESHOLD))
+        row["baseline_mean_entropy"] = ent[i]
+        row["baseline_pairwise_dice"] = pdice[i]
+        rows.append(row)
+    return rows, pred, true, {"mean_entropy": ent, "pairwise_dice": pdice}
+
+
+def assert_block(tc, got, want):
+    tc.assertEqual(got["n"], want["n"])
+    for key in ("mae", "rmse", "r2", "pearson", "spearman", "auroc", "aurc", "eaurc"):
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-9, atol=1e-12, err_msg=key)
+
+
+# ---- CSV ----------------------------------------------------------------------------------------------------------
+class TestQualityCSV(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.path = os.path.join(self.tmp.name, "quality.csv")
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def test_round_trip(self):
+        rows = [
+            {"image": "a/b 1.nii.gz", "pred_dice": 0.1 + 0.2, "true_dice": 1 / 3, "flagged": True, "n": 3},
+            {"image": "c,d.nii.gz", "pred_dice": np.float32(0.7), "true_dice": torch.tensor(2 / 3), "flagged": False},
+            {"image": "e.nii.gz", "pred_dice": float("nan"), "true_dice": None, "flagged": np.bool_(True)},
+        ]
+        write_quality_csv(self.path, rows)
+        back = read_quality_csv(self.path)
+        self.assertEqual(os.listdir(self.tmp.name), ["quality.csv"])
+        self.assertEqual([r["image"] for r in back], ["a/b 1.nii.gz", "c,d.nii.gz", "e.nii.gz"])
+        self.assertEqual(back[0]["pred_dice"], 0.1 + 0.2)  # bit-exact
+        self.assertEqual(back[0]["true_dice"], 1 / 3)
+        self.assertEqual(back[1]["pred_dice"], float(np.float32(0.7)))
+        self.assertEqual(back[1]["true_dice"], float(torch.tensor(2 / 3)))
+        self.assertTrue(math.isnan(back[2]["pred_dice"]))
+        self.assertIsNone(back[2]["true_dice"])
+        self.assertEqual([r["flagged"] for r in back], [1, 0, 1])
+        self.assertEqual(back[0]["n"], 3)
+        self.assertIsNone(back[1]["n"])
+
+    def test_columns_order_and_selection(self):
+        write_quality_csv(self.path, [{"b": 1, "a": 2.5, "image": "x"}], columns=["image", "a"])
+        with open(self.path) as f:
+            self.assertEqual(f.read(), "image,a\nx,2.5\n")
+
+    def test_failing_write_keeps_earlier_file(self):
+        write_quality_csv(self.path, [{"image": "x", "pred_dice": 0.5}])
+        with open(self.path) as f:
+            before = f.read()
+        with self.assertRaises(ValueError):  # a value that is not one number
+            write_quality_csv(self.path, [{"image": "y", "pred_dice": np.zeros(2)}])
+        with mock.patch("segq_monai.report.os.replace", side_effect=OSError("disk full")):
+            with self.assertRaises(OSError):
+                write_quality_csv(self.path, [{"image": "z", "pred_dice": 0.9}])
+        with open(self.path) as f:
+            self.assertEqual(f.read(), before)
+        self.assertEqual(os.listdir(self.tmp.name), ["quality.csv"])  # no temporary file left
+
+    def test_missing(self):
+        with self.assertRaises(FileNotFoundError):
+            read_quality_csv(os.path.join(self.tmp.name, "nope.csv"))
+        with self.assertRaises(FileNotFoundError):
+            write_quality_csv(os.path.join(self.tmp.name, "no_dir", "q.csv"), [{"a": 1}])
+
+
+class TestQualityColumns(unittest.TestCase):
+    @parameterized.expand(
+        [
+            ("binary", ["image", "pred_dice", "pred_iou", "true_dice", "flagged"], [""]),
+            ("indices", ["image", "pred_dice_1", "pred_iou_1", "pred_dice_2", "true_dice_1", "true_dice_2"], ["1", "2"]),
+            ("names", ["pred_dice_left_lobe", "true_dice_left_lobe", "baseline_pairwise_dice"], ["left_lobe"]),
+            ("none", ["image", "baseline_mean_entropy"], []),
+        ]
+    )
+    def test_classes(self, _, names, want):
+        self.assertEqual(quality_columns([dict.fromkeys(names, 0.5)]), want)
+
+    def test_mixed_raises(self):
+        with self.assertRaises(ValueError):
+            quality_columns([{"pred_dice": 1.0, "pred_dice_1": 1.0}])
+
+
+# ---- evaluate_quality -----------------------------------------------------------------------------------------------
+class TestEvaluateQuality(unittest.TestCase):
+    @parameterized.expand([("binary", [""], 14), ("two_class", ["1", "2"], 16)])
+    def test_against_references(self, _, classes, n):
+        rows, pred, true, base = synthetic(n, classes, seed=3)
+        cal_rows, _, cal_true, cal_base = synthetic(10, classes, seed=4)
+        report = evaluate_quality(rows, threshold=THRESHOLD, calibration_rows=cal_rows)
+        self.assertEqual(report["fit"], "calibration")
+        self.assertEqual(report["n_calibration"], 10)
+        self.assertEqual(report["n_cases"], n)
+        names = ["foreground"] if classes == [""] else classes
+        self.assertEqual(report["classes"], names)
+        targets = {c: (pred[:, k], true[:, k], cal_true[:, k]) for k, c in enumerate(names)}
+        targets["mean"] = (pred.mean(1), true.mean(1), cal_true.mean(1))
+        for c, (p, t, ct) in targets.items():
+            got = report["quality_head"]["mean"] if c == "mean" else report["quality_head"]["per_class"][c]
+            assert_block(self, got, ref_block(p, t, p))
+            for name, score in base.items():
+                slope, intercept = np.polyfit(cal_base[name], ct, 1)
+                entry = report["baselines"][name]
+                np.testing.assert_allclose(entry["calibration"][c]["slope"], slope, rtol=1e-9)
+                np.testing.assert_allclose(entry["calibration"][c]["intercept"], intercept, rtol=1e-9)
+                got = entry["mean"] if c == "mean" else entry["per_class"][c]
+                assert_block(self, got, ref_block(score, t, slope * score + intercept))
+
+    def test_in_sample_fit(self):
+        rows, _, true, base = synthetic(12, [""], seed=5)
+        report = evaluate_quality(rows, threshold=THRESHOLD)
+        self.assertEqual(report["fit"], "in-sample")
+        slope, intercept = np.polyfit(base["pairwise_dice"], true[:, 0], 1)
+        cal = report["baselines"]["pairwise_dice"]["calibration"]["foreground"]
+        np.testing.assert_allclose([cal["slope"], cal["intercept"]], [slope, intercept], rtol=1e-9)
+        # in-sample OLS: R² equals the squared Pearson r
+        block = report["baselines"]["pairwise_dice"]["mean"]
+        np.testing.assert_allclose(block["r2"], block["pearson"] ** 2, rtol=1e-9)
+
+    def test_least_squares_line(self):
+        x, y = np.array([0.0, 1.0, 2.0, 4.0]), np.array([1.0, 2.0, 2.5, 5.0])
+        np.testing.assert_allclose(least_squares_line(x, y), np.polyfit(x, y, 1), rtol=1e-12)
+        with self.assertWarns(UserWarning):
+            self.assertTrue(all(math.isnan(v) for v in least_squares_line(np.ones(3), y[:3])))
+
+    def test_flag_counts_by_hand(self):
+        # true failure = any class below 0.8; flagged as given
+        table = [  # (true_dice_1, true_dice_2, flagged)
+            (0.9, 0.9, 0),  # TN
+            (0.9, 0.7, 1),  # TP
+            (0.5, 0.95, 0),  # FN
+            (0.85, 0.85, 1),  # FP
+            (0.6, 0.6, 1),  # TP
+            (0.81, 0.99, 0),  # TN
+        ]
+        rows = [
+            {"true_dice_1": a, "true_dice_2": b, "pred_dice_1": a, "pred_dice_2": b, "flagged": f} for a, b, f in table
+        ]
+        flag = evaluate_quality(rows, threshold=0.8)["flag"]
+        self.assertEqual(
+            flag,
+            {
+                "n": 6,
+                "true_failures": 3,
+                "true_positives": 2,
+                "false_positives": 1,
+                "false_negatives": 1,
+                "true_negatives": 2,
+                "fraction_flagged": 0.5,
+            },
+        )
+
+    def test_string_cells_and_no_flag(self):
+        rows = [{"true_dice": str(t), "pred_dice": str(p)} for t, p in [(0.9, 0.85), (0.5, 0.6), (0.7, 0.9)]]
+        report = evaluate_quality(rows)
+        self.assertIsNone(report["flag"])
+        self.assertEqual(report["baselines"], {})
+        np.testing.assert_allclose(report["quality_head"]["mean"]["mae"], (0.05 + 0.1 + 0.2) / 3)
+
+    def test_bad_input(self):
+        with self.assertRaises(ValueError):
+            evaluate_quality([])
+        with self.assertRaises(ValueError):
+            evaluate_quality([{"pred_dice": 0.5}, {"pred_dice": 0.7}])
+        rows, *_ = synthetic(5, [""], seed=0)
+        with self.assertRaises(ValueError):
+            evaluate_quality(rows, calibration_rows=[{"true_dice": 0.5}])
+
+
+# ---- report.json and the table --------------------------------------------------------------------------------------
+def _raise_on_constant(name):
+    raise AssertionError(f"report.json holds the non-JSON constant {name}")
+
+
+class TestWriteReport(unittest.TestCase):
+    def test_nan_written_as_null(self):
+        # every true Dice above the threshold: no failures, so AUROC is undefined (NaN -> null)
+        rows = [
+            {"image": f"c{i}", "true_dice": t, "pred_dice": p, "flagged": 0, "baseline_mean_entropy": -0.1 * i}
+            for i, (t, p) in enumerate([(0.9, 0.88), (0.95, 0.9), (0.85, 0.92), (0.99, 0.97)])
+        ]
+        with tempfile.TemporaryDirectory() as d, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            report = write_report(rows, d, threshold=0.8)
+            with open(os.path.join(d, "report.json")) as f:
+                on_disk = json.loads(f.read(), parse_constant=_raise_on_constant)
+            files = sorted(os.listdir(d))
+        self.assertTrue(any("AUROC" in str(w.message) for w in caught))
+        self.assertEqual(on_disk, report)
+        self.assertIsNone(on_disk["quality_head"]["mean"]["auroc"])
+        self.assertIsNone(on_disk["baselines"]["mean_entropy"]["mean"]["auroc"])
+        self.assertIsNotNone(on_disk["quality_head"]["mean"]["mae"])
+        self.assertEqual(on_disk["fit"], "in-sample")
+        self.assertEqual(files, ["predicted_vs_true.png", "report.json", "risk_coverage.png"])
+        self.assertEqual(on_disk["figures"], ["predicted_vs_true.png", "risk_coverage.png"])
+
+    def test_comparison_table(self):
+        rows, *_ = synthetic(12, ["1", "2"], seed=1)
+        report_a = evaluate_quality(rows)
+        rows_b = [dict(r, pred_dice_1=0.9, pred_dice_2=0.9) for r in rows]  # a constant head: Pearson undefined
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            report_b = evaluate_quality(rows_b)
+        single = comparison_table(report_a)
+        self.assertIn("| quality head | 12 |", single)
+        self.assertIn("| mean_entropy |", single)
+        both = comparison_table({"image+seg+uncertainty": report_a, "image": report_b})
+        lines = [l for l in both.splitlines() if l.startswith("| ")]
+        labels = [l.split("|")[1].strip() for l in lines[2:]]
+        self.assertEqual(
+            labels, ["quality head (image+seg+uncertainty)", "quality head (image)", "mean_entropy", "pairwise_dice"]
+        )
+        self.assertIn("–", lines[3])  # undefined Pearson of the constant head
+        mae = report_a["quality_head"]["mean"]["mae"]
+        self.assertIn(f"| {mae:.3f} |", lines[2])
+        self.assertIn("| quality head | 12 |", comparison_table(report_a, summary="2"))
+        with self.assertRaises(ValueError):
+            comparison_table(report_a, summary="3")
+
+
+if __name__ == "__main__":
+    unittest.main()
