@@ -301,7 +301,8 @@ def plot_best_and_worst(
             image, seg, unc, label = load_case(row)
             name = os.path.basename(str(row.get("image", f"case {i}")))
             dice = _row_dice(row, kind)
-            extra = f", predicted {_row_dice(row, 'pred'):.3f}" if kind == "true" and np.isfinite(_row_dice(row, "pred")) else ""
+            pred = _row_dice(row, "pred")
+            extra = f", predicted {pred:.3f}" if kind == "true" and np.isfinite(pred) else ""
             title = f"{which} {rank}: {name} — {kind} Dice {dice:.3f}{extra} (dimensionless)"
             path = os.path.join(os.fspath(output_dir), f"overlay_{which}_{rank}.png")
             paths.append(plot_uncertainty_overlay(image, seg, unc, path, title=title, label=label))

@@ -400,7 +400,9 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def _risk_curves(rows: Sequence[Mapping[str, Any]], report: Mapping[str, Any]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _risk_curves(
+    rows: Sequence[Mapping[str, Any]], report: Mapping[str, Any]
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{method: (confidence [n], risk [n])}`` on the per-case mean Dice, for :func:`plots.plot_risk_coverage`."""
     classes = quality_columns(rows)
     true = _targets(rows, classes, "true_dice")["mean"]
@@ -490,7 +492,8 @@ def comparison_table(report: Mapping[str, Any] | Mapping[str, Mapping[str, Any]]
         if summary == "mean":
             return entry["mean"]
         if summary not in entry["per_class"]:
-            raise ValueError(f"class {summary!r} is not in the report; choose 'mean' or one of {list(entry['per_class'])}.")
+            choices = list(entry["per_class"])
+            raise ValueError(f"class {summary!r} is not in the report; choose 'mean' or one of {choices}.")
         return entry["per_class"][summary]
 
     lines = [
@@ -508,7 +511,7 @@ def comparison_table(report: Mapping[str, Any] | Mapping[str, Mapping[str, Any]]
     names = list(dict.fromkeys(n for rep in reports.values() for n in rep.get("baselines", {})))
     fits = sorted({str(rep.get("fit")) for rep in reports.values()})
     for name in names:
-        blocks = [(v, _jsonable(pick(rep["baselines"][name]))) for v, rep in reports.items() if name in rep["baselines"]]
+        blocks = [(v, _jsonable(pick(r["baselines"][name]))) for v, r in reports.items() if name in r["baselines"]]
         if all(b == blocks[0][1] for _, b in blocks):
             add(name, blocks[0][1])
         else:

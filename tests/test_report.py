@@ -137,7 +137,7 @@ class TestQualityColumns(unittest.TestCase):
     @parameterized.expand(
         [
             ("binary", ["image", "pred_dice", "pred_iou", "true_dice", "flagged"], [""]),
-            ("indices", ["image", "pred_dice_1", "pred_iou_1", "pred_dice_2", "true_dice_1", "true_dice_2"], ["1", "2"]),
+            ("indices", ["pred_dice_1", "pred_iou_1", "pred_dice_2", "true_dice_1", "true_dice_2"], ["1", "2"]),
             ("names", ["pred_dice_left_lobe", "true_dice_left_lobe", "baseline_pairwise_dice"], ["left_lobe"]),
             ("none", ["image", "baseline_mean_entropy"], []),
         ]

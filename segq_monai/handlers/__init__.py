@@ -3,3 +3,4 @@
 from __future__ import annotations
 
 from .quality_metrics import AURC, FailureAUROC, QualityRegression
+from .quality_writer import QualityWriter
