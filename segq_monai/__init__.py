@@ -12,9 +12,10 @@ from segq_monai.baselines import BASELINES, ScalarBaselinesd
 from segq_monai.inferer import UncertaintyInferer
 from segq_monai.networks import QualityRegressor
 from segq_monai.quality import dice_to_iou, iou_to_dice, segmentation_quality
-from segq_monai.samplers import EnsembleSampler, MCDropoutSampler, Sampler, SoftmaxSampler, TTASampler
+from segq_monai.samplers import SAMPLERS, EnsembleSampler, MCDropoutSampler, Sampler, SoftmaxSampler, TTASampler
 from segq_monai.streaming import MAPS, StreamingUncertainty, entropy
 from segq_monai.transforms import (
+    CheckImaged,
     FailureFlagd,
     MRArtifactd,
     PredictQualityd,
@@ -27,7 +28,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BASELINES",
+    "CheckImaged",
     "MAPS",
+    "SAMPLERS",
     "FailureFlagd",
     "MRArtifactd",
     "PredictQualityd",

@@ -27,7 +27,15 @@ import torch
 from torch import nn
 from torch.nn.modules.dropout import _DropoutNd
 
-__all__ = ["Sampler", "SoftmaxSampler", "MCDropoutSampler", "TTASampler", "EnsembleSampler", "dropout_modules"]
+__all__ = [
+    "SAMPLERS",
+    "Sampler",
+    "SoftmaxSampler",
+    "MCDropoutSampler",
+    "TTASampler",
+    "EnsembleSampler",
+    "dropout_modules",
+]
 
 Inferer = Callable[..., torch.Tensor]
 
@@ -328,3 +336,12 @@ def _load_state_dict(path: Path, key: str | None) -> dict[str, torch.Tensor]:
             raise ValueError(f"Checkpoint {path} has no key {key!r} (keys: {sorted(state)}); set checkpoint_key.")
         state = state[key]
     return state
+
+
+#: The samplers by the names a bundle config's ``sampler`` id takes.
+SAMPLERS: dict[str, type[Sampler]] = {
+    "mc_dropout": MCDropoutSampler,
+    "tta": TTASampler,
+    "ensemble": EnsembleSampler,
+    "softmax": SoftmaxSampler,
+}

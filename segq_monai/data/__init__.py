@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from .datalist import DEFAULT_PATH_KEYS, demo_datalist_path, load_datalist, write_datalist
+from .datalist import DEFAULT_PATH_KEYS, default_section, demo_datalist_path, load_datalist, write_datalist
 from .folds import contiguous_folds, holdout_split, split_fold
 
 __all__ = [
     "DEFAULT_PATH_KEYS",
     "REGION_NAMES",
     "contiguous_folds",
+    "default_section",
     "demo_datalist_path",
     "holdout_split",
     "load_datalist",

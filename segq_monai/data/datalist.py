@@ -16,7 +16,7 @@ from typing import Any
 
 from monai.data import load_decathlon_datalist
 
-__all__ = ["DEFAULT_PATH_KEYS", "demo_datalist_path", "load_datalist", "write_datalist"]
+__all__ = ["DEFAULT_PATH_KEYS", "default_section", "demo_datalist_path", "load_datalist", "write_datalist"]
 
 #: keys whose values are always file paths (a path or a list of paths per item).
 DEFAULT_PATH_KEYS: tuple[str, ...] = ("image", "label")
@@ -25,6 +25,18 @@ DEFAULT_PATH_KEYS: tuple[str, ...] = ("image", "label")
 def demo_datalist_path() -> Path:
     """Path of the embedded demo set's ``dataset.json`` (2D Colin27 slices, see ``demo_data/README.md``)."""
     return Path(str(resources.files("segq_monai") / "demo_data" / "dataset.json"))
+
+
+def default_section(path: str | os.PathLike) -> str:
+    """The section inference reads from a datalist: ``"testing"`` when it has a non-empty one, else ``"training"``.
+
+    A missing or invalid file gives ``"training"``; :func:`load_datalist` then reports the problem.
+    """
+    try:
+        sections = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return "training"
+    return "testing" if isinstance(sections, dict) and sections.get("testing") else "training"
 
 
 def _paths_of(value: Any) -> list[str]:

@@ -171,6 +171,9 @@ class QualityWriter:
         folder = self.output_dir / case
         folder.mkdir(parents=True, exist_ok=True)
         entry: dict[str, Any] = {"image": source}
+        label = item.get("label")
+        if isinstance(label, MetaTensor) and label.meta.get("filename_or_obj"):
+            entry["label"] = str(label.meta["filename_or_obj"])
         for key in self.map_keys:
             if key not in item:
                 raise ValueError(f"Output key {key!r} is missing (has {sorted(item)}); check map_keys and the maps.")

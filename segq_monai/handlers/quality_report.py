@@ -1,0 +1,85 @@
+"""``QualityReport``: an Ignite handler that writes ``report.json`` and the figures when an evaluation completes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import nibabel as nib
+import numpy as np
+from monai.utils import min_version, optional_import
+
+from segq_monai.handlers.quality_writer import QualityWriter
+from segq_monai.report import read_quality_csv, write_report
+
+Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+else:
+    Engine, _ = optional_import("ignite.engine", "0.4.11", min_version, "Engine")
+
+__all__ = ["QualityReport"]
+
+
+class QualityReport:
+    """Scores the rows of a :class:`QualityWriter` (predicted against true Dice, and the scalar baselines) and
+    writes ``report.json``, ``predicted_vs_true.png``, ``risk_coverage.png`` and uncertainty overlays of the best
+    and worst cases into the writer's output folder (see :func:`segq_monai.report.write_report`).
+
+    Attach it after the writer, so that the writer's rows are complete when this runs.
+
+    Args:
+        writer: the run's :class:`QualityWriter` (it must save ``seg`` and ``uncertainty_key`` maps).
+        threshold: a case whose true Dice is below this is a failure (failure AUROC, flag counts).
+        calibration_csvs: ``quality.csv`` files of cases the quality head was trained on (the out-of-fold
+            sampling outputs); the scalar baselines are mapped onto the Dice scale by a least-squares line fitted
+            on them. Empty: fitted on the evaluated cases themselves (marked ``"fit": "in-sample"``).
+        overlays: number of best and of worst cases drawn.
+        uncertainty_key: the map drawn in the overlays.
+    """
+
+    def __init__(
+        self,
+        writer: QualityWriter,
+        threshold: float = 0.8,
+        calibration_csvs: Sequence[str | os.PathLike] = (),
+        overlays: int = 2,
+        uncertainty_key: str = "entropy",
+    ) -> None:
+        self.writer = writer
+        self.threshold = threshold
+        self.calibration_csvs = list(calibration_csvs)
+        self.overlays = overlays
+        self.uncertainty_key = uncertainty_key
+        self.report: dict[str, Any] | None = None
+
+    def attach(self, engine: Engine) -> None:
+        missing = [f for f in self.calibration_csvs if not os.path.isfile(f)]
+        if missing:
+            raise FileNotFoundError(
+                f"Calibration tables {missing} do not exist; run the out-of-fold sampling first or leave "
+                "calibration_csvs empty."
+            )
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        calibration = [row for f in self.calibration_csvs for row in read_quality_csv(f)] or None
+        entries = {row["case"]: entry for row, entry in zip(self.writer.rows, self.writer.entries)}
+
+        def load_case(row: Mapping[str, Any]) -> tuple[np.ndarray, ...]:
+            entry = entries[row["case"]]
+            label = entry.get("label")
+            return tuple(
+                np.asarray(nib.load(p).dataobj) if p is not None else None
+                for p in (entry["image"], entry["seg"], entry[self.uncertainty_key], label)
+            )
+
+        self.report = write_report(
+            self.writer.rows,
+            self.writer.output_dir,
+            threshold=self.threshold,
+            calibration_rows=calibration,
+            load_case=load_case,
+            k=self.overlays,
+        )
