@@ -20,6 +20,7 @@ from segq_monai.transforms import (
     MRArtifactd,
     PredictQualityd,
     QualityInputd,
+    SafeLoadImaged,
     SegmentationQualityd,
     quality_input_channels,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "PredictQualityd",
     "QualityInputd",
     "QualityRegressor",
+    "SafeLoadImaged",
     "ScalarBaselinesd",
     "SegmentationQualityd",
     "dice_to_iou",

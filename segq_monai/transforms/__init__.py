@@ -11,7 +11,7 @@ from segq_monai.transforms.artifacts import (
     apply_mr_artifact,
     graded_artifact_plan,
 )
-from segq_monai.transforms.checks import CheckImage, CheckImaged, CheckImageD, CheckImageDict
+from segq_monai.transforms.checks import CheckImage, CheckImaged, CheckImageD, CheckImageDict, SafeLoadImaged
 from segq_monai.transforms.quality import (
     FailureFlag,
     FailureFlagd,

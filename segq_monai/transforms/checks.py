@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Hashable, Mapping
 
 import torch
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.data import MetaTensor
-from monai.transforms import MapTransform, Transform
+from monai.transforms import LoadImaged, MapTransform, Transform
 
-__all__ = ["CheckImage", "CheckImaged", "CheckImageD", "CheckImageDict"]
+__all__ = ["CheckImage", "CheckImaged", "CheckImageD", "CheckImageDict", "SafeLoadImaged"]
 
 
 def _source(img: NdarrayOrTensor) -> str:
@@ -61,6 +62,25 @@ class CheckImaged(MapTransform):
         for key in self.key_iterator(d):
             self.check(d[key])
         return d
+
+
+class SafeLoadImaged(LoadImaged):
+    """MONAI's ``LoadImaged``, whose errors name the file that failed and the fix.
+
+    A missing, truncated or corrupt file otherwise surfaces as a bare reader error (e.g. ``EOFError: Compressed file
+    ended before the end-of-stream marker was reached``) that does not say which of the datalist's files broke.
+    Takes the arguments of ``monai.transforms.LoadImaged``.
+    """
+
+    def __call__(self, data, reader=None):
+        try:
+            return super().__call__(data, reader)
+        except Exception as e:
+            files = [str(data[k]) for k in self.key_iterator(dict(data)) if isinstance(data[k], (str, os.PathLike))]
+            raise ValueError(
+                f"Cannot read {', '.join(files)} ({type(e).__name__}: {e}); the file is missing, truncated or not an "
+                "image readable by nibabel/ITK: re-export it, or remove it from the datalist."
+            ) from e
 
 
 CheckImageD = CheckImageDict = CheckImaged

@@ -1,0 +1,276 @@
+"""The bundle's workflows end to end on small random NIfTI data, as model-zoo bundle tests do it.
+
+Every workflow runs through ``monai.bundle.ConfigWorkflow`` with tiny overrides (1 epoch, small images) on files
+written in ``setUpClass``; inference also runs through the real ``python -m monai.bundle run`` command line.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.bundle import ConfigWorkflow, ckpt_export, verify_net_in_out
+
+from segq_monai.data import split_fold, write_datalist
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLE = REPO / "bundle"
+
+
+def _affine(spacing: float, dims: int) -> np.ndarray:
+    affine = np.diag([spacing] * 3 + [1.0])
+    affine[:3, 3] = [-10.0, 5.0, 2.0]
+    return affine
+
+
+def write_cases(folder: Path, names: list[str], shape: tuple[int, ...], seed: int = 0) -> list[dict]:
+    """Random images holding a bright disc (the label) of random radius, with noise: learnable in one epoch."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    grids = np.meshgrid(*[np.arange(s) - s / 2 for s in shape], indexing="ij")
+    radius = np.sqrt(sum(g**2 for g in grids))
+    items = []
+    for name in names:
+        label = (radius < rng.uniform(0.2, 0.4) * min(shape)).astype(np.uint8)
+        image = (label * 100 + rng.normal(0, 20, shape)).astype(np.float32)
+        affine = _affine(1.5, len(shape))
+        nib.save(nib.Nifti1Image(image, affine), folder / f"{name}.nii.gz")
+        nib.save(nib.Nifti1Image(label, affine), folder / f"{name}_label.nii.gz")
+        items.append({"image": str(folder / f"{name}.nii.gz"), "label": str(folder / f"{name}_label.nii.gz")})
+    return items
+
+
+def workflow(configs: list[str], bundle_root: Path, **overrides) -> ConfigWorkflow:
+    """Run one bundle workflow in this process and return it."""
+    wf = ConfigWorkflow(
+        config_file=[str(bundle_root / "configs" / c) for c in configs],
+        meta_file=str(bundle_root / "configs" / "metadata.json"),
+        logging_file=str(bundle_root / "configs" / "logging.conf"),
+        workflow_type=None,
+        bundle_root=str(bundle_root),
+        **overrides,
+    )
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    return wf
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+class TestTwoStageBundle2D(unittest.TestCase):
+    """train_segmentation (2 folds) -> sample (out-of-fold) -> train_quality -> inference (CLI) -> evaluate."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = Path(tempfile.mkdtemp())
+        cls.root = cls.tmp / "bundle"
+        shutil.copytree(BUNDLE / "configs", cls.root / "configs")
+        train = write_cases(cls.tmp / "data", [f"case{i}" for i in range(8)], (32, 48))
+        test = write_cases(cls.tmp / "data", [f"test{i}" for i in range(3)], (40, 36), seed=1)  # padded to 48×48
+        cls.datalist = cls.tmp / "data" / "datalist.json"
+        write_datalist(cls.datalist, {"training": train, "testing": test})
+        common = {"device": "cpu", "num_folds": 2}
+        for fold in range(2):
+            workflow(["train_segmentation.json"], cls.root, datalist=str(cls.datalist), fold=fold, epochs=1, **common)
+            workflow(["sample.json"], cls.root, datalist=str(cls.datalist), fold=fold, num_samples=3, **common)
+        workflow(["train_quality.json"], cls.root, epochs=1, device="cpu")
+        cls.out = cls.tmp / "inference"
+        cls.cli = subprocess.run(
+            [sys.executable, "-m", "monai.bundle", "run", "--bundle_root", str(cls.root),
+             "--config_file", str(cls.root / "configs" / "inference.json"),
+             "--meta_file", str(cls.root / "configs" / "metadata.json"),
+             "--datalist", str(cls.datalist), "--output_dir", str(cls.out), "--num_samples", "3", "--device", "cpu"],
+            capture_output=True, text=True, cwd=cls.tmp,
+        )
+        cls.report_dir = cls.tmp / "report"
+        workflow(["inference.json", "evaluate.json"], cls.root, datalist=str(cls.datalist),
+                 output_dir=str(cls.report_dir), num_samples=3, device="cpu")
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def test_stage1_checkpoints_per_fold(self):
+        for fold in range(2):
+            state = torch.load(self.root / "models" / f"fold{fold}" / "model.pt", weights_only=True)
+            self.assertIn("model", state)
+
+    def test_sampling_is_out_of_fold(self):
+        items = json.loads(self.datalist.read_text())["training"]
+        for fold in range(2):
+            trained_on, held_out = split_fold(items, fold, 2)
+            rows = read_csv(self.root / "stage2_data" / f"fold{fold}" / "quality.csv")
+            sampled = {r["image"] for r in rows}
+            self.assertEqual(sampled, {x["image"] for x in held_out})
+            self.assertFalse(sampled & {x["image"] for x in trained_on})
+            stage2 = json.loads((self.root / "stage2_data" / f"fold{fold}" / "stage2_datalist.json").read_text())
+            self.assertEqual(len(stage2["training"]), len(held_out))
+            for entry, row in zip(stage2["training"], rows):
+                self.assertAlmostEqual(entry["dice"][0], float(row["true_dice"]), places=6)
+                self.assertTrue(0.0 <= entry["dice"][0] <= 1.0)
+
+    def test_cli_inference_contract(self):
+        self.assertEqual(self.cli.returncode, 0, self.cli.stderr[-3000:])
+        rows = read_csv(self.out / "quality.csv")
+        self.assertEqual([r["image"] for r in rows], [f"test{i}.nii.gz" for i in range(3)])  # as written in the datalist
+        self.assertEqual(list(rows[0]), ["image", "pred_dice", "pred_iou", "flagged"])
+        for row in rows:
+            d = float(row["pred_dice"])
+            self.assertTrue(0.0 <= d <= 1.0)
+            self.assertAlmostEqual(float(row["pred_iou"]), d / (2 - d), places=6)
+            self.assertEqual(int(row["flagged"]), int(d < 0.8))
+        source = nib.load(self.tmp / "data" / "test0.nii.gz")
+        for key in ("seg", "entropy", "mutual_information", "agreement"):
+            saved = nib.load(self.out / "test0" / f"test0_{key}.nii.gz")
+            self.assertEqual(saved.shape, source.shape, key)  # padding to 48×48 undone
+            np.testing.assert_allclose(saved.affine, source.affine, err_msg=key)
+        entropy = np.asarray(nib.load(self.out / "test0" / "test0_entropy.nii.gz").dataobj)
+        self.assertTrue(0.0 <= entropy.min() and entropy.max() <= np.log(2) + 1e-6)
+        self.assertFalse(list(self.out.glob("**/*.tmp*")))
+
+    def test_evaluate_report(self):
+        rows = read_csv(self.report_dir / "quality.csv")
+        self.assertEqual(len(rows), 3)
+        for col in ("true_dice", "true_iou", "baseline_mean_entropy", "baseline_pairwise_dice"):
+            self.assertIn(col, rows[0])
+        # the true Dice in the table is the Dice of the saved segmentation against the label, recomputed here
+        for i, row in enumerate(rows):
+            seg = np.asarray(nib.load(self.report_dir / f"test{i}" / f"test{i}_seg.nii.gz").dataobj) > 0
+            label = np.asarray(nib.load(self.tmp / "data" / f"test{i}_label.nii.gz").dataobj) > 0
+            inter, total = (seg & label).sum(), seg.sum() + label.sum()
+            self.assertAlmostEqual(float(row["true_dice"]), 2 * inter / total if total else 1.0, places=5)
+        report = json.loads((self.report_dir / "report.json").read_text())
+        self.assertEqual(report["n_cases"], 3)
+        self.assertEqual(report["fit"], "calibration")
+        for png in ("predicted_vs_true.png", "risk_coverage.png", "overlay_best_1.png", "overlay_worst_1.png"):
+            self.assertTrue((self.report_dir / png).stat().st_size > 1000, png)
+
+    def test_verify_net_in_out_and_torchscript_export(self):
+        meta, configs = str(self.root / "configs" / "metadata.json"), str(self.root / "configs" / "inference.json")
+        verify_net_in_out(net_id="network_def", meta_file=meta, config_file=configs, device="cpu", n=1)
+        for net_id, ckpt in (("network_def", "fold0"), ("quality_network_def", "quality_image_seg_entropy")):
+            path = self.tmp / f"{net_id}.ts"
+            ckpt_export(net_id=net_id, filepath=str(path), ckpt_file=str(self.root / "models" / ckpt / "model.pt"),
+                        meta_file=meta, config_file=configs, key_in_ckpt="model", use_trace=True,
+                        input_shape=[1, 1 if net_id == "network_def" else 4, 32, 48], bundle_root=str(self.root))
+            exported = torch.jit.load(path)
+            x = torch.rand(1, 1 if net_id == "network_def" else 4, 32, 48)
+            self.assertEqual(exported(x).shape[0], 1)
+
+
+class TestBundle3D(unittest.TestCase):
+    """The same workflows on 3D volumes with ``spatial_dims=3``."""
+
+    def test_3d_pipeline(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            root = tmp / "bundle"
+            shutil.copytree(BUNDLE / "configs", root / "configs")
+            items = write_cases(tmp / "data", [f"vol{i}" for i in range(4)], (20, 24, 18))
+            datalist = tmp / "data" / "datalist.json"
+            write_datalist(datalist, {"training": items, "testing": items[:1]})
+            dims = {"spatial_dims": 3, "device": "cpu", "num_folds": 2}
+            for fold in range(2):
+                workflow(["train_segmentation.json"], root, datalist=str(datalist), fold=fold, epochs=1, **dims)
+                workflow(["sample.json"], root, datalist=str(datalist), fold=fold, num_samples=2, **dims)
+            workflow(["train_quality.json"], root, epochs=1, spatial_dims=3, device="cpu")
+            out = tmp / "out"
+            workflow(["inference.json"], root, datalist=str(datalist), output_dir=str(out), num_samples=2, **dims)
+            rows = read_csv(out / "quality.csv")
+            self.assertEqual(len(rows), 1)
+            saved = nib.load(out / "vol0" / "vol0_mutual_information.nii.gz")
+            self.assertEqual(saved.shape, (20, 24, 18))
+
+
+class TestBundleBadInput(unittest.TestCase):
+    """Bad input stops the run with a message naming the file and the fix, and leaves no quality.csv."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = Path(tempfile.mkdtemp())
+        cls.root = cls.tmp / "bundle"
+        shutil.copytree(BUNDLE / "configs", cls.root / "configs")
+        items = write_cases(cls.tmp / "data", ["a", "b"], (32, 32))
+        cls.datalist = cls.tmp / "data" / "datalist.json"
+        write_datalist(cls.datalist, {"training": items})
+        workflow(["train_segmentation.json"], cls.root, datalist=str(cls.datalist), fold=0, num_folds=2, epochs=1,
+                 device="cpu")
+        workflow(["sample.json"], cls.root, datalist=str(cls.datalist), fold=0, num_folds=2, num_samples=2,
+                 device="cpu")
+        workflow(["train_quality.json"], cls.root, epochs=1, device="cpu")
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def _infer(self, items: list[dict] | None, name: str, output_dir: Path | None = None, raw: str | None = None):
+        datalist = self.tmp / f"{name}.json"
+        if raw is not None:
+            datalist.write_text(raw)
+        else:
+            datalist.write_text(json.dumps({"testing": items}))
+        out = output_dir or self.tmp / f"out_{name}"
+        workflow(["inference.json"], self.root, datalist=str(datalist), output_dir=str(out), num_samples=2,
+                 device="cpu")
+        return out
+
+    def _assert_fails(self, pattern: str, items=None, name="x", output_dir=None, raw=None, error=Exception):
+        out = output_dir or self.tmp / f"out_{name}"
+        with self.assertRaises(error) as ctx:
+            self._infer(items, name, output_dir, raw)
+        text = "".join(str(e) for e in _chain(ctx.exception))
+        self.assertRegex(text, pattern)
+        if out.is_dir():
+            self.assertFalse((out / "quality.csv").exists())
+
+    def test_missing_image(self):
+        self._assert_fails(r"nowhere\.nii\.gz", [{"image": "nowhere.nii.gz"}], "missing")
+
+    def test_corrupt_nifti(self):
+        good = (self.tmp / "data" / "a.nii.gz").read_bytes()
+        bad = self.tmp / "data" / "truncated.nii.gz"
+        bad.write_bytes(good[: len(good) // 2])
+        self._assert_fails(r"truncated\.nii\.gz", [{"image": "data/truncated.nii.gz"}, {"image": "data/a.nii.gz"}],
+                           "corrupt")
+
+    def test_wrong_dimensionality(self):
+        vol = self.tmp / "data" / "volume.nii.gz"
+        nib.save(nib.Nifti1Image(np.zeros((16, 16, 16), np.float32), np.eye(4)), vol)
+        self._assert_fails(r"volume\.nii\.gz has 3 spatial dimensions.*2D", [{"image": "data/volume.nii.gz"}], "dims")
+
+    def test_nan_image(self):
+        nan = self.tmp / "data" / "nan.nii.gz"
+        nib.save(nib.Nifti1Image(np.full((32, 32), np.nan, np.float32), np.eye(4)), nan)
+        self._assert_fails(r"nan\.nii\.gz holds 1024 NaN/Inf", [{"image": "data/nan.nii.gz"}], "nan")
+
+    def test_empty_datalist(self):
+        self._assert_fails(r"empty", raw=json.dumps({"testing": [], "training": []}), name="empty")
+
+    def test_unwritable_output_dir(self):
+        blocker = self.tmp / "a_file"
+        blocker.write_text("not a folder")
+        self._assert_fails(r"a_file.*writable", [{"image": "data/a.nii.gz"}], "unwritable", output_dir=blocker / "out")
+
+
+def _chain(e: BaseException):
+    while e is not None:
+        yield e
+        e = e.__cause__ or e.__context__
+
+
+if __name__ == "__main__":
+    unittest.main()
