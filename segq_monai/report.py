@@ -25,15 +25,15 @@ import io
 import json
 import math
 import os
-import uuid
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from segq_monai import metrics
+from segq_monai.atomic import atomic_write_text
 
 __all__ = [
     "read_quality_csv",
@@ -54,26 +54,6 @@ _BINARY_CLASS = "foreground"  # report name of the single class of a binary tabl
 
 
 # ---------------------------------------------------------------------------------------------------------- files
-
-
-def _atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` whole or not at all: a temporary file in the same folder, then ``os.replace``."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"folder {folder!r} does not exist; create it before writing {os.path.basename(path)}.")
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as for a plain open()
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def _format_value(value: Any, column: str) -> str:
@@ -119,7 +99,7 @@ def write_quality_csv(
     writer.writerow(columns)
     for row in rows:
         writer.writerow([_format_value(row.get(c), c) for c in columns])
-    _atomic_write_text(path, buf.getvalue())
+    atomic_write_text(path, buf.getvalue())
 
 
 def _parse_value(text: str, column: str) -> Any:
@@ -459,7 +439,7 @@ def write_report(
         figures += [os.path.basename(p) for p in plots.plot_best_and_worst(rows, load_case, output_dir, k=k)]
     report["figures"] = figures
     report = _jsonable(report)
-    _atomic_write_text(os.path.join(output_dir, "report.json"), json.dumps(report, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(os.path.join(output_dir, "report.json"), json.dumps(report, indent=2, allow_nan=False) + "\n")
     return report
 
 

@@ -10,7 +10,7 @@ from monai.data import MetaTensor
 from parameterized import parameterized
 
 from segq_monai.networks import QualityRegressor
-from segq_monai.quality import dice_to_iou, segmentation_quality
+from segq_monai.quality import segmentation_quality
 from segq_monai.transforms.quality import (
     FailureFlag,
     FailureFlagD,

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from monai.data import load_decathlon_datalist
+
+from segq_monai.atomic import atomic_write_text
 
 __all__ = ["DEFAULT_PATH_KEYS", "default_section", "demo_datalist_path", "load_datalist", "write_datalist"]
 
@@ -156,16 +157,5 @@ def write_datalist(
         if isinstance(items, (str, bytes)) or not all(isinstance(i, Mapping) for i in items):
             raise ValueError(f"Section {name!r} must be a list of dicts such as {{'image': ...}}.")
         content[name] = [{k: _relative(v, path.parent, k in path_keys) for k, v in item.items()} for item in items]
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(content, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, json.dumps(content, indent=2) + "\n")
     return path
