@@ -103,6 +103,28 @@ class TestTwoStageBundle2D(unittest.TestCase):
     def tearDownClass(cls):
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
+    def test_samplers_by_name(self):
+        for sampler in ("tta", "ensemble", "softmax"):
+            out = self.tmp / f"infer_{sampler}"
+            wf = workflow(["inference.json"], self.root, datalist=str(self.datalist), output_dir=str(out),
+                          sampler=sampler, num_samples=3, device="cpu")
+            self.assertEqual(type(wf.parser.get_parsed_content("sampler_object")).__name__,
+                             {"tta": "TTASampler", "ensemble": "EnsembleSampler", "softmax": "SoftmaxSampler"}[sampler])
+            self.assertEqual(len(read_csv(out / "quality.csv")), 3)
+            mi = np.asarray(nib.load(out / "test0" / "test0_mutual_information.nii.gz").dataobj)
+            if sampler == "softmax":
+                self.assertEqual(float(np.abs(mi).max()), 0.0)  # one deterministic pass: no epistemic part
+            else:
+                self.assertGreater(float(mi.max()), 0.0)
+
+    def test_every_quality_variant_trains(self):
+        # the paper's ablation: the same regressor on other input stacks (image alone: no map is read)
+        for variant, channels in (("image", 1), ("image_seg", 3), ("seg_entropy", 3)):
+            workflow(["train_quality.json"], self.root, epochs=1, device="cpu", quality_variant=variant)
+            state = torch.load(self.root / "models" / f"quality_{variant}" / "model.pt", weights_only=True)["model"]
+            first_conv = next(v for k, v in state.items() if k.endswith("conv.weight"))
+            self.assertEqual(first_conv.shape[1], channels, variant)
+
     def test_stage1_checkpoints_per_fold(self):
         for fold in range(2):
             state = torch.load(self.root / "models" / f"fold{fold}" / "model.pt", weights_only=True)
