@@ -1,0 +1,79 @@
+"""A MONAI Label app over a segq bundle: segmentation + entropy map + predicted Dice, quality scoring, and active
+learning that serves the image with the lowest predicted Dice.
+
+Start it with::
+
+    monailabel start_server --app segq_monai/monailabel/app --studies <folder of images> --conf bundle_root bundle
+
+App config (``--conf KEY VALUE``, all optional):
+
+- ``bundle_root``: the trained segq bundle folder (default: the repository's ``bundle/``); relative paths are taken
+  from the current folder.
+- ``config_file``: its inference config (default ``configs/inference.json``, relative to ``bundle_root``).
+- ``device``: e.g. ``cpu`` or ``cuda:0`` (default: ``cuda:0`` when available).
+- ``sampler``, ``num_samples``: override the bundle's uncertainty sampler (``mc_dropout``, ``tta``, ``ensemble``,
+  ``softmax``) and its number of samples.
+- ``maps_dir``: where the infer task keeps the uncertainty maps (default: ``<studies>/segq_maps``).
+
+Served names: infer model ``segq``; scoring method ``segq_quality``; strategies ``lowest_quality`` and ``random``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from monailabel.interfaces.app import MONAILabelApp
+from monailabel.tasks.activelearning.random import Random
+
+import segq_monai
+from segq_monai.monailabel import (
+    LowestQualityStrategy,
+    QualityScoring,
+    SegQInferTask,
+    SegQPipeline,
+    default_bundle_root,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class SegQApp(MONAILabelApp):
+    """MONAI Label app serving the two-stage segq bundle found at ``conf["bundle_root"]``."""
+
+    def __init__(self, app_dir: str, studies: str, conf: dict[str, Any]) -> None:
+        conf = conf or {}
+        overrides: dict[str, Any] = {}
+        if conf.get("sampler"):
+            overrides["sampler"] = str(conf["sampler"])
+        if conf.get("num_samples"):
+            overrides["num_samples"] = int(conf["num_samples"])
+        bundle_root = conf.get("bundle_root") or default_bundle_root()
+        self.pipeline = SegQPipeline(
+            os.path.abspath(bundle_root),
+            config_file=conf.get("config_file", "configs/inference.json"),
+            device=conf.get("device") or None,
+            overrides=overrides,
+        )
+        remote = studies.startswith(("http://", "https://"))
+        self.maps_dir = conf.get("maps_dir") or (None if remote else os.path.join(studies, "segq_maps"))
+        logger.info(f"SegQ:: bundle {self.pipeline.bundle_root}; device {self.pipeline.device}; maps {self.maps_dir}")
+        super().__init__(
+            app_dir=app_dir,
+            studies=studies,
+            conf=conf,
+            name="segq",
+            description="Segmentation with uncertainty maps and predicted quality (segq-monai)",
+            version=segq_monai.__version__,
+            labels=self.pipeline.labels,
+        )
+
+    def init_infers(self):
+        return {"segq": SegQInferTask(self.pipeline, maps=("entropy",), output_dir=self.maps_dir)}
+
+    def init_scoring_methods(self):
+        return {"segq_quality": QualityScoring(self.pipeline)}
+
+    def init_strategies(self):
+        return {"lowest_quality": LowestQualityStrategy(), "random": Random()}

@@ -1,0 +1,185 @@
+"""``SegQPipeline``: the bundle's two-stage inference on one image at a time, built from ``inference.json``.
+
+Nothing is declared here: the networks, the preprocessing, the ``UncertaintyInferer`` and the postprocessing
+(``Invertd`` back to the input's grid, ``QualityInputd``, ``PredictQualityd``, ``FailureFlagd``) are read from the
+bundle's config with ``monai.bundle.ConfigParser``, so the MONAI Label tasks and the bundle share one definition.
+This module needs MONAI only, not MONAI Label.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from monai.bundle import ConfigParser
+from monai.data import decollate_batch, list_data_collate
+
+__all__ = ["SegQPipeline", "default_bundle_root", "quality_summary"]
+
+logger = logging.getLogger(__name__)
+
+
+def default_bundle_root() -> Path:
+    """The repository's ``bundle/`` folder (beside the ``segq_monai`` package in a source checkout)."""
+    return Path(__file__).resolve().parents[2] / "bundle"
+
+
+def quality_summary(item: Mapping[str, Any]) -> dict[str, Any]:
+    """JSON-ready quality of one postprocessed case.
+
+    Returns ``pred_dice`` and ``pred_iou`` (lists, one value in [0, 1] per foreground class), ``pred_dice_mean``
+    (their mean, in [0, 1]), ``mean_entropy`` (the mean of the predictive entropy map over the image, nats, in
+    [0, log C]) and ``flagged`` (bool: a predicted Dice is below the bundle's ``quality_threshold``).
+    """
+    dice = [float(v) for v in torch.as_tensor(item["pred_dice"]).detach().cpu().flatten()]
+    iou = [float(v) for v in torch.as_tensor(item["pred_iou"]).detach().cpu().flatten()]
+    return {
+        "pred_dice": dice,
+        "pred_iou": iou,
+        "pred_dice_mean": sum(dice) / len(dice) if dice else float("nan"),
+        "mean_entropy": float(torch.as_tensor(item["entropy"]).detach().float().mean().cpu()),
+        "flagged": bool(torch.as_tensor(item["flagged"]).any()),
+    }
+
+
+def _value_error(error: BaseException) -> ValueError | None:
+    """The first ``ValueError`` in the cause chain of ``error`` (the bundle's checks name the file and the fix)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, ValueError):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+class _Parts:
+    """The objects parsed from the bundle config, built once."""
+
+    def __init__(self, parser: ConfigParser) -> None:
+        self.network = parser.get_parsed_content("network")
+        self.quality_network = parser.get_parsed_content("quality_network")
+        self.preprocessing = parser.get_parsed_content("preprocessing")
+        self.inferer = parser.get_parsed_content("inferer")
+        self.postprocessing = parser.get_parsed_content("postprocessing")
+
+
+class SegQPipeline:
+    """Segmentation, uncertainty maps and predicted quality of one image, as the bundle's ``inference.json`` does it.
+
+    Args:
+        bundle_root: a segq bundle folder: ``configs/inference.json`` and the trained weights
+            ``models/fold0/model.pt`` and ``models/quality_<variant>/model.pt`` (``{"model": state_dict, ...}``).
+        config_file: the inference config, relative to ``bundle_root`` unless absolute.
+        device: where the networks run; ``None``: ``cuda:0`` when available, else the CPU.
+        overrides: config values to override, e.g. ``{"num_samples": 5, "sampler": "tta"}``.
+
+    The networks are built on first use; their weights are loaded (``torch.load(..., weights_only=True)``) then and
+    again whenever a checkpoint file changes on disk (e.g. after retraining). Calls are serialised by a lock.
+
+    ``pipeline(path)`` returns the postprocessed dictionary of the case, on the input's grid and affine: ``seg``
+    ``[1, *spatial]`` class indices, ``entropy``, ``mutual_information``, ... (see ``segq_monai.streaming.MAPS``),
+    ``pred_dice`` / ``pred_iou`` ``[K]`` in [0, 1] (``K = num_classes - 1``) and ``flagged`` (bool).
+
+    Raises:
+        FileNotFoundError: ``configs/inference.json`` or a checkpoint is missing (the message names it and the fix).
+        ValueError: the image cannot be read, is not ``spatial_dims``-D or holds NaN/Inf (the bundle's checks).
+    """
+
+    def __init__(
+        self,
+        bundle_root: str | os.PathLike,
+        config_file: str | os.PathLike = "configs/inference.json",
+        device: str | torch.device | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.bundle_root = Path(bundle_root).expanduser().resolve()
+        config = Path(config_file)
+        self.config_file = config if config.is_absolute() else self.bundle_root / config
+        if not self.config_file.is_file():
+            raise FileNotFoundError(
+                f"No bundle config at {self.config_file}; point bundle_root at a segq bundle folder holding "
+                "configs/inference.json (MONAI Label: --conf bundle_root <path>)."
+            )
+        self.device = torch.device(device) if device else torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+        parser = ConfigParser()
+        parser.read_config(str(self.config_file))
+        parser["bundle_root"] = str(self.bundle_root)
+        parser["device"] = self.device
+        for key, value in (overrides or {}).items():
+            parser[key] = value
+        self._parser = parser
+        self.spatial_dims = int(parser.get_parsed_content("spatial_dims"))
+        self.num_classes = int(parser.get_parsed_content("num_classes"))
+        names = parser.get_parsed_content("class_names")
+        self.class_names = (
+            list(names)
+            if names
+            else (["foreground"] if self.num_classes == 2 else [f"class_{i}" for i in range(1, self.num_classes)])
+        )
+        self.checkpoints = {
+            "network": Path(parser.get_parsed_content("stage1_checkpoint")),
+            "quality_network": Path(parser.get_parsed_content("quality_checkpoint")),
+        }
+        self._parts: _Parts | None = None
+        self._loaded_version: tuple[float, ...] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def labels(self) -> dict[str, int]:
+        """Foreground class names and their label values (background 0 left out), as MONAI Label lists labels."""
+        return {name: i + 1 for i, name in enumerate(self.class_names)}
+
+    def is_ready(self) -> bool:
+        """Whether both checkpoints exist."""
+        return all(p.is_file() for p in self.checkpoints.values())
+
+    def _versions(self) -> tuple[float, ...]:
+        missing = [f"{name}: {path}" for name, path in self.checkpoints.items() if not path.is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"Missing checkpoint(s) {', '.join(missing)}; train the bundle first (train_segmentation.json, "
+                "sample.json, train_quality.json) or point bundle_root at a trained bundle."
+            )
+        return tuple(os.stat(p).st_mtime for p in self.checkpoints.values())
+
+    def model_version(self) -> int:
+        """The newest checkpoint's modification time (seconds): changes when either network is retrained."""
+        return int(max(self._versions()))
+
+    def _load(self) -> _Parts:
+        version = self._versions()
+        if self._parts is None:
+            self._parts = _Parts(self._parser)
+        if version != self._loaded_version:
+            for name, path in self.checkpoints.items():
+                state = torch.load(path, map_location=self.device, weights_only=True)
+                getattr(self._parts, name).load_state_dict(
+                    state.get("model", state) if isinstance(state, dict) else state
+                )
+                getattr(self._parts, name).eval()
+                logger.info(f"SegQ:: loaded {name} weights from {path}")
+            self._loaded_version = version
+        return self._parts
+
+    def __call__(self, image: str | os.PathLike) -> dict[str, Any]:
+        """Run both stages on the image file ``image`` (NIfTI or any format ``LoadImage`` reads)."""
+        with self._lock:
+            parts = self._load()
+            try:
+                data = parts.preprocessing({"image": str(image)})
+            except RuntimeError as e:  # Compose wraps a transform's error in "applying transform ..."
+                cause = _value_error(e)
+                if cause is None:
+                    raise
+                raise ValueError(str(cause)) from e
+            batch = list_data_collate([data])
+            with torch.no_grad():
+                pred = parts.inferer(batch["image"].to(self.device), parts.network)
+            item = decollate_batch({"image": batch["image"], "pred": pred}, detach=True)[0]
+            return parts.postprocessing(item)

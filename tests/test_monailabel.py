@@ -1,0 +1,417 @@
+"""MONAI Label integration, against a real ``monailabel start_server`` on a loopback port.
+
+``setUpClass`` trains a tiny bundle (2D random NIfTI, fold 0, 1 epoch; sample; train_quality 1 epoch), writes a
+datastore of three images and one truncated file, starts the server in a subprocess with the app in
+``segq_monai/monailabel/app`` and scores the datastore over HTTP. The server is stopped (terminate, then kill) by a
+class cleanup, which runs even when ``setUpClass`` fails.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from parameterized import parameterized
+
+try:
+    import monailabel  # noqa: F401
+
+    HAS_MONAILABEL = True
+except ImportError:
+    HAS_MONAILABEL = False
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLE = REPO / "bundle"
+APP = REPO / "segq_monai" / "monailabel" / "app"
+HOST = "127.0.0.1"
+REASON = "MONAI Label is not installed (pip install 'segq-monai[monailabel]')"
+
+# datastore images: name -> (shape, affine offset); shapes not divisible by 16, so padding must be undone
+IMAGES = {
+    "case_a": ((40, 36), (-10.0, 5.0, 2.0)),
+    "case_b": ((32, 44), (3.0, -7.0, 0.0)),
+    "case_c": ((36, 30), (0.0, 0.0, 4.0)),
+}
+
+
+def write_disc(path: Path, shape: tuple[int, ...], offset=(0.0, 0.0, 0.0), seed: int = 0) -> None:
+    """A 2D image holding a bright disc of random radius, with noise; its label beside it when asked."""
+    rng = np.random.default_rng(seed)
+    grids = np.meshgrid(*[np.arange(s) - s / 2 for s in shape], indexing="ij")
+    label = (np.sqrt(sum(g**2 for g in grids)) < rng.uniform(0.2, 0.4) * min(shape)).astype(np.uint8)
+    image = (label * 100 + rng.normal(0, 20, shape)).astype(np.float32)
+    affine = np.diag([1.5, 1.2, 2.0, 1.0])
+    affine[:3, 3] = offset
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(image, affine), path)
+    nib.save(nib.Nifti1Image(label, affine), path.with_name(path.name.replace(".nii.gz", "_label.nii.gz")))
+
+
+def build_tiny_bundle(root: Path, data: Path) -> None:
+    """Copy the bundle's configs to ``root`` and train it on two 32x32 images: fold 0, sample, quality head."""
+    from monai.bundle import ConfigWorkflow
+
+    from segq_monai.data import write_datalist
+
+    shutil.copytree(BUNDLE / "configs", root / "configs")
+    items = []
+    for i in range(2):
+        write_disc(data / f"train{i}.nii.gz", (32, 32), seed=10 + i)
+        items.append({"image": str(data / f"train{i}.nii.gz"), "label": str(data / f"train{i}_label.nii.gz")})
+    datalist = data / "datalist.json"
+    write_datalist(datalist, {"training": items})
+    common = {"datalist": str(datalist), "fold": 0, "num_folds": 2, "device": "cpu"}
+    for config, overrides in (
+        ("train_segmentation.json", {**common, "epochs": 1}),
+        ("sample.json", {**common, "num_samples": 2}),
+        ("train_quality.json", {"epochs": 1, "device": "cpu"}),
+    ):
+        wf = ConfigWorkflow(
+            config_file=str(root / "configs" / config),
+            meta_file=str(root / "configs" / "metadata.json"),
+            logging_file=str(root / "configs" / "logging.conf"),
+            workflow_type=None,
+            bundle_root=str(root),
+            **overrides,
+        )
+        wf.initialize()
+        wf.run()
+        wf.finalize()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def monailabel_command() -> list[str]:
+    """The ``monailabel`` launcher installed beside this interpreter (else the one on PATH)."""
+    beside = Path(sys.executable).parent / "monailabel"
+    return [str(beside)] if beside.exists() else [shutil.which("monailabel") or "monailabel"]
+
+
+def parse_multipart(body: bytes, content_type: str) -> dict[str, bytes]:
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode() + body
+    )
+    return {
+        part.get_param("name", header="content-disposition"): part.get_payload(decode=True)
+        for part in message.iter_parts()
+    }
+
+
+@unittest.skipUnless(HAS_MONAILABEL, REASON)
+class TestMONAILabelServer(unittest.TestCase):
+    """Scoring, active learning and inference through a real MONAI Label server."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = Path(tempfile.mkdtemp(prefix="segq_monailabel_"))
+        cls.addClassCleanup(shutil.rmtree, cls.tmp, ignore_errors=True)
+        cls.bundle = cls.tmp / "bundle"
+        build_tiny_bundle(cls.bundle, cls.tmp / "train")
+        cls.studies = cls.tmp / "studies"  # the datastore holds the images only (labels stay in source/)
+        cls.studies.mkdir()
+        for i, (name, (shape, offset)) in enumerate(IMAGES.items()):
+            write_disc(cls.tmp / "source" / f"{name}.nii.gz", shape, offset, seed=i)
+            shutil.copy(cls.tmp / "source" / f"{name}.nii.gz", cls.studies)
+        good = (cls.studies / "case_a.nii.gz").read_bytes()
+        (cls.studies / "broken.nii.gz").write_bytes(good[: len(good) // 2])  # truncated gzip
+
+        # the app folder is copied: start_server writes bin/ lib/ logs/ model/ into it
+        cls.app = cls.tmp / "app"
+        shutil.copytree(APP, cls.app, ignore=shutil.ignore_patterns("__pycache__", "bin", "lib", "logs", "model"))
+        cls.port = free_port()
+        cls.url = f"http://{HOST}:{cls.port}"
+        env = {
+            **os.environ,
+            "MONAILABEL_PYEXE": sys.executable,  # the launcher runs `python` from PATH otherwise
+            "MONAI_LABEL_AUTO_UPDATE_SCORING": "false",  # scoring runs when the test asks for it
+            "MONAI_LABEL_SESSION_PATH": str(cls.tmp / "sessions"),
+        }
+        cls.log = open(cls.tmp / "server.log", "wb")  # noqa: SIM115 - closed by a class cleanup
+        cls.addClassCleanup(cls.log.close)
+        cls.server = subprocess.Popen(
+            [
+                *monailabel_command(),
+                "start_server",
+                "--app",
+                str(cls.app),
+                "--studies",
+                str(cls.studies),
+                "--conf",
+                "bundle_root",
+                str(cls.bundle),
+                "--conf",
+                "num_samples",
+                "3",
+                "--conf",
+                "device",
+                "cpu",
+                "--host",
+                HOST,
+                "--port",
+                str(cls.port),
+            ],
+            stdout=cls.log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cls.tmp,
+            start_new_session=True,
+        )
+        cls.addClassCleanup(cls.stop_server)
+        cls.wait_for_server(timeout=120)
+        cls.scoring = cls.run_scoring("segq_quality", timeout=120)
+        cls.datastore = cls.wait_for_scores(timeout=30)
+
+    # ------------------------------------------------------------------------------------------------ helpers
+    @classmethod
+    def stop_server(cls):
+        """SIGTERM to the server's process group (the server and any scoring subprocess), then SIGKILL."""
+        if cls.server.poll() is None:
+            os.killpg(cls.server.pid, signal.SIGTERM)
+            try:
+                cls.server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(cls.server.pid, signal.SIGKILL)
+                cls.server.wait(timeout=20)
+        try:  # children left behind (a scoring task) share the group
+            os.killpg(cls.server.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    @classmethod
+    def server_log(cls) -> str:
+        cls.log.flush()
+        return (cls.tmp / "server.log").read_text(errors="replace")[-4000:]
+
+    @classmethod
+    def request(cls, method: str, path: str, timeout: float = 60) -> tuple[bytes, str]:
+        data = b"" if method == "POST" else None
+        req = urllib.request.Request(cls.url + path, data=data, method=method)
+        with urllib.request.urlopen(req, timeout=timeout) as response:
+            return response.read(), response.headers.get("Content-Type", "")
+
+    @classmethod
+    def get_json(cls, path: str):
+        return json.loads(cls.request("GET", path)[0])
+
+    @classmethod
+    def post_json(cls, path: str):
+        return json.loads(cls.request("POST", path)[0])
+
+    @classmethod
+    def wait_for_server(cls, timeout: float):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if cls.server.poll() is not None:
+                raise RuntimeError(f"monailabel start_server exited with {cls.server.returncode}:\n{cls.server_log()}")
+            try:
+                cls.get_json("/info/")
+                return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.5)
+        raise TimeoutError(f"the server did not answer /info/ within {timeout} s:\n{cls.server_log()}")
+
+    @classmethod
+    def run_scoring(cls, method: str, timeout: float) -> dict:
+        """Scoring runs as a background task (a subprocess of the server): start it, poll /scoring/ until it ends."""
+        task = cls.post_json(f"/scoring/{method}")
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            status = cls.get_json("/scoring/")
+            if status["id"] == task["id"] and status["status"] not in ("SUBMITTED", "RUNNING"):
+                return status
+            time.sleep(0.5)
+        raise TimeoutError(f"scoring did not finish within {timeout} s:\n{cls.server_log()}")
+
+    @classmethod
+    def wait_for_scores(cls, timeout: float) -> dict:
+        """The server reloads the datastore file the scoring subprocess wrote (watchdog): wait until it has."""
+        deadline = time.time() + timeout
+        while True:
+            objects = cls.get_json("/datastore/?output=all")["objects"]
+            if all("segq_model_ts" in obj["image"]["info"] for obj in objects.values()) or time.time() > deadline:
+                return objects
+            time.sleep(0.5)
+
+    def info(self, image_id: str) -> dict:
+        return self.datastore[image_id]["image"]["info"]
+
+    def assert_http_error(self, method: str, path: str):
+        with self.assertRaises(urllib.error.HTTPError) as ctx:
+            self.request(method, path)
+        self.assertTrue(400 <= ctx.exception.code < 600, ctx.exception.code)
+        self.assertEqual(self.get_json("/info/")["name"], "segq")  # the server still answers
+        self.assertIsNone(self.server.poll())
+
+    # -------------------------------------------------------------------------------------------------- tests
+    def test_info_lists_tasks(self):
+        info = self.get_json("/info/")
+        self.assertIn("segq", info["models"])
+        self.assertEqual(info["models"]["segq"]["dimension"], 2)
+        self.assertIn("segq_quality", info["scoring"])
+        self.assertIn("lowest_quality", info["strategies"])
+        self.assertEqual(info["labels"], {"foreground": 1})
+
+    def test_scoring_stores_quality_and_skips_corrupt_image(self):
+        self.assertEqual(self.scoring["status"], "DONE", self.server_log())
+        self.assertEqual(set(self.datastore), {*IMAGES, "broken"})
+        for name in IMAGES:
+            info = self.info(name)
+            self.assertIsNone(info["segq_error"], name)
+            self.assertEqual(len(info["segq_pred_dice"]), 1, name)
+            for value in (*info["segq_pred_dice"], info["segq_pred_dice_mean"]):
+                self.assertTrue(0.0 <= value <= 1.0, (name, value))
+            self.assertAlmostEqual(info["segq_pred_dice_mean"], float(np.mean(info["segq_pred_dice"])), places=6)
+            self.assertTrue(0.0 <= info["segq_mean_entropy"] <= math.log(2) + 1e-6, name)
+            self.assertEqual(info["segq_flagged"], info["segq_pred_dice_mean"] < 0.8, name)
+        broken = self.info("broken")
+        self.assertIsNone(broken["segq_pred_dice_mean"])
+        self.assertRegex(broken["segq_error"], r"broken\.nii\.gz")
+        self.assertTrue(any("skipping image broken" in line for line in self.scoring["details"]), self.scoring)
+
+    def test_strategy_serves_lowest_quality_then_the_next(self):
+        scores = {name: self.info(name)["segq_pred_dice_mean"] for name in IMAGES}
+        ranked = sorted(scores, key=lambda name: (scores[name], name))
+        first = self.post_json("/activelearning/lowest_quality")
+        self.assertEqual(first["id"], ranked[0], scores)
+        self.assertAlmostEqual(first["segq_pred_dice_mean"], scores[ranked[0]])
+        self.assertEqual(Path(first["path"]).name, f"{ranked[0]}.nii.gz")
+        # the image just served is passed over, as MONAI Label's strategies pass over recently served images
+        second = self.post_json("/activelearning/lowest_quality")
+        self.assertEqual(second["id"], ranked[1], scores)
+
+    def test_infer_returns_label_on_input_grid(self):
+        name = "case_a"
+        body, content_type = self.request("POST", f"/infer/segq?image={name}")
+        parts = parse_multipart(body, content_type)
+        params = json.loads(parts["params"])
+        self.assertTrue(0.0 <= params["pred_dice"][0] <= 1.0)
+        self.assertAlmostEqual(params["pred_iou"][0], params["pred_dice"][0] / (2 - params["pred_dice"][0]), places=6)
+        label_file = self.tmp / "returned_label.nii.gz"
+        label_file.write_bytes(parts["image"])
+        source = nib.load(self.tmp / "source" / f"{name}.nii.gz")
+        label = nib.load(label_file)
+        self.assertEqual(label.shape, source.shape)
+        np.testing.assert_allclose(label.affine, source.affine, atol=1e-5)
+        values = np.asarray(label.dataobj)
+        self.assertTrue(np.issubdtype(values.dtype, np.integer), values.dtype)
+        self.assertTrue(set(np.unique(values)) <= {0, 1}, np.unique(values))
+        entropy = nib.load(params["maps"]["entropy"])  # written beside the segmentation
+        self.assertEqual(Path(params["maps"]["entropy"]).name, f"{name}_entropy.nii.gz")
+        self.assertEqual(entropy.shape, source.shape)
+        np.testing.assert_allclose(entropy.affine, source.affine, atol=1e-5)
+        e = np.asarray(entropy.dataobj)
+        self.assertTrue(0.0 <= e.min() and e.max() <= math.log(2) + 1e-6)
+        self.assertAlmostEqual(params["mean_entropy"], float(e.mean()), places=5)
+        # the maps folder inside the studies folder adds no images to the datastore
+        self.assertEqual(set(self.get_json("/datastore/?output=all")["objects"]), {*IMAGES, "broken"})
+
+    def test_unknown_names_and_unreadable_image_give_http_errors(self):
+        self.assert_http_error("POST", "/activelearning/no_such_strategy")
+        self.assert_http_error("POST", "/infer/no_such_model?image=case_a")
+        self.assert_http_error("POST", "/infer/segq?image=broken")
+
+
+@unittest.skipUnless(HAS_MONAILABEL, REASON)
+class TestQualityScoringInProcess(unittest.TestCase):
+    """``QualityScoring`` on a ``LocalDatastore`` in this process: rescoring skips images scored by the same model."""
+
+    def test_rescoring_skips_scored_images(self):
+        from monailabel.datastore.local import LocalDatastore
+
+        from segq_monai.monailabel import QUALITY_KEY, QualityScoring, SegQPipeline
+
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            build_tiny_bundle(tmp / "bundle", tmp / "train")
+            for i, name in enumerate(("x", "y")):
+                write_disc(tmp / "source" / f"{name}.nii.gz", (24, 20), seed=i)
+            (tmp / "studies").mkdir()
+            for name in ("x", "y"):
+                shutil.copy(tmp / "source" / f"{name}.nii.gz", tmp / "studies")
+            (tmp / "studies" / "z.nii.gz").write_bytes(b"not an image")
+            datastore = LocalDatastore(str(tmp / "studies"), extensions=("*.nii.gz",))
+            scoring = QualityScoring(SegQPipeline(tmp / "bundle", device="cpu", overrides={"num_samples": 2}))
+            first = scoring({}, datastore)
+            self.assertEqual((first["total"], first["skipped"], first["executed"]), (3, 0, 2))
+            self.assertEqual(set(first["failed"]), {"z"})
+            second = scoring({}, datastore)  # same model: x and y skipped, z retried
+            self.assertEqual((second["skipped"], second["executed"], set(second["failed"])), (2, 0, {"z"}))
+            forced = scoring({"force": True, "max_samples": 1}, datastore)
+            self.assertEqual(forced["executed"] + len(forced["failed"]), 1)
+            self.assertIsNotNone(datastore.get_image_info("x")[QUALITY_KEY])
+
+
+class _Datastore:
+    """The two datastore calls a strategy makes, over a dict ``{image_id: info}``."""
+
+    def __init__(self, infos: dict[str, dict]):
+        self.infos = infos
+
+    def get_unlabeled_images(self, label_tag=None, labels=None):
+        return list(self.infos)
+
+    def get_image_info(self, image_id):
+        return dict(self.infos[image_id])
+
+
+NOW = int(time.time())
+K = "segq_pred_dice_mean"
+
+
+@unittest.skipUnless(HAS_MONAILABEL, REASON)
+class TestLowestQualityStrategy(unittest.TestCase):
+    @parameterized.expand(
+        [
+            ("lowest_wins", {"a": {K: 0.9}, "b": {K: 0.2}, "c": {K: 0.5}}, "b"),
+            ("tie_broken_by_id", {"b": {K: 0.3}, "a": {K: 0.3}, "c": {K: 0.7}}, "a"),
+            ("recently_served_passed_over", {"a": {K: 0.1, "strategy": {"s": {"ts": NOW - 60}}}, "b": {K: 0.6}}, "b"),
+            (
+                "served_long_ago_counts_as_never",
+                {"a": {K: 0.1, "strategy": {"s": {"ts": NOW - 2 * 86400}}}, "b": {K: 0.6}},
+                "a",
+            ),
+            ("other_strategy_does_not_count", {"a": {K: 0.1, "strategy": {"other": {"ts": NOW}}}, "b": {K: 0.6}}, "a"),
+            (
+                "all_served_least_recent_first",
+                {
+                    "a": {K: 0.1, "strategy": {"s": {"ts": NOW - 10}}},
+                    "b": {K: 0.6, "strategy": {"s": {"ts": NOW - 500}}},
+                },
+                "b",
+            ),
+            ("unscored_after_scored", {"a": {}, "b": {K: 0.95}}, "b"),
+            ("unscored_when_nothing_scored", {"a": {}, "b": {}}, "a"),
+            ("unreadable_never_served", {"a": {K: None, "segq_error": "ValueError: cannot read"}, "b": {K: 0.9}}, "b"),
+            ("nothing_left", {}, None),
+            ("only_unreadable", {"a": {"segq_error": "x"}}, None),
+        ]
+    )
+    def test_selection(self, _, infos, expected):
+        from segq_monai.monailabel import LowestQualityStrategy
+
+        result = LowestQualityStrategy()({"strategy": "s"}, _Datastore(infos))
+        self.assertEqual(result["id"] if result else None, expected)
+
+
+if __name__ == "__main__":
+    unittest.main()
