@@ -18,7 +18,7 @@ import torch
 from monai.inferers import SimpleInferer
 from monai.networks.nets import UNet
 
-from benchmarks.measure import exact_cpu_memory, measure
+from benchmarks.measure import compare, exact_cpu_memory
 from segq_monai import MCDropoutSampler, UncertaintyInferer
 from segq_monai.streaming import entropy
 
@@ -62,21 +62,20 @@ def main() -> None:
     sizes = {2: (128, 128), 3: (48, 48, 48)} if args.quick else {2: (256, 256), 3: (96, 96, 96)}
     samples = (5, 20) if args.quick else (5, 20, 50)
     print(f"device: {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
-    print("| input | T | naive: s | naive: peak MiB | segq (chunk 1): s | segq: peak MiB | time ratio segq/naive "
-          "| memory ratio segq/naive |")
+    print("| input | T | naive: s | naive: peak MiB | segq (chunk 1): s | segq: peak MiB "
+          "| time ratio segq/naive (median of 3 alternating rounds) | memory ratio segq/naive |")
     print("|---|---|---|---|---|---|---|---|")
     peaks: dict[tuple[int, int], float] = {}
     for dims, size in sizes.items():
         net = _network(dims, device)
         x = torch.rand(1, 1, *size, device=device)
         for t in samples:
-            naive = measure(lambda: naive_stacked(x, net, t), device, repeats=2)
             inferer = UncertaintyInferer(MCDropoutSampler(t, chunk_size=1), SimpleInferer())
-            segq = measure(lambda: inferer(x, net), device, repeats=2)
+            naive, segq, ratio = compare(lambda: naive_stacked(x, net, t), lambda: inferer(x, net), device)
             peaks[dims, t] = segq.peak_mib
             label = "×".join(map(str, size))
             print(f"| {label} | {t} | {naive.seconds:.2f} | {naive.peak_mib:.0f} | {segq.seconds:.2f} | "
-                  f"{segq.peak_mib:.0f} | {segq.seconds / naive.seconds:.2f} | {segq.peak_mib / naive.peak_mib:.2f} |")
+                  f"{segq.peak_mib:.0f} | {ratio:.2f} | {segq.peak_mib / naive.peak_mib:.2f} |")
     for dims in sizes:
         lo, hi = peaks[dims, samples[0]], peaks[dims, samples[-1]]
         print(f"{dims}D: segq peak memory at T={samples[-1]} / T={samples[0]}: {hi / lo:.2f}")
@@ -85,12 +84,11 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     size, t = sizes[2], 20
     net, x = _network(2, device), torch.rand(1, 1, *sizes[2], device=device)
-    base = None
+    single = UncertaintyInferer(MCDropoutSampler(t, chunk_size=1), SimpleInferer())
     for chunk in args.chunks:
         inferer = UncertaintyInferer(MCDropoutSampler(t, chunk_size=chunk), SimpleInferer())
-        m = measure(lambda: inferer(x, net), device, repeats=2)
-        base = base or m.seconds
-        print(f"| {'×'.join(map(str, size))} | {t} | {chunk} | {m.seconds:.2f} | {base / m.seconds:.2f} | {m.peak_mib:.0f} |")
+        _, m, ratio = compare(lambda: single(x, net), lambda: inferer(x, net), device)
+        print(f"| {'×'.join(map(str, size))} | {t} | {chunk} | {m.seconds:.2f} | {1 / ratio:.2f} | {m.peak_mib:.0f} |")
 
 
 if __name__ == "__main__":

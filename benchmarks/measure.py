@@ -79,3 +79,24 @@ def measure(fn: Callable[[], object], device: torch.device, repeats: int = 1) ->
             best = min(best, time.perf_counter() - start)
         peak = max(peak, rss.peak - rss.start)
     return Measurement(best, peak / 2**20)
+
+
+def compare(
+    baseline: Callable[[], object], candidate: Callable[[], object], device: torch.device, rounds: int = 3
+) -> tuple[Measurement, Measurement, float]:
+    """Measure ``baseline`` and ``candidate`` in alternation, ``rounds`` times each.
+
+    Returns each one's best time and largest peak, and the median over rounds of the time ratio
+    candidate / baseline: alternating keeps a load that drifts during the run (other jobs on the machine) from
+    favouring either side.
+    """
+    ratios, a_runs, b_runs = [], [], []
+    for _ in range(rounds):
+        a_runs.append(measure(baseline, device))
+        b_runs.append(measure(candidate, device))
+        ratios.append(b_runs[-1].seconds / a_runs[-1].seconds)
+
+    def best(runs: list[Measurement]) -> Measurement:
+        return Measurement(min(r.seconds for r in runs), max(r.peak_mib for r in runs))
+
+    return best(a_runs), best(b_runs), sorted(ratios)[len(ratios) // 2]
