@@ -16,6 +16,10 @@ single class of a binary task). Ranking metrics (Pearson, Spearman, failure AURO
 confidence; the error metrics (MAE, RMSE, R²) of a baseline use it mapped onto the Dice scale by an ordinary
 least-squares line ``true_dice ≈ slope * score + intercept`` fitted on ``calibration_rows`` (e.g. the stage-2
 training cases), or in-sample when none are given. Risk is ``1 - true Dice``; a failure is ``true Dice < threshold``.
+
+With ``alpha``, :func:`evaluate_quality` also calibrates a guaranteed acceptance threshold on the predicted Dice
+(:func:`segq_monai.conformal.calibrate_selective_threshold`, fitted on ``calibration_rows``) and reports how it does
+on the evaluated cases (``"guaranteed_flag"``).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import torch
 
 from segq_monai import metrics
 from segq_monai.atomic import atomic_write_text
+from segq_monai.conformal import calibrate_selective_threshold
 
 __all__ = [
     "read_quality_csv",
@@ -284,10 +289,67 @@ def _flag_counts(rows: Sequence[Mapping[str, Any]], true: np.ndarray, threshold:
     }
 
 
+def _worst_case(rows: Sequence[Mapping[str, Any]], classes: Sequence[str], what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-case minimum over classes of ``pred_dice`` and of ``true_dice`` (finite cases only), both ``[n]``."""
+    pred = _matrix(rows, [_column("pred_dice", c) for c in classes]).min(axis=1)
+    true = _matrix(rows, [_column("true_dice", c) for c in classes]).min(axis=1)
+    return _finite(pred, true, what)
+
+
+def _guaranteed_flag(
+    rows: Sequence[Mapping[str, Any]],
+    classes: Sequence[str],
+    calibration_rows: Sequence[Mapping[str, Any]] | None,
+    threshold: float,
+    alpha: float,
+    delta: float,
+) -> dict[str, Any]:
+    """Selective threshold on the worst class's predicted Dice, fitted on ``calibration_rows``, scored on ``rows``."""
+    columns = [_column(kind, c) for kind in ("pred_dice", "true_dice") for c in classes]
+    if calibration_rows is None:
+        raise ValueError(
+            "alpha needs calibration_rows: labelled cases with pred_dice and true_dice columns that neither stage "
+            "was trained on (the guarantee does not hold in-sample); pass them, or alpha=None."
+        )
+    for name, table in (("calibration_rows", calibration_rows), ("rows", rows)):
+        missing = [col for col in columns if not any(col in row for row in table)]
+        if missing:
+            raise ValueError(
+                f"alpha needs {name} with columns {columns}; {missing} are missing. Run the quality head on those "
+                "cases (pred_dice) and label them (true_dice), or pass alpha=None."
+            )
+    cal = calibrate_selective_threshold(
+        *_worst_case(calibration_rows, classes, "guaranteed flag (calibration)"),
+        tau=threshold,
+        alpha=alpha,
+        delta=delta,
+    )
+    pred, true = _worst_case(rows, classes, "guaranteed flag")
+    accepted = pred >= cal.threshold
+    n_acc = int(accepted.sum())
+    failures = int(np.sum(accepted & (true < threshold)))
+    return {
+        "alpha": float(alpha),
+        "delta": float(delta),
+        "accept_threshold": cal.threshold,
+        "feasible": cal.feasible,
+        "n_calibration": cal.n_calibration,
+        "calibration_fraction_accepted": cal.fraction_accepted,
+        "calibration_bound": cal.bound,
+        "n": len(pred),
+        "n_accepted": n_acc,
+        "fraction_accepted": n_acc / len(pred),
+        "failures_accepted": failures,
+        "failure_rate_accepted": failures / n_acc if n_acc else float("nan"),
+    }
+
+
 def evaluate_quality(
     rows: Sequence[Mapping[str, Any]],
     threshold: float = 0.8,
     calibration_rows: Sequence[Mapping[str, Any]] | None = None,
+    alpha: float | None = None,
+    delta: float = 0.1,
 ) -> dict[str, Any]:
     """Score predicted quality and the scalar baselines against the true Dice of a labelled set.
 
@@ -297,6 +359,15 @@ def evaluate_quality(
         threshold: a case (class) fails when its true Dice is strictly below it.
         calibration_rows: cases to fit each baseline's least-squares line on (columns ``baseline_<name>`` and
             the true Dice), e.g. the stage-2 training cases. None: fit on ``rows`` (``"fit": "in-sample"``).
+        alpha: None (default): no ``"guaranteed_flag"`` entry. Otherwise the target failure rate among
+            auto-accepted cases, in (0, 1): an acceptance threshold ``λ`` on the per-case predicted Dice (minimum
+            over classes; a case is a failure when any class's true Dice is below ``threshold``, as for
+            ``"flag"``) is calibrated on ``calibration_rows`` by
+            :func:`segq_monai.conformal.calibrate_selective_threshold` (``tau=threshold``), so that with
+            probability >= ``1 - delta`` over i.i.d. calibration cases, the failure rate among cases with
+            predicted Dice >= ``λ`` is at most ``alpha``. Needs ``calibration_rows`` with ``pred_dice`` and
+            ``true_dice`` that neither stage was trained on (ValueError otherwise), and ``pred_dice`` in ``rows``.
+        delta: the allowed probability, over the calibration draw, that this guarantee fails, in (0, 1).
 
     Returns:
         a dict (NaN where a metric is undefined; :func:`write_report` writes those as ``null``)::
@@ -307,10 +378,18 @@ def evaluate_quality(
              "baselines": {name: {"per_class": {cls: M}, "mean": M,
                                   "calibration": {cls or "mean": {"slope": float, "intercept": float}}}},
              "flag": {"n", "true_failures", "true_positives", "false_positives", "false_negatives",
-                      "true_negatives", "fraction_flagged"} | None}
+                      "true_negatives", "fraction_flagged"} | None,
+             "guaranteed_flag": {"alpha", "delta", "accept_threshold", "feasible", "n_calibration",
+                                 "calibration_fraction_accepted", "calibration_bound", "n", "n_accepted",
+                                 "fraction_accepted", "failures_accepted", "failure_rate_accepted"}}  # with alpha
 
         with ``M = {"n", "mae", "rmse", "r2", "pearson", "spearman", "auroc", "aurc", "eaurc"}``. ``"mean"``
         scores the per-case mean Dice over classes (for a binary task, the one class ``"foreground"``).
+
+        ``accept_threshold`` is ``λ`` (``inf``, written ``null``, when no threshold is certified: ``feasible`` is
+        false and every case is flagged); ``calibration_bound`` the Clopper-Pearson bound that certifies it; the
+        rest are realised on ``rows``: ``failure_rate_accepted`` = true failures among the accepted (NaN when none
+        is accepted). A single evaluation set scatters around the guaranteed rate; the guarantee is on the rate.
     """
     if len(rows) == 0:
         raise ValueError("the quality table has no rows; evaluate at least one labelled case.")
@@ -357,6 +436,8 @@ def evaluate_quality(
         report["baselines"][name] = entry
 
     report["flag"] = _flag_counts(rows, _matrix(rows, [_column("true_dice", c) for c in classes]), threshold)
+    if alpha is not None:
+        report["guaranteed_flag"] = _guaranteed_flag(rows, classes, calibration_rows, threshold, alpha, delta)
     return report
 
 
@@ -405,6 +486,8 @@ def write_report(
     calibration_rows: Sequence[Mapping[str, Any]] | None = None,
     load_case: Callable[[Mapping[str, Any]], tuple[Any, Any, Any, Any]] | None = None,
     k: int = 2,
+    alpha: float | None = None,
+    delta: float = 0.1,
 ) -> dict[str, Any]:
     """Evaluate (:func:`evaluate_quality`) and write ``report.json`` plus PNG figures into ``output_dir``.
 
@@ -413,13 +496,15 @@ def write_report(
     Dice); with ``load_case``, ``overlay_best_<i>.png`` / ``overlay_worst_<i>.png`` for ``i = 1..k``
     (see :func:`segq_monai.plots.plot_best_and_worst`).
 
+    ``alpha`` / ``delta``: the guaranteed acceptance threshold of :func:`evaluate_quality` (None: none).
+
     Returns:
         the report dict, as written (NaN replaced by None), with ``"figures"``: the PNG file names.
     """
     from segq_monai import plots  # matplotlib only when figures are drawn
 
     os.makedirs(output_dir, exist_ok=True)
-    report = evaluate_quality(rows, threshold=threshold, calibration_rows=calibration_rows)
+    report = evaluate_quality(rows, threshold=threshold, calibration_rows=calibration_rows, alpha=alpha, delta=delta)
     figures: list[str] = []
     classes = quality_columns(rows)
     if report["quality_head"] is not None:

@@ -287,5 +287,107 @@ class TestWriteReport(unittest.TestCase):
             comparison_table(report_a, summary="3")
 
 
+# ---- guaranteed flag (alpha) ---------------------------------------------------------------------------------------
+# Calibration: 40 cases with predicted Dice 0.95 (true 0.9, fine), 10 with 0.5 (true 0.6, failures); tau = 0.8,
+# alpha = 0.2, delta = 0.1, default grid 0.00..1.00 (m = 101, Bonferroni level delta / m = 0.1 / 101 = 9.9e-4):
+#   0.5 < λ <= 0.95: 40 accepted, 0 failures, p = 0.8^40 = 1.3e-4 <= 9.9e-4  -> rejected (certified)
+#   λ <= 0.5: 50 accepted, 10 failures, p = P(Binom(50, 0.2) <= 10) = 0.58    -> not
+#   λ > 0.95: nothing accepted, p = 1                                          -> not
+#   -> λ = 0.51, calibration fraction 0.8, bound 1 - (0.1 / 101)^(1 / 40) = 0.1587.
+# Evaluated (pred, true): (0.9, 0.85) accepted; (0.6, 0.7) accepted failure; (0.51, 0.9) accepted (>=);
+#   (0.5, 0.3) and (0.3, 0.9) flagged -> 3 of 5 accepted, 1 failure among them: rate 1/3.
+GF_CAL = [(0.95, 0.9)] * 40 + [(0.5, 0.6)] * 10
+GF_EVAL = [(0.9, 0.85), (0.6, 0.7), (0.51, 0.9), (0.5, 0.3), (0.3, 0.9)]
+GF_WANT = {
+    "alpha": 0.2,
+    "delta": 0.1,
+    "accept_threshold": 0.51,
+    "feasible": True,
+    "n_calibration": 50,
+    "calibration_fraction_accepted": 0.8,
+    "calibration_bound": 1 - (0.1 / 101) ** (1 / 40),
+    "n": 5,
+    "n_accepted": 3,
+    "fraction_accepted": 0.6,
+    "failures_accepted": 1,
+    "failure_rate_accepted": 1 / 3,
+}
+
+
+def gf_rows(pairs, classes):
+    """Rows whose worst class has the given (pred, true); the other class (if any) is better by 0.05."""
+    rows = []
+    for p, t in pairs:
+        row = {}
+        for k, c in enumerate(classes):
+            sfx = f"_{c}" if c else ""
+            row[f"pred_dice{sfx}"], row[f"true_dice{sfx}"] = p + 0.05 * k, t + 0.05 * k
+        rows.append(row)
+    if len(classes) == 2:  # one case whose second class is the worst one: still accepted as a failure
+        rows[1]["pred_dice_1"], rows[1]["true_dice_2"] = 0.99, rows[1]["true_dice_1"]
+        rows[1]["true_dice_1"], rows[1]["pred_dice_2"] = 0.95, 0.6
+    return rows
+
+
+class TestGuaranteedFlag(unittest.TestCase):
+    @parameterized.expand([("binary", [""]), ("two_class", ["1", "2"])])
+    def test_by_hand(self, _, classes):
+        report = evaluate_quality(
+            gf_rows(GF_EVAL, classes), threshold=0.8, calibration_rows=gf_rows(GF_CAL, classes), alpha=0.2, delta=0.1
+        )
+        got = report["guaranteed_flag"]
+        self.assertEqual(list(got), list(GF_WANT))
+        for key, want in GF_WANT.items():
+            np.testing.assert_allclose(got[key], want, rtol=1e-12, err_msg=key)
+
+    def test_default_unchanged(self):
+        rows, *_ = synthetic(12, [""], seed=6)
+        cal, *_ = synthetic(10, [""], seed=7)
+        base = evaluate_quality(rows, calibration_rows=cal)
+        self.assertNotIn("guaranteed_flag", base)
+        self.assertNotIn("guaranteed_flag", evaluate_quality(rows, calibration_rows=cal, alpha=None))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # 10 calibration cases certify nothing
+            with_alpha = evaluate_quality(rows, calibration_rows=cal, alpha=0.2)
+        del with_alpha["guaranteed_flag"]
+        self.assertEqual(json.dumps(with_alpha, sort_keys=True), json.dumps(base, sort_keys=True))
+
+    def test_infeasible_written_as_null(self):
+        with tempfile.TemporaryDirectory() as d, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            report = write_report(
+                gf_rows(GF_EVAL, [""]), d, calibration_rows=gf_rows(GF_CAL[:20], [""]), alpha=0.2, delta=0.1
+            )
+            with open(os.path.join(d, "report.json")) as f:
+                on_disk = json.loads(f.read(), parse_constant=_raise_on_constant)
+        self.assertTrue(any("accept nothing" in str(w.message) for w in caught))
+        got = on_disk["guaranteed_flag"]
+        self.assertEqual(got, report["guaranteed_flag"])
+        self.assertIsNone(got["accept_threshold"])  # +inf: nothing certified, every case flagged
+        self.assertIsNone(got["failure_rate_accepted"])  # no accepted case
+        self.assertEqual((got["feasible"], got["n_accepted"], got["calibration_bound"]), (False, 0, 1.0))
+
+    def test_bad_input(self):
+        rows = gf_rows(GF_EVAL, [""])
+        with self.assertRaisesRegex(ValueError, "calibration_rows"):
+            evaluate_quality(rows, alpha=0.1)
+        cal = [{"true_dice": t, "baseline_x": p} for p, t in GF_CAL]
+        with self.assertRaisesRegex(ValueError, "pred_dice"):
+            evaluate_quality([dict(r, baseline_x=r["pred_dice"]) for r in rows], calibration_rows=cal, alpha=0.1)
+        with self.assertRaisesRegex(ValueError, "alpha"):
+            evaluate_quality(rows, calibration_rows=gf_rows(GF_CAL, [""]), alpha=1.5)
+
+    def test_handler_checks_calibration_tables(self):
+        from segq_monai.handlers import QualityReport
+
+        with self.assertRaisesRegex(ValueError, "calibration_csvs"):
+            QualityReport(writer=None, alpha=0.1).attach(None)
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "quality.csv")
+            write_quality_csv(path, [{"image": "a", "true_dice": 0.9, "baseline_x": 0.1}])
+            with self.assertRaisesRegex(ValueError, "pred_dice"):
+                QualityReport(writer=None, calibration_csvs=[path], alpha=0.1).attach(None)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,12 @@ class QualityReport:
             on them. Empty: fitted on the evaluated cases themselves (marked ``"fit": "in-sample"``).
         overlays: number of best and of worst cases drawn.
         uncertainty_key: the map drawn in the overlays.
+        alpha: None: no guaranteed flag. Otherwise the target failure rate among auto-accepted cases: an
+            acceptance threshold on the predicted Dice is calibrated on ``calibration_csvs`` and reported under
+            ``"guaranteed_flag"`` (see :func:`segq_monai.report.evaluate_quality`). The tables must then hold
+            ``pred_dice`` and ``true_dice`` of labelled cases that neither stage was trained on (checked in
+            ``attach``); the stage-2 training tables do not qualify.
+        delta: allowed probability, over the calibration draw, that the ``alpha`` guarantee fails.
     """
 
     def __init__(
@@ -46,12 +53,16 @@ class QualityReport:
         calibration_csvs: Sequence[str | os.PathLike] = (),
         overlays: int = 2,
         uncertainty_key: str = "entropy",
+        alpha: float | None = None,
+        delta: float = 0.1,
     ) -> None:
         self.writer = writer
         self.threshold = threshold
         self.calibration_csvs = list(calibration_csvs)
         self.overlays = overlays
         self.uncertainty_key = uncertainty_key
+        self.alpha = alpha
+        self.delta = delta
         self.report: dict[str, Any] | None = None
 
     def attach(self, engine: Engine) -> None:
@@ -61,6 +72,22 @@ class QualityReport:
                 f"Calibration tables {missing} do not exist; run the out-of-fold sampling first or leave "
                 "calibration_csvs empty."
             )
+        if self.alpha is not None:
+            if not self.calibration_csvs:
+                raise ValueError(
+                    "alpha needs calibration_csvs: quality tables with pred_dice and true_dice of held-out labelled "
+                    "cases; pass them or set alpha to None."
+                )
+            for f in self.calibration_csvs:
+                with open(f, encoding="utf-8", newline="") as table:
+                    header = next(csv.reader(table), [])
+                if not any(c.startswith("pred_dice") for c in header) or not any(
+                    c.startswith("true_dice") for c in header
+                ):
+                    raise ValueError(
+                        f"alpha needs pred_dice and true_dice columns in every calibration table; {f!r} has "
+                        f"{header}. Run the quality head on held-out labelled cases, or set alpha to None."
+                    )
         engine.add_event_handler(Events.COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
@@ -82,4 +109,6 @@ class QualityReport:
             calibration_rows=calibration,
             load_case=load_case,
             k=self.overlays,
+            alpha=self.alpha,
+            delta=self.delta,
         )
