@@ -4,27 +4,36 @@ Layout (as MONAI's ``SaveImaged`` names files by default)::
 
     output_dir/<case>/<case>_seg.nii.gz
     output_dir/<case>/<case>_entropy.nii.gz, ..._mutual_information.nii.gz, ...
+    output_dir/<case>/<case>_quality.json  the case's row and datalist entry, written after its maps
     output_dir/quality.csv                 one row per case
     output_dir/<datalist_name>             optional: a Decathlon datalist of the cases, for stage-2 training
 
 ``<case>`` is the input image's file name without its extension. Every file is written whole or not at all
 (a temporary name in the same folder, then ``os.replace``); ``quality.csv`` and the datalist are written when the
-run completes, so a run that stops early leaves none.
+run completes, so a run that stops early leaves none. A rerun can skip the cases already written
+(:func:`segq_monai.data.outputs.pending_items`): the writer reads their rows back from the sidecars.
+
+Under ``torchrun`` (``torch.distributed`` initialised) every rank writes the maps of its own cases; when the run
+completes the rows are gathered, put in the order of the input items and written by rank 0 only.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from monai.data import MetaTensor, NibabelWriter
+import torch.distributed as dist
+from monai.data import MetaTensor
 from monai.utils import min_version, optional_import
 
+from segq_monai.atomic import atomic_write_text
 from segq_monai.data.datalist import write_datalist
+from segq_monai.data.outputs import case_name, map_path, save_map, sidecar_path
 from segq_monai.report import write_quality_csv
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
@@ -33,19 +42,10 @@ if TYPE_CHECKING:
 else:
     Engine, _ = optional_import("ignite.engine", "0.4.11", min_version, "Engine")
 
-__all__ = ["QualityWriter", "case_name"]
+__all__ = ["QualityWriter"]
 
 #: per-case values and the column prefix they get in quality.csv
 QUALITY_COLUMNS = {"pred_dice": "pred_dice", "pred_iou": "pred_iou", "dice": "true_dice", "iou": "true_iou"}
-
-
-def case_name(path: str | os.PathLike) -> str:
-    """The case name of an image file: its name without ``.nii.gz`` / ``.nii`` / any last extension."""
-    name = Path(path).name
-    for ext in (".nii.gz", ".nii"):
-        if name.endswith(ext):
-            return name[: -len(ext)]
-    return Path(name).stem
 
 
 def _source_path(item: Mapping[str, Any], image_key: str) -> str:
@@ -59,23 +59,16 @@ def _source_path(item: Mapping[str, Any], image_key: str) -> str:
     return str(path)
 
 
-def _save_nifti(array: MetaTensor, path: Path) -> None:
-    """Save a channel-first map ``[C, *spatial]`` with its affine; a temporary file, then ``os.replace``."""
-    data = array.detach().cpu()
-    if not data.is_floating_point():
-        data = data.to(torch.uint8 if data.numel() == 0 or int(data.max()) < 256 else torch.int16)
-    else:
-        data = data.to(torch.float32)
-    writer = NibabelWriter(output_dtype=data.numpy().dtype)
-    writer.set_data_array(data, channel_dim=0, squeeze_end_dims=True)
-    writer.set_metadata(dict(array.meta, affine=array.affine), resample=False)
-    tmp = path.with_name(f".{path.name}.tmp.nii.gz")
-    writer.write(tmp)
-    os.replace(tmp, path)
-
-
 def _values(value: Any) -> list[float]:
     return [float(v) for v in torch.as_tensor(value).detach().cpu().flatten()]
+
+
+def _key(path: str | os.PathLike) -> str:
+    return os.path.normpath(os.path.abspath(os.fspath(path)))
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 class QualityWriter:
@@ -93,6 +86,10 @@ class QualityWriter:
             hold the image, each saved map and the true ``dice`` / ``iou`` (stage-2 training data).
         image_key: the key of the input image in each output item.
         output_transform: maps ``engine.state.output`` to a list of per-case dictionaries.
+        items: the cohort ``quality.csv`` lists, in this order (e.g. the datalist section); the cases this run
+            does not compute (left out by :func:`segq_monai.data.outputs.pending_items`) are read back from their
+            sidecars ``<case>/<case>_quality.json``. ``None``: the cases of the run, in the order of the engine's
+            dataset (``engine.data_loader.dataset.data``) where it has one.
 
     Columns of ``quality.csv``: ``image``; ``pred_dice``, ``pred_iou`` (or ``pred_dice_<class>`` ...);
     ``flagged`` (0/1); with labels ``true_dice``, ``true_iou`` (or per class); one ``baseline_<name>`` column per
@@ -108,6 +105,7 @@ class QualityWriter:
         datalist_name: str | None = None,
         image_key: str = "image",
         output_transform: Callable[[Any], Sequence[Mapping[str, Any]]] = lambda x: x,
+        items: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
         self.output_dir = Path(output_dir)
         self.map_keys = tuple(map_keys)
@@ -116,6 +114,7 @@ class QualityWriter:
         self.datalist_name = datalist_name
         self.image_key = image_key
         self.output_transform = output_transform
+        self.items = items
         self.rows: list[dict[str, Any]] = []
         self.entries: list[dict[str, Any]] = []
         self._as_given: dict[str, str] = {}
@@ -131,7 +130,7 @@ class QualityWriter:
     def _check_output_dir(self) -> None:
         try:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            probe = self.output_dir / ".segq_write_test"
+            probe = self.output_dir / f".segq_write_test.{uuid.uuid4().hex}"  # ranks probe the folder at once
             probe.write_text("ok")
             probe.unlink()
         except OSError as e:
@@ -177,8 +176,8 @@ class QualityWriter:
         for key in self.map_keys:
             if key not in item:
                 raise ValueError(f"Output key {key!r} is missing (has {sorted(item)}); check map_keys and the maps.")
-            path = folder / f"{case}_{key}.nii.gz"
-            _save_nifti(item[key], path)
+            path = map_path(self.output_dir, case, key)
+            save_map(item[key], path)
             entry[key] = str(path)
         row: dict[str, Any] = {"case": case, "image": self._as_given.get(os.path.normpath(source), source)}
         for key, column in QUALITY_COLUMNS.items():
@@ -191,6 +190,7 @@ class QualityWriter:
             row["flagged"] = int(bool(torch.as_tensor(item["flagged"]).any()))
         for name, value in item.get("baselines", {}).items():
             row[f"baseline_{name}"] = float(value)
+        atomic_write_text(sidecar_path(self.output_dir, case), json.dumps({"row": row, "entry": entry}, indent=1))
         self.rows.append(row)
         self.entries.append(entry)
 
@@ -203,8 +203,64 @@ class QualityWriter:
         return {f"{prefix}_{n}": v for n, v in zip(names, values)}
 
     def write(self, engine: Engine | None = None) -> None:
-        """Write ``quality.csv`` (and the datalist) atomically."""
+        """Write ``quality.csv`` (and the datalist) atomically: every case once, in the order of the items.
+
+        Under ``torch.distributed`` the rows of all ranks are gathered first (every rank then holds them all, in
+        ``rows`` / ``entries``) and rank 0 alone writes.
+        """
+        rows, entries = self.rows, self.entries
+        if _distributed():
+            gathered: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, (rows, entries))
+            rows = [r for part, _ in gathered for r in part]
+            entries = [e for _, part in gathered for e in part]
+        self.rows, self.entries = self._in_order(rows, entries, engine)
+        if _distributed() and dist.get_rank() != 0:
+            return
         columns = [c for c in dict.fromkeys(k for row in self.rows for k in row) if c != "case"]
         write_quality_csv(self.output_dir / "quality.csv", self.rows, columns=columns)
         if self.datalist_name:
             write_datalist(self.output_dir / self.datalist_name, {"training": self.entries})
+
+    def _in_order(
+        self, rows: list[dict[str, Any]], entries: list[dict[str, Any]], engine: Engine | None
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        by_source: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+        source_of: dict[str, str] = {}
+        for row, entry in zip(rows, entries):
+            source = _key(entry["image"])
+            if source_of.setdefault(row["case"], source) != source:
+                raise ValueError(
+                    f"Two inputs share the case name {row['case']!r} ({source_of[row['case']]} and {source}); "
+                    "output files would collide. Give the images distinct file names."
+                )
+            by_source.setdefault(source, (row, entry))  # a padded DistributedSampler repeats cases: keep one
+        items = self.items
+        if items is None:
+            data = getattr(getattr(getattr(engine, "data_loader", None), "dataset", None), "data", None)
+            items = data if isinstance(data, Sequence) else ()
+        ordered = []
+        for item in items:
+            path = item.get(self.image_key) if isinstance(item, Mapping) else None
+            if not isinstance(path, (str, os.PathLike)):
+                continue
+            if _key(path) in by_source:
+                ordered.append(by_source.pop(_key(path)))
+            elif self.items is not None:
+                ordered.append(self._restore(path))
+        ordered += by_source.values()  # cases not among the items: in the order recorded
+        return [row for row, _ in ordered], [entry for _, entry in ordered]
+
+    def _restore(self, path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The row and entry of a case written by an earlier run, from its sidecar."""
+        case = case_name(path)
+        sidecar = sidecar_path(self.output_dir, case)
+        if not sidecar.is_file():
+            raise FileNotFoundError(
+                f"Case {case!r} ({path}) has no result: this run did not compute it and {sidecar} does not exist. "
+                "Leave it in the dataset (segq_monai.data.outputs.pending_items keeps unfinished cases) or drop it "
+                "from the writer's items."
+            )
+        saved = json.loads(sidecar.read_text())
+        entry = dict(saved["entry"], **{key: str(map_path(self.output_dir, case, key)) for key in self.map_keys})
+        return saved["row"], entry

@@ -13,7 +13,7 @@ from typing import Any
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
-from segq_monai.handlers.quality_writer import _save_nifti, case_name
+from segq_monai.data.outputs import case_name, save_map
 from segq_monai.monailabel.pipeline import SegQPipeline, quality_summary
 
 __all__ = ["SegQInferTask"]
@@ -80,11 +80,11 @@ class SegQInferTask(InferTask):
         else:
             folder = Path(tempfile.mkdtemp(prefix="segq_"))
         seg_path = folder / f"{case}_seg.nii.gz"
-        _save_nifti(item["seg"], seg_path)
+        save_map(item["seg"], seg_path)
         written = {}
         for key in self.maps:
             path = folder / f"{case}_{key}.nii.gz"
-            _save_nifti(item[key], path)
+            save_map(item[key], path)
             written[key] = str(path)
         result = quality_summary(item)
         result.update(

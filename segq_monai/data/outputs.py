@@ -1,0 +1,111 @@
+"""Where a run's per-case outputs live, and which cases of a cohort still need computing.
+
+Layout written by :class:`segq_monai.handlers.QualityWriter`::
+
+    output_dir/<case>/<case>_<key>.nii.gz      one map per key (``seg``, ``entropy``, ...)
+    output_dir/<case>/<case>_quality.json      the case's quality.csv row and datalist entry, written last
+
+``<case>`` is the input image's file name without its extension. Each file is written whole or not at all (a
+temporary name, then ``os.replace``) and the JSON sidecar is written after the maps, so a case whose sidecar and
+maps all exist is complete: :func:`pending_items` drops it from a rerun, and the writer reads its row back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from monai.data import MetaTensor, NibabelWriter
+
+__all__ = ["case_name", "map_path", "pending_items", "save_map", "sidecar_path"]
+
+logger = logging.getLogger(__name__)
+
+
+def case_name(path: str | os.PathLike) -> str:
+    """The case name of an image file: its name without ``.nii.gz`` / ``.nii`` / any last extension."""
+    name = Path(path).name
+    for ext in (".nii.gz", ".nii"):
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return Path(name).stem
+
+
+def save_map(array: MetaTensor, path: Path) -> None:
+    """Save a channel-first map ``[C, *spatial]`` with its affine; a temporary file, then ``os.replace``."""
+    data = array.detach().cpu()
+    if not data.is_floating_point():
+        data = data.to(torch.uint8 if data.numel() == 0 or int(data.max()) < 256 else torch.int16)
+    else:
+        data = data.to(torch.float32)
+    writer = NibabelWriter(output_dtype=data.numpy().dtype)
+    writer.set_data_array(data, channel_dim=0, squeeze_end_dims=True)
+    writer.set_metadata(dict(array.meta, affine=array.affine), resample=False)
+    tmp = path.with_name(f".{path.name}.tmp.nii.gz")
+    writer.write(tmp)
+    os.replace(tmp, path)
+
+
+def map_path(output_dir: str | os.PathLike, case: str, key: str) -> Path:
+    """``output_dir/<case>/<case>_<key>.nii.gz``."""
+    return Path(output_dir) / case / f"{case}_{key}.nii.gz"
+
+
+def sidecar_path(output_dir: str | os.PathLike, case: str) -> Path:
+    """``output_dir/<case>/<case>_quality.json``: the case's row and datalist entry."""
+    return Path(output_dir) / case / f"{case}_quality.json"
+
+
+def _world_size() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def pending_items(
+    items: Sequence[Mapping[str, Any]],
+    output_dir: str | os.PathLike,
+    map_keys: Sequence[str],
+    image_key: str = "image",
+    min_items: int | None = None,
+) -> list[Mapping[str, Any]]:
+    """The items of a cohort whose outputs are not all written yet, in their original order.
+
+    A case is done when its sidecar ``<case>_quality.json`` and every map ``<case>_<key>.nii.gz`` of ``map_keys``
+    exist in ``output_dir``. Pass the full list to the writer (``QualityWriter(items=...)``) so that ``quality.csv``
+    still lists every case: the writer reads the done cases' rows from their sidecars.
+
+    Args:
+        items: the cohort, e.g. a datalist section; ``item[image_key]`` is the image path.
+        output_dir: the run's output folder.
+        map_keys: the maps the run writes (its writer's ``map_keys``).
+        image_key: the key of the image path in each item.
+        min_items: at least this many items are returned; done cases, last first, are computed again to reach
+            it (the run then still runs, completes and writes ``quality.csv``; under ``torchrun`` every rank
+            needs one case). ``None``: the number of ranks when ``torch.distributed`` is initialised, else 1.
+
+    Returns:
+        the pending items (the same objects), in the order of ``items``.
+    """
+    if min_items is None:
+        min_items = _world_size()
+    done = []
+    for item in items:
+        case = case_name(item[image_key])
+        paths = [sidecar_path(output_dir, case)] + [map_path(output_dir, case, key) for key in map_keys]
+        done.append(all(p.is_file() for p in paths))
+    missing = max(0, min(min_items, len(items)) - done.count(False))
+    for i in reversed(range(len(items))):
+        if missing == 0:
+            break
+        if done[i]:
+            done[i], missing = False, missing - 1
+    pending = [item for item, d in zip(items, done) if not d]
+    logger.info(
+        f"{len(items) - len(pending)} of {len(items)} cases already written in {output_dir}; computing {len(pending)}."
+    )
+    return pending
