@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from monai.inferers import SimpleInferer, SlidingWindowInferer
 from monai.networks.nets import UNet
 from parameterized import parameterized
+from segq_testing import train_on_noisy_half
 from torch import nn
 
 from segq_monai.aleatoric import (
@@ -214,41 +215,14 @@ class TestLearnsLabelNoise(unittest.TestCase):
     def test_variance_higher_where_labels_are_noisy(self):
         """Labels are ``x > 0``, flipped with probability 0.3 in the left half (the second input channel says which
         half): the learned σ² is larger there."""
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # tiny ops: extra threads only contend with the rest of the suite
-        try:
-            torch.manual_seed(0)
-            backbone = nn.Sequential(
-                nn.Conv2d(2, 16, 1), nn.ReLU(), nn.Conv2d(16, 16, 1), nn.ReLU(), nn.Conv2d(16, 4, 1)
-            )
-            net = AleatoricNet(backbone, num_classes=2)
-            opt = torch.optim.Adam(net.parameters(), 1e-2)
-            loss_fn = SampledLogitLoss(10)
-            g = torch.Generator().manual_seed(0)
-            net.train()
-            for _ in range(300):
-                x, y, _ = _noisy_half(g)
-                loss = loss_fn(net(x), y)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            x, _, noisy = _noisy_half(g)
-            var = aleatoric_variance(net, x)
-        finally:
-            torch.set_num_threads(threads)
+        torch.manual_seed(0)
+        backbone = nn.Sequential(nn.Conv2d(2, 16, 1), nn.ReLU(), nn.Conv2d(16, 16, 1), nn.ReLU(), nn.Conv2d(16, 4, 1))
+        net = AleatoricNet(backbone, num_classes=2)
+        x, noisy = train_on_noisy_half(net, SampledLogitLoss(10))
+        var = aleatoric_variance(net, x)
         self.assertTrue(net.training)  # aleatoric_variance ran in eval mode and restored train mode
         noisy_var, clean_var = var[noisy].mean().item(), var[~noisy].mean().item()
         self.assertGreater(noisy_var, 3 * clean_var)
-
-
-def _noisy_half(g: torch.Generator, n: int = 8, size: int = 16, flip: float = 0.3):
-    """Inputs ``[n, 2, size, size]`` (intensity, noisy-region flag), labels ``[n, 1, ...]`` and the region mask."""
-    x = torch.randn(n, 1, size, size, generator=g)
-    region = torch.zeros(n, 1, size, size, dtype=torch.bool)
-    region[..., : size // 2] = True
-    y = (x > 0).long()
-    flipped = (torch.rand(y.shape, generator=g) < flip) & region
-    return torch.cat([x, region.float()], 1), torch.where(flipped, 1 - y, y), region
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ written in ``setUpClass``; inference also runs through the real ``python -m mona
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 import subprocess
@@ -18,56 +17,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
-from monai.bundle import ConfigWorkflow, ckpt_export, verify_net_in_out
+from monai.bundle import ckpt_export, verify_net_in_out
+from segq_testing import BUNDLE, read_csv, workflow, write_cases
 
 from segq_monai.data import split_fold, write_datalist
-
-REPO = Path(__file__).resolve().parents[1]
-BUNDLE = REPO / "bundle"
-
-
-def _affine(spacing: float, dims: int) -> np.ndarray:
-    affine = np.diag([spacing] * 3 + [1.0])
-    affine[:3, 3] = [-10.0, 5.0, 2.0]
-    return affine
-
-
-def write_cases(folder: Path, names: list[str], shape: tuple[int, ...], seed: int = 0) -> list[dict]:
-    """Random images holding a bright disc (the label) of random radius, with noise: learnable in one epoch."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    grids = np.meshgrid(*[np.arange(s) - s / 2 for s in shape], indexing="ij")
-    radius = np.sqrt(sum(g**2 for g in grids))
-    items = []
-    for name in names:
-        label = (radius < rng.uniform(0.2, 0.4) * min(shape)).astype(np.uint8)
-        image = (label * 100 + rng.normal(0, 20, shape)).astype(np.float32)
-        affine = _affine(1.5, len(shape))
-        nib.save(nib.Nifti1Image(image, affine), folder / f"{name}.nii.gz")
-        nib.save(nib.Nifti1Image(label, affine), folder / f"{name}_label.nii.gz")
-        items.append({"image": str(folder / f"{name}.nii.gz"), "label": str(folder / f"{name}_label.nii.gz")})
-    return items
-
-
-def workflow(configs: list[str], bundle_root: Path, **overrides) -> ConfigWorkflow:
-    """Run one bundle workflow in this process and return it."""
-    wf = ConfigWorkflow(
-        config_file=[str(bundle_root / "configs" / c) for c in configs],
-        meta_file=str(bundle_root / "configs" / "metadata.json"),
-        logging_file=str(bundle_root / "configs" / "logging.conf"),
-        workflow_type=None,
-        bundle_root=str(bundle_root),
-        **overrides,
-    )
-    wf.initialize()
-    wf.run()
-    wf.finalize()
-    return wf
-
-
-def read_csv(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 class TestTwoStageBundle2D(unittest.TestCase):

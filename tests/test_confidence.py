@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from monai.inferers import SimpleInferer, SlidingWindowInferer
 from monai.networks.nets import UNet
 from parameterized import parameterized
+from segq_testing import train_on_noisy_half
 from torch import nn
 
 from segq_monai.confidence import ConfidenceLoss, ConfidenceNet, confidence_loss, confidence_map
@@ -148,39 +149,12 @@ class TestLearnsConfidence(unittest.TestCase):
     def test_confidence_lower_where_labels_are_noisy(self):
         """Labels are ``x > 0``, flipped with probability 0.3 in the left half (the second input channel says which
         half): the learned confidence is lower there."""
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # tiny ops: extra threads only contend with the rest of the suite
-        try:
-            torch.manual_seed(0)
-            backbone = nn.Sequential(
-                nn.Conv2d(2, 16, 1), nn.ReLU(), nn.Conv2d(16, 16, 1), nn.ReLU(), nn.Conv2d(16, 3, 1)
-            )
-            net = ConfidenceNet(backbone, num_classes=2)
-            opt = torch.optim.Adam(net.parameters(), 1e-2)
-            loss_fn = ConfidenceLoss()
-            g = torch.Generator().manual_seed(0)
-            net.train()
-            for _ in range(300):
-                x, y, _ = _noisy_half(g)
-                loss = loss_fn(net(x), y)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            x, _, noisy = _noisy_half(g)
-            u = confidence_map(net, x)
-        finally:
-            torch.set_num_threads(threads)
+        torch.manual_seed(0)
+        backbone = nn.Sequential(nn.Conv2d(2, 16, 1), nn.ReLU(), nn.Conv2d(16, 16, 1), nn.ReLU(), nn.Conv2d(16, 3, 1))
+        net = ConfidenceNet(backbone, num_classes=2)
+        x, noisy = train_on_noisy_half(net, ConfidenceLoss())
+        u = confidence_map(net, x)
         self.assertGreater(u[noisy].mean().item(), u[~noisy].mean().item() + 0.2)
-
-
-def _noisy_half(g: torch.Generator, n: int = 8, size: int = 16, flip: float = 0.3):
-    """Inputs ``[n, 2, size, size]`` (intensity, noisy-region flag), labels ``[n, 1, ...]`` and the region mask."""
-    x = torch.randn(n, 1, size, size, generator=g)
-    region = torch.zeros(n, 1, size, size, dtype=torch.bool)
-    region[..., : size // 2] = True
-    y = (x > 0).long()
-    flipped = (torch.rand(y.shape, generator=g) < flip) & region
-    return torch.cat([x, region.float()], 1), torch.where(flipped, 1 - y, y), region
 
 
 if __name__ == "__main__":

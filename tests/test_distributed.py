@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,19 +20,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
-from test_bundle import BUNDLE, read_csv, workflow, write_cases
+from segq_testing import BUNDLE, free_port, read_csv, workflow, write_cases
 
 from segq_monai.data import write_datalist
 
 NO_MLFLOW = {"train#handlers#2#_disabled_": True}  # its sqlite store costs seconds per epoch
 SAMPLING = {"num_samples": 2, "batch_size": 1, "device": "cpu"}
 FOLDS = {"fold": 0, "num_folds": 2}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class TestMultiGPUOverlays(unittest.TestCase):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import unittest
 
 import torch
-from monai.data import MetaTensor
 from ignite.engine import Events
+from monai.data import MetaTensor
 from monai.engines import SupervisedEvaluator
 from monai.inferers import SimpleInferer, SlidingWindowInferer
 from monai.networks.nets import UNet

@@ -15,7 +15,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 from parameterized import parameterized
+from segq_testing import BUNDLE, REPO, free_port, workflow
 
 try:
     import monailabel  # noqa: F401
@@ -36,8 +36,6 @@ try:
 except ImportError:
     HAS_MONAILABEL = False
 
-REPO = Path(__file__).resolve().parents[1]
-BUNDLE = REPO / "bundle"
 APP = REPO / "segq_monai" / "monailabel" / "app"
 HOST = "127.0.0.1"
 REASON = "MONAI Label is not installed (pip install 'segq-monai[monailabel]')"
@@ -65,8 +63,6 @@ def write_disc(path: Path, shape: tuple[int, ...], offset=(0.0, 0.0, 0.0), seed:
 
 def build_tiny_bundle(root: Path, data: Path) -> None:
     """Copy the bundle's configs to ``root`` and train it on two 32x32 images: fold 0, sample, quality head."""
-    from monai.bundle import ConfigWorkflow
-
     from segq_monai.data import write_datalist
 
     shutil.copytree(BUNDLE / "configs", root / "configs")
@@ -77,28 +73,9 @@ def build_tiny_bundle(root: Path, data: Path) -> None:
     datalist = data / "datalist.json"
     write_datalist(datalist, {"training": items})
     common = {"datalist": str(datalist), "fold": 0, "num_folds": 2, "device": "cpu"}
-    for config, overrides in (
-        ("train_segmentation.json", {**common, "epochs": 1}),
-        ("sample.json", {**common, "num_samples": 2}),
-        ("train_quality.json", {"epochs": 1, "device": "cpu"}),
-    ):
-        wf = ConfigWorkflow(
-            config_file=str(root / "configs" / config),
-            meta_file=str(root / "configs" / "metadata.json"),
-            logging_file=str(root / "configs" / "logging.conf"),
-            workflow_type=None,
-            bundle_root=str(root),
-            **overrides,
-        )
-        wf.initialize()
-        wf.run()
-        wf.finalize()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
+    workflow(["train_segmentation.json"], root, **common, epochs=1)
+    workflow(["sample.json"], root, **common, num_samples=2)
+    workflow(["train_quality.json"], root, epochs=1, device="cpu")
 
 
 def monailabel_command() -> list[str]:

@@ -9,7 +9,6 @@ never edited.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import shutil
@@ -24,6 +23,7 @@ import nibabel as nib
 import numpy as np
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
+from segq_testing import read_csv
 
 from segq_monai import QualityRegressor, quality_input_channels
 
@@ -42,11 +42,6 @@ TINY_HEAD = {"segq#quality_network_def#channels": [8, 16], "segq#quality_network
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def read_csv(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 class TestSegqOverlay(unittest.TestCase):

@@ -25,7 +25,7 @@ from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader
 from monai.networks.nets import UNet
 from parameterized import parameterized
-from test_bundle import BUNDLE, read_csv, workflow, write_cases
+from segq_testing import BUNDLE, read_csv, workflow, write_cases
 
 import segq_monai.data.outputs  # noqa: F401  (the expressions below name it)
 from segq_monai.data import write_datalist

@@ -1,0 +1,98 @@
+"""Shared test helpers: tiny random NIfTI cases, running bundle workflows, reading outputs."""
+
+from __future__ import annotations
+
+import csv
+import socket
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.bundle import ConfigWorkflow
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLE = REPO / "bundle"
+
+
+def _affine(spacing: float, dims: int) -> np.ndarray:
+    affine = np.diag([spacing] * 3 + [1.0])
+    affine[:3, 3] = [-10.0, 5.0, 2.0]
+    return affine
+
+
+def write_cases(folder: Path, names: list[str], shape: tuple[int, ...], seed: int = 0) -> list[dict]:
+    """Random images holding a bright disc (the label) of random radius, with noise: learnable in one epoch."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    grids = np.meshgrid(*[np.arange(s) - s / 2 for s in shape], indexing="ij")
+    radius = np.sqrt(sum(g**2 for g in grids))
+    items = []
+    for name in names:
+        label = (radius < rng.uniform(0.2, 0.4) * min(shape)).astype(np.uint8)
+        image = (label * 100 + rng.normal(0, 20, shape)).astype(np.float32)
+        affine = _affine(1.5, len(shape))
+        nib.save(nib.Nifti1Image(image, affine), folder / f"{name}.nii.gz")
+        nib.save(nib.Nifti1Image(label, affine), folder / f"{name}_label.nii.gz")
+        items.append({"image": str(folder / f"{name}.nii.gz"), "label": str(folder / f"{name}_label.nii.gz")})
+    return items
+
+
+def workflow(configs: list[str], bundle_root: Path, **overrides) -> ConfigWorkflow:
+    """Run one bundle workflow in this process and return it."""
+    wf = ConfigWorkflow(
+        config_file=[str(bundle_root / "configs" / c) for c in configs],
+        meta_file=str(bundle_root / "configs" / "metadata.json"),
+        logging_file=str(bundle_root / "configs" / "logging.conf"),
+        workflow_type=None,
+        bundle_root=str(bundle_root),
+        **overrides,
+    )
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    return wf
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A free TCP port on the loopback interface."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def noisy_half(g: torch.Generator, n: int = 8, size: int = 16, flip: float = 0.3):
+    """A toy task with label noise in one half: inputs ``[n, 2, size, size]`` (intensity, noisy-region flag),
+    labels ``x > 0`` ``[n, 1, ...]`` flipped with probability ``flip`` in the left half, and that region's mask."""
+    x = torch.randn(n, 1, size, size, generator=g)
+    region = torch.zeros(n, 1, size, size, dtype=torch.bool)
+    region[..., : size // 2] = True
+    y = (x > 0).long()
+    flipped = (torch.rand(y.shape, generator=g) < flip) & region
+    return torch.cat([x, region.float()], 1), torch.where(flipped, 1 - y, y), region
+
+
+def train_on_noisy_half(net: torch.nn.Module, loss_fn, steps: int = 300) -> tuple[torch.Tensor, torch.Tensor]:
+    """Train ``net`` with ``loss_fn`` on :func:`noisy_half` batches (Adam, one thread); return a fresh batch's
+    inputs and noisy-region mask."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny ops: extra threads only contend with the rest of the suite
+    try:
+        opt = torch.optim.Adam(net.parameters(), 1e-2)
+        g = torch.Generator().manual_seed(0)
+        net.train()
+        for _ in range(steps):
+            x, y, _ = noisy_half(g)
+            loss = loss_fn(net(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        x, _, noisy = noisy_half(g)
+        return x, noisy
+    finally:
+        torch.set_num_threads(threads)
