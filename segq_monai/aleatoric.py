@@ -38,7 +38,8 @@ import torch
 from monai.inferers import SimpleInferer
 from torch import nn
 
-from segq_monai.samplers import Sampler, _check_num_samples, _modes, _seeded, dropout_modules
+from segq_monai.modes import dropout_modules, network_modes, seeded
+from segq_monai.samplers import Sampler, check_num_samples
 
 __all__ = [
     "AleatoricNet",
@@ -130,7 +131,7 @@ class SampledLogitLoss(nn.Module):
 
     def __init__(self, num_samples: int = 10, reduction: str = "mean") -> None:
         super().__init__()
-        self.num_samples = _check_num_samples(num_samples)
+        self.num_samples = check_num_samples(num_samples)
         if reduction not in ("mean", "sum", "none"):
             raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}.")
         self.reduction = reduction
@@ -252,7 +253,7 @@ class AleatoricSampler(Sampler):
 
     def __init__(self, num_samples: int = 20, mc_dropout: bool = False, seed: int | None = 0) -> None:
         super().__init__("softmax")
-        self._num_samples = _check_num_samples(num_samples)
+        self._num_samples = check_num_samples(num_samples)
         self.mc_dropout = bool(mc_dropout)
         self.seed = seed
 
@@ -268,7 +269,7 @@ class AleatoricSampler(Sampler):
                 f"{type(network).__name__} has no dropout module with p > 0, so mc_dropout=True would only add "
                 "logit noise; build the backbone with dropout or use AleatoricSampler(mc_dropout=False)."
             )
-        with _modes(network, train=train), torch.no_grad(), _seeded(self.seed, inputs.device):
+        with network_modes(network, train=train), torch.no_grad(), seeded(self.seed, inputs.device):
             mean = log_var = None
             for _ in range(self._num_samples):
                 if mean is None or self.mc_dropout:
@@ -292,6 +293,6 @@ def aleatoric_variance(
     :class:`~segq_monai.inferer.UncertaintyInferer`, which knows only the sample statistics.
     """
     inferer = inferer if inferer is not None else SimpleInferer()
-    with _modes(network), torch.no_grad():
+    with network_modes(network), torch.no_grad():
         _, log_var = split_mean_log_var(inferer(inputs, _WithVariance(network), *args, **kwargs).float())
     return torch.exp(log_var).mean(dim=1, keepdim=True)

@@ -24,7 +24,7 @@ from monai.inferers import SimpleInferer
 from torch import nn
 
 from segq_monai.aleatoric import ExtraOutputNet
-from segq_monai.samplers import _modes
+from segq_monai.modes import network_modes
 
 __all__ = ["ConfidenceLoss", "ConfidenceNet", "confidence_loss", "confidence_map"]
 
@@ -169,6 +169,6 @@ def confidence_map(
     def confidence(x: torch.Tensor, *a: Any, **k: Any) -> torch.Tensor:
         return network.forward_with_confidence(x, *a, **k)[1]
 
-    with _modes(network), torch.no_grad():
+    with network_modes(network), torch.no_grad():
         c = inferer(inputs, confidence, *args, **kwargs).float()
     return 1.0 - c

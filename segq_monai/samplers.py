@@ -7,7 +7,8 @@ network for good: every module's train/eval mode is restored when sampling ends,
 
 - :class:`SoftmaxSampler`: the single deterministic pass (T = 1): the baseline of DeVries & Taylor.
 - :class:`MCDropoutSampler`: Monte-Carlo dropout (Gal & Ghahramani 2016): only dropout modules are switched to
-  train mode; BatchNorm, InstanceNorm and every other module stay in eval mode.
+  train mode; BatchNorm, InstanceNorm and every other module stay in eval mode. When dropout sits late in the
+  network, the part before it is computed once and only the rest T times (:func:`split_at_dropout`).
 - :class:`TTASampler`: test-time augmentation (flips, 90° rotations, intensity perturbations), each sample mapped
   back exactly onto the input grid.
 - :class:`EnsembleSampler`: one sample per member of an ensemble of networks or checkpoints.
@@ -17,58 +18,32 @@ from __future__ import annotations
 
 import copy
 import itertools
+import logging
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
+from monai.inferers import SimpleInferer
 from torch import nn
-from torch.nn.modules.dropout import _DropoutNd
+
+from segq_monai.modes import dropout_modules, network_modes, seeded
+from segq_monai.shared_prefix import SharedPrefix, network_fingerprint, split_at_dropout
 
 __all__ = [
-    "SAMPLERS",
     "Sampler",
     "SoftmaxSampler",
     "MCDropoutSampler",
     "TTASampler",
     "EnsembleSampler",
-    "dropout_modules",
+    "check_num_samples",
 ]
 
 Inferer = Callable[..., torch.Tensor]
 
-
-def dropout_modules(network: nn.Module) -> list[nn.Module]:
-    """The dropout modules of ``network`` with a non-zero drop probability."""
-    return [m for m in network.modules() if isinstance(m, _DropoutNd) and m.p > 0]
-
-
-@contextmanager
-def _modes(network: nn.Module, train: Sequence[nn.Module] = ()) -> Iterator[None]:
-    """Put ``network`` in eval mode with only ``train`` in train mode; restore every module's mode on exit."""
-    saved = [(m, m.training) for m in network.modules()]
-    try:
-        network.eval()
-        for m in train:
-            m.train()
-        yield
-    finally:
-        for m, mode in saved:
-            m.training = mode
-
-
-@contextmanager
-def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
-    """Run the block under ``torch.manual_seed(seed)`` without changing the caller's random state."""
-    if seed is None:
-        yield
-        return
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
+logger = logging.getLogger(__name__)
 
 
 def _activate(logits: Any, activation: str) -> torch.Tensor:
@@ -107,7 +82,7 @@ class Sampler(ABC):
         """Yield ``num_samples`` probability tensors ``[B, C, *spatial]``; ``args``/``kwargs`` go to the network."""
 
 
-def _check_num_samples(num_samples: int) -> int:
+def check_num_samples(num_samples: int) -> int:
     if int(num_samples) < 1:
         raise ValueError(f"num_samples must be at least 1, got {num_samples}; use 1 for a single pass.")
     return int(num_samples)
@@ -122,7 +97,7 @@ class SoftmaxSampler(Sampler):
         return 1
 
     def __call__(self, inputs, network, inferer, *args, **kwargs):
-        with _modes(network), torch.no_grad():
+        with network_modes(network), torch.no_grad():
             yield _activate(inferer(inputs, network, *args, **kwargs), self.activation)
 
 
@@ -133,6 +108,22 @@ class MCDropoutSampler(Sampler):
     from the batch nor updated. Samples are drawn in chunks: a chunk of ``k`` samples is one call of the
     inferer on the inputs repeated ``k`` times along the batch axis (``[k * B, C_in, ...]``).
 
+    Shared prefix: when dropout sits late in the network (before the output convolution only, or in the last
+    decoder stages), everything that precedes every dropout module is the same in all T samples. With
+    ``shared_prefix`` the network is split by :func:`split_at_dropout` (torch.fx): the part before dropout runs
+    once per call, on one chunk ``[k * B, C_in, ...]`` (once more for a shorter last chunk), and only the rest
+    runs for every chunk, reading the cached activations (several with skip connections). The samples equal
+    those of full passes for the same seed and chunk size: the shared part draws no random numbers. Full passes
+    are used, with a log message, when the base inferer is not exactly a MONAI ``SimpleInferer`` (a
+    ``SlidingWindowInferer`` calls the network once per window batch), or when :func:`split_at_dropout` cannot
+    split the network (it does not trace or traces wrongly, dropout acts on the input, ...).
+
+    The split (trace and check: about 50 ms for a MONAI UNet on 2 CPU cores) is kept for the next calls with
+    the same network while its modules, their plain attributes (numbers, strings), parameters, buffers, hooks and
+    the input's number of dimensions, dtype and device stay the same (not its size: torch.fx cannot follow Python
+    branches on sizes, so a graph that traces holds for every size). Change any other state a network's
+    ``forward`` reads, and use a new sampler.
+
     Args:
         num_samples: T, the number of samples.
         chunk_size: samples per forward pass. 1 by default: on 2 CPU cores batching samples is no faster
@@ -140,6 +131,8 @@ class MCDropoutSampler(Sampler):
         seed: the random seed of the dropout masks (the caller's random state is left untouched); ``None``
             draws from the global generator. The same seed and chunk size give the same samples.
         activation: ``"softmax"`` or ``"sigmoid"``.
+        shared_prefix: compute the part of the network before dropout once (see above; timings in
+            ``benchmarks/bench_prefix.py``); ``False``: T full passes always.
 
     Raises:
         ValueError: when the network has no dropout module with ``p > 0`` (MC dropout would return T copies
@@ -147,18 +140,59 @@ class MCDropoutSampler(Sampler):
     """
 
     def __init__(
-        self, num_samples: int = 20, chunk_size: int = 1, seed: int | None = 0, activation: str = "softmax"
+        self,
+        num_samples: int = 20,
+        chunk_size: int = 1,
+        seed: int | None = 0,
+        activation: str = "softmax",
+        shared_prefix: bool = True,
     ) -> None:
         super().__init__(activation)
-        self._num_samples = _check_num_samples(num_samples)
+        self._num_samples = check_num_samples(num_samples)
         if int(chunk_size) < 1:
             raise ValueError(f"chunk_size must be at least 1, got {chunk_size}.")
         self.chunk_size = int(chunk_size)
         self.seed = seed
+        self.shared_prefix = bool(shared_prefix)
+        # the latest split of each network (None: full passes), with the fingerprint it was made for
+        self._splits: weakref.WeakKeyDictionary[nn.Module, tuple[Any, SharedPrefix | None]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def __getstate__(self) -> dict[str, Any]:  # pickled without the splits, which hold modules
+        return {k: v for k, v in self.__dict__.items() if k != "_splits"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _splits=weakref.WeakKeyDictionary())
 
     @property
     def num_samples(self) -> int:
         return self._num_samples
+
+    def _split(
+        self, network: nn.Module, dropout: list[nn.Module], inferer: Inferer, inputs: torch.Tensor, args, kwargs
+    ) -> SharedPrefix | None:
+        """The network split at dropout, or ``None`` for full passes."""
+        if not self.shared_prefix:
+            return None
+        if type(inferer) is not SimpleInferer:
+            logger.debug(
+                "MC dropout runs full passes: the shared prefix needs a plain SimpleInferer, got %s.",
+                type(inferer).__name__,
+            )
+            return None
+        key = None if args or kwargs else network_fingerprint(network, dropout, inputs)
+        cached = self._splits.get(network)
+        if key is not None and cached is not None and cached[0] == key:
+            return cached[1]
+        try:
+            split = split_at_dropout(network, inputs, dropout, args, kwargs)
+        except ValueError as e:
+            logger.info("MC dropout runs full passes of %s, no shared prefix: %s", type(network).__name__, e)
+            split = None
+        if key is not None:
+            self._splits[network] = (key, split)
+        return split
 
     def __call__(self, inputs, network, inferer, *args, **kwargs):
         dropout = dropout_modules(network)
@@ -169,12 +203,22 @@ class MCDropoutSampler(Sampler):
                 "or use TTASampler / EnsembleSampler."
             )
         batch = inputs.shape[0]
-        with _modes(network, train=dropout), torch.no_grad(), _seeded(self.seed, inputs.device):
-            for start in range(0, self._num_samples, self.chunk_size):
-                k = min(self.chunk_size, self._num_samples - start)
-                chunk = inputs if k == 1 else inputs.repeat(k, *([1] * (inputs.ndim - 1)))
-                prob = _activate(inferer(chunk, network, *args, **kwargs), self.activation)
-                yield from prob.split(batch, dim=0)
+        with network_modes(network, train=dropout), torch.no_grad():
+            split = self._split(network, dropout, inferer, inputs, args, kwargs)
+            frontier: dict[int, tuple[Any, ...]] = {}  # the prefix's output for the latest chunk size
+            with seeded(self.seed, inputs.device):
+                for start in range(0, self._num_samples, self.chunk_size):
+                    k = min(self.chunk_size, self._num_samples - start)
+                    if split is None or k not in frontier:
+                        chunk = inputs if k == 1 else inputs.repeat(k, *([1] * (inputs.ndim - 1)))
+                    if split is None:
+                        logits = inferer(chunk, network, *args, **kwargs)
+                    else:
+                        if k not in frontier:
+                            frontier = {k: split.prefix(chunk, *args, **kwargs)}
+                        logits = split.remainder(*frontier[k])
+                    prob = _activate(logits, self.activation)
+                    yield from prob.split(batch, dim=0)
 
 
 class TTASampler(Sampler):
@@ -210,7 +254,7 @@ class TTASampler(Sampler):
         activation: str = "softmax",
     ) -> None:
         super().__init__(activation)
-        self._num_samples = _check_num_samples(num_samples)
+        self._num_samples = check_num_samples(num_samples)
         self.flips = flips
         self.rotations = rotations
         self.intensity_scale = float(intensity_scale)
@@ -260,7 +304,7 @@ class TTASampler(Sampler):
         plan = [identity] + [order[i % len(order)] if order else identity for i in range(self._num_samples - 1)]
         dims = tuple(range(1, inputs.ndim))
         std = inputs.float().std(dim=dims, keepdim=True).clamp_min(1e-8)
-        with _modes(network), torch.no_grad():
+        with network_modes(network), torch.no_grad():
             for t, (flip_axes, k) in enumerate(plan):
                 x = inputs
                 if t > 0:
@@ -323,7 +367,7 @@ class EnsembleSampler(Sampler):
 
     def __call__(self, inputs, network, inferer, *args, **kwargs):
         for member in self._members(network):
-            with _modes(member), torch.no_grad():
+            with network_modes(member), torch.no_grad():
                 yield _activate(inferer(inputs, member, *args, **kwargs), self.activation)
 
 
@@ -336,12 +380,3 @@ def _load_state_dict(path: Path, key: str | None) -> dict[str, torch.Tensor]:
             raise ValueError(f"Checkpoint {path} has no key {key!r} (keys: {sorted(state)}); set checkpoint_key.")
         state = state[key]
     return state
-
-
-#: The samplers by the names a bundle config's ``sampler`` id takes.
-SAMPLERS: dict[str, type[Sampler]] = {
-    "mc_dropout": MCDropoutSampler,
-    "tta": TTASampler,
-    "ensemble": EnsembleSampler,
-    "softmax": SoftmaxSampler,
-}

@@ -80,7 +80,7 @@ class StreamingUncertainty:
     def _labels(self, prob: torch.Tensor) -> torch.Tensor:
         """Hard labels of probabilities: argmax ``[B, 1, ...]`` (softmax) or ``p > 0.5`` ``[B, C, ...]``."""
         if self.activation == "softmax":
-            return prob.argmax(dim=1, keepdim=True)
+            return prob.max(dim=1, keepdim=True).indices  # as argmax (first maximum on ties), many times faster on CPU
         return prob > 0.5
 
     def _one_hot_votes(self, prob: torch.Tensor) -> torch.Tensor:

@@ -5,29 +5,29 @@ from __future__ import annotations
 from segq_monai.transforms.artifacts import (
     ARTIFACT_KINDS,
     MRArtifact,
-    MRArtifactd,
     MRArtifactD,
+    MRArtifactd,
     MRArtifactDict,
     apply_mr_artifact,
     graded_artifact_plan,
 )
-from segq_monai.transforms.checks import CheckImage, CheckImaged, CheckImageD, CheckImageDict, SafeLoadImaged
+from segq_monai.transforms.checks import CheckImage, CheckImageD, CheckImaged, CheckImageDict, SafeLoadImaged
 from segq_monai.transforms.quality import (
     FailureFlag,
-    FailureFlagd,
     FailureFlagD,
+    FailureFlagd,
     FailureFlagDict,
     PredictQuality,
-    PredictQualityd,
     PredictQualityD,
+    PredictQualityd,
     PredictQualityDict,
     QualityInput,
-    QualityInputd,
     QualityInputD,
+    QualityInputd,
     QualityInputDict,
     SegmentationQuality,
-    SegmentationQualityd,
     SegmentationQualityD,
+    SegmentationQualityd,
     SegmentationQualityDict,
     quality_input_channels,
 )

@@ -1,0 +1,139 @@
+"""Benchmark: shared-prefix MC dropout against full passes, when dropout sits late in the network.
+
+Two placements of dropout in a MONAI UNet (channels 16, 32, 64, 128, one residual unit per level):
+
+- ``last layer``: a UNet without dropout that outputs ``--features`` channels at full resolution, then
+  dropout (p = 0.5; ``nn.Dropout``, or ``nn.Dropout2d/3d`` for whole channels) and a 1×1 convolution to 2
+  classes ("last-layer MC dropout");
+- ``decoder x2``: ``nn.Dropout(0.1)`` in the last two decoder stages only (``model.1.submodule.2``, ``model.2``).
+
+For each, on one input ``[1, 1, *size]``: one deterministic pass of the network (eval mode, no maps), and
+``UncertaintyInferer(MCDropoutSampler(T, chunk_size=1, shared_prefix=...))`` with full passes and with the shared
+prefix (all maps, same seed: the same maps). The shared-prefix sampler keeps its split between calls; the time
+to make it (torch.fx trace and check, paid on the first call for a network) is its own column. Times are
+measured with the default allocator; ``--memory`` also reports peak memory, under settings that slow allocation.
+Per-sample costs that no split removes are printed below the table: the dropout mask draws at the dropout
+modules' resolution and the fold of each sample into the maps (``StreamingUncertainty.update``).
+
+    python -m benchmarks.bench_prefix             # 2D 256², 3D 96³, T = 20 (about 5 min on 2 CPU cores)
+    python -m benchmarks.bench_prefix --quick     # 2D 128², 3D 48³, a smoke run
+    python -m benchmarks.bench_prefix --dims 2    # 2D only (on a shared machine: run each part when it is idle)
+    python -m benchmarks.bench_prefix --memory    # with peak memory: slower allocation, so times are not comparable
+    python -m benchmarks.bench_prefix --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import torch
+from monai.networks.nets import UNet
+from torch import nn
+
+from benchmarks.measure import exact_cpu_memory, measure
+from segq_monai import MCDropoutSampler, UncertaintyInferer
+from segq_monai.shared_prefix import split_at_dropout
+from segq_monai.streaming import StreamingUncertainty
+
+
+class LastLayerDropout(nn.Module):
+    """A MONAI UNet without dropout, then dropout and a 1×1 convolution on its full-resolution features.
+
+    ``channel_dropout``: ``nn.Dropout2d`` / ``nn.Dropout3d`` (whole channels dropped: C random draws) instead of
+    ``nn.Dropout`` (every element: C * H * W[ * D] draws).
+    """
+
+    def __init__(self, dims: int, features: int = 16, p: float = 0.5, channel_dropout: bool = False) -> None:
+        super().__init__()
+        self.body = UNet(dims, 1, features, channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=1)
+        self.drop = (nn.Dropout2d if dims == 2 else nn.Dropout3d)(p) if channel_dropout else nn.Dropout(p)
+        self.head = (nn.Conv2d if dims == 2 else nn.Conv3d)(features, 2, 1)
+
+    def forward(self, x):
+        return self.head(self.drop(self.body(x)))
+
+
+def decoder_dropout(dims: int, p: float = 0.1) -> UNet:
+    """A MONAI UNet with dropout in its last two decoder stages only."""
+    net = UNet(dims, 1, 2, channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=1)
+    for name, m in net.named_modules():
+        if isinstance(m, nn.Dropout) and name.startswith(("model.2.", "model.1.submodule.2.")):
+            m.p = p
+    return net
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true", help="small inputs (2D 128², 3D 48³)")
+    parser.add_argument("--samples", type=int, default=20, help="T")
+    parser.add_argument("--features", type=int, default=16, help="channels before the last-layer dropout")
+    parser.add_argument("--memory", action="store_true",
+                        help="also report peak memory (CPU: glibc's mmap threshold fixed, which slows allocation)")
+    parser.add_argument("--dims", type=int, nargs="+", default=[2, 3], help="2 and/or 3")
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls per measurement (best is kept)")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    if args.memory and device.type == "cpu":
+        exact_cpu_memory()
+    sizes = {2: (128, 128), 3: (48, 48, 48)} if args.quick else {2: (256, 256), 3: (96, 96, 96)}
+    sizes = {dims: sizes[dims] for dims in args.dims}
+    t = args.samples
+    print(f"device: {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, T = {t}, "
+          f"load average {os.getloadavg()[0]:.2f}")
+    memory = " full: peak MiB | shared: peak MiB |" if args.memory else ""
+    print("| input | dropout | one pass: ms | full passes: ms | shared prefix: ms | shared / one pass "
+          f"| speed-up vs full | split: ms |{memory}")
+    print("|---" * (8 + 2 * args.memory) + "|")
+    for dims, size in sizes.items():
+        x = torch.rand(1, 1, *size, device=device)
+        variants = [
+            ("last layer, Dropout", lambda: LastLayerDropout(dims, args.features)),
+            (f"last layer, Dropout{dims}d", lambda: LastLayerDropout(dims, args.features, channel_dropout=True)),
+            ("decoder x2, Dropout", lambda: decoder_dropout(dims)),
+        ]
+        for label, build in variants:
+            torch.manual_seed(0)
+            net = build().to(device).eval()
+
+            def one_pass():
+                with torch.no_grad():
+                    return net(x)
+
+            single = measure(one_pass, device, repeats=3 * args.repeats)
+            full_inferer = UncertaintyInferer(MCDropoutSampler(t, shared_prefix=False))
+            full = measure(lambda: full_inferer(x, net), device, repeats=args.repeats)
+            shared_inferer = UncertaintyInferer(MCDropoutSampler(t, shared_prefix=True))
+            shared = measure(lambda: shared_inferer(x, net), device, repeats=args.repeats)
+            split_s = float("inf")
+            for _ in range(2):  # the best of two: the first call of a process also pays one-time set-up
+                start = time.perf_counter()
+                split_at_dropout(net, x)
+                split_s = min(split_s, time.perf_counter() - start)
+            print(f"| {'×'.join(map(str, size))} | {label} | {single.seconds * 1e3:.1f} | {full.seconds * 1e3:.0f} | "
+                  f"{shared.seconds * 1e3:.0f} | {shared.seconds / single.seconds:.1f} | "
+                  f"{full.seconds / shared.seconds:.2f} | {split_s * 1e3:.0f} |" + (f" {full.peak_mib:.0f} | {shared.peak_mib:.0f} |" if args.memory else ""))
+    print(f"\nPer-sample work no split removes ({args.features} feature channels before the last-layer dropout):")
+    print("| input | one pass: ms | nn.Dropout on the features: ms | map update: ms | (dropout + update) / one pass |")
+    print("|---|---|---|---|---|")
+    for dims, size in sizes.items():
+        torch.manual_seed(0)
+        net = LastLayerDropout(dims, args.features).to(device).eval()
+        x = torch.rand(1, 1, *size, device=device)
+        with torch.no_grad():
+            single = measure(lambda: net(x), device, repeats=5).seconds
+            features = torch.rand(1, args.features, *size, device=device)
+            drop = nn.Dropout(0.5).train()
+            mask = measure(lambda: drop(features), device, repeats=5).seconds
+            prob = torch.softmax(torch.randn(1, 2, *size, device=device), 1)
+            acc = StreamingUncertainty()
+            update = measure(lambda: acc.update(prob), device, repeats=5).seconds
+        print(f"| {'×'.join(map(str, size))} | {single * 1e3:.1f} | {mask * 1e3:.1f} | {update * 1e3:.1f} | "
+              f"{(mask + update) / single:.2f} |")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
