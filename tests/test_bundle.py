@@ -18,7 +18,8 @@ import nibabel as nib
 import numpy as np
 import torch
 from monai.bundle import ckpt_export, verify_net_in_out
-from segq_testing import BUNDLE, read_csv, workflow, write_cases
+from parameterized import parameterized
+from segq_testing import BUNDLE, REPO, read_csv, workflow, write_cases
 
 from segq_monai.data import split_fold, write_datalist
 
@@ -168,6 +169,36 @@ class TestBundle3D(unittest.TestCase):
             self.assertEqual(len(rows), 1)
             saved = nib.load(out / "vol0" / "vol0_mutual_information.nii.gz")
             self.assertEqual(saved.shape, (20, 24, 18))
+
+
+class TestEstimatorOverlays(unittest.TestCase):
+    """configs/aleatoric_network.json and configs/confidence_network.json swap the stage-1 network and loss."""
+
+    @parameterized.expand([("aleatoric_network", "AleatoricNet", 4), ("confidence_network", "ConfidenceNet", 3)])
+    def test_two_stage_pipeline_with_overlay(self, overlay, network, backbone_channels):
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            root = tmp / "bundle"
+            shutil.copytree(BUNDLE / "configs", root / "configs")
+            shutil.copy(REPO / "configs" / f"{overlay}.json", root / "configs" / f"{overlay}.json")
+            datalist = tmp / "data" / "datalist.json"
+            items = write_cases(tmp / "data", [f"c{i}" for i in range(4)], (32, 32))
+            write_datalist(datalist, {"training": items, "testing": items[:2]})
+            common = {"datalist": str(datalist), "fold": 0, "num_folds": 2, "device": "cpu"}
+            workflow(["train_segmentation.json", f"{overlay}.json"], root, epochs=1, **common)
+            state = torch.load(root / "models" / "fold0" / "model.pt", weights_only=True)["model"]
+            last_conv = [v for k, v in state.items() if k.startswith("backbone.") and v.ndim == 4][-1]
+            self.assertEqual(last_conv.shape[0], backbone_channels)  # 2C (mean, log-variance) or C + 1
+            wf = workflow(["sample.json", f"{overlay}.json"], root, num_samples=2, **common)
+            self.assertEqual(type(wf.parser.get_parsed_content("network_def")).__name__, network)
+            workflow(["train_quality.json"], root, epochs=1, device="cpu")
+            out = tmp / "out"
+            workflow(["inference.json", f"{overlay}.json"], root, datalist=str(datalist), output_dir=str(out),
+                     num_samples=2, device="cpu")
+            rows = read_csv(out / "quality.csv")
+            self.assertEqual(len(rows), 2)
+            mi = np.asarray(nib.load(out / "c0" / "c0_mutual_information.nii.gz").dataobj)
+            self.assertGreater(float(mi.max()), 0.0)  # samples differ: dropout (and logit noise) are active
 
 
 class TestBundleBadInput(unittest.TestCase):
