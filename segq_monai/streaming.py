@@ -119,7 +119,7 @@ class StreamingUncertainty:
             ``variance`` ``[B, C, ...]``; ``agreement`` ``[B, 1, ...]`` in [1/T, 1] (sigmoid: channel mean);
             ``pairwise_dice`` ``[B, K]`` for the K foreground classes (softmax: ``C - 1``; sigmoid: ``C``).
         """
-        if self._mean is None or self._m2 is None or self._entropy_sum is None or self._votes is None:
+        if self.count == 0:
             raise ValueError("No samples were given: call update() at least once before compute().")
         t = self.count
         prob = self._mean
@@ -130,15 +130,13 @@ class StreamingUncertainty:
         if self.activation == "softmax":
             agreement = votes.gather(1, seg).float() / t
             fg_votes = votes[:, 1:]
-            seg = seg.to(torch.int64)
         else:
             positive = votes.float() / t
             agreement = torch.where(seg, positive, 1.0 - positive).mean(dim=1, keepdim=True)
             fg_votes = votes
-            seg = seg.to(torch.int64)
         return {
             "prob": prob,
-            "seg": seg,
+            "seg": seg.to(torch.int64),
             "entropy": predictive,
             "expected_entropy": expected,
             "mutual_information": (predictive - expected).clamp_min(0.0),
