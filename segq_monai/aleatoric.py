@@ -231,8 +231,8 @@ class _WithVariance(nn.Module):
 
 
 class AleatoricSampler(Sampler):
-    """Samples of ``softmax(f + σ ε_t)``, ``ε_t ~ N(0, 1)`` per voxel and class, from an :class:`AleatoricNet`
-    (or any network with ``forward_with_variance``).
+    """Samples of ``softmax((f + σ ε_t) / temperature)``, ``ε_t ~ N(0, 1)`` per voxel and class, from an
+    :class:`AleatoricNet` (or any network with ``forward_with_variance``).
 
     Without MC dropout the network is run once (eval mode) and the T samples differ by the logit noise only:
     the sample spread (``mutual_information``, ``variance``, ``agreement`` of
@@ -249,10 +249,14 @@ class AleatoricSampler(Sampler):
             no dropout module with ``p > 0``).
         seed: seed of the noise (and dropout masks); the caller's random state is left untouched. ``None`` draws
             from the global generator.
+        temperature: each sampled logit ``f + σ ε_t`` is divided by it before the softmax (temperature scaling;
+            dimensionless, finite, > 0); 1.0: none.
     """
 
-    def __init__(self, num_samples: int = 20, mc_dropout: bool = False, seed: int | None = 0) -> None:
-        super().__init__("softmax")
+    def __init__(
+        self, num_samples: int = 20, mc_dropout: bool = False, seed: int | None = 0, temperature: float = 1.0
+    ) -> None:
+        super().__init__("softmax", temperature)
         self._num_samples = check_num_samples(num_samples)
         self.mc_dropout = bool(mc_dropout)
         self.seed = seed
@@ -275,7 +279,7 @@ class AleatoricSampler(Sampler):
                 if mean is None or self.mc_dropout:
                     mean, log_var = split_mean_log_var(inferer(inputs, raw, *args, **kwargs).float())
                     std = torch.exp(0.5 * log_var)
-                yield torch.softmax(mean + std * torch.randn_like(mean), dim=1)
+                yield self.activate(mean + std * torch.randn_like(mean))
 
 
 def aleatoric_variance(

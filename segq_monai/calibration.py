@@ -4,7 +4,10 @@
 log-likelihood of ``softmax(logits / T)``; :class:`TemperatureScaling` applies it (``logits / T``) in front of the
 softmax, e.g. inside a sampler's network. ``T > 1`` softens over-confident probabilities, ``T < 1`` sharpens them;
 the argmax (the segmentation) never changes. :func:`expected_calibration_error` reports the calibration error with
-MONAI's ``monai.metrics.CalibrationErrorMetric``.
+MONAI's ``monai.metrics.CalibrationErrorMetric``; :func:`cross_fitted_calibration` fits the temperature on held-out
+cases and measures its effect by 2-fold cross-fitting over cases. In the bundle, ``configs/calibrate.json`` writes
+the temperature next to the stage-1 checkpoint (``temperature.json``), :func:`load_temperature` reads it back,
+and every sampler of :mod:`segq_monai.samplers` applies it (``temperature`` argument).
 
 Shapes. Logits and probabilities are ``[N, C, H, W[, D]]`` (channel-first batch) or flattened ``[M, C]`` (M voxels);
 labels are class indices in ``[0, C)``: ``[N, H, W[, D]]`` or ``[N, 1, H, W[, D]]``, respectively ``[M]`` or
@@ -13,8 +16,12 @@ labels are class indices in ``[0, C)``: ``[N, H, W[, D]]`` or ``[N, 1, H, W[, D]
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import warnings
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +29,35 @@ from monai.metrics import CalibrationErrorMetric
 from scipy import optimize
 from torch import nn
 
-__all__ = ["TemperatureScaling", "expected_calibration_error", "fit_temperature"]
+__all__ = [
+    "TemperatureScaling",
+    "bundle_temperature",
+    "check_temperature",
+    "cross_fitted_calibration",
+    "expected_calibration_error",
+    "fit_temperature",
+    "load_temperature",
+]
+
+#: how to get a temperature file, for error messages
+_FIX = (
+    "run bundle/configs/calibrate.json first (python -m monai.bundle run --bundle_root bundle --config_file "
+    "bundle/configs/calibrate.json --fold N), or set temperature_scaling to false"
+)
+
+
+def check_temperature(temperature: Any) -> float:
+    """``temperature`` as a python float; ``ValueError`` unless it is a finite number > 0 (dimensionless)."""
+    try:
+        value = float(temperature)
+    except (TypeError, ValueError):
+        value = math.nan
+    if isinstance(temperature, bool) or not (math.isfinite(value) and value > 0):
+        raise ValueError(
+            f"temperature must be a finite number > 0 (1.0: no scaling), got {temperature!r}; fit one on held-out "
+            "cases with segq_monai.calibration.fit_temperature (bundle/configs/calibrate.json)."
+        )
+    return value
 
 
 def _flatten(scores: torch.Tensor, labels: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,9 +155,7 @@ class TemperatureScaling(nn.Module):
 
     def __init__(self, temperature: float = 1.0) -> None:
         super().__init__()
-        if not (math.isfinite(temperature) and temperature > 0):
-            raise ValueError(f"temperature must be a finite number > 0, got {temperature}.")
-        self.register_buffer("temperature", torch.tensor(float(temperature), dtype=torch.float64))
+        self.register_buffer("temperature", torch.tensor(check_temperature(temperature), dtype=torch.float64))
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
         """``logits / T``, any shape (e.g. ``[B, C, H, W[, D]]``), same dtype and device."""
@@ -166,3 +199,97 @@ def expected_calibration_error(
     )
     metric(y_pred=y_pred, y=y)
     return float(metric.aggregate())
+
+
+def cross_fitted_calibration(
+    logits: Sequence[torch.Tensor], labels: Sequence[torch.Tensor], num_bins: int = 15
+) -> dict[str, Any]:
+    """Fit one temperature on the voxels of all cases, and estimate its held-out effect by 2-fold cross-fitting.
+
+    The temperature is fitted on every voxel of every case (:func:`fit_temperature`). Its effect is measured
+    without reusing the voxels it was fitted on: the cases are split into two halves alternately by index (cases
+    0, 2, 4, ... and 1, 3, 5, ...), a temperature is fitted on each half, and each half's logits are scaled with
+    the temperature of the *other* half; the ECE and NLL "after" are those of the pooled scaled probabilities.
+    Voxels of one case are correlated, so cases, not voxels, are split.
+
+    Args:
+        logits: per case, stage-1 logits ``[M_i, C]`` (M_i voxels, C >= 2 classes), on cases the network did not
+            train on; at least 2 cases.
+        labels: per case, class indices ``[M_i]``.
+        num_bins: bins of :func:`expected_calibration_error`.
+
+    Returns:
+        ``temperature`` (fitted on all cases, dimensionless); ``ece_before`` / ``ece_after`` (class-wise ECE of
+        ``softmax(logits)`` and of the cross-fitted ``softmax(logits / T_other_half)``, probability units, MONAI's
+        ``CalibrationErrorMetric``); ``nll_before`` / ``nll_after`` (mean negative log-likelihood of the label,
+        nats per voxel); ``cross_fit_temperatures`` (``[T_even_cases, T_odd_cases]``); ``n_cases``; ``n_voxels``;
+        ``num_bins``.
+    """
+    if len(logits) != len(labels):
+        raise ValueError(f"got logits of {len(logits)} cases but labels of {len(labels)}.")
+    if len(logits) < 2:
+        raise ValueError(
+            f"temperature calibration needs at least 2 held-out cases (for the 2-fold cross-fitted ECE), got "
+            f"{len(logits)}; calibrate on a larger held-out fold."
+        )
+    flat = [_flatten(z, y, f"logits of case {i}") for i, (z, y) in enumerate(zip(logits, labels))]
+    all_logits = torch.cat([z for z, _ in flat]).double()
+    all_labels = torch.cat([y for _, y in flat])
+    halves = [flat[0::2], flat[1::2]]
+    half_t = [fit_temperature(torch.cat([z for z, _ in h]), torch.cat([y for _, y in h])) for h in halves]
+    # each half scaled with the temperature fitted on the other half, in the order of all_logits' halves
+    scaled = torch.cat([torch.cat([z for z, _ in h]).double() / half_t[1 - k] for k, h in enumerate(halves)])
+    scaled_labels = torch.cat([torch.cat([y for _, y in h]) for h in halves])
+    return {
+        "temperature": fit_temperature(all_logits, all_labels),
+        "ece_before": expected_calibration_error(torch.softmax(all_logits, 1), all_labels, num_bins),
+        "ece_after": expected_calibration_error(torch.softmax(scaled, 1), scaled_labels, num_bins),
+        "nll_before": float(F.cross_entropy(all_logits, all_labels)),
+        "nll_after": float(F.cross_entropy(scaled, scaled_labels)),
+        "cross_fit_temperatures": half_t,
+        "n_cases": len(flat),
+        "n_voxels": int(all_labels.numel()),
+        "num_bins": int(num_bins),
+    }
+
+
+def load_temperature(path: str | os.PathLike) -> float:
+    """The fitted temperature in a JSON file written by ``bundle/configs/calibrate.json``
+    (:class:`segq_monai.handlers.TemperatureCalibration`): its ``"temperature"`` value, a float > 0.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is not JSON, has no ``"temperature"``, or holds no finite number > 0 there.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"temperature file {path} does not exist; {_FIX}.")
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)["temperature"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(
+            f"temperature file {path} is not a JSON object with a 'temperature' ({type(e).__name__}: {e}); {_FIX}."
+        ) from e
+    try:
+        return check_temperature(value)
+    except ValueError as e:
+        raise ValueError(f"temperature file {path} holds an invalid temperature: {e} Rewrite it: {_FIX}.") from e
+
+
+def bundle_temperature(temperature_scaling: bool | str, temperature_file: str | os.PathLike) -> float:
+    """The bundle's ``temperature`` id: :func:`load_temperature` of ``temperature_file`` when
+    ``temperature_scaling`` is on, else 1.0 (no scaling).
+
+    ``temperature_scaling`` is a bool, or the strings ``"true"`` / ``"false"`` (any case) that the
+    ``python -m monai.bundle run --temperature_scaling false`` command line passes (Python Fire keeps lower-case
+    ``false`` a string, which is truthy); another string is a ``ValueError``, another type a ``TypeError``.
+    """
+    flag = temperature_scaling
+    if isinstance(flag, str):
+        if flag.lower() not in ("true", "false"):
+            raise ValueError(f"temperature_scaling must be true or false, got {temperature_scaling!r}.")
+        flag = flag.lower() == "true"
+    elif not isinstance(flag, bool):
+        raise TypeError(f"temperature_scaling must be true or false, got {temperature_scaling!r}.")
+    return load_temperature(temperature_file) if flag else 1.0

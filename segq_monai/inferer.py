@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -35,6 +35,10 @@ class UncertaintyInferer(Inferer):
         maps: the outputs to return; default all of :data:`~segq_monai.streaming.MAPS`.
         in_channels: the number of input channels the network takes; checked before any work is done.
             ``None``: read from the first convolution of the network when it has one.
+        extra_maps: maps that come from the network itself rather than from the samples, each computed once per
+            call as ``fn(network, inputs, inferer, *args, **kwargs)`` -> ``[B, C_m, *spatial]`` and returned under
+            its name, e.g. ``{"confidence": segq_monai.confidence_map}`` (``1 - c`` of a learned-confidence
+            network) or ``{"aleatoric": segq_monai.aleatoric_variance}``. Names must not clash with ``MAPS``.
 
     Example::
 
@@ -53,6 +57,7 @@ class UncertaintyInferer(Inferer):
         inferer: Callable[..., Any] | None = None,
         maps: Sequence[str] | None = None,
         in_channels: int | None = None,
+        extra_maps: Mapping[str, Callable[..., torch.Tensor]] | None = None,
     ) -> None:
         super().__init__()
         self.sampler = sampler
@@ -62,6 +67,10 @@ class UncertaintyInferer(Inferer):
         if unknown:
             raise ValueError(f"Unknown maps {unknown}; choose from {list(MAPS)}.")
         self.in_channels = in_channels
+        self.extra_maps = dict(extra_maps or {})
+        clash = sorted(set(self.extra_maps) & set(MAPS))
+        if clash:
+            raise ValueError(f"extra_maps {clash} clash with the sampled maps {list(MAPS)}; rename them.")
 
     def __call__(self, inputs: torch.Tensor, network: nn.Module, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
         """Sample ``network`` on ``inputs`` ``[B, C_in, *spatial]`` and return the maps (see the class docstring)."""
@@ -70,10 +79,11 @@ class UncertaintyInferer(Inferer):
         accumulator = StreamingUncertainty(self.sampler.activation)
         for prob in self.sampler(x, network, self.inferer, *args, **kwargs):
             accumulator.update(prob)
-        out = accumulator.compute()
+        out = {name: value for name, value in accumulator.compute().items() if name in self.maps}
+        for name, fn in self.extra_maps.items():
+            out[name] = fn(network, x, self.inferer, *args, **kwargs)
         result = {}
-        for name in self.maps:
-            value = out[name]
+        for name, value in out.items():
             if isinstance(inputs, MetaTensor) and value.ndim == inputs.ndim:
                 value = convert_to_dst_type(value, inputs, dtype=value.dtype, device=value.device)[0]
             result[name] = value

@@ -18,8 +18,8 @@ least-squares line ``true_dice ≈ slope * score + intercept`` fitted on ``calib
 training cases), or in-sample when none are given. Risk is ``1 - true Dice``; a failure is ``true Dice < threshold``.
 
 With ``alpha``, :func:`evaluate_quality` also calibrates a guaranteed acceptance threshold on the predicted Dice
-(:func:`segq_monai.conformal.calibrate_selective_threshold`, fitted on ``calibration_rows``) and reports how it does
-on the evaluated cases (``"guaranteed_flag"``).
+and on each baseline (:func:`segq_monai.conformal.calibrate_selective_threshold`, fitted on ``conformal_rows``, a
+labelled calibration split) and reports how it does on the evaluated cases (``"guaranteed_flag"``).
 """
 
 from __future__ import annotations
@@ -297,35 +297,14 @@ def _worst_case(rows: Sequence[Mapping[str, Any]], classes: Sequence[str], what:
 
 
 def _guaranteed_flag(
-    rows: Sequence[Mapping[str, Any]],
-    classes: Sequence[str],
-    calibration_rows: Sequence[Mapping[str, Any]] | None,
-    threshold: float,
-    alpha: float,
+    conformal: tuple[np.ndarray, np.ndarray], evaluated: tuple[np.ndarray, np.ndarray], threshold: float, alpha: float,
     delta: float,
 ) -> dict[str, Any]:
-    """Selective threshold on the worst class's predicted Dice, fitted on ``calibration_rows``, scored on ``rows``."""
-    columns = [_column(kind, c) for kind in ("pred_dice", "true_dice") for c in classes]
-    if calibration_rows is None:
-        raise ValueError(
-            "alpha needs calibration_rows: labelled cases with pred_dice and true_dice columns that neither stage "
-            "was trained on (the guarantee does not hold in-sample); pass them, or alpha=None."
-        )
-    for name, table in (("calibration_rows", calibration_rows), ("rows", rows)):
-        missing = [col for col in columns if not any(col in row for row in table)]
-        if missing:
-            raise ValueError(
-                f"alpha needs {name} with columns {columns}; {missing} are missing. Run the quality head on those "
-                "cases (pred_dice) and label them (true_dice), or pass alpha=None."
-            )
-    cal = calibrate_selective_threshold(
-        *_worst_case(calibration_rows, classes, "guaranteed flag (calibration)"),
-        tau=threshold,
-        alpha=alpha,
-        delta=delta,
-    )
-    pred, true = _worst_case(rows, classes, "guaranteed flag")
-    accepted = pred >= cal.threshold
+    """Selective acceptance threshold fitted on ``conformal`` = (confidence [n], true Dice [n]), scored on
+    ``evaluated`` (the same, of the evaluated cases)."""
+    cal = calibrate_selective_threshold(*conformal, tau=threshold, alpha=alpha, delta=delta)
+    conf, true = evaluated
+    accepted = conf >= cal.threshold
     n_acc = int(accepted.sum())
     failures = int(np.sum(accepted & (true < threshold)))
     return {
@@ -336,12 +315,33 @@ def _guaranteed_flag(
         "n_calibration": cal.n_calibration,
         "calibration_fraction_accepted": cal.fraction_accepted,
         "calibration_bound": cal.bound,
-        "n": len(pred),
+        "n": len(conf),
         "n_accepted": n_acc,
-        "fraction_accepted": n_acc / len(pred),
+        "fraction_accepted": n_acc / len(conf),
         "failures_accepted": failures,
         "failure_rate_accepted": failures / n_acc if n_acc else float("nan"),
     }
+
+
+def _check_conformal(
+    rows: Sequence[Mapping[str, Any]], conformal_rows: Sequence[Mapping[str, Any]] | None, classes: Sequence[str]
+) -> Sequence[Mapping[str, Any]]:
+    if not conformal_rows:
+        raise ValueError(
+            "alpha needs conformal_rows: labelled cases (true_dice, and pred_dice for the quality head) that neither "
+            "stage was trained on, e.g. the quality.csv of an evaluation on a calibration split; pass them, or "
+            "alpha=None."
+        )
+    for kind in ("true_dice", "pred_dice"):
+        columns = [_column(kind, c) for c in classes]
+        for name, table in (("conformal_rows", conformal_rows), ("rows", rows)):
+            missing = [col for col in columns if not any(col in row for row in table)]
+            if missing and (kind == "true_dice" or any(columns[0] in row for row in rows)):
+                raise ValueError(
+                    f"alpha needs {name} with columns {columns}; {missing} are missing. Run the quality head on "
+                    "those cases (pred_dice) and label them (true_dice), or pass alpha=None."
+                )
+    return conformal_rows
 
 
 def evaluate_quality(
@@ -350,6 +350,7 @@ def evaluate_quality(
     calibration_rows: Sequence[Mapping[str, Any]] | None = None,
     alpha: float | None = None,
     delta: float = 0.1,
+    conformal_rows: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Score predicted quality and the scalar baselines against the true Dice of a labelled set.
 
@@ -359,15 +360,19 @@ def evaluate_quality(
         threshold: a case (class) fails when its true Dice is strictly below it.
         calibration_rows: cases to fit each baseline's least-squares line on (columns ``baseline_<name>`` and
             the true Dice), e.g. the stage-2 training cases. None: fit on ``rows`` (``"fit": "in-sample"``).
-        alpha: None (default): no ``"guaranteed_flag"`` entry. Otherwise the target failure rate among
-            auto-accepted cases, in (0, 1): an acceptance threshold ``λ`` on the per-case predicted Dice (minimum
-            over classes; a case is a failure when any class's true Dice is below ``threshold``, as for
-            ``"flag"``) is calibrated on ``calibration_rows`` by
-            :func:`segq_monai.conformal.calibrate_selective_threshold` (``tau=threshold``), so that with
-            probability >= ``1 - delta`` over i.i.d. calibration cases, the failure rate among cases with
-            predicted Dice >= ``λ`` is at most ``alpha``. Needs ``calibration_rows`` with ``pred_dice`` and
-            ``true_dice`` that neither stage was trained on (ValueError otherwise), and ``pred_dice`` in ``rows``.
+        alpha: None (default): no guaranteed flag. Otherwise the target failure rate among auto-accepted cases,
+            in (0, 1): an acceptance threshold ``λ`` on a confidence is calibrated on ``conformal_rows`` by
+            :func:`segq_monai.conformal.calibrate_selective_threshold` (``tau=threshold``), so that with probability
+            >= ``1 - delta`` over i.i.d. calibration cases, the failure rate among cases with confidence >= ``λ`` is
+            at most ``alpha`` (a case fails when any class's true Dice is below ``threshold``, as for ``"flag"``).
+            The quality head's confidence is the per-case predicted Dice (minimum over classes), reported under
+            ``"guaranteed_flag"``; each baseline's is its score mapped onto the Dice scale by its least-squares line
+            (fitted on ``calibration_rows``, not on ``conformal_rows``, so that the candidate thresholds do not
+            depend on the calibration draw), reported under ``baselines[name]["guaranteed_flag"]``.
         delta: the allowed probability, over the calibration draw, that this guarantee fails, in (0, 1).
+        conformal_rows: labelled cases that neither stage was trained on, run through the same pipeline as
+            ``rows`` (``true_dice``, ``pred_dice`` when ``rows`` have it, the baselines): the calibration split of
+            the guaranteed flag. Needed with ``alpha`` (ValueError otherwise).
 
     Returns:
         a dict (NaN where a metric is undefined; :func:`write_report` writes those as ``null``)::
@@ -379,9 +384,11 @@ def evaluate_quality(
                                   "calibration": {cls or "mean": {"slope": float, "intercept": float}}}},
              "flag": {"n", "true_failures", "true_positives", "false_positives", "false_negatives",
                       "true_negatives", "fraction_flagged"} | None,
-             "guaranteed_flag": {"alpha", "delta", "accept_threshold", "feasible", "n_calibration",
-                                 "calibration_fraction_accepted", "calibration_bound", "n", "n_accepted",
-                                 "fraction_accepted", "failures_accepted", "failure_rate_accepted"}}  # with alpha
+             "guaranteed_flag": G}  # with alpha and pred_dice; baselines then also hold "guaranteed_flag": G
+
+            G = {"alpha", "delta", "accept_threshold", "feasible", "n_calibration", "calibration_fraction_accepted",
+                 "calibration_bound", "n", "n_accepted", "fraction_accepted", "failures_accepted",
+                 "failure_rate_accepted"}
 
         with ``M = {"n", "mae", "rmse", "r2", "pearson", "spearman", "auroc", "aurc", "eaurc"}``. ``"mean"``
         scores the per-case mean Dice over classes (for a binary task, the one class ``"foreground"``).
@@ -417,6 +424,17 @@ def evaluate_quality(
             "mean": _block(pred["mean"], true["mean"], threshold, None, "pred_dice (mean)"),
         }
 
+    if alpha is not None:
+        conformal_rows = _check_conformal(rows, conformal_rows, classes)
+        evaluated_worst = _matrix(rows, [_column("true_dice", c) for c in classes]).min(axis=1)
+        conformal_worst = _matrix(conformal_rows, [_column("true_dice", c) for c in classes]).min(axis=1)
+        if report["quality_head"] is not None:
+            report["guaranteed_flag"] = _guaranteed_flag(
+                _worst_case(conformal_rows, classes, "guaranteed flag (calibration)"),
+                _worst_case(rows, classes, "guaranteed flag"),
+                threshold, alpha, delta,
+            )  # fmt: skip
+
     cal_true = _targets(cal_rows, classes, "true_dice")
     report["baselines"] = {}
     for name in _baseline_names(rows):
@@ -433,11 +451,19 @@ def evaluate_quality(
                 entry["mean"] = block
             else:
                 entry["per_class"][c] = block
+        if alpha is not None:
+            if not any(col in row for row in conformal_rows):
+                raise ValueError(f"conformal_rows have no column {col!r}; compute the baselines there too.")
+            slope, intercept = entry["calibration"]["mean"]["slope"], entry["calibration"]["mean"]["intercept"]
+            entry["guaranteed_flag"] = None if not math.isfinite(slope) else _guaranteed_flag(
+                _finite(slope * _matrix(conformal_rows, [col])[:, 0] + intercept, conformal_worst,
+                        f"guaranteed flag of {col} (calibration)"),
+                _finite(slope * score + intercept, evaluated_worst, f"guaranteed flag of {col}"),
+                threshold, alpha, delta,
+            )  # fmt: skip
         report["baselines"][name] = entry
 
     report["flag"] = _flag_counts(rows, _matrix(rows, [_column("true_dice", c) for c in classes]), threshold)
-    if alpha is not None:
-        report["guaranteed_flag"] = _guaranteed_flag(rows, classes, calibration_rows, threshold, alpha, delta)
     return report
 
 
@@ -488,6 +514,7 @@ def write_report(
     k: int = 2,
     alpha: float | None = None,
     delta: float = 0.1,
+    conformal_rows: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Evaluate (:func:`evaluate_quality`) and write ``report.json`` plus PNG figures into ``output_dir``.
 
@@ -496,7 +523,7 @@ def write_report(
     Dice); with ``load_case``, ``overlay_best_<i>.png`` / ``overlay_worst_<i>.png`` for ``i = 1..k``
     (see :func:`segq_monai.plots.plot_best_and_worst`).
 
-    ``alpha`` / ``delta``: the guaranteed acceptance threshold of :func:`evaluate_quality` (None: none).
+    ``alpha`` / ``delta`` / ``conformal_rows``: the guaranteed acceptance threshold of :func:`evaluate_quality`.
 
     Returns:
         the report dict, as written (NaN replaced by None), with ``"figures"``: the PNG file names.
@@ -504,7 +531,10 @@ def write_report(
     from segq_monai import plots  # matplotlib only when figures are drawn
 
     os.makedirs(output_dir, exist_ok=True)
-    report = evaluate_quality(rows, threshold=threshold, calibration_rows=calibration_rows, alpha=alpha, delta=delta)
+    report = evaluate_quality(
+        rows, threshold=threshold, calibration_rows=calibration_rows, alpha=alpha, delta=delta,
+        conformal_rows=conformal_rows,
+    )  # fmt: skip
     figures: list[str] = []
     classes = quality_columns(rows)
     if report["quality_head"] is not None:
@@ -534,7 +564,17 @@ def _fmt(value: Any) -> str:
     return f"{value:.3f}"
 
 
-def comparison_table(report: Mapping[str, Any] | Mapping[str, Mapping[str, Any]], summary: str = "mean") -> str:
+def _guaranteed_cells(flag: Mapping[str, Any] | None) -> list[str]:
+    """``[accepted fraction, "k/n = rate"]`` of a guaranteed flag entry, ``–`` where there is none."""
+    if not flag:
+        return ["–", "–"]
+    rate = flag["failure_rate_accepted"]
+    return [_fmt(flag["fraction_accepted"]), f"{flag['failures_accepted']}/{flag['n_accepted']} = {_fmt(rate)}"]
+
+
+def comparison_table(
+    report: Mapping[str, Any] | Mapping[str, Mapping[str, Any]], summary: str = "mean", baselines: bool = True
+) -> str:
     """A Markdown table, one row per method: quality head variant(s), then the baselines.
 
     Args:
@@ -542,10 +582,12 @@ def comparison_table(report: Mapping[str, Any] | Mapping[str, Mapping[str, Any]]
             e.g. ``{"image+seg+uncertainty": report_a, "image": report_b}`` (the paper's ablation). Baselines that
             are the same in every report are listed once; otherwise once per variant, with its name.
         summary: ``"mean"`` (per-case mean Dice over classes; the class of a binary task) or a class name.
+        baselines: False lists the quality heads only (e.g. heads on the maps of different stage-1 estimators).
 
     Returns:
         Markdown: columns method, n, MAE, Pearson, Spearman, AUROC, AURC, e-AURC (3 decimals, ``–`` where
-        undefined), and a note on the baselines' Dice-scale fit.
+        undefined); when a report has a guaranteed flag (``alpha``), also the fraction of cases accepted and the
+        realised failures among them; and a note on the baselines' Dice-scale fit.
     """
     reports: Mapping[str, Mapping[str, Any]]
     single = "baselines" in report or "quality_head" in report
@@ -561,32 +603,46 @@ def comparison_table(report: Mapping[str, Any] | Mapping[str, Mapping[str, Any]]
             raise ValueError(f"class {summary!r} is not in the report; choose 'mean' or one of {choices}.")
         return entry["per_class"][summary]
 
+    alphas = sorted({float(r["guaranteed_flag"]["alpha"]) for r in reports.values() if r.get("guaranteed_flag")})
+    guaranteed = " accepted | failures among accepted |" if alphas else ""
     lines = [
-        "| method | n | MAE | Pearson | Spearman | AUROC | AURC | e-AURC |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| method | n | MAE | Pearson | Spearman | AUROC | AURC | e-AURC |" + guaranteed,
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |" + " ---: | ---: |" * bool(alphas),
     ]
 
-    def add(label: str, m: Mapping[str, Any]) -> None:
+    def add(label: str, m: Mapping[str, Any], flag: Mapping[str, Any] | None) -> None:
         cells = [_fmt(m.get(k)) for k in ("mae", "pearson", "spearman", "auroc", "aurc", "eaurc")]
+        if alphas:
+            cells += _guaranteed_cells(flag)
         lines.append(f"| {label} | {m.get('n', '–')} | " + " | ".join(cells) + " |")
 
     for variant, rep in reports.items():
         if rep.get("quality_head") is not None:
-            add(f"quality head ({variant})" if variant else "quality head", pick(rep["quality_head"]))
-    names = list(dict.fromkeys(n for rep in reports.values() for n in rep.get("baselines", {})))
+            label = f"quality head ({variant})" if variant else "quality head"
+            add(label, pick(rep["quality_head"]), rep.get("guaranteed_flag"))
+    names = list(dict.fromkeys(n for rep in reports.values() for n in rep.get("baselines", {}))) if baselines else []
     fits = sorted({str(rep.get("fit")) for rep in reports.values()})
     for name in names:
-        blocks = [(v, _jsonable(pick(r["baselines"][name]))) for v, r in reports.items() if name in r["baselines"]]
-        if all(b == blocks[0][1] for _, b in blocks):
-            add(name, blocks[0][1])
+        blocks = [
+            (v, _jsonable(pick(r["baselines"][name])), _jsonable(r["baselines"][name].get("guaranteed_flag")))
+            for v, r in reports.items() if name in r["baselines"]
+        ]  # fmt: skip
+        if all(b[1:] == blocks[0][1:] for b in blocks):
+            add(name, *blocks[0][1:])
         else:
-            for variant, b in blocks:
-                add(f"{name} ({variant})", b)
+            for variant, b, flag in blocks:
+                add(f"{name} ({variant})", b, flag)
     thresholds = sorted({float(rep["threshold"]) for rep in reports.values()})
     lines.append("")
     lines.append(
         f"Scores on {'the per-case mean Dice over classes' if summary == 'mean' else 'class ' + summary}; "
-        f"failure: true Dice < {', '.join(map(str, thresholds))}; AURC/e-AURC with risk = 1 - Dice (lower is better). "
-        f"Baseline MAE after a least-squares map onto the Dice scale ({', '.join(fits)} fit)."
+        f"failure: true Dice < {', '.join(map(str, thresholds))}; AURC/e-AURC with risk = 1 - Dice (lower is better)."
+        + (f" Baseline MAE after a least-squares map onto the Dice scale ({', '.join(fits)} fit)." if names else "")
     )
+    if alphas:
+        lines[-1] += (
+            f" Guaranteed flag: acceptance threshold calibrated on a held-out labelled split so that the failure rate "
+            f"among accepted cases is at most α = {', '.join(map(str, alphas))} with probability 1 − δ; accepted = "
+            "fraction of the evaluated cases auto-accepted, then the realised failures among them."
+        )
     return "\n".join(lines) + "\n"

@@ -4,8 +4,10 @@ A sampler is called as ``sampler(inputs, network, inferer)`` and yields ``num_sa
 probabilities ``[B, C, *spatial]`` on the grid of ``inputs`` ``[B, C_in, *spatial]``. ``inferer`` is any MONAI
 inferer (``SimpleInferer``, ``SlidingWindowInferer``) that maps inputs to logits. Samplers never change the
 network for good: every module's train/eval mode is restored when sampling ends, also after an exception.
+Every sampler takes a ``temperature``: each sample is ``softmax(logits / temperature)`` (or the sigmoid), the
+temperature scaling of :mod:`segq_monai.calibration`.
 
-- :class:`SoftmaxSampler`: the single deterministic pass (T = 1): the baseline of DeVries & Taylor.
+- :class:`SoftmaxSampler`: the single deterministic pass (one sample): the baseline of DeVries & Taylor.
 - :class:`MCDropoutSampler`: Monte-Carlo dropout (Gal & Ghahramani 2016): only dropout modules are switched to
   train mode; BatchNorm, InstanceNorm and every other module stay in eval mode. When dropout sits late in the
   network, the part before it is computed once and only the rest T times (:func:`split_at_dropout`).
@@ -29,6 +31,7 @@ import torch
 from monai.inferers import SimpleInferer
 from torch import nn
 
+from segq_monai.calibration import check_temperature
 from segq_monai.modes import dropout_modules, network_modes, seeded
 from segq_monai.shared_prefix import SharedPrefix, network_fingerprint, split_at_dropout
 
@@ -46,29 +49,43 @@ Inferer = Callable[..., torch.Tensor]
 logger = logging.getLogger(__name__)
 
 
-def _activate(logits: Any, activation: str) -> torch.Tensor:
+def _activate(logits: Any, activation: str, temperature: float) -> torch.Tensor:
+    """``softmax`` (over dim 1) or ``sigmoid`` of ``logits / temperature`` in float32, ``[B, C, *spatial]``."""
     if not isinstance(logits, torch.Tensor):
         raise ValueError(
             f"The network returned {type(logits).__name__}, not a tensor of logits [B, C, ...]; wrap a network "
             "with several outputs so that it returns the segmentation logits alone."
         )
+    scaled = logits.float() / temperature
     if activation == "softmax":
-        return torch.softmax(logits.float(), dim=1)
-    return torch.sigmoid(logits.float())
+        return torch.softmax(scaled, dim=1)
+    return torch.sigmoid(scaled)
 
 
 class Sampler(ABC):
     """Yields class-probability samples ``[B, C, *spatial]`` for a batch of inputs.
 
+    Every sample is ``activation(logits / temperature)``: temperature scaling (Guo et al. 2017) of the stage-1
+    probabilities, with a temperature fitted on held-out cases (:func:`segq_monai.calibration.fit_temperature`,
+    ``bundle/configs/calibrate.json``). ``temperature > 1`` softens over-confident probabilities, ``< 1`` sharpens
+    them; the argmax of each sample is unchanged.
+
     Args:
         activation: ``"softmax"`` for mutually exclusive classes (channel 0 = background), ``"sigmoid"`` for
             independent labels.
+        temperature: the logits are divided by it before the activation; dimensionless, finite and > 0. 1.0 (the
+            default) leaves the probabilities as the network gives them.
     """
 
-    def __init__(self, activation: str = "softmax") -> None:
+    def __init__(self, activation: str = "softmax", temperature: float = 1.0) -> None:
         if activation not in ("softmax", "sigmoid"):
             raise ValueError(f"activation must be 'softmax' or 'sigmoid', got {activation!r}.")
         self.activation = activation
+        self.temperature = check_temperature(temperature)
+
+    def activate(self, logits: torch.Tensor) -> torch.Tensor:
+        """Class probabilities ``activation(logits / temperature)``, float32, of logits ``[B, C, *spatial]``."""
+        return _activate(logits, self.activation, self.temperature)
 
     @property
     @abstractmethod
@@ -89,8 +106,14 @@ def check_num_samples(num_samples: int) -> int:
 
 
 class SoftmaxSampler(Sampler):
-    """The single deterministic pass of the network in eval mode (T = 1): every uncertainty map but the
-    predictive entropy is zero."""
+    """The single deterministic pass of the network in eval mode (one sample): every uncertainty map but the
+    predictive entropy is zero.
+
+    Args:
+        activation: ``"softmax"`` or ``"sigmoid"``.
+        temperature: the logits are divided by it before the activation (temperature scaling; dimensionless,
+            finite, > 0); 1.0: none.
+    """
 
     @property
     def num_samples(self) -> int:
@@ -98,7 +121,7 @@ class SoftmaxSampler(Sampler):
 
     def __call__(self, inputs, network, inferer, *args, **kwargs):
         with network_modes(network), torch.no_grad():
-            yield _activate(inferer(inputs, network, *args, **kwargs), self.activation)
+            yield self.activate(inferer(inputs, network, *args, **kwargs))
 
 
 class MCDropoutSampler(Sampler):
@@ -133,6 +156,8 @@ class MCDropoutSampler(Sampler):
         activation: ``"softmax"`` or ``"sigmoid"``.
         shared_prefix: compute the part of the network before dropout once (see above; timings in
             ``benchmarks/bench_prefix.py``); ``False``: T full passes always.
+        temperature: the logits are divided by it before the activation (temperature scaling; dimensionless,
+            finite, > 0); 1.0: none.
 
     Raises:
         ValueError: when the network has no dropout module with ``p > 0`` (MC dropout would return T copies
@@ -146,8 +171,9 @@ class MCDropoutSampler(Sampler):
         seed: int | None = 0,
         activation: str = "softmax",
         shared_prefix: bool = True,
+        temperature: float = 1.0,
     ) -> None:
-        super().__init__(activation)
+        super().__init__(activation, temperature)
         self._num_samples = check_num_samples(num_samples)
         if int(chunk_size) < 1:
             raise ValueError(f"chunk_size must be at least 1, got {chunk_size}.")
@@ -217,7 +243,7 @@ class MCDropoutSampler(Sampler):
                         if k not in frontier:
                             frontier = {k: split.prefix(chunk, *args, **kwargs)}
                         logits = split.remainder(*frontier[k])
-                    prob = _activate(logits, self.activation)
+                    prob = self.activate(logits)
                     yield from prob.split(batch, dim=0)
 
 
@@ -240,6 +266,8 @@ class TTASampler(Sampler):
             standard deviation); 0 turns each off.
         seed: random seed of the order and the perturbations; the caller's random state is left untouched.
         activation: ``"softmax"`` or ``"sigmoid"``.
+        temperature: the logits are divided by it before the activation (temperature scaling; dimensionless,
+            finite, > 0); 1.0: none.
     """
 
     def __init__(
@@ -252,8 +280,9 @@ class TTASampler(Sampler):
         noise_std: float = 0.0,
         seed: int | None = 0,
         activation: str = "softmax",
+        temperature: float = 1.0,
     ) -> None:
-        super().__init__(activation)
+        super().__init__(activation, temperature)
         self._num_samples = check_num_samples(num_samples)
         self.flips = flips
         self.rotations = rotations
@@ -310,7 +339,7 @@ class TTASampler(Sampler):
                 if t > 0:
                     x = self._perturb(inputs, std, generator)
                 logits = inferer(self._forward(x, flip_axes, k), network, *args, **kwargs)
-                yield _activate(self._inverse(logits, flip_axes, k), self.activation)
+                yield self.activate(self._inverse(logits, flip_axes, k))
 
     def _perturb(self, inputs: torch.Tensor, std: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Random intensity change of ``inputs`` ``[B, C, ...]``, one draw per batch item."""
@@ -335,6 +364,8 @@ class EnsembleSampler(Sampler):
             written by MONAI's ``CheckpointSaver`` with ``save_dict={"network": net}``); ``None``: the file is the
             state dict.
         activation: ``"softmax"`` or ``"sigmoid"``.
+        temperature: the logits of every member are divided by it before the activation (temperature scaling;
+            dimensionless, finite, > 0); 1.0: none.
     """
 
     def __init__(
@@ -343,8 +374,9 @@ class EnsembleSampler(Sampler):
         checkpoints: Sequence[str | Path] | None = None,
         checkpoint_key: str | None = None,
         activation: str = "softmax",
+        temperature: float = 1.0,
     ) -> None:
-        super().__init__(activation)
+        super().__init__(activation, temperature)
         if bool(networks) == bool(checkpoints):
             raise ValueError(
                 "EnsembleSampler needs a non-empty list of either `networks` or `checkpoints` (not both); "
@@ -368,7 +400,7 @@ class EnsembleSampler(Sampler):
     def __call__(self, inputs, network, inferer, *args, **kwargs):
         for member in self._members(network):
             with network_modes(member), torch.no_grad():
-                yield _activate(inferer(inputs, member, *args, **kwargs), self.activation)
+                yield self.activate(inferer(inputs, member, *args, **kwargs))
 
 
 def _load_state_dict(path: Path, key: str | None) -> dict[str, torch.Tensor]:

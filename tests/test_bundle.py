@@ -174,8 +174,13 @@ class TestBundle3D(unittest.TestCase):
 class TestEstimatorOverlays(unittest.TestCase):
     """configs/aleatoric_network.json and configs/confidence_network.json swap the stage-1 network and loss."""
 
-    @parameterized.expand([("aleatoric_network", "AleatoricNet", 4), ("confidence_network", "ConfidenceNet", 3)])
-    def test_two_stage_pipeline_with_overlay(self, overlay, network, backbone_channels):
+    @parameterized.expand(
+        [
+            ("aleatoric_network", "AleatoricNet", 4, "image_seg_entropy"),
+            ("confidence_network", "ConfidenceNet", 3, "image_seg_confidence"),  # the head reads 1 - c
+        ]
+    )
+    def test_two_stage_pipeline_with_overlay(self, overlay, network, backbone_channels, variant):
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             root = tmp / "bundle"
@@ -191,12 +196,19 @@ class TestEstimatorOverlays(unittest.TestCase):
             self.assertEqual(last_conv.shape[0], backbone_channels)  # 2C (mean, log-variance) or C + 1
             wf = workflow(["sample.json", f"{overlay}.json"], root, num_samples=2, **common)
             self.assertEqual(type(wf.parser.get_parsed_content("network_def")).__name__, network)
-            workflow(["train_quality.json"], root, epochs=1, device="cpu")
+            workflow(["train_quality.json"], root, epochs=1, device="cpu", quality_variant=variant)
             out = tmp / "out"
-            workflow(["inference.json", f"{overlay}.json"], root, datalist=str(datalist), output_dir=str(out),
-                     num_samples=2, device="cpu")
+            wf = workflow(["inference.json", f"{overlay}.json"], root, datalist=str(datalist), output_dir=str(out),
+                          num_samples=2, device="cpu")
+            self.assertEqual(wf.parser.get_parsed_content("quality_variant"), variant)
             rows = read_csv(out / "quality.csv")
             self.assertEqual(len(rows), 2)
+            if variant == "image_seg_confidence":
+                for name in ("stage2_data/fold0", "out"):
+                    folder = (root if name.startswith("stage2") else tmp) / name
+                    case = sorted(p for p in folder.iterdir() if p.is_dir())[0]
+                    u = np.asarray(nib.load(case / f"{case.name}_confidence.nii.gz").dataobj)
+                    self.assertTrue(((u > 0) & (u < 1)).all())  # 1 - sigmoid: strictly inside (0, 1)
             mi = np.asarray(nib.load(out / "c0" / "c0_mutual_information.nii.gz").dataobj)
             self.assertGreater(float(mi.max()), 0.0)  # samples differ: dropout (and logit noise) are active
 

@@ -59,6 +59,19 @@ class TestConfidenceNet(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "forward_with_confidence"):
             confidence_map(nn.Conv2d(1, 2, 1), x)
 
+    def test_extra_map_of_the_inferer(self):
+        net = _net()
+        x = torch.rand(2, 1, 16, 16)
+        inferer = UncertaintyInferer(MCDropoutSampler(4), extra_maps={"confidence": confidence_map})
+        out = inferer(x, net)
+        torch.testing.assert_close(out["confidence"], confidence_map(net, x))
+        without = UncertaintyInferer(MCDropoutSampler(4))(x, net)
+        self.assertEqual(set(out) - set(without), {"confidence"})
+        for key, value in without.items():  # the confidence pass changes no sampled map
+            torch.testing.assert_close(out[key], value)
+        with self.assertRaisesRegex(ValueError, "clash"):
+            UncertaintyInferer(MCDropoutSampler(4), extra_maps={"entropy": confidence_map})
+
     def test_drop_in_for_samplers(self):
         out = UncertaintyInferer(MCDropoutSampler(3), SimpleInferer())(torch.rand(1, 1, 16, 16), _net())
         self.assertEqual(tuple(out["prob"].shape), (1, 3, 16, 16))

@@ -84,3 +84,29 @@ class TestMakeDemoReproduces(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestPrepareDemo(unittest.TestCase):
+    """The experiment's splits: 72 slices in blocks of 6, every 3rd block held out (blocks 1, 4, 7, 10: 24 slices),
+    two thirds of those (16 slices) to calibration, the other 8 to testing, disjoint by slice."""
+
+    def test_splits(self):
+        from segq_monai.data.demo import prepare_demo
+
+        with tempfile.TemporaryDirectory() as d:
+            paths = prepare_demo(d, variants=1, held_out_variants=2)
+            stage1 = load_datalist(paths["stage1"], "training")
+            sections = {k: load_datalist(paths["dataset"], k) for k in ("training", "calibration", "testing")}
+            self.assertEqual({k: len(v) for k, v in sections.items()}, {"training": 48, "calibration": 32, "testing": 16})
+            groups = {k: {i["group"] for i in v} for k, v in sections.items()}
+            self.assertEqual([len(groups[k]) for k in ("training", "calibration", "testing")], [48, 16, 8])
+            self.assertEqual({i["group"] for i in stage1}, groups["training"])
+            self.assertFalse(groups["calibration"] & groups["testing"])
+            self.assertFalse(groups["training"] & (groups["calibration"] | groups["testing"]))
+            names = [Path(i["image"]).name for i in load_datalist(demo_datalist_path())]
+            held_out = {n.replace("_image.nii.gz", "") for k, n in enumerate(names) if (k // 6) % 3 == 1}
+            self.assertEqual(groups["calibration"] | groups["testing"], held_out)
+            for item in sections["testing"][:2]:
+                self.assertEqual(_load(item["image"]).shape, _load(item["label"]).shape)
+            again = prepare_demo(Path(d) / "again", variants=1, held_out_variants=2)
+            self.assertEqual({i["group"] for i in load_datalist(again["dataset"], "calibration")}, groups["calibration"])

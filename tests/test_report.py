@@ -333,12 +333,34 @@ class TestGuaranteedFlag(unittest.TestCase):
     @parameterized.expand([("binary", [""]), ("two_class", ["1", "2"])])
     def test_by_hand(self, _, classes):
         report = evaluate_quality(
-            gf_rows(GF_EVAL, classes), threshold=0.8, calibration_rows=gf_rows(GF_CAL, classes), alpha=0.2, delta=0.1
+            gf_rows(GF_EVAL, classes), threshold=0.8, conformal_rows=gf_rows(GF_CAL, classes), alpha=0.2, delta=0.1
         )
         got = report["guaranteed_flag"]
         self.assertEqual(list(got), list(GF_WANT))
         for key, want in GF_WANT.items():
             np.testing.assert_allclose(got[key], want, rtol=1e-12, err_msg=key)
+
+    def test_baseline_by_hand(self):
+        # baseline x = pred; its line, fitted on other cases where true = 2 x - 0.5 exactly, maps it to 2 x - 0.5:
+        # calibration (1.4, 0.9) x 40 and (0.5, 0.6) x 10 certify the same λ = 0.51 as above; evaluated mapped
+        # 1.3, 0.7, 0.52 accepted (one failure), 0.5, 0.1 flagged: the same numbers as the head's.
+        def with_x(rows):
+            return [dict(r, baseline_x=r["pred_dice"]) for r in rows]
+
+        line_rows = [{"true_dice": 2 * x - 0.5, "baseline_x": x} for x in (0.3, 0.4, 0.6, 0.7)]
+        report = evaluate_quality(
+            with_x(gf_rows(GF_EVAL, [""])), calibration_rows=line_rows, conformal_rows=with_x(gf_rows(GF_CAL, [""])),
+            alpha=0.2, delta=0.1,
+        )  # fmt: skip
+        got = report["baselines"]["x"]["guaranteed_flag"]
+        for key, want in GF_WANT.items():
+            np.testing.assert_allclose(got[key], want, rtol=1e-12, err_msg=key)
+        table = comparison_table(report).splitlines()
+        self.assertIn("| accepted | failures among accepted |", table[0])
+        self.assertTrue(table[2].startswith("| quality head | 5 |") and table[2].endswith("| 0.600 | 1/3 = 0.333 |"))
+        self.assertTrue(table[3].startswith("| x | 5 |") and table[3].endswith("| 0.600 | 1/3 = 0.333 |"))
+        self.assertIn("α = 0.2", table[-1])
+        self.assertNotIn("| x |", comparison_table(report, baselines=False))
 
     def test_default_unchanged(self):
         rows, *_ = synthetic(12, [""], seed=6)
@@ -348,15 +370,17 @@ class TestGuaranteedFlag(unittest.TestCase):
         self.assertNotIn("guaranteed_flag", evaluate_quality(rows, calibration_rows=cal, alpha=None))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # 10 calibration cases certify nothing
-            with_alpha = evaluate_quality(rows, calibration_rows=cal, alpha=0.2)
+            with_alpha = evaluate_quality(rows, calibration_rows=cal, alpha=0.2, conformal_rows=cal)
         del with_alpha["guaranteed_flag"]
+        for entry in with_alpha["baselines"].values():
+            del entry["guaranteed_flag"]
         self.assertEqual(json.dumps(with_alpha, sort_keys=True), json.dumps(base, sort_keys=True))
 
     def test_infeasible_written_as_null(self):
         with tempfile.TemporaryDirectory() as d, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             report = write_report(
-                gf_rows(GF_EVAL, [""]), d, calibration_rows=gf_rows(GF_CAL[:20], [""]), alpha=0.2, delta=0.1
+                gf_rows(GF_EVAL, [""]), d, conformal_rows=gf_rows(GF_CAL[:20], [""]), alpha=0.2, delta=0.1
             )
             with open(os.path.join(d, "report.json")) as f:
                 on_disk = json.loads(f.read(), parse_constant=_raise_on_constant)
@@ -369,24 +393,31 @@ class TestGuaranteedFlag(unittest.TestCase):
 
     def test_bad_input(self):
         rows = gf_rows(GF_EVAL, [""])
-        with self.assertRaisesRegex(ValueError, "calibration_rows"):
+        with self.assertRaisesRegex(ValueError, "conformal_rows"):
             evaluate_quality(rows, alpha=0.1)
+        with self.assertRaisesRegex(ValueError, "conformal_rows"):  # the stage-2 tables are no calibration split
+            evaluate_quality(rows, calibration_rows=gf_rows(GF_CAL, [""]), alpha=0.1)
         cal = [{"true_dice": t, "baseline_x": p} for p, t in GF_CAL]
         with self.assertRaisesRegex(ValueError, "pred_dice"):
-            evaluate_quality([dict(r, baseline_x=r["pred_dice"]) for r in rows], calibration_rows=cal, alpha=0.1)
+            evaluate_quality([dict(r, baseline_x=r["pred_dice"]) for r in rows], conformal_rows=cal, alpha=0.1)
+        with self.assertRaisesRegex(ValueError, "baseline_x"):
+            evaluate_quality([dict(r, baseline_x=r["pred_dice"]) for r in rows], conformal_rows=gf_rows(GF_CAL, [""]),
+                             alpha=0.2)
         with self.assertRaisesRegex(ValueError, "alpha"):
-            evaluate_quality(rows, calibration_rows=gf_rows(GF_CAL, [""]), alpha=1.5)
+            evaluate_quality(rows, conformal_rows=gf_rows(GF_CAL, [""]), alpha=1.5)
 
     def test_handler_checks_calibration_tables(self):
         from segq_monai.handlers import QualityReport
 
-        with self.assertRaisesRegex(ValueError, "calibration_csvs"):
+        with self.assertRaisesRegex(ValueError, "conformal_csvs"):
             QualityReport(writer=None, alpha=0.1).attach(None)
+        with self.assertRaisesRegex(FileNotFoundError, "conformal_csvs"):
+            QualityReport(writer=None, alpha=0.1, conformal_csvs=["/nonexistent/quality.csv"]).attach(None)
         with tempfile.TemporaryDirectory() as d:
             path = os.path.join(d, "quality.csv")
             write_quality_csv(path, [{"image": "a", "true_dice": 0.9, "baseline_x": 0.1}])
             with self.assertRaisesRegex(ValueError, "pred_dice"):
-                QualityReport(writer=None, calibration_csvs=[path], alpha=0.1).attach(None)
+                QualityReport(writer=None, conformal_csvs=[path], alpha=0.1).attach(None)
 
 
 if __name__ == "__main__":

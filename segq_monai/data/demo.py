@@ -1,17 +1,19 @@
-"""Prepare the demo experiment from the embedded Colin27 slices: a development block, a test block, MR artifacts.
+"""Prepare the demo experiment from the embedded Colin27 slices: development, calibration and test slices, MR artifacts.
 
 The embedded set (``segq_monai/demo_data``) has 72 axial slices of one head, ordered by z. This module cuts it into
 contiguous blocks (neighbouring slices are near copies: never split at random), keeps every ``test_every``-th
-block as the test set, and writes ``variants`` copies of each slice with a graded MR artifact (bias field,
-noise, Gibbs ringing, k-space spikes, contrast; severities 0 to 1) so that the segmentation quality spreads
-from near perfect to failed, as on scans from other scanners. Stage 1 trains on the clean development slices;
-out-of-fold sampling and the test evaluation see the artifact copies.
+block as held-out slices, and writes copies of each slice with a graded MR artifact (bias field, noise, Gibbs
+ringing, k-space spikes, contrast; severities 0 to 1) so that the segmentation quality spreads from near perfect
+to failed, as on scans from other scanners. Stage 1 trains on the clean development slices; out-of-fold sampling
+sees their artifact copies. The held-out slices are split at random, by slice, into a calibration split (for the
+guaranteed failure flag) and the test split; both get ``held_out_variants`` artifact copies per slice.
 
 Outputs under ``output_dir``:
 
 - ``stage1.json``: ``training`` = the clean development slices (``image``, ``label``, ``group``);
-- ``dataset.json``: ``training`` = artifact copies of the development slices, ``testing`` = artifact copies of
-  the test slices (both with ``label``, ``group`` = source slice, ``artifact``, ``severity``);
+- ``dataset.json``: ``training`` = artifact copies of the development slices, ``calibration`` and ``testing`` =
+  artifact copies of the held-out slices (all with ``label``, ``group`` = source slice, ``artifact``,
+  ``severity``);
 - ``images/`` and ``labels/``: the NIfTI files they name (float32 images, uint8 labels, the source affines).
 """
 
@@ -42,7 +44,9 @@ def prepare_demo(
     task: str = "brain",
     variants: int = 4,
     block_size: int = 6,
-    test_every: int = 4,
+    test_every: int = 3,
+    held_out_variants: int = 12,
+    calibration_fraction: float = 2 / 3,
     seed: int = 0,
 ) -> dict[str, Path]:
     """Write the demo's datalists and images (see the module docstring).
@@ -50,42 +54,53 @@ def prepare_demo(
     Args:
         output_dir: folder to write into (created).
         task: ``"brain"`` (brain extraction, 2 classes) or ``"regions"`` (5 merged AAL classes).
-        variants: artifact copies per slice.
+        variants: artifact copies per development slice.
         block_size: slices per contiguous block.
-        test_every: every ``test_every``-th block (starting with block 1) is a test block.
-        seed: seed of the artifact plan and the artifacts.
+        test_every: every ``test_every``-th block (starting with block 1) is held out.
+        held_out_variants: artifact copies per held-out slice.
+        calibration_fraction: fraction of the held-out slices (rounded down, at least one left for testing) that
+            form the calibration split; chosen at random with ``seed``.
+        seed: seed of the split, the artifact plan and the artifacts.
 
     Returns:
         ``{"stage1": path of stage1.json, "dataset": path of dataset.json}``.
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {sorted(TASKS)}, got {task!r}.")
-    if variants < 1 or block_size < 1 or test_every < 2:
-        raise ValueError("variants and block_size must be >= 1 and test_every >= 2.")
+    if variants < 1 or held_out_variants < 1 or block_size < 1 or test_every < 2:
+        raise ValueError("variants, held_out_variants and block_size must be >= 1 and test_every >= 2.")
+    if not 0.0 <= calibration_fraction < 1.0:
+        raise ValueError(f"calibration_fraction must be in [0, 1), got {calibration_fraction}.")
     out = Path(output_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "labels").mkdir(parents=True, exist_ok=True)
     slices = load_datalist(demo_datalist_path(), path_keys=("image", "label", TASKS[task]))
-    is_test = [(i // block_size) % test_every == 1 for i in range(len(slices))]
-    clean, sections = [], {"training": [], "testing": []}
-    plan = graded_artifact_plan(len(slices) * variants, seed=seed)
+    held_out = [i for i in range(len(slices)) if (i // block_size) % test_every == 1]
+    order = np.random.RandomState(seed).permutation(held_out)
+    calibration = set(order[: min(int(calibration_fraction * len(held_out)), len(held_out) - 1)].tolist())
+    section = ["testing" if i in held_out else "training" for i in range(len(slices))]
+    section = ["calibration" if i in calibration else name for i, name in enumerate(section)]
+    copies = [variants if name == "training" else held_out_variants for name in section]
+    plan = graded_artifact_plan(sum(copies), seed=seed)
+    first = np.cumsum([0] + copies)
+    clean, sections = [], {"training": [], "calibration": [], "testing": []}
     for i, item in enumerate(slices):
         name = Path(item["image"]).name.replace("_image.nii.gz", "")
         image_nii = nib.load(item["image"])
         image = np.asarray(image_nii.dataobj, dtype=np.float32)
         label_path = out / "labels" / f"{name}_{task}.nii.gz"
         _save(np.asarray(nib.load(item[TASKS[task]]).dataobj, dtype=np.uint8), image_nii.affine, label_path)
-        if not is_test[i]:
+        if section[i] == "training":
             clean_path = out / "images" / f"{name}.nii.gz"
             _save(image, image_nii.affine, clean_path)
             clean.append({"image": str(clean_path), "label": str(label_path), "group": name})
-        for v in range(variants):
-            kind, severity = plan[i * variants + v]
-            corrupted = apply_mr_artifact(image[None], kind, severity, seed=seed + i * variants + v)[0].numpy()
+        for v in range(copies[i]):
+            kind, severity = plan[first[i] + v]
+            corrupted = apply_mr_artifact(image[None], kind, severity, seed=seed + int(first[i]) + v)[0].numpy()
             path = out / "images" / f"{name}_v{v}.nii.gz"
             _save(corrupted.astype(np.float32), image_nii.affine, path)
             entry = {"image": str(path), "label": str(label_path), "group": name, "artifact": kind, "severity": severity}
-            sections["testing" if is_test[i] else "training"].append(entry)
+            sections[section[i]].append(entry)
     write_datalist(out / "stage1.json", {"training": clean})
     write_datalist(out / "dataset.json", sections)
     return {"stage1": out / "stage1.json", "dataset": out / "dataset.json"}

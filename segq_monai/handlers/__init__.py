@@ -5,3 +5,4 @@ from __future__ import annotations
 from .quality_metrics import AURC, FailureAUROC, QualityRegression
 from .quality_report import QualityReport
 from .quality_writer import QualityWriter
+from .temperature import TemperatureCalibration

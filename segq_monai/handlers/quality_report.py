@@ -39,11 +39,12 @@ class QualityReport:
         overlays: number of best and of worst cases drawn.
         uncertainty_key: the map drawn in the overlays.
         alpha: None: no guaranteed flag. Otherwise the target failure rate among auto-accepted cases: an
-            acceptance threshold on the predicted Dice is calibrated on ``calibration_csvs`` and reported under
-            ``"guaranteed_flag"`` (see :func:`segq_monai.report.evaluate_quality`). The tables must then hold
-            ``pred_dice`` and ``true_dice`` of labelled cases that neither stage was trained on (checked in
-            ``attach``); the stage-2 training tables do not qualify.
+            acceptance threshold on the predicted Dice (and on each baseline) is calibrated on ``conformal_csvs``
+            and reported under ``"guaranteed_flag"`` (see :func:`segq_monai.report.evaluate_quality`).
         delta: allowed probability, over the calibration draw, that the ``alpha`` guarantee fails.
+        conformal_csvs: with ``alpha``, the ``quality.csv`` files of this same pipeline run on a labelled
+            calibration split that neither stage was trained on (``pred_dice`` and ``true_dice`` columns, checked
+            in ``attach``); the stage-2 training tables do not qualify.
     """
 
     def __init__(
@@ -55,6 +56,7 @@ class QualityReport:
         uncertainty_key: str = "entropy",
         alpha: float | None = None,
         delta: float = 0.1,
+        conformal_csvs: Sequence[str | os.PathLike] = (),
     ) -> None:
         self.writer = writer
         self.threshold = threshold
@@ -63,35 +65,38 @@ class QualityReport:
         self.uncertainty_key = uncertainty_key
         self.alpha = alpha
         self.delta = delta
+        self.conformal_csvs = list(conformal_csvs)
         self.report: dict[str, Any] | None = None
 
     def attach(self, engine: Engine) -> None:
-        missing = [f for f in self.calibration_csvs if not os.path.isfile(f)]
-        if missing:
-            raise FileNotFoundError(
-                f"Calibration tables {missing} do not exist; run the out-of-fold sampling first or leave "
-                "calibration_csvs empty."
-            )
-        if self.alpha is not None:
-            if not self.calibration_csvs:
-                raise ValueError(
-                    "alpha needs calibration_csvs: quality tables with pred_dice and true_dice of held-out labelled "
-                    "cases; pass them or set alpha to None."
+        for name, files in (("calibration_csvs", self.calibration_csvs), ("conformal_csvs", self.conformal_csvs)):
+            missing = [f for f in files if not os.path.isfile(f)]
+            if missing:
+                raise FileNotFoundError(
+                    f"{name}: tables {missing} do not exist; run the workflow that writes them first (the out-of-fold "
+                    "sampling for calibration_csvs, an evaluation of the calibration split for conformal_csvs)."
                 )
-            for f in self.calibration_csvs:
+        if self.alpha is not None:
+            if not self.conformal_csvs:
+                raise ValueError(
+                    "alpha needs conformal_csvs: quality tables with pred_dice and true_dice of held-out labelled "
+                    "cases (an evaluation of a calibration split); pass them or set alpha to None."
+                )
+            for f in self.conformal_csvs:
                 with open(f, encoding="utf-8", newline="") as table:
                     header = next(csv.reader(table), [])
                 if not any(c.startswith("pred_dice") for c in header) or not any(
                     c.startswith("true_dice") for c in header
                 ):
                     raise ValueError(
-                        f"alpha needs pred_dice and true_dice columns in every calibration table; {f!r} has "
+                        f"alpha needs pred_dice and true_dice columns in every conformal table; {f!r} has "
                         f"{header}. Run the quality head on held-out labelled cases, or set alpha to None."
                     )
         engine.add_event_handler(Events.COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
         calibration = [row for f in self.calibration_csvs for row in read_quality_csv(f)] or None
+        conformal = [row for f in self.conformal_csvs for row in read_quality_csv(f)] or None
         entries = {row["case"]: entry for row, entry in zip(self.writer.rows, self.writer.entries)}
 
         def load_case(row: Mapping[str, Any]) -> tuple[np.ndarray, ...]:
@@ -111,4 +116,5 @@ class QualityReport:
             k=self.overlays,
             alpha=self.alpha,
             delta=self.delta,
+            conformal_rows=conformal,
         )
