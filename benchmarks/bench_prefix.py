@@ -1,6 +1,8 @@
 """Benchmark: shared-prefix MC dropout against full passes, when dropout sits late in the network.
 
-Two placements of dropout in a MONAI UNet (channels 16, 32, 64, 128, one residual unit per level):
+Two placements of dropout in two MONAI UNets: ``small`` (channels 16, 32, 64, 128, one residual unit per level)
+and ``spleen`` (the model-zoo spleen_ct_segmentation UNet: channels 16, 32, 64, 128, 256, two residual units per
+level, batch norm):
 
 - ``last layer``: a UNet without dropout that outputs ``--features`` channels at full resolution, then
   dropout (p = 0.5; ``nn.Dropout``, or ``nn.Dropout2d/3d`` for whole channels) and a 1×1 convolution to 2
@@ -18,6 +20,7 @@ modules' resolution and the fold of each sample into the maps (``StreamingUncert
     python -m benchmarks.bench_prefix             # 2D 256², 3D 96³, T = 20 (about 5 min on 2 CPU cores)
     python -m benchmarks.bench_prefix --quick     # 2D 128², 3D 48³, a smoke run
     python -m benchmarks.bench_prefix --dims 2    # 2D only (on a shared machine: run each part when it is idle)
+    python -m benchmarks.bench_prefix --bodies spleen  # one UNet only
     python -m benchmarks.bench_prefix --memory    # with peak memory: slower allocation, so times are not comparable
     python -m benchmarks.bench_prefix --device cuda
 """
@@ -25,6 +28,7 @@ modules' resolution and the fold of each sample into the maps (``StreamingUncert
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import time
 
@@ -45,9 +49,11 @@ class LastLayerDropout(nn.Module):
     ``nn.Dropout`` (every element: C * H * W[ * D] draws).
     """
 
-    def __init__(self, dims: int, features: int = 16, p: float = 0.5, channel_dropout: bool = False) -> None:
+    def __init__(
+        self, dims: int, body: str, features: int = 16, p: float = 0.5, channel_dropout: bool = False
+    ) -> None:
         super().__init__()
-        self.body = UNet(dims, 1, features, channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=1)
+        self.body = unet(dims, body, features)
         self.drop = (nn.Dropout2d if dims == 2 else nn.Dropout3d)(p) if channel_dropout else nn.Dropout(p)
         self.head = (nn.Conv2d if dims == 2 else nn.Conv3d)(features, 2, 1)
 
@@ -55,12 +61,23 @@ class LastLayerDropout(nn.Module):
         return self.head(self.drop(self.body(x)))
 
 
-def decoder_dropout(dims: int, p: float = 0.1) -> UNet:
+BODIES = {
+    "small": {"channels": (16, 32, 64, 128), "strides": (2, 2, 2), "num_res_units": 1},
+    "spleen": {"channels": (16, 32, 64, 128, 256), "strides": (2, 2, 2, 2), "num_res_units": 2, "norm": "batch"},
+}
+
+
+def unet(dims: int, body: str, out_channels: int, dropout: float = 0.0) -> UNet:
+    """The MONAI UNet named ``body`` (see :data:`BODIES`), one input channel."""
+    return UNet(dims, 1, out_channels, dropout=dropout, **BODIES[body])
+
+
+def decoder_dropout(dims: int, body: str, p: float = 0.1) -> UNet:
     """A MONAI UNet with dropout in its last two decoder stages only."""
-    net = UNet(dims, 1, 2, channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=1)
+    net = unet(dims, body, 2, dropout=p)
     for name, m in net.named_modules():
-        if isinstance(m, nn.Dropout) and name.startswith(("model.2.", "model.1.submodule.2.")):
-            m.p = p
+        if isinstance(m, nn.Dropout) and not name.startswith(("model.2.", "model.1.submodule.2.")):
+            m.p = 0.0
     return net
 
 
@@ -73,6 +90,7 @@ def main() -> None:
     parser.add_argument("--memory", action="store_true",
                         help="also report peak memory (CPU: glibc's mmap threshold fixed, which slows allocation)")
     parser.add_argument("--dims", type=int, nargs="+", default=[2, 3], help="2 and/or 3")
+    parser.add_argument("--bodies", nargs="+", default=list(BODIES), choices=list(BODIES), help="the UNets")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per measurement (best is kept)")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -84,15 +102,15 @@ def main() -> None:
     print(f"device: {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, T = {t}, "
           f"load average {os.getloadavg()[0]:.2f}")
     memory = " full: peak MiB | shared: peak MiB |" if args.memory else ""
-    print("| input | dropout | one pass: ms | full passes: ms | shared prefix: ms | shared / one pass "
+    print("| input | UNet | dropout | one pass: ms | full passes: ms | shared prefix: ms | shared / one pass "
           f"| speed-up vs full | split: ms |{memory}")
-    print("|---" * (8 + 2 * args.memory) + "|")
-    for dims, size in sizes.items():
+    print("|---" * (9 + 2 * args.memory) + "|")
+    for (dims, size), body in itertools.product(sizes.items(), args.bodies):
         x = torch.rand(1, 1, *size, device=device)
         variants = [
-            ("last layer, Dropout", lambda: LastLayerDropout(dims, args.features)),
-            (f"last layer, Dropout{dims}d", lambda: LastLayerDropout(dims, args.features, channel_dropout=True)),
-            ("decoder x2, Dropout", lambda: decoder_dropout(dims)),
+            ("last layer, Dropout", lambda: LastLayerDropout(dims, body, args.features)),
+            (f"last layer, Dropout{dims}d", lambda: LastLayerDropout(dims, body, args.features, channel_dropout=True)),
+            ("decoder x2, Dropout", lambda: decoder_dropout(dims, body)),
         ]
         for label, build in variants:
             torch.manual_seed(0)
@@ -112,15 +130,16 @@ def main() -> None:
                 start = time.perf_counter()
                 split_at_dropout(net, x)
                 split_s = min(split_s, time.perf_counter() - start)
-            print(f"| {'×'.join(map(str, size))} | {label} | {single.seconds * 1e3:.1f} | {full.seconds * 1e3:.0f} | "
+            print(f"| {'×'.join(map(str, size))} | {body} | {label} | {single.seconds * 1e3:.1f} | {full.seconds * 1e3:.0f} | "
                   f"{shared.seconds * 1e3:.0f} | {shared.seconds / single.seconds:.1f} | "
                   f"{full.seconds / shared.seconds:.2f} | {split_s * 1e3:.0f} |" + (f" {full.peak_mib:.0f} | {shared.peak_mib:.0f} |" if args.memory else ""))
     print(f"\nPer-sample work no split removes ({args.features} feature channels before the last-layer dropout):")
-    print("| input | one pass: ms | nn.Dropout on the features: ms | map update: ms | (dropout + update) / one pass |")
-    print("|---|---|---|---|---|")
-    for dims, size in sizes.items():
+    print("| input | UNet | one pass: ms | nn.Dropout on the features: ms | map update: ms "
+          "| (dropout + update) / one pass |")
+    print("|---|---|---|---|---|---|")
+    for (dims, size), body in itertools.product(sizes.items(), args.bodies):
         torch.manual_seed(0)
-        net = LastLayerDropout(dims, args.features).to(device).eval()
+        net = LastLayerDropout(dims, body, args.features).to(device).eval()
         x = torch.rand(1, 1, *size, device=device)
         with torch.no_grad():
             single = measure(lambda: net(x), device, repeats=5).seconds
@@ -130,7 +149,7 @@ def main() -> None:
             prob = torch.softmax(torch.randn(1, 2, *size, device=device), 1)
             acc = StreamingUncertainty()
             update = measure(lambda: acc.update(prob), device, repeats=5).seconds
-        print(f"| {'×'.join(map(str, size))} | {single * 1e3:.1f} | {mask * 1e3:.1f} | {update * 1e3:.1f} | "
+        print(f"| {'×'.join(map(str, size))} | {body} | {single * 1e3:.1f} | {mask * 1e3:.1f} | {update * 1e3:.1f} | "
               f"{(mask + update) / single:.2f} |")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
