@@ -84,7 +84,9 @@ class _Demo:
             )
         self.overlays = Path(__file__).resolve().parents[1] / "configs"
         self.common = {"device": args.device} if args.device else {}
-        self.data = prepare_demo(self.out / "data", variants=args.variants_per_slice)
+        self.data = prepare_demo(
+            self.out / "data", variants=args.variants_per_slice, held_out_variants=args.held_out_variants
+        )
 
     def stage1(self, ckpt_dir: Path, stage2: Path, sampler: str, overlay: list[str], train: bool) -> list[str]:
         """Train (when ``train``) and sample out-of-fold per fold; returns the stage-2 datalists."""
@@ -202,6 +204,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     d.add_argument("--bundle_root", default=str(_default_bundle_root()), help="the bundle/ folder (weights go to its models/)")
     d.add_argument("--num_folds", type=int, default=3)
     d.add_argument("--variants_per_slice", type=int, default=4, help="artifact copies per development slice")
+    d.add_argument("--held_out_variants", type=int, default=12,
+                   help="artifact copies per calibration or test slice")
     d.add_argument("--epochs_segmentation", type=int, default=40)
     d.add_argument("--epochs_quality", type=int, default=60)
     d.add_argument("--num_samples", type=int, default=20, help="T, samples per image")

@@ -1,0 +1,75 @@
+"""``python -m segq_monai demo`` end to end, through its real command line, at toy size (1 epoch, T = 2)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+from pathlib import Path
+
+from segq_testing import BUNDLE, read_csv
+
+
+class TestDemoCommand(unittest.TestCase):
+    """2 folds, 1 epoch per stage, T = 2, one quality variant and every other estimator; 48 development slices x 1
+    artifact copy, 16 calibration and 8 test slices x 2 copies."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = Path(tempfile.mkdtemp())
+        root = cls.tmp / "bundle"
+        shutil.copytree(BUNDLE / "configs", root / "configs")
+        cls.out = cls.tmp / "out"
+        cls.result = subprocess.run(
+            [sys.executable, "-m", "segq_monai", "demo", "--output_dir", str(cls.out), "--bundle_root", str(root),
+             "--num_folds", "2", "--epochs_segmentation", "1", "--epochs_quality", "1", "--num_samples", "2",
+             "--variants_per_slice", "1", "--held_out_variants", "2", "--quality_variants", "image_seg_entropy",
+             "--device", "cpu"],
+            capture_output=True, text=True, cwd=cls.tmp,
+        )  # fmt: skip
+        cls.root = root
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def test_completes_with_every_table(self):
+        self.assertEqual(self.result.returncode, 0, self.result.stderr[-3000:])
+        text = (self.out / "report" / "comparison.md").read_text()
+        for heading in ("Quality-head inputs", "Temperature scaling of stage 1", "Uncertainty estimators of stage 1"):
+            self.assertIn(f"## {heading}", text)
+        for row in ("quality head (image_seg_entropy) | 16 |", "softmax, T=1; image_seg_entropy", "aleatoric + MC dropout",
+                    "learned confidence + MC dropout; image_seg_confidence", "| pairwise_dice | 16 |"):
+            self.assertIn(row, text)
+        self.assertIn("| accepted | failures among accepted |", text)
+
+    def test_calibration_and_test_splits(self):
+        self.assertEqual(self.result.returncode, 0, self.result.stderr[-3000:])
+        report = json.loads((self.out / "report" / "report.json").read_text())
+        self.assertEqual(report["n_cases"], 16)  # 8 test slices x 2
+        flag = report["guaranteed_flag"]
+        self.assertEqual((flag["alpha"], flag["n_calibration"], flag["n"]), (0.1, 32, 16))
+        calibration = read_csv(self.out / "report" / "calibration_split" / "quality.csv")
+        test = read_csv(self.out / "report" / "quality.csv")
+        self.assertEqual((len(calibration), len(test)), (32, 16))
+        self.assertFalse({r["image"] for r in calibration} & {r["image"] for r in test})
+
+    def test_estimator_weights_apart_and_temperatures(self):
+        self.assertEqual(self.result.returncode, 0, self.result.stderr[-3000:])
+        models = self.root / "models"
+        for fold in range(2):
+            t = json.loads((models / f"fold{fold}" / "temperature.json").read_text())
+            self.assertGreater(t["temperature"], 0.0)
+            self.assertEqual(t["n_cases"], 24)  # the fold's held-out half of the 48 clean development slices
+        for name in ("aleatoric", "confidence"):
+            self.assertTrue((models / "estimators" / name / "fold1" / "model.pt").is_file())
+        self.assertFalse((models / "estimators" / "softmax" / "fold0").exists())  # reuses the main networks
+        case = next((self.out / "estimators" / "confidence" / "report").glob("*/*_confidence.nii.gz"))
+        self.assertTrue(case.is_file())
+
+
+if __name__ == "__main__":
+    unittest.main()
