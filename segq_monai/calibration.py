@@ -29,6 +29,8 @@ from monai.metrics import CalibrationErrorMetric
 from scipy import optimize
 from torch import nn
 
+from segq_monai.flags import as_bool
+
 __all__ = [
     "TemperatureScaling",
     "bundle_temperature",
@@ -283,13 +285,6 @@ def bundle_temperature(temperature_scaling: bool | str, temperature_file: str | 
 
     ``temperature_scaling`` is a bool, or the strings ``"true"`` / ``"false"`` (any case) that the
     ``python -m monai.bundle run --temperature_scaling false`` command line passes (Python Fire keeps lower-case
-    ``false`` a string, which is truthy); another string is a ``ValueError``, another type a ``TypeError``.
+    ``false`` a string, which is truthy; see :func:`segq_monai.flags.as_bool`).
     """
-    flag = temperature_scaling
-    if isinstance(flag, str):
-        if flag.lower() not in ("true", "false"):
-            raise ValueError(f"temperature_scaling must be true or false, got {temperature_scaling!r}.")
-        flag = flag.lower() == "true"
-    elif not isinstance(flag, bool):
-        raise TypeError(f"temperature_scaling must be true or false, got {temperature_scaling!r}.")
-    return load_temperature(temperature_file) if flag else 1.0
+    return load_temperature(temperature_file) if as_bool(temperature_scaling, "temperature_scaling") else 1.0
