@@ -1,13 +1,15 @@
 """Benchmark: shared-prefix MC dropout against full passes, when dropout sits late in the network.
 
-Two placements of dropout in two MONAI UNets: ``small`` (channels 16, 32, 64, 128, one residual unit per level)
-and ``spleen`` (the model-zoo spleen_ct_segmentation UNet: channels 16, 32, 64, 128, 256, two residual units per
-level, batch norm):
+Two placements of dropout in three MONAI U-Nets: ``small`` (``UNet``, channels 16, 32, 64, 128, one residual unit
+per level), ``spleen`` (the model-zoo spleen_ct_segmentation ``UNet``: channels 16, 32, 64, 128, 256, two residual
+units per level, batch norm) and ``dynunet`` (``DynUNet``, the nnU-Net architecture: filters 32, 64, 128, 256, 320,
+full-resolution first level, instance norm):
 
 - ``last layer``: a UNet without dropout that outputs ``--features`` channels at full resolution, then
   dropout (p = 0.5; ``nn.Dropout``, or ``nn.Dropout2d/3d`` for whole channels) and a 1×1 convolution to 2
   classes ("last-layer MC dropout");
-- ``decoder x2``: ``nn.Dropout(0.1)`` in the last two decoder stages only (``model.1.submodule.2``, ``model.2``).
+- ``decoder x2``: ``nn.Dropout(0.1)`` in the last two decoder stages only (``UNet``: ``model.1.submodule.2``,
+  ``model.2``; ``DynUNet``: ``upsamples.2``, ``upsamples.3``).
 
 For each, on one input ``[1, 1, *size]``: one deterministic pass of the network (eval mode, no maps), and
 ``UncertaintyInferer(MCDropoutSampler(T, chunk_size=1, shared_prefix=...))`` with full passes and with the shared
@@ -15,7 +17,8 @@ prefix (all maps, same seed: the same maps). The shared-prefix sampler keeps its
 to make it (torch.fx trace and check, paid on the first call for a network) is its own column. Times are
 measured with the default allocator; ``--memory`` also reports peak memory, under settings that slow allocation.
 Per-sample costs that no split removes are printed below the table: the dropout mask draws at the dropout
-modules' resolution and the fold of each sample into the maps (``StreamingUncertainty.update``).
+modules' resolution (PyTorch's kernel, and the uniform masks MC sampling draws on CPUs: ``mc_dropout_masks``) and
+the fold of each sample into the maps (``StreamingUncertainty.update``).
 
     python -m benchmarks.bench_prefix             # 2D 256², 3D 96³, T = 20 (about 5 min on 2 CPU cores)
     python -m benchmarks.bench_prefix --quick     # 2D 128², 3D 48³, a smoke run
@@ -33,11 +36,12 @@ import os
 import time
 
 import torch
-from monai.networks.nets import UNet
+from monai.networks.nets import DynUNet, UNet
 from torch import nn
 
 from benchmarks.measure import exact_cpu_memory, measure
 from segq_monai import MCDropoutSampler, UncertaintyInferer
+from segq_monai.modes import mc_dropout_masks
 from segq_monai.shared_prefix import split_at_dropout
 from segq_monai.streaming import StreamingUncertainty
 
@@ -61,22 +65,38 @@ class LastLayerDropout(nn.Module):
         return self.head(self.drop(self.body(x)))
 
 
+def _monai_unet(channels: tuple[int, ...], num_res_units: int, **kwargs):
+    def build(dims: int, out_channels: int, dropout: float) -> nn.Module:
+        strides = (2,) * (len(channels) - 1)
+        return UNet(dims, 1, out_channels, channels, strides, num_res_units=num_res_units, dropout=dropout, **kwargs)
+
+    return build
+
+
+def _dynunet(dims: int, out_channels: int, dropout: float) -> nn.Module:
+    kernels, strides = [[3] * dims] * 5, [[1] * dims] + [[2] * dims] * 4
+    return DynUNet(dims, 1, out_channels, kernels, strides, strides[1:], filters=(32, 64, 128, 256, 320),
+                   norm_name="instance", dropout=dropout)
+
+
+#: name: (builder(dims, out_channels, dropout), module-name prefixes of the last two decoder stages)
 BODIES = {
-    "small": {"channels": (16, 32, 64, 128), "strides": (2, 2, 2), "num_res_units": 1},
-    "spleen": {"channels": (16, 32, 64, 128, 256), "strides": (2, 2, 2, 2), "num_res_units": 2, "norm": "batch"},
+    "small": (_monai_unet((16, 32, 64, 128), 1), ("model.2.", "model.1.submodule.2.")),
+    "spleen": (_monai_unet((16, 32, 64, 128, 256), 2, norm="batch"), ("model.2.", "model.1.submodule.2.")),
+    "dynunet": (_dynunet, ("upsamples.2.", "upsamples.3.")),
 }
 
 
-def unet(dims: int, body: str, out_channels: int, dropout: float = 0.0) -> UNet:
-    """The MONAI UNet named ``body`` (see :data:`BODIES`), one input channel."""
-    return UNet(dims, 1, out_channels, dropout=dropout, **BODIES[body])
+def unet(dims: int, body: str, out_channels: int, dropout: float = 0.0) -> nn.Module:
+    """The U-Net named ``body`` (see :data:`BODIES`), one input channel."""
+    return BODIES[body][0](dims, out_channels, dropout)
 
 
-def decoder_dropout(dims: int, body: str, p: float = 0.1) -> UNet:
-    """A MONAI UNet with dropout in its last two decoder stages only."""
+def decoder_dropout(dims: int, body: str, p: float = 0.1) -> nn.Module:
+    """The U-Net ``body`` with dropout in its last two decoder stages only."""
     net = unet(dims, body, 2, dropout=p)
     for name, m in net.named_modules():
-        if isinstance(m, nn.Dropout) and not name.startswith(("model.2.", "model.1.submodule.2.")):
+        if isinstance(m, nn.Dropout) and not name.startswith(BODIES[body][1]):
             m.p = 0.0
     return net
 
@@ -90,7 +110,7 @@ def main() -> None:
     parser.add_argument("--memory", action="store_true",
                         help="also report peak memory (CPU: glibc's mmap threshold fixed, which slows allocation)")
     parser.add_argument("--dims", type=int, nargs="+", default=[2, 3], help="2 and/or 3")
-    parser.add_argument("--bodies", nargs="+", default=list(BODIES), choices=list(BODIES), help="the UNets")
+    parser.add_argument("--bodies", nargs="+", default=list(BODIES), choices=list(BODIES), help="the U-Nets")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per measurement (best is kept)")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -131,12 +151,12 @@ def main() -> None:
                 split_at_dropout(net, x)
                 split_s = min(split_s, time.perf_counter() - start)
             print(f"| {'×'.join(map(str, size))} | {body} | {label} | {single.seconds * 1e3:.1f} | {full.seconds * 1e3:.0f} | "
-                  f"{shared.seconds * 1e3:.0f} | {shared.seconds / single.seconds:.1f} | "
+                  f"{shared.seconds * 1e3:.0f} | {shared.seconds / single.seconds:.2f} | "
                   f"{full.seconds / shared.seconds:.2f} | {split_s * 1e3:.0f} |" + (f" {full.peak_mib:.0f} | {shared.peak_mib:.0f} |" if args.memory else ""))
     print(f"\nPer-sample work no split removes ({args.features} feature channels before the last-layer dropout):")
-    print("| input | UNet | one pass: ms | nn.Dropout on the features: ms | map update: ms "
-          "| (dropout + update) / one pass |")
-    print("|---|---|---|---|---|---|")
+    print("| input | UNet | one pass: ms | nn.Dropout on the features (PyTorch's mask): ms "
+          "| the same in MC sampling (uniform mask): ms | map update: ms | (MC dropout + update) / one pass |")
+    print("|---|---|---|---|---|---|---|")
     for (dims, size), body in itertools.product(sizes.items(), args.bodies):
         torch.manual_seed(0)
         net = LastLayerDropout(dims, body, args.features).to(device).eval()
@@ -145,12 +165,14 @@ def main() -> None:
             single = measure(lambda: net(x), device, repeats=5).seconds
             features = torch.rand(1, args.features, *size, device=device)
             drop = nn.Dropout(0.5).train()
-            mask = measure(lambda: drop(features), device, repeats=5).seconds
+            torch_mask = measure(lambda: drop(features), device, repeats=5).seconds
+            with mc_dropout_masks([drop]):
+                mask = measure(lambda: drop(features), device, repeats=5).seconds
             prob = torch.softmax(torch.randn(1, 2, *size, device=device), 1)
             acc = StreamingUncertainty()
             update = measure(lambda: acc.update(prob), device, repeats=5).seconds
-        print(f"| {'×'.join(map(str, size))} | {body} | {single * 1e3:.1f} | {mask * 1e3:.1f} | {update * 1e3:.1f} | "
-              f"{(mask + update) / single:.2f} |")
+        print(f"| {'×'.join(map(str, size))} | {body} | {single * 1e3:.1f} | {torch_mask * 1e3:.1f} | "
+              f"{mask * 1e3:.1f} | {update * 1e3:.1f} | {(mask + update) / single:.2f} |")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

@@ -38,7 +38,7 @@ import torch
 from monai.inferers import SimpleInferer
 from torch import nn
 
-from segq_monai.modes import dropout_modules, network_modes, seeded
+from segq_monai.modes import dropout_modules, mc_dropout_masks, network_modes, seeded
 from segq_monai.samplers import Sampler, check_num_samples
 
 __all__ = [
@@ -273,7 +273,8 @@ class AleatoricSampler(Sampler):
                 f"{type(network).__name__} has no dropout module with p > 0, so mc_dropout=True would only add "
                 "logit noise; build the backbone with dropout or use AleatoricSampler(mc_dropout=False)."
             )
-        with network_modes(network, train=train), torch.no_grad(), seeded(self.seed, inputs.device):
+        modes = network_modes(network, train=train)
+        with modes, mc_dropout_masks(train), torch.no_grad(), seeded(self.seed, inputs.device):
             mean = log_var = None
             for _ in range(self._num_samples):
                 if mean is None or self.mc_dropout:

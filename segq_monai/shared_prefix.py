@@ -4,6 +4,9 @@ When dropout sits late in a network (before the output convolution, or in the de
 activation that depends on no active dropout module is the same in all T samples. :func:`split_at_dropout` traces
 the network with ``torch.fx`` and cuts it into a deterministic ``prefix`` and a stochastic ``remainder`` that draws
 its random numbers in the network's own order, so sampled maps equal those of full passes for the same seed.
+The 1×1 convolutions of the stochastic part run as matrix products, and whole-channel dropout
+(``nn.Dropout1d/2d/3d``) feeding one, the usual last-layer MC dropout, is folded into its weights
+(:class:`PointwiseConv`): the same mask, without writing the masked feature map.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from torch.utils._pytree import tree_map
 
 from segq_monai.modes import dropout_modules, network_modes
 
-__all__ = ["SharedPrefix", "network_fingerprint", "split_at_dropout"]
+__all__ = ["PointwiseConv", "SharedPrefix", "network_fingerprint", "split_at_dropout"]
 
 
 class SharedPrefix(NamedTuple):
@@ -32,7 +35,8 @@ class SharedPrefix(NamedTuple):
     ``prefix`` takes the network's arguments and computes, without drawing random numbers, every activation that
     depends on no active dropout module; it returns the frontier: the tuple of those activations the rest reads
     (with skip connections, several, e.g. encoder features). ``remainder`` takes the frontier and runs the rest,
-    every random operation in the network's own order.
+    every random operation in the network's own order; its 1×1 convolutions run as matrix products, with the
+    whole-channel dropout before one folded into it (:class:`PointwiseConv`: the same mask; equal up to rounding).
     """
 
     prefix: fx.GraphModule
@@ -294,10 +298,79 @@ def split_at_dropout(
                 if a.op == "get_attr" and a not in env:
                     env[a] = remainder.node_copy(a)
             env[node] = remainder.node_copy(node, env.__getitem__)
-    return SharedPrefix(
-        fx.GraphModule(network, prefix, class_name=f"{name}Prefix"),
-        fx.GraphModule(network, remainder, class_name=f"{name}Remainder"),
-    )
+    remainder_module = fx.GraphModule(network, remainder, class_name=f"{name}Remainder")
+    _pointwise_convs(remainder_module, active)
+    return SharedPrefix(fx.GraphModule(network, prefix, class_name=f"{name}Prefix"), remainder_module)
+
+
+class PointwiseConv(nn.Module):
+    """A 1×1 convolution run as a batched matrix product, optionally with the whole-channel dropout before it folded
+    into its weights.
+
+    ``conv(x)`` of a 1×1 convolution (weight ``W`` ``[K, C]``, bias ``b``) is ``W x + b`` at every voxel: one
+    ``torch.bmm`` over the flattened voxels, which on CPUs is many times faster than the convolution kernel
+    (``[1, 16, 96³]``: 4 ms against 36 ms on 2 cores). With ``dropout`` (an ``nn.Dropout1d/2d/3d``: mask ``m``
+    ``[B, C]``, kept channels scaled by ``1 / (1 - p)``), ``conv(dropout(x))`` is computed as ``(W * m / (1 - p)) x
+    + b``: the masked feature map ``[B, C, *spatial]`` is never written. The mask is drawn by ``dropout`` itself on
+    a ``[B, C, 1, ...]`` tensor of ones, the shape of the noise it draws for ``x``, so the random numbers are the
+    same. Results equal the modules' up to floating-point rounding.
+    """
+
+    def __init__(self, conv: nn.Module, dropout: nn.Module | None = None) -> None:
+        super().__init__()
+        self.conv = conv
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` ``[B, C, *spatial]`` -> ``[B, K, *spatial]``."""
+        b, c, *spatial = x.shape
+        weight = self.conv.weight.flatten(1).unsqueeze(0)  # [1, K, C]
+        if self.dropout is not None:
+            scale = self.dropout(x.new_ones(b, c, *([1] * len(spatial))))  # [B, C, 1, ...]: m / (1 - p)
+            weight = weight * scale.view(b, 1, c)
+        out = torch.matmul(weight.to(x.dtype), x.reshape(b, c, -1))  # [B, K, N]
+        if self.conv.bias is not None:
+            out = out + self.conv.bias.to(out.dtype).view(1, -1, 1)
+        return out.view(b, -1, *spatial)
+
+
+def _pointwise_conv(m: nn.Module) -> bool:
+    """Whether ``m`` is a plain 1×1 convolution: ``conv(x) = W x + b`` at every voxel."""
+    return (
+        type(m) in (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+        and all(k == 1 for k in m.kernel_size) and all(s == 1 for s in m.stride)
+        and all(d == 1 for d in m.dilation) and m.groups == 1 and m.padding_mode == "zeros"
+        and (m.padding == "valid" or all(q == 0 for q in m.padding))
+    )  # fmt: skip
+
+
+def _hooked(m: nn.Module) -> bool:
+    return bool(m._forward_hooks or m._forward_pre_hooks)
+
+
+def _pointwise_convs(remainder: fx.GraphModule, active: set[int]) -> None:
+    """Run every 1×1 convolution of ``remainder`` as a :class:`PointwiseConv`, with an active ``nn.Dropout1d/2d/3d``
+    whose only user it is folded in; in place. Modules with forward hooks are left alone (the hooks would not run).
+    """
+    modules = dict(remainder.named_modules())
+    for node in list(remainder.graph.nodes):
+        conv = modules.get(node.target) if node.op == "call_module" else None
+        if conv is None or not _pointwise_conv(conv) or _hooked(conv) or len(node.args) != 1 or node.kwargs:
+            continue
+        source = node.args[0]
+        drop = modules.get(source.target) if isinstance(source, fx.Node) and source.op == "call_module" else None
+        fold = (
+            type(drop) in (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d) and id(drop) in active and not _hooked(drop)
+            and len(source.users) == 1 and len(source.args) == 1 and not source.kwargs
+        )  # fmt: skip
+        name = f"{node.target.replace('.', '_')}_pointwise"
+        remainder.add_submodule(name, PointwiseConv(conv, drop if fold else None))
+        node.target = name
+        if fold:
+            node.args = source.args
+            remainder.graph.erase_node(source)
+    remainder.graph.lint()
+    remainder.recompile()
 
 
 def network_fingerprint(network: nn.Module, dropout: Sequence[nn.Module], inputs: torch.Tensor) -> tuple[Any, ...]:

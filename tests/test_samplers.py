@@ -7,11 +7,13 @@ import unittest
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from monai.inferers import SimpleInferer
 from monai.networks.nets import UNet
 from parameterized import parameterized
 from torch import nn
 
+from segq_monai.modes import mc_dropout_masks
 from segq_monai.samplers import EnsembleSampler, MCDropoutSampler, SoftmaxSampler, TTASampler
 
 
@@ -119,6 +121,48 @@ class TestMCDropoutSampler(unittest.TestCase):
             MCDropoutSampler(3, chunk_size=0)
         with self.assertRaisesRegex(ValueError, "activation"):
             MCDropoutSampler(3, activation="softplus")
+
+
+class TestMCDropoutMasks(unittest.TestCase):
+    """``mc_dropout_masks``: nn.Dropout's element-wise masks from uniform numbers, only inside the block."""
+
+    def test_distribution_and_scale(self):
+        drop = nn.Dropout(0.3).train()
+        x = torch.ones(1_000_000)
+        with mc_dropout_masks([drop]):
+            y = drop(x)
+        kept = y != 0
+        # binomial: mean 0.7, standard deviation sqrt(0.7 * 0.3 / 1e6) = 4.6e-4; 5 standard deviations
+        self.assertAlmostEqual(kept.float().mean().item(), 0.7, delta=5 * 4.6e-4)
+        torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.7))
+
+    def test_scope_and_types(self):
+        drop, channel, sub = nn.Dropout(0.5).train(), nn.Dropout2d(0.5).train(), type("MyDrop", (nn.Dropout,), {})(0.5)
+        x = torch.rand(2, 3, 8, 8)
+        with mc_dropout_masks([drop, channel, sub]):
+            self.assertIn("forward", vars(drop))
+            self.assertNotIn("forward", vars(channel))  # whole-channel masks are small: PyTorch's own
+            self.assertNotIn("forward", vars(sub))  # subclasses may do more than drop
+            torch.manual_seed(0)
+            ours = drop(x)
+        self.assertNotIn("forward", vars(drop))  # restored
+        torch.manual_seed(0)
+        theirs = drop(x)
+        torch.manual_seed(0)
+        torch.testing.assert_close(theirs, F.dropout(x, 0.5, True))
+        self.assertEqual(ours.shape, theirs.shape)
+
+    def test_eval_inplace_and_p_one(self):
+        x = torch.rand(4, 5)
+        with mc_dropout_masks([d := nn.Dropout(0.5).eval()]):
+            self.assertIs(d(x), x)
+        y = x.clone()
+        with mc_dropout_masks([d := nn.Dropout(0.5, inplace=True).train()]):
+            out = d(y)
+        self.assertIs(out, y)
+        self.assertTrue(torch.all((y == 0) | torch.isclose(y, 2 * x)))
+        with mc_dropout_masks([d := nn.Dropout(1.0).train()]):
+            self.assertTrue(torch.equal(d(x), torch.zeros_like(x)))  # no 0 * inf
 
 
 class TestSoftmaxSampler(unittest.TestCase):

@@ -15,7 +15,8 @@ from torch import nn
 from segq_monai import samplers
 from segq_monai.inferer import UncertaintyInferer
 from segq_monai.samplers import MCDropoutSampler
-from segq_monai.shared_prefix import split_at_dropout
+from segq_monai.modes import network_modes
+from segq_monai.shared_prefix import PointwiseConv, split_at_dropout
 from segq_monai.streaming import MAPS
 
 LOGGER = "segq_monai.samplers"
@@ -180,6 +181,60 @@ class TestPrefixRunsOnce(unittest.TestCase):
         copy = pickle.loads(pickle.dumps(sampler))
         self.assertEqual(len(copy._splits), 0)
         torch.testing.assert_close(torch.stack(list(copy(x, net, SimpleInferer()))), first)
+
+
+class TestPointwiseConv(unittest.TestCase):
+    """1×1 convolutions of the stochastic part run as matrix products, whole-channel dropout before one folded in."""
+
+    def test_by_hand(self):
+        # C = 2 channels, K = 1 output, W = [2, 3], bias 1; with channel 0 dropped (p = 0.5: kept ones doubled)
+        # the output is 1 + 2 * 3 * x1; the fold draws the same mask as the unfolded dropout for the same seed
+        drop, conv = nn.Dropout2d(0.5).train(), nn.Conv2d(2, 1, 1)
+        conv.weight.data = torch.tensor([2.0, 3.0]).view(1, 2, 1, 1)
+        conv.bias.data = torch.tensor([1.0])
+        x = torch.rand(4, 2, 3, 5)
+        for seed in range(6):
+            torch.manual_seed(seed)
+            want = conv(drop(x))
+            torch.manual_seed(seed)
+            got = PointwiseConv(conv, drop)(x)
+            torch.testing.assert_close(got, want)
+            torch.manual_seed(seed)
+            kept = drop(torch.ones(4, 2, 1, 1))[:, :, 0, 0] / 2  # 0/1 per case and channel
+            torch.testing.assert_close(got, 1 + 4 * kept[:, :1, None, None] * x[:, :1] + 6 * kept[:, 1:, None, None] * x[:, 1:])
+
+    @parameterized.expand([("2d", 2), ("3d", 3)])
+    def test_last_layer_is_folded(self, _, dims):
+        net, x = _LastLayer(dims), _input(f"last_layer_{dims}d")
+        with network_modes(net, train=[net.drop]), torch.no_grad():
+            split = split_at_dropout(net, x)
+            folded = [m for m in split.remainder.modules() if isinstance(m, PointwiseConv)]
+            self.assertEqual([(m.conv, m.dropout) for m in folded], [(net.head, net.drop)])
+            torch.manual_seed(3)
+            want = net(x)
+            frontier = split.prefix(x)
+            torch.manual_seed(3)
+            torch.testing.assert_close(split.remainder(*frontier), want)
+
+    @parameterized.expand(
+        [
+            ("element_wise", lambda n: setattr(n, "drop", nn.Dropout(0.5)), [None]),  # a matmul, nothing folded
+            ("3x3_head", lambda n: setattr(n, "head", nn.Conv2d(8, 3, 3, padding=1)), []),
+            ("hooked_head", lambda n: n.head.register_forward_hook(lambda *_: None), []),
+        ]
+    )
+    def test_not_folded(self, _, change, dropouts):
+        net = _LastLayer(2)
+        change(net)
+        split = split_at_dropout(net, _input("last_layer_2d"))
+        self.assertEqual([m.dropout for m in split.remainder.modules() if isinstance(m, PointwiseConv)], dropouts)
+
+    def test_plain_pointwise_conv_by_hand(self):
+        conv = nn.Conv2d(2, 1, 1)
+        conv.weight.data = torch.tensor([2.0, 3.0]).view(1, 2, 1, 1)
+        conv.bias.data = torch.tensor([1.0])
+        x = torch.rand(3, 2, 4, 5)
+        torch.testing.assert_close(PointwiseConv(conv)(x), 1 + 2 * x[:, :1] + 3 * x[:, 1:])
 
 
 class TestModesAfterError(unittest.TestCase):
