@@ -324,19 +324,24 @@ def _guaranteed_flag(
 
 
 def _check_conformal(
-    rows: Sequence[Mapping[str, Any]], conformal_rows: Sequence[Mapping[str, Any]] | None, classes: Sequence[str]
+    rows: Sequence[Mapping[str, Any]],
+    conformal_rows: Sequence[Mapping[str, Any]] | None,
+    classes: Sequence[str],
+    with_head: bool,
 ) -> Sequence[Mapping[str, Any]]:
+    """``conformal_rows``, checked: present, with ``true_dice`` (and ``pred_dice`` when the head is scored) columns
+    in them and in ``rows``."""
     if not conformal_rows:
         raise ValueError(
             "alpha needs conformal_rows: labelled cases (true_dice, and pred_dice for the quality head) that neither "
             "stage was trained on, e.g. the quality.csv of an evaluation on a calibration split; pass them, or "
             "alpha=None."
         )
-    for kind in ("true_dice", "pred_dice"):
+    for kind in ("true_dice", "pred_dice") if with_head else ("true_dice",):
         columns = [_column(kind, c) for c in classes]
         for name, table in (("conformal_rows", conformal_rows), ("rows", rows)):
             missing = [col for col in columns if not any(col in row for row in table)]
-            if missing and (kind == "true_dice" or any(columns[0] in row for row in rows)):
+            if missing:
                 raise ValueError(
                     f"alpha needs {name} with columns {columns}; {missing} are missing. Run the quality head on "
                     "those cases (pred_dice) and label them (true_dice), or pass alpha=None."
@@ -425,7 +430,7 @@ def evaluate_quality(
         }
 
     if alpha is not None:
-        conformal_rows = _check_conformal(rows, conformal_rows, classes)
+        conformal_rows = _check_conformal(rows, conformal_rows, classes, report["quality_head"] is not None)
         evaluated_worst = _matrix(rows, [_column("true_dice", c) for c in classes]).min(axis=1)
         conformal_worst = _matrix(conformal_rows, [_column("true_dice", c) for c in classes]).min(axis=1)
         if report["quality_head"] is not None:

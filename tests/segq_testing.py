@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 import socket
 from pathlib import Path
 
@@ -36,6 +37,13 @@ def write_cases(folder: Path, names: list[str], shape: tuple[int, ...], seed: in
         nib.save(nib.Nifti1Image(label, affine), folder / f"{name}_label.nii.gz")
         items.append({"image": str(folder / f"{name}.nii.gz"), "label": str(folder / f"{name}_label.nii.gz")})
     return items
+
+
+def copy_bundle(folder: Path) -> Path:
+    """A scratch copy of the bundle's configs at ``folder / "bundle"`` (weights and outputs land there); returns it."""
+    root = folder / "bundle"
+    shutil.copytree(BUNDLE / "configs", root / "configs")
+    return root
 
 
 def workflow(configs: list[str], bundle_root: Path, **overrides) -> ConfigWorkflow:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from monai.bundle import ckpt_export, verify_net_in_out
 from parameterized import parameterized
-from segq_testing import BUNDLE, REPO, read_csv, workflow, write_cases
+from segq_testing import REPO, copy_bundle, read_csv, workflow, write_cases
 
 from segq_monai.data import split_fold, write_datalist
 
@@ -30,8 +30,7 @@ class TestTwoStageBundle2D(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = Path(tempfile.mkdtemp())
-        cls.root = cls.tmp / "bundle"
-        shutil.copytree(BUNDLE / "configs", cls.root / "configs")
+        cls.root = copy_bundle(cls.tmp)
         train = write_cases(cls.tmp / "data", [f"case{i}" for i in range(8)], (32, 48))
         test = write_cases(cls.tmp / "data", [f"test{i}" for i in range(3)], (40, 36), seed=1)  # padded to 48×48
         cls.datalist = cls.tmp / "data" / "datalist.json"
@@ -153,8 +152,7 @@ class TestBundle3D(unittest.TestCase):
     def test_3d_pipeline(self):
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
-            root = tmp / "bundle"
-            shutil.copytree(BUNDLE / "configs", root / "configs")
+            root = copy_bundle(tmp)
             items = write_cases(tmp / "data", [f"vol{i}" for i in range(4)], (20, 24, 18))
             datalist = tmp / "data" / "datalist.json"
             write_datalist(datalist, {"training": items, "testing": items[:1]})
@@ -183,8 +181,7 @@ class TestEstimatorOverlays(unittest.TestCase):
     def test_two_stage_pipeline_with_overlay(self, overlay, network, backbone_channels, variant):
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
-            root = tmp / "bundle"
-            shutil.copytree(BUNDLE / "configs", root / "configs")
+            root = copy_bundle(tmp)
             shutil.copy(REPO / "configs" / f"{overlay}.json", root / "configs" / f"{overlay}.json")
             datalist = tmp / "data" / "datalist.json"
             items = write_cases(tmp / "data", [f"c{i}" for i in range(4)], (32, 32))
@@ -219,8 +216,7 @@ class TestBundleBadInput(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = Path(tempfile.mkdtemp())
-        cls.root = cls.tmp / "bundle"
-        shutil.copytree(BUNDLE / "configs", cls.root / "configs")
+        cls.root = copy_bundle(cls.tmp)
         items = write_cases(cls.tmp / "data", ["a", "b"], (32, 32))
         cls.datalist = cls.tmp / "data" / "datalist.json"
         write_datalist(cls.datalist, {"training": items})

@@ -10,7 +10,7 @@ import tempfile
 import unittest
 from pathlib import Path
 
-from segq_testing import BUNDLE, read_csv
+from segq_testing import copy_bundle, read_csv
 
 
 class TestDemoCommand(unittest.TestCase):
@@ -20,8 +20,7 @@ class TestDemoCommand(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = Path(tempfile.mkdtemp())
-        root = cls.tmp / "bundle"
-        shutil.copytree(BUNDLE / "configs", root / "configs")
+        root = copy_bundle(cls.tmp)
         cls.out = cls.tmp / "out"
         cls.result = subprocess.run(
             [sys.executable, "-m", "segq_monai", "demo", "--output_dir", str(cls.out), "--bundle_root", str(root),

@@ -20,7 +20,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
-from segq_testing import BUNDLE, free_port, read_csv, workflow, write_cases
+from segq_testing import copy_bundle, free_port, read_csv, workflow, write_cases
 
 from segq_monai.data import write_datalist
 
@@ -33,8 +33,7 @@ class TestMultiGPUOverlays(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = Path(tempfile.mkdtemp())
-        cls.root = cls.tmp / "bundle"
-        shutil.copytree(BUNDLE / "configs", cls.root / "configs")
+        cls.root = copy_bundle(cls.tmp)
         train = write_cases(cls.tmp / "data", [f"c{i}" for i in range(10)], (32, 32))  # fold 0 holds out c0..c4
         test = write_cases(cls.tmp / "data", [f"t{i}" for i in range(5)], (32, 32), seed=1)
         cls.datalist = cls.tmp / "data" / "datalist.json"

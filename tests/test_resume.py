@@ -25,7 +25,7 @@ from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader
 from monai.networks.nets import UNet
 from parameterized import parameterized
-from segq_testing import BUNDLE, read_csv, workflow, write_cases
+from segq_testing import copy_bundle, read_csv, workflow, write_cases
 
 import segq_monai.data.outputs  # noqa: F401  (the expressions below name it)
 from segq_monai.data import write_datalist
@@ -55,8 +55,7 @@ class TestCrashSafeRuns(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = Path(tempfile.mkdtemp())
-        cls.root = cls.tmp / "bundle"
-        shutil.copytree(BUNDLE / "configs", cls.root / "configs")
+        cls.root = copy_bundle(cls.tmp)
         (cls.root / "configs" / "slow.json").write_text(json.dumps(SLOW))
         cls.datalist = cls.tmp / "data" / "datalist.json"
         write_datalist(cls.datalist, {"training": write_cases(cls.tmp / "data", [f"c{i}" for i in range(6)], (32, 32))})

@@ -145,12 +145,13 @@ class TestMCDropoutMasks(unittest.TestCase):
             self.assertNotIn("forward", vars(sub))  # subclasses may do more than drop
             torch.manual_seed(0)
             ours = drop(x)
+        torch.manual_seed(0)  # the mask is U >= p, U drawn in float32 from the same generator
+        torch.testing.assert_close(ours, x * (torch.rand(x.shape) >= 0.5) * 2.0)
         self.assertNotIn("forward", vars(drop))  # restored
         torch.manual_seed(0)
         theirs = drop(x)
         torch.manual_seed(0)
         torch.testing.assert_close(theirs, F.dropout(x, 0.5, True))
-        self.assertEqual(ours.shape, theirs.shape)
 
     def test_eval_inplace_and_p_one(self):
         x = torch.rand(4, 5)

@@ -19,7 +19,7 @@ import torch
 from ignite.engine import Engine
 from monai.inferers import SimpleInferer
 from parameterized import parameterized
-from segq_testing import BUNDLE, workflow, write_cases
+from segq_testing import copy_bundle, workflow, write_cases
 from torch import nn
 
 from segq_monai import SAMPLERS
@@ -215,8 +215,7 @@ class TestTemperatureBundle(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = Path(tempfile.mkdtemp())
-        cls.root = cls.tmp / "bundle"
-        shutil.copytree(BUNDLE / "configs", cls.root / "configs")
+        cls.root = copy_bundle(cls.tmp)
         items = write_cases(cls.tmp / "data", [f"case{i}" for i in range(6)], (32, 40))  # padded to 32×48
         cls.datalist = cls.tmp / "data" / "datalist.json"
         write_datalist(cls.datalist, {"training": items})

@@ -78,8 +78,9 @@ def prepare_demo(
     held_out = [i for i in range(len(slices)) if (i // block_size) % test_every == 1]
     order = np.random.RandomState(seed).permutation(held_out)
     calibration = set(order[: min(int(calibration_fraction * len(held_out)), len(held_out) - 1)].tolist())
-    section = ["testing" if i in held_out else "training" for i in range(len(slices))]
-    section = ["calibration" if i in calibration else name for i, name in enumerate(section)]
+    section = [
+        "calibration" if i in calibration else "testing" if i in held_out else "training" for i in range(len(slices))
+    ]
     copies = [variants if name == "training" else held_out_variants for name in section]
     plan = graded_artifact_plan(sum(copies), seed=seed)
     first = np.cumsum([0] + copies)
