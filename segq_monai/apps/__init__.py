@@ -1,0 +1,1 @@
+"""Command-line applications of ``python -m segq_monai`` (each a subcommand)."""
