@@ -6,7 +6,12 @@ The evaluate workflow writes one row per case (``quality.csv``). Columns:
 * binary tasks: ``pred_dice``, ``pred_iou``, ``true_dice``, ``true_iou``; multi-class tasks: ``pred_dice_<c>``,
   ``pred_iou_<c>``, ``true_dice_<c>``, ``true_iou_<c>`` for each foreground class name or index ``c``;
   Dice and IoU are dimensionless, in [0, 1];
-* ``flagged``: 0/1, the predicted failure (any ``pred_dice`` below the threshold);
+* with a quality calibration (:mod:`segq_monai.evaluation.quality_calibration`): ``pred_dice`` is the recalibrated
+  prediction, ``pred_dice_raw`` the head's own, ``pred_dice_lo`` / ``pred_dice_hi`` the case's conformal interval
+  (per class ``pred_dice_raw_<c>``, ``pred_dice_lo_<c>``, ``pred_dice_hi_<c>``); so no class may be named ``raw``,
+  ``lo`` or ``hi``;
+* ``flagged``: 0/1, the predicted failure (any ``pred_dice`` below the threshold; with a quality calibration,
+  the guaranteed flag: the per-case minimum of ``pred_dice_raw`` below the calibrated ``λ̂``);
 * ``baseline_<name>``: scalar confidences of :mod:`segq_monai.metrics.baselines` (higher = better segmentation expected,
   any real scale; e.g. a negated mean entropy in nats).
 """
@@ -26,9 +31,11 @@ from segq_monai.utils.atomic import atomic_write_text
 
 __all__ = [
     "BINARY_CLASS",
+    "CALIBRATED_KINDS",
     "as_float",
     "baseline_names",
     "class_label",
+    "class_suffixes",
     "column_matrix",
     "column_name",
     "quality_columns",
@@ -38,6 +45,8 @@ __all__ = [
 
 _TEXT_COLUMNS = ("image", "label")
 BINARY_CLASS = "foreground"  # report name of the single class of a binary table
+#: Column kinds a quality calibration adds beside ``pred_dice``: the raw prediction and the interval bounds.
+CALIBRATED_KINDS = ("pred_dice_raw", "pred_dice_lo", "pred_dice_hi")
 
 
 # ---------------------------------------------------------------------------------------------------------- files
@@ -131,7 +140,11 @@ def quality_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
         ``["brain", "tumour"]`` for ``true_dice_1``/``pred_dice_brain`` … . The Dice column of class ``c`` is
         ``f"true_dice_{c}"`` (``"true_dice"`` when ``c == ""``).
     """
-    names = list(dict.fromkeys(k for row in rows for k in row))
+    names = [
+        n
+        for n in dict.fromkeys(k for row in rows for k in row)
+        if not any(n == kind or n.startswith(kind + "_") for kind in CALIBRATED_KINDS)
+    ]
     binary = any(n in ("pred_dice", "true_dice") for n in names)
     classes = list(
         dict.fromkeys(n.split("_", 2)[2] for n in names if n.startswith(("pred_dice_", "true_dice_")))
@@ -142,6 +155,24 @@ def quality_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
             "write one or the other."
         )
     return [""] if binary else classes
+
+
+def class_suffixes(num_foreground: int, class_names: Sequence[str] | None = None) -> list[str]:
+    """The class suffixes of the columns of ``num_foreground`` classes: ``[""]`` for one class without names or
+    with one name (plain ``pred_dice``), else ``class_names`` (default ``"1" .. "K"``).
+
+    Raises ``ValueError`` when the names do not match the classes, or when a name is ``raw``, ``lo`` or ``hi`` (or
+    starts with them and ``_``), which would read as a :data:`CALIBRATED_KINDS` column.
+    """
+    if num_foreground == 1 and (class_names is None or len(class_names) == 1):
+        return [""]
+    names = [str(n) for n in class_names] if class_names is not None else [str(i + 1) for i in range(num_foreground)]
+    if len(names) != num_foreground:
+        raise ValueError(f"class_names has {len(names)} names but the head predicts {num_foreground} classes.")
+    reserved = [n for n in names if any(n == r or n.startswith(r + "_") for r in ("raw", "lo", "hi"))]
+    if reserved:
+        raise ValueError(f"class names {reserved} would read as calibrated columns (pred_dice_lo, ...); rename them.")
+    return names
 
 
 def column_name(kind: str, cls: str) -> str:

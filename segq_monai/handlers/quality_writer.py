@@ -33,7 +33,7 @@ from monai.utils import min_version, optional_import
 
 from segq_monai.data.datalist import write_datalist
 from segq_monai.data.outputs import case_name, map_path, save_map, sidecar_path
-from segq_monai.evaluation.columns import write_quality_csv
+from segq_monai.evaluation.columns import CALIBRATED_KINDS, class_suffixes, column_name, write_quality_csv
 from segq_monai.utils.atomic import atomic_write_text
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
@@ -45,7 +45,13 @@ else:
 __all__ = ["QualityWriter"]
 
 #: per-case values and the column prefix they get in quality.csv
-QUALITY_COLUMNS = {"pred_dice": "pred_dice", "pred_iou": "pred_iou", "dice": "true_dice", "iou": "true_iou"}
+QUALITY_COLUMNS = {
+    "pred_dice": "pred_dice",
+    "pred_iou": "pred_iou",
+    **{kind: kind for kind in CALIBRATED_KINDS},
+    "dice": "true_dice",
+    "iou": "true_iou",
+}
 
 
 def _source_path(item: Mapping[str, Any], image_key: str) -> str:
@@ -91,7 +97,9 @@ class QualityWriter:
             sidecars ``<case>/<case>_quality.json``. ``None``: the cases of the run, in the order of the engine's
             dataset (``engine.data_loader.dataset.data``) where it has one.
 
-    Columns of ``quality.csv``: ``image``; ``pred_dice``, ``pred_iou`` (or ``pred_dice_<class>`` ...);
+    Columns of ``quality.csv``: ``image``; ``pred_dice``, ``pred_iou`` (or ``pred_dice_<class>`` ...); with a quality
+    calibration (:class:`segq_monai.transforms.RecalibrateQualityd`) ``pred_dice_raw``, ``pred_dice_lo``,
+    ``pred_dice_hi`` (or per class);
     ``flagged`` (0/1); with labels ``true_dice``, ``true_iou`` (or per class); one ``baseline_<name>`` column per
     scalar baseline (confidence, higher = better) when the items carry ``baselines``.
     """
@@ -195,12 +203,7 @@ class QualityWriter:
         self.entries.append(entry)
 
     def _columns(self, prefix: str, values: list[float]) -> dict[str, float]:
-        if len(values) == 1 and (self.class_names is None or len(self.class_names) == 1):
-            return {prefix: values[0]}
-        names = self.class_names or [str(i + 1) for i in range(len(values))]
-        if len(names) != len(values):
-            raise ValueError(f"class_names has {len(names)} names but {prefix} has {len(values)} classes.")
-        return {f"{prefix}_{n}": v for n, v in zip(names, values)}
+        return {column_name(prefix, c): v for c, v in zip(class_suffixes(len(values), self.class_names), values)}
 
     def write(self, engine: Engine | None = None) -> None:
         """Write ``quality.csv`` (and the datalist) atomically: every case once, in the order of the items.
