@@ -52,6 +52,7 @@ __all__ = [
     "calibrate_quality_csvs",
     "calibrate_quality_table",
     "head_fingerprint",
+    "interval_scores",
     "load_quality_calibration",
 ]
 
@@ -305,3 +306,30 @@ def load_quality_calibration(
     calibration = QualityCalibration.load(path)
     calibration.check(head_fingerprint(checkpoint), classes, source=f"calibration file {os.fspath(path)!r}")
     return calibration
+
+
+def interval_scores(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]] | None:
+    """How the calibrated columns of a labelled table did: per class, the realised coverage of
+    ``[pred_dice_lo, pred_dice_hi]`` and its mean width, and the MAE of ``pred_dice_raw`` and of ``pred_dice``.
+
+    Returns:
+        ``{class label: {"n", "coverage", "mean_width", "mae_raw", "mae_recalibrated"}}`` (Dice units; coverage a
+        fraction of the ``n`` cases with every value finite), or None when the table has no ``pred_dice_lo``.
+    """
+    classes = quality_columns(rows) if rows else []
+    if not classes or not any(column_name("pred_dice_lo", classes[0]) in row for row in rows):
+        return None
+    out = {}
+    for c in classes:
+        kinds = ("pred_dice_raw", "pred_dice", "pred_dice_lo", "pred_dice_hi", "true_dice")
+        raw, pred, lo, hi, true = column_matrix(rows, [column_name(k, c) for k in kinds]).T
+        keep = np.isfinite(raw) & np.isfinite(pred) & np.isfinite(lo) & np.isfinite(hi) & np.isfinite(true)
+        raw, pred, lo, hi, true = (a[keep] for a in (raw, pred, lo, hi, true))
+        out[class_label(c)] = {
+            "n": int(keep.sum()),
+            "coverage": float(np.mean((lo <= true) & (true <= hi))),
+            "mean_width": float(np.mean(hi - lo)),
+            "mae_raw": float(np.mean(np.abs(raw - true))),
+            "mae_recalibrated": float(np.mean(np.abs(pred - true))),
+        }
+    return out
