@@ -12,7 +12,14 @@ import numpy as np
 import torch
 from sklearn.isotonic import IsotonicRegression
 
-from segq_monai.evaluation.columns import class_suffixes, quality_columns, read_quality_csv, write_quality_csv
+from segq_monai.evaluation.columns import (
+    class_suffixes,
+    column_name,
+    parse_column,
+    quality_columns,
+    read_quality_csv,
+    write_quality_csv,
+)
 from segq_monai.evaluation.quality_calibration import (
     QualityCalibration,
     calibrate_quality_csvs,
@@ -51,15 +58,22 @@ class TestColumns(unittest.TestCase):
                   "pred_dice_hi_brain": 0.9, "pred_dice_csf": 0.5, "pred_dice_lo_csf": 0.4}]  # fmt: skip
         self.assertEqual(quality_columns(multi), ["brain", "csf"])
 
+    def test_raw_and_interval_columns_parse(self):
+        for name, parts in (("pred_dice_raw", ("pred_dice", "raw", "")), ("pred_dice_raw_brain", ("pred_dice", "raw", "brain")),
+                            ("pred_dice_hi_2", ("pred_dice", "hi", "2"))):  # fmt: skip
+            self.assertEqual(tuple(parse_column(name)), parts)
+            self.assertEqual(column_name(parts[0], parts[2], parts[1]), name)
+
     def test_class_suffixes(self):
         self.assertEqual(class_suffixes(1), [""])
         self.assertEqual(class_suffixes(1, ["brain"]), [""])
         self.assertEqual(class_suffixes(2), ["1", "2"])
         self.assertEqual(class_suffixes(2, ["a", "b"]), ["a", "b"])
-        with self.assertRaisesRegex(ValueError, "3 names but the head predicts 2"):
+        with self.assertRaisesRegex(ValueError, "3 names but the head has 2"):
             class_suffixes(2, ["a", "b", "c"])
-        with self.assertRaisesRegex(ValueError, r"\['lo'\] would read as calibrated columns"):
-            class_suffixes(2, ["lo", "b"])
+        for name in ("lo", "raw", "mean"):
+            with self.assertRaisesRegex(ValueError, rf"\['{name}'\] are reserved"):
+                class_suffixes(2, [name, "b"])
 
 
 class TestQualityCalibration(unittest.TestCase):

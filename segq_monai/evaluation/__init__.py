@@ -10,5 +10,5 @@ from .quality_calibration import (
     head_fingerprint,
     load_quality_calibration,
 )
-from .report import METRIC_KEYS, evaluate_quality, least_squares_line, write_report
+from .report import METRIC_KEYS, evaluate_quality, write_report
 from .tables import comparison_table

@@ -40,7 +40,14 @@ from typing import Any
 
 import numpy as np
 
-from segq_monai.evaluation.columns import class_label, column_matrix, column_name, quality_columns, read_quality_csv
+from segq_monai.evaluation.columns import (
+    RAW,
+    class_label,
+    column_matrix,
+    column_name,
+    quality_columns,
+    read_quality_csv,
+)
 from segq_monai.evaluation.report import jsonable
 from segq_monai.metrics.conformal import AcceptanceThreshold, calibrate_selective_threshold
 from segq_monai.metrics.recalibration import DiceRecalibration, calibrate_dice, split_calibration
@@ -233,14 +240,15 @@ def calibrate_quality_table(
     if not 0.0 < coverage < 1.0:
         raise ValueError(f"coverage must be in (0, 1), e.g. 0.9, got {coverage}.")
     classes = quality_columns(rows) if rows else []
-    raw_kind = "pred_dice_raw" if rows and column_name("pred_dice_raw", classes[0]) in rows[0] else "pred_dice"
-    needed = [column_name(k, c) for k in (raw_kind, "true_dice") for c in classes]
+    bound = RAW if classes and column_name("pred_dice", classes[0], RAW) in rows[0] else ""
+    raw_columns = [column_name("pred_dice", c, bound) for c in classes]
+    needed = raw_columns + [column_name("true_dice", c) for c in classes]
     if not classes or any(col not in rows[0] for col in needed):
         raise ValueError(
             f"a calibration needs labelled rows with columns {needed or ['pred_dice', 'true_dice']}; got "
             f"{list(rows[0]) if rows else 'no rows'}. Evaluate the pipeline on a labelled calibration split first."
         )
-    raw = column_matrix(rows, [column_name(raw_kind, c) for c in classes])
+    raw = column_matrix(rows, raw_columns)
     true = column_matrix(rows, [column_name("true_dice", c) for c in classes])
     keep = np.all(np.isfinite(raw) & np.isfinite(true), axis=1)
     if not keep.all():
@@ -317,12 +325,12 @@ def interval_scores(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, fl
         fraction of the ``n`` cases with every value finite), or None when the table has no ``pred_dice_lo``.
     """
     classes = quality_columns(rows) if rows else []
-    if not classes or not any(column_name("pred_dice_lo", classes[0]) in row for row in rows):
+    if not classes or not any(column_name("pred_dice", classes[0], "lo") in row for row in rows):
         return None
     out = {}
     for c in classes:
-        kinds = ("pred_dice_raw", "pred_dice", "pred_dice_lo", "pred_dice_hi", "true_dice")
-        raw, pred, lo, hi, true = column_matrix(rows, [column_name(k, c) for k in kinds]).T
+        parts = (("pred_dice", RAW), ("pred_dice", ""), ("pred_dice", "lo"), ("pred_dice", "hi"), ("true_dice", ""))
+        raw, pred, lo, hi, true = column_matrix(rows, [column_name(k, c, b) for k, b in parts]).T
         keep = np.isfinite(raw) & np.isfinite(pred) & np.isfinite(lo) & np.isfinite(hi) & np.isfinite(true)
         raw, pred, lo, hi, true = (a[keep] for a in (raw, pred, lo, hi, true))
         out[class_label(c)] = {
