@@ -25,6 +25,7 @@ from segq_monai.evaluation.quality_calibration import (
     calibrate_quality_csvs,
     calibrate_quality_table,
     head_fingerprint,
+    interval_scores,
     load_quality_calibration,
 )
 from segq_monai.handlers import CalibrationReport
@@ -128,6 +129,29 @@ class TestQualityCalibration(unittest.TestCase):
         self.assertEqual(bool(out["flagged"]), 0.61 < cal.flag.threshold)
         lam = cal.flag.threshold
         self.assertEqual([loaded.flagged([v]) for v in (lam - 1e-6, lam, lam + 0.01)], [True, False, False])
+
+    def test_recalibrate_rows_and_interval_scores(self):
+        cal = calibrate_quality_table(site_rows(200, classes=("a", "b"), seed=4), "abc", coverage=0.8, tau=0.5,
+                                      alpha=0.2, delta=0.2)  # fmt: skip
+        test = site_rows(400, classes=("a", "b"), seed=5)
+        rows = cal.recalibrate_rows(test)
+        transform = RecalibrateQualityd(cal)
+        for row, case in zip(rows[:5], test):
+            out = transform({"pred_dice": torch.tensor([case["pred_dice_a"], case["pred_dice_b"]])})
+            np.testing.assert_allclose([row["pred_dice_a"], row["pred_dice_b"]], out["pred_dice"], atol=1e-6)
+            np.testing.assert_allclose([row["pred_dice_lo_a"], row["pred_dice_lo_b"]], out["pred_dice_lo"], atol=1e-6)
+            self.assertEqual(row["flagged"], int(out["flagged"]))
+            self.assertEqual(row["pred_dice_raw_a"], case["pred_dice_a"])
+        self.assertEqual(cal.recalibrate_rows(rows), rows)  # reads pred_dice_raw back: idempotent
+        scores = interval_scores(rows)
+        for c in ("a", "b"):
+            lo, hi, true = (np.array([r[f"{k}_{c}"] for r in rows]) for k in ("pred_dice_lo", "pred_dice_hi", "true_dice"))
+            self.assertAlmostEqual(scores[c]["coverage"], np.mean((lo <= true) & (true <= hi)))
+            self.assertAlmostEqual(scores[c]["mean_width"], np.mean(hi - lo))
+            self.assertGreater(scores[c]["mae_raw"], 0.12)  # the head's bias of 0.14 ...
+            self.assertLess(scores[c]["mae_recalibrated"], 0.05)  # ... removed
+            self.assertGreater(scores[c]["coverage"], 0.7)  # promised 0.8 on average over calibration draws
+        self.assertIsNone(interval_scores(test))
 
     def test_infeasible_flag_flags_everything_and_round_trips(self):
         with self.assertWarnsRegex(UserWarning, "accept nothing"):

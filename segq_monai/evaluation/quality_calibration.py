@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from segq_monai.evaluation.columns import (
+    FLAG_COLUMN,
     RAW,
     class_label,
     column_matrix,
@@ -49,6 +50,7 @@ from segq_monai.evaluation.columns import (
     read_quality_csv,
 )
 from segq_monai.evaluation.report import jsonable
+from segq_monai.metrics.quality import dice_to_iou
 from segq_monai.metrics.conformal import AcceptanceThreshold, calibrate_selective_threshold
 from segq_monai.metrics.recalibration import DiceRecalibration, calibrate_dice, split_calibration
 from segq_monai.utils.atomic import atomic_write_text
@@ -130,6 +132,30 @@ class QualityCalibration:
     def flagged(self, raw_dice: Any) -> bool:
         """The guaranteed flag of one case: minimum raw predicted Dice over classes ``< λ̂`` (or NaN)."""
         return not bool(np.min(np.asarray(raw_dice, np.float64)) >= self.flag.threshold)
+
+    def recalibrate_rows(self, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """``quality.csv`` rows as a run with this calibration writes them: ``pred_dice`` (and ``pred_iou``)
+        recalibrated, ``pred_dice_raw``, ``pred_dice_lo`` / ``pred_dice_hi`` and the calibrated ``flagged``, per
+        class; the raw prediction is read from ``pred_dice_raw`` where present, else ``pred_dice``. Other columns
+        are kept. For scoring a table offline, e.g. ``interval_scores(calibration.recalibrate_rows(rows))``."""
+        classes = list(self.classes)
+        if rows and quality_columns(rows) != classes:
+            raise ValueError(f"the rows hold classes {[class_label(c) for c in quality_columns(rows)]}, the "
+                             f"calibration {[class_label(c) for c in classes]}.")  # fmt: skip
+        out = []
+        for row in rows:
+            bound = RAW if column_name("pred_dice", classes[0], RAW) in row else ""
+            raw = column_matrix([row], [column_name("pred_dice", c, bound) for c in classes])[0]
+            dice, lo, hi = self.apply(raw)
+            new = dict(row, **{FLAG_COLUMN: int(self.flagged(raw))})
+            for i, c in enumerate(classes):
+                new[column_name("pred_dice", c)] = float(dice[i])
+                new[column_name("pred_iou", c)] = float(dice_to_iou(dice[i]))
+                new[column_name("pred_dice", c, RAW)] = float(raw[i])
+                new[column_name("pred_dice", c, "lo")] = float(lo[i])
+                new[column_name("pred_dice", c, "hi")] = float(hi[i])
+            out.append(new)
+        return out
 
     def check(self, fingerprint: str, classes: Sequence[str], source: str = "the calibration file") -> None:
         """Refuse a calibration made for another head or class set, naming both."""

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import ignite.distributed as idist
 import torch
-import torch.distributed as dist
 from monai.utils import min_version, optional_import
 
 from segq_monai.evaluation.quality_calibration import QualityCalibration
@@ -125,12 +125,10 @@ class CalibrationReport:
 
     def write(self, engine: Engine | None = None) -> None:
         values = self.values
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            gathered: list[Any] = [None] * dist.get_world_size()
-            dist.all_gather_object(gathered, values)
-            values = [v for part in gathered for v in part]
-            if dist.get_rank() != 0:
-                return
+        if idist.get_world_size() > 1:
+            values = [v for part in idist.all_gather(values) for v in part]
+        if idist.get_rank() != 0:
+            return
         self.result = jsonable(self.check(values))
         self.output_dir.mkdir(parents=True, exist_ok=True)
         for name, content in (("calibration.json", self.calibration.promise()), ("drift.json", self.result)):
