@@ -28,7 +28,7 @@ from segq_monai.evaluation.quality_calibration import (
     interval_scores,
     load_quality_calibration,
 )
-from segq_monai.handlers import CalibrationReport
+from segq_monai.handlers import CalibrationReport, QualityReport
 from segq_monai.metrics.drift import distribution_shift
 from segq_monai.metrics.recalibration import split_calibration
 from segq_monai.transforms import RecalibrateQualityd
@@ -154,7 +154,7 @@ class TestQualityCalibration(unittest.TestCase):
         self.assertIsNone(interval_scores(test))
 
     def test_infeasible_flag_flags_everything_and_round_trips(self):
-        with self.assertWarnsRegex(UserWarning, "accept nothing"):
+        with self.assertWarnsRegex(UserWarning, "needs at least 918 calibration cases"):
             cal = calibrate_quality_table(site_rows(20), "abc", coverage=0.5, alpha=0.01, delta=0.01)
         self.assertTrue(math.isinf(cal.flag.threshold))
         path = self.tmp / "c.json"
@@ -175,6 +175,14 @@ class TestQualityCalibration(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, r"classes \['foreground'\].*classes \['brain', 'csf'\]"):
             load_quality_calibration(path, self.ckpt, ["brain", "csf"])
 
+    def test_flag_minimum_named(self):
+        # alpha = delta = 0.1 over 101 grid points: (0.9)^n <= 0.1 / 101 needs n >= log(0.1/101) / log(0.9) = 65.7
+        rows = [dict(r, true_dice=0.99) for r in site_rows(65)]  # no failure at all, still too few
+        with self.assertWarnsRegex(UserWarning, "needs at least 66 calibration cases .* got 65"):
+            self.assertTrue(math.isinf(calibrate_quality_table(rows, "abc", coverage=0.8).flag.threshold))
+        rows = [dict(r, true_dice=0.99) for r in site_rows(66)]
+        self.assertEqual(calibrate_quality_table(rows, "abc", coverage=0.8).flag.fraction_accepted, 1.0)
+
     def test_bad_input_messages(self):
         with self.assertRaisesRegex(ValueError, "needs at least 9 scored calibration cases.*got 8.*16 calibration"):
             calibrate_quality_table(site_rows(16), "abc", coverage=0.9)
@@ -190,6 +198,12 @@ class TestQualityCalibration(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "not a quality calibration"):
             (self.tmp / "bad.json").write_text("{}")
             QualityCalibration.load(self.tmp / "bad.json")
+
+    def test_report_refuses_a_second_flag(self):
+        cal = calibrate_quality_table(site_rows(20), "abc", coverage=0.5)
+        report = QualityReport(writer=None, alpha=0.1, conformal_csvs=[], calibration_report=CalibrationReport(cal, self.tmp))
+        with self.assertRaisesRegex(ValueError, "with a calibration_file the flag is the calibrated one"):
+            report.attach(None)
 
     def test_csvs_step_writes_the_file(self):
         csv = self.tmp / "quality.csv"

@@ -195,7 +195,7 @@ def calibrate_dice(
     x, y = _vector(pred_dice, "pred_dice"), _vector(true_dice, "true_dice")
     if x.shape != y.shape:
         raise ValueError(f"pred_dice and true_dice must have one value per case, got {x.shape} and {y.shape}.")
-    fit, score = split_calibration(len(x), fit_fraction, seed) if split is None else map(np.asarray, split)
+    fit, score = split_calibration(len(x), fit_fraction, seed) if split is None else (np.asarray(i) for i in split)
     if len(fit) == 0:
         raise ValueError(f"{what}: no calibration case is left to fit the recalibration on; label more cases.")
     try:
