@@ -13,6 +13,8 @@ import torch
 from sklearn.isotonic import IsotonicRegression
 
 from segq_monai.evaluation.columns import (
+    ITEM_KINDS,
+    class_columns,
     class_suffixes,
     column_name,
     parse_column,
@@ -60,10 +62,19 @@ class TestColumns(unittest.TestCase):
         self.assertEqual(quality_columns(multi), ["brain", "csf"])
 
     def test_raw_and_interval_columns_parse(self):
-        for name, parts in (("pred_dice_raw", ("pred_dice", "raw", "")), ("pred_dice_raw_brain", ("pred_dice", "raw", "brain")),
-                            ("pred_dice_hi_2", ("pred_dice", "hi", "2"))):  # fmt: skip
+        for name, parts in (
+            ("pred_dice_raw", ("pred_dice", "raw", "")),
+            ("pred_dice_raw_brain", ("pred_dice", "raw", "brain")),
+            ("pred_dice_hi_2", ("pred_dice", "hi", "2")),
+        ):
             self.assertEqual(tuple(parse_column(name)), parts)
             self.assertEqual(column_name(parts[0], parts[2], parts[1]), name)
+        # what the writer makes of a case's calibrated keys (ITEM_KINDS), binary and per class
+        self.assertEqual(class_columns("pred_dice", [0.7], None, "raw"), {"pred_dice_raw": 0.7})
+        self.assertEqual(
+            class_columns("pred_dice", [0.1, 0.2], ["a", "b"], "lo"), {"pred_dice_lo_a": 0.1, "pred_dice_lo_b": 0.2}
+        )
+        self.assertEqual(ITEM_KINDS["pred_dice_hi"], ("pred_dice", "hi"))
 
     def test_class_suffixes(self):
         self.assertEqual(class_suffixes(1), [""])
@@ -145,7 +156,8 @@ class TestQualityCalibration(unittest.TestCase):
         self.assertEqual(cal.recalibrate_rows(rows), rows)  # reads pred_dice_raw back: idempotent
         scores = interval_scores(rows)
         for c in ("a", "b"):
-            lo, hi, true = (np.array([r[f"{k}_{c}"] for r in rows]) for k in ("pred_dice_lo", "pred_dice_hi", "true_dice"))
+            kinds = ("pred_dice_lo", "pred_dice_hi", "true_dice")
+            lo, hi, true = (np.array([r[f"{k}_{c}"] for r in rows]) for k in kinds)
             self.assertAlmostEqual(scores[c]["coverage"], np.mean((lo <= true) & (true <= hi)))
             self.assertAlmostEqual(scores[c]["mean_width"], np.mean(hi - lo))
             self.assertGreater(scores[c]["mae_raw"], 0.12)  # the head's bias of 0.14 ...
@@ -201,7 +213,8 @@ class TestQualityCalibration(unittest.TestCase):
 
     def test_report_refuses_a_second_flag(self):
         cal = calibrate_quality_table(site_rows(20), "abc", coverage=0.5)
-        report = QualityReport(writer=None, alpha=0.1, conformal_csvs=[], calibration_report=CalibrationReport(cal, self.tmp))
+        check = CalibrationReport(cal, self.tmp)
+        report = QualityReport(writer=None, alpha=0.1, conformal_csvs=[], calibration_report=check)
         with self.assertRaisesRegex(ValueError, "with a calibration_file the flag is the calibrated one"):
             report.attach(None)
 

@@ -80,7 +80,7 @@ def head_fingerprint(checkpoint: str | os.PathLike) -> str:
 
 
 def _promise(coverage: float, flag: AcceptanceThreshold) -> str:
-    lam = "+inf (no threshold certified: every case is flagged)" if math.isinf(flag.threshold) else f"{flag.threshold:g}"
+    lam = f"{flag.threshold:g}" if math.isfinite(flag.threshold) else "+inf (no threshold certified: all flagged)"
     return (
         f"pred_dice_lo/pred_dice_hi: if the calibration cases and a new case are exchangeable (drawn alike from "
         f"one site), the new case's true Dice of each class lies in [pred_dice_lo, pred_dice_hi] with probability "
@@ -339,7 +339,9 @@ def calibrate_quality_csvs(
             :func:`calibrate_quality_table`.
     """
     if not csvs:
-        raise ValueError("calibration_csvs is empty: pass the quality.csv of an evaluation on a labelled calibration split.")
+        raise ValueError(
+            "conformal_csvs is empty: pass the quality.csv of an evaluation on a labelled calibration split."
+        )
     rows = [row for f in csvs for row in read_quality_csv(f)]
     found = quality_columns(rows) if rows else []
     if found != list(classes):

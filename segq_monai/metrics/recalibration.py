@@ -78,7 +78,9 @@ def isotonic_regression(x: Any, y: Any, weights: Any | None = None) -> tuple[np.
     xs, ys = _vector(x, "x"), _vector(y, "y")
     ws = np.ones_like(xs) if weights is None else _vector(weights, "weights")
     if not (xs.shape == ys.shape == ws.shape) or xs.size == 0:
-        raise ValueError(f"x, y and weights must be non-empty and of one length, got {xs.shape}, {ys.shape}, {ws.shape}.")
+        raise ValueError(
+            f"x, y and weights must be non-empty and of one length, got {xs.shape}, {ys.shape}, {ws.shape}."
+        )
     if np.any(ws <= 0):
         raise ValueError("weights must be positive.")
     knots_x, inverse = np.unique(xs, return_inverse=True)
