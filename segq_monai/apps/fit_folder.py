@@ -12,10 +12,11 @@ Layout (written by ``python -m segq_monai fit``, read by ``configs/segq_overlay.
 (``spatial_dims``, ``in_channels``, ``out_channels`` of the host's network), ``activation`` (``softmax`` or
 ``sigmoid``), ``num_classes`` (the network's output channels), ``class_names`` (foreground classes), ``spatial_dims``
 (the data's, which the head follows), ``in_channels``, ``sampler``, ``num_samples``, ``seed``, ``label_transforms``,
-``datalist`` (source file, section, cases per split), ``head`` (``None`` until trained: checkpoint, quality
-variant and keys, channels, strides, dropout, epochs) and ``calibration`` (``None`` until calibrated: ``alpha``,
-``delta``, ``tau``, ``accept_threshold`` λ̂ (``null`` when no threshold is certified: every case is flagged),
-``feasible``, ``bound``, ``n_calibration``, ``fraction_accepted``, ``table``).
+``datalist`` (source file, section, cases per split), ``head`` (checkpoint, quality variant and keys, channels,
+strides, dropout, epochs), ``calibration`` (``alpha``, ``delta``, ``tau``; once calibrated also ``accept_threshold``
+λ̂ (``null`` when no threshold is certified: every case is flagged), ``feasible``, ``bound``, ``n_calibration``,
+``fraction_accepted``, ``failures_accepted``, ``table``) and ``steps``: the steps done (``sample``, ``head``,
+``calibration``), in order.
 """
 
 from __future__ import annotations
@@ -113,7 +114,8 @@ def load_fit(
         fit_dir: the fit folder; ``None`` gives ``{}`` (the overlay then uses its own defaults).
         host: the host network's :func:`network_signature`; a fit made for another network is refused here, before
             any case is sampled.
-        require: the stages that must be done: ``"head"`` (the quality head is trained), ``"calibration"``.
+        require: the steps that must be done: ``"sample"``, ``"head"`` (the quality head is trained),
+            ``"calibration"``.
 
     Returns:
         the content of ``fit.json`` plus the overlay's ids: ``quality_checkpoint`` (absolute), ``quality_keys``,
@@ -128,7 +130,7 @@ def load_fit(
         return {}
     fit_dir = Path(fit_dir).expanduser().absolute()
     fit = _read(fit_dir)
-    missing = [stage for stage in require if not fit.get(stage)]
+    missing = [stage for stage in require if stage not in fit.get("steps", ())]
     if missing:
         raise ValueError(
             f"The fit in {fit_dir} is unfinished (no {' and no '.join(missing)} yet); rerun the same python -m "
@@ -145,14 +147,12 @@ def load_fit(
                 "...) or point segq#fit_dir at the fit of this bundle."
             )
     out = dict(fit)
-    head = fit.get("head")
-    if head:
-        out["quality_checkpoint"] = str(fit_dir / head["checkpoint"])
-        out["quality_keys"] = list(head["quality_keys"])
-        out["quality_network"] = {k: head[k] for k in ("channels", "strides", "dropout")}
-    calibration = fit.get("calibration")
-    if calibration:
-        lam = calibration["accept_threshold"]
+    head = fit["head"]
+    out["quality_checkpoint"] = str(fit_dir / head["checkpoint"])
+    out["quality_keys"] = list(head["quality_keys"])
+    out["quality_network"] = {k: head[k] for k in ("channels", "strides", "dropout")}
+    if "calibration" in fit["steps"]:
+        lam = fit["calibration"]["accept_threshold"]
         out["quality_threshold"] = math.inf if lam is None else float(lam)
     return out
 
