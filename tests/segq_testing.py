@@ -136,11 +136,15 @@ def write_labelled_cases(
     files: int = 1,
     affine: np.ndarray | None = None,
     seed: int = 0,
+    label_folder: Path | None = None,
 ) -> list[dict]:
     """Random images of concentric shells, one per label value (the outermost shell is ``label_values[1]``), with
-    noise; ``files`` image files per case (one per "modality"). Returns Decathlon items (absolute paths)."""
+    noise; ``files`` image files per case (one per "modality"); labels in ``label_folder`` (default: beside).
+    Returns Decathlon items (absolute paths)."""
     rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
+    label_folder = folder if label_folder is None else label_folder
+    for f in (folder, label_folder):
+        f.mkdir(parents=True, exist_ok=True)
     affine = np.diag([1.5] * 3 + [1.0]) if affine is None else affine
     grids = np.meshgrid(*[np.arange(s) - s / 2 for s in shape], indexing="ij")
     radius = np.sqrt(sum(g**2 for g in grids)) / (min(shape) / 2)
@@ -156,6 +160,6 @@ def write_labelled_cases(
             path = folder / f"{name}_{f}.nii.gz" if files > 1 else folder / f"{name}.nii.gz"
             nib.save(nib.Nifti1Image(image, affine), path)
             images.append(str(path))
-        nib.save(nib.Nifti1Image(label, affine), folder / f"{name}_label.nii.gz")
-        items.append({"image": images if files > 1 else images[0], "label": str(folder / f"{name}_label.nii.gz")})
+        nib.save(nib.Nifti1Image(label, affine), label_folder / f"{name}_label.nii.gz")
+        items.append({"image": images if files > 1 else images[0], "label": str(label_folder / f"{name}_label.nii.gz")})
     return items
