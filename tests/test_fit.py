@@ -153,7 +153,7 @@ class TestFitHosts(unittest.TestCase):
         inputs = {"dataset_dir": str(data / "cal"), "output_dir": str(out)}
         if name == "brats_like":
             test_list = write_datalist(self.tmp / "test.json", {"testing": [{"image": c["image"]} for c in cal]})
-            inputs["data_list_file_path"] = str(test_list)
+            inputs.update(data_list_file_path=str(test_list), dataset_dir=str(test_list.parent))  # paths relative to it
         bundle_run(run_id=run_id, config_file=[str(host_config), str(OVERLAY)], bundle_root=str(host),
                    **{"segq#fit_dir": str(fit_dir)}, **inputs)  # fmt: skip
         rows = {Path(r["image"]).name: r for r in read_csv(out / "quality.csv")}
