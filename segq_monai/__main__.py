@@ -193,6 +193,7 @@ def _temperature_table(models: Path, num_folds: int) -> str:
 
 def demo(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """Run the whole experiment; returns the test reports: ``{"variants": {...}, "estimators": {...}}``."""
+    os.makedirs(args.output_dir, exist_ok=True)
     return _Demo(args).run()
 
 
@@ -219,7 +220,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     d.set_defaults(func=demo)
     fit_app.add_parser(sub)
     args = parser.parse_args(argv)
-    os.makedirs(args.output_dir, exist_ok=True)
     args.func(args)
 
 

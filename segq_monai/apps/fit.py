@@ -73,18 +73,38 @@ def _command(configs: Sequence[Path], bundle_root: Path, run_id: str, overrides:
     return " ".join(parts)
 
 
+def _cause(error: BaseException) -> BaseException | None:
+    """The first ``ValueError`` / ``FileNotFoundError`` in the cause chain (segq's checks name the file and fix)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, (ValueError, FileNotFoundError)):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def _run(configs: Sequence[Path], bundle_root: Path, run_id: str, overrides: Mapping[str, Any], step: str) -> None:
+    """Run one step as ``python -m monai.bundle run`` runs it; a failure is re-raised with its first clear cause."""
     print(f"== fit, {step}:\n{_command(configs, bundle_root, run_id, overrides)}", flush=True)
     meta = bundle_root / "configs" / "metadata.json"
     logging_conf = bundle_root / "configs" / "logging.conf"
-    bundle_run(
-        run_id=run_id,
-        config_file=[str(f) for f in configs],
-        meta_file=str(meta if meta.is_file() else SEGQ_BUNDLE / "configs" / "metadata.json"),
-        logging_file=str(logging_conf if logging_conf.is_file() else SEGQ_BUNDLE / "configs" / "logging.conf"),
-        bundle_root=str(bundle_root),
-        **overrides,
-    )
+    try:
+        bundle_run(
+            run_id=run_id,
+            config_file=[str(f) for f in configs],
+            meta_file=str(meta if meta.is_file() else SEGQ_BUNDLE / "configs" / "metadata.json"),
+            logging_file=str(logging_conf if logging_conf.is_file() else SEGQ_BUNDLE / "configs" / "logging.conf"),
+            bundle_root=str(bundle_root),
+            **overrides,
+        )
+    except Exception as e:
+        cause = _cause(e)
+        if cause is None:
+            raise
+        raise type(cause)(
+            f"The fit stopped at step {step!r}: {cause}\nFix it and rerun the same command: it continues."
+        ) from e
 
 
 def _parse_override(text: str) -> tuple[str, Any]:
@@ -214,7 +234,6 @@ class _Fit:
         self.args = args
         self.host = _Host(args)
         self.dir = Path(args.output_dir).expanduser().resolve()
-        self.dir.mkdir(parents=True, exist_ok=True)
         split = _split(args)
         train_config = ConfigParser()
         train_config.read_config(str(SEGQ_BUNDLE / "configs" / "train_quality.json"))
