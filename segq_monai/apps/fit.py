@@ -11,7 +11,7 @@ point, in this process); the command prints each step's command line, so every s
    dimensionality, the host's classes and input channels -> ``FIT/quality_head.pt``;
 3. **calibrate**: the deployment itself (host + ``segq_overlay.json`` with ``segq#fit_dir``) plus the labels
    (``fit_labelled.json`` + ``fit_calibrate.json``) on the ``calibration`` cases -> ``FIT/calibration/quality.csv``;
-   the acceptance threshold λ̂ of the guaranteed flag is calibrated on it (:mod:`segq_monai.conformal`).
+   the acceptance threshold λ̂ of the guaranteed flag is calibrated on it (:mod:`segq_monai.metrics.conformal`).
 
 ``FIT/fit.json`` holds the settings and each step's result (:mod:`segq_monai.apps.fit_folder`). A rerun of the same
 command continues: finished steps are skipped, sampling skips finished cases, training resumes from its last epoch.
@@ -34,15 +34,15 @@ from monai.bundle import ConfigParser
 from monai.bundle import run as bundle_run
 
 from segq_monai.apps.fit_folder import FIT_FILE, HEAD_FILE, min_calibration_cases, network_signature, write_fit
-from segq_monai.conformal import calibrate_selective_threshold
+from segq_monai.apps.workflows import default_bundle_root
 from segq_monai.data.datalist import load_datalist, write_datalist
-from segq_monai.report import quality_columns, read_quality_csv
+from segq_monai.evaluation.columns import quality_columns, read_quality_csv
+from segq_monai.metrics.conformal import calibrate_selective_threshold
 
 __all__ = ["add_parser", "fit"]
 
-REPO = Path(__file__).resolve().parents[2]
-SEGQ_BUNDLE = REPO / "bundle"
-OVERLAYS = REPO / "configs"
+SEGQ_BUNDLE = default_bundle_root()
+OVERLAYS = SEGQ_BUNDLE.parent / "configs"
 
 #: ids of the host's inference.json the overlays use: what for, and an override that supplies a missing one.
 HOST_IDS = {
