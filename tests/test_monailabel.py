@@ -79,9 +79,9 @@ def build_tiny_bundle(root: Path, data: Path) -> None:
 
 
 def monailabel_command() -> list[str]:
-    """The ``monailabel`` launcher installed beside this interpreter (else the one on PATH)."""
-    beside = Path(sys.executable).parent / "monailabel"
-    return [str(beside)] if beside.exists() else [shutil.which("monailabel") or "monailabel"]
+    """MONAI Label's entry point in this interpreter. (Its ``monailabel`` launcher puts the folder above the venv first
+    on ``PYTHONPATH``, which would shadow the code under test when the venv belongs to another checkout.)"""
+    return [sys.executable, "-m", "monailabel.main"]
 
 
 def parse_multipart(body: bytes, content_type: str) -> dict[str, bytes]:
