@@ -3,7 +3,6 @@ checks, the label check and the multi-label (sigmoid) quality transforms, agains
 
 from __future__ import annotations
 
-import json
 import math
 import tempfile
 import unittest
