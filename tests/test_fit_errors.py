@@ -51,8 +51,10 @@ class TestFitErrors(unittest.TestCase):
         return write_datalist(data / "datalist.json", {"validation": train, "calibration": cal}), train, cal
 
     def test_too_few_calibration_cases(self):
-        datalist, _, _ = self.datalist()
-        with self.assertRaisesRegex(ValueError, r"at least 66 labelled calibration cases at alpha=0.1, delta=0.1; .* gives 2"):
+        _, train, cal = self.datalist()
+        datalist = write_datalist(self.tmp / "one_section.json", {"validation": train + cal})  # split by the fit
+        with self.assertRaisesRegex(ValueError, r"at least 66 labelled calibration cases at alpha=0.1, delta=0.1; "
+                                                r".* gives 2 \(of 4 in 'validation', calibration_fraction 0.5\)"):
             run_fit(self.host, datalist, self.fit_dir, "--alpha", "0.1", "--delta", "0.1")
         self.assertFalse(self.fit_dir.exists())  # refused before anything is written
 

@@ -36,6 +36,7 @@ from segq_monai.apps.fit_folder import FIT_FILE, HEAD_FILE, min_calibration_case
 from segq_monai.apps.fit_host import HostBundle
 from segq_monai.apps.workflows import default_bundle_root
 from segq_monai.data.datalist import load_datalist, write_datalist
+from segq_monai.data.outputs import first_path
 from segq_monai.evaluation.columns import quality_columns, read_quality_csv
 from segq_monai.metrics.conformal import calibrate_selective_threshold
 
@@ -43,6 +44,7 @@ __all__ = ["add_parser", "fit"]
 
 SEGQ_BUNDLE = default_bundle_root()
 OVERLAYS = SEGQ_BUNDLE.parent / "configs"
+
 
 def _command(configs: Sequence[Path], bundle_root: Path, run_id: str, overrides: Mapping[str, Any]) -> str:
     """The ``python -m monai.bundle run`` command line of one step."""
@@ -88,15 +90,13 @@ def _run(configs: Sequence[Path], bundle_root: Path, run_id: str, overrides: Map
         ) from e
 
 
-def _split(args: argparse.Namespace) -> dict[str, list[dict]]:
-    """The labelled cases: ``training`` (stage 2) and ``calibration``, checked for labels and numbers."""
+def _split(args: argparse.Namespace) -> tuple[dict[str, list[dict]], str]:
+    """The labelled cases, ``training`` (stage 2) and ``calibration``, checked for labels and numbers; and the
+    section of ``args.datalist`` they came from."""
     path = Path(args.datalist)
     sections = json.loads(path.read_text()) if path.is_file() else {}
     key = args.datalist_key or ("validation" if sections.get("validation") else "training")
     items = load_datalist(path, key)
-    unlabelled = [i for i, item in enumerate(items) if "label" not in item]
-    if unlabelled:
-        raise ValueError(f"Items {unlabelled} of section {key!r} of {path} have no 'label'; fitting needs labels.")
     if sections.get("calibration"):
         stage2, calibration = items, load_datalist(path, "calibration")
     else:
@@ -104,6 +104,10 @@ def _split(args: argparse.Namespace) -> dict[str, list[dict]]:
         n_cal = round(len(items) * args.calibration_fraction)
         calibration = [items[i] for i in sorted(order[:n_cal])]
         stage2 = [items[i] for i in sorted(order[n_cal:])]
+    for name, cases in (("training", stage2), ("calibration", calibration)):
+        unlabelled = [Path(str(first_path(c["image"]))).name for c in cases if "label" not in c]
+        if unlabelled:
+            raise ValueError(f"Cases {unlabelled} ({name} cases, from {path}) have no 'label'; fitting needs labels.")
     needed = min_calibration_cases(args.alpha, args.delta)
     if len(calibration) < needed:
         raise ValueError(
@@ -117,7 +121,17 @@ def _split(args: argparse.Namespace) -> dict[str, list[dict]]:
             f"Training the quality head needs at least 2 labelled cases; {path} leaves {len(stage2)} after "
             f"{len(calibration)} calibration cases. Add labelled cases or lower --calibration_fraction."
         )
-    return {"training": stage2, "calibration": calibration, "source": [{"datalist": str(path.resolve()), "key": key}]}
+    return {"training": stage2, "calibration": calibration}, key
+
+
+def _json_list(text: str, name: str) -> list[Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{name} takes a JSON list of transforms, e.g. '[{{\"_target_\": ...}}]'; got {text!r} ({e}).") from e
+    if not isinstance(value, list):
+        raise ValueError(f"{name} takes a JSON list of transforms, got {type(value).__name__}.")
+    return value
 
 
 class _Fit:
@@ -128,7 +142,7 @@ class _Fit:
         self.host = HostBundle(args.host_bundle, args.host_config, args.host_override, args.run_id, args.activation,
                                args.class_names)
         self.dir = Path(args.output_dir).expanduser().resolve()
-        split = _split(args)
+        split, key = _split(args)
         train_config = ConfigParser()
         train_config.read_config(str(SEGQ_BUNDLE / "configs" / "train_quality.json"))
         head_def = train_config.get("quality_network_def")
@@ -151,13 +165,13 @@ class _Fit:
             "sampler": args.sampler,
             "num_samples": args.num_samples,
             "seed": args.seed,
-            "label_transforms": json.loads(args.label_transforms),
-            "datalist": {**split["source"][0], "n_training": len(split["training"]),
-                         "n_calibration": len(split["calibration"]), "file": "datalist.json"},
+            "label_transforms": _json_list(args.label_transforms, "--label_transforms"),
+            "datalist": {"source": str(Path(args.datalist).resolve()), "key": key, "file": "datalist.json",
+                         "n_training": len(split["training"]), "n_calibration": len(split["calibration"])},
             "head": self.head,
             "calibration": {"alpha": args.alpha, "delta": args.delta, "tau": args.tau},
         }  # fmt: skip
-        self.fit = self._start(settings, {k: split[k] for k in ("training", "calibration")})
+        self.fit = self._start(settings, split)
 
     def _start(self, settings: dict[str, Any], split: dict[str, list[dict]]) -> dict[str, Any]:
         """``fit.json``: a new one, or the one of an interrupted run of the same fit (refused if it differs)."""
@@ -178,13 +192,13 @@ class _Fit:
         write_fit(self.dir, fit)
         return fit
 
-    def _host_step(self, overlays: Sequence[str], step: str, **overrides: Any) -> None:
+    def _host_step(self, overlays: Sequence[str], step: str) -> None:
+        """A step on the host's config with ``overlays`` (files of ``configs/``): the fit folder, continued."""
         configs = [self.host.config, *(OVERLAYS / o for o in overlays)]
-        label_transforms = self.fit["label_transforms"]
-        common = {**self.host.overrides, "segq#fit_dir": str(self.dir), "segq#skip_existing": True}
-        if label_transforms:
-            common["segq#label_transforms"] = label_transforms
-        _run(configs, self.host.root, self.host.run_id, {**common, **overrides}, step)
+        overrides = {**self.host.overrides, "segq#fit_dir": str(self.dir), "segq#skip_existing": True}
+        if self.fit["label_transforms"]:
+            overrides["segq#label_transforms"] = self.fit["label_transforms"]
+        _run(configs, self.host.root, self.host.run_id, overrides, step)
 
     def _done(self, step: str) -> None:
         self.fit["steps"].append(step)
