@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from segq_monai.apps import demo
+from segq_monai.apps import demo, fit
 
 #: The modules of the commands, in ``--help`` order.
-COMMANDS = (demo,)
+COMMANDS = (demo, fit)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -50,8 +50,8 @@ from segq_monai.evaluation.columns import (
     read_quality_csv,
 )
 from segq_monai.evaluation.report import jsonable
-from segq_monai.metrics.quality import dice_to_iou
 from segq_monai.metrics.conformal import DEFAULT_GRID, AcceptanceThreshold, calibrate_selective_threshold
+from segq_monai.metrics.quality import dice_to_iou
 from segq_monai.metrics.recalibration import DiceRecalibration, calibrate_dice, split_calibration
 from segq_monai.utils.atomic import atomic_write_text
 

@@ -27,8 +27,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import ignite.distributed as idist
+import numpy as np
 import torch
 from monai.utils import min_version, optional_import
 
