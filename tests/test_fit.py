@@ -8,9 +8,13 @@ deploys it with ``configs/segq_overlay.json`` and ``segq#fit_dir`` on the calibr
 * ``fit.json``: the host network, the data's dimensionality (the head follows it), the class names of the host's
   metadata, the settings;
 * the true Dice of every sampled case against numpy on the saved segmentation and the label file;
-* λ̂ against a direct binomial computation on the calibration table;
-* the deployment: ``quality.csv`` columns named from the metadata, the same predicted Dice as the calibration run
-  of the same cases, ``flagged`` = (min predicted Dice < λ̂), maps on the input grid; the host's files unchanged.
+* λ̂ against a direct binomial computation on the calibration table, the same in ``fit.json`` and in the
+  calibration file ``FIT/quality_calibration.json``; the file's recalibration ``g`` and half-width ``q`` of each class
+  against scikit-learn's isotonic regression on the seeded fit half and the conformal rank on the other half;
+* the deployment: ``quality.csv`` columns named from the metadata, ``pred_dice_raw`` = the predicted Dice of the
+  calibration run of the same cases, ``pred_dice`` = g(raw), ``pred_dice_lo/hi`` = g(raw) -/+ q clipped to [0, 1],
+  ``flagged`` = (min raw predicted Dice < λ̂), ``calibration.json`` (the promise) and ``drift.json`` written, maps on
+  the input grid; the host's files unchanged.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import contextlib
 import hashlib
 import io
 import json
+import math
 import shutil
 import tempfile
 import unittest
@@ -30,13 +35,15 @@ from monai.bundle import run as bundle_run
 from parameterized import parameterized
 from scipy import stats
 from segq_testing import REPO, make_host, read_csv, write_labelled_cases
+from sklearn.isotonic import IsotonicRegression
 
 from segq_monai.__main__ import main
 from segq_monai.data import load_datalist, write_datalist
+from segq_monai.metrics.recalibration import split_calibration
 
 OVERLAY = REPO / "configs" / "segq_overlay.json"
 TINY = ["--num_samples", "2", "--epochs", "1", "--head_channels", "4", "--head_strides", "2", "--alpha", "0.95",
-        "--delta", "0.5"]  # fmt: skip
+        "--delta", "0.5", "--coverage", "0.5"]  # fmt: skip
 LPS = np.array([[-1.2, 0.0, 0.0, 20.0], [0.0, -1.0, 0.0, 10.0], [0.0, 0.0, 2.5, -5.0], [0.0, 0.0, 0.0, 1.0]])
 
 # name: (shape, label values, files per case, affine, fit arguments, run id, class names, ensemble members)
@@ -57,6 +64,8 @@ HOSTS = {
     ),
     "prostate_like": ((20, 18, 10), (0, 1, 2), 1, LPS, ["--tau", "0.0"], "run", ["transition_zone", "peripheral_zone"], 0),
 }  # fmt: skip
+#: calibration cases per host (default 2: one fits the recalibration, one is scored; 4: an isotonic fit of 2 cases)
+CAL_CASES = {"spleen_like": 4, "brats_like": 4}
 
 
 def sha256(path: Path) -> str:
@@ -108,8 +117,8 @@ class TestFitHosts(unittest.TestCase):
         config_sha = sha256(host_config)
         data = self.tmp / "data"
         train = write_labelled_cases(data / "train", ["t0", "t1"], shape, values, files, affine, seed=1)
-        cal = write_labelled_cases(data / "cal", ["k0", "k1"], shape, values, files, affine, seed=2,
-                                   label_folder=data / "cal_labels")  # fmt: skip
+        cal = write_labelled_cases(data / "cal", [f"k{i}" for i in range(CAL_CASES.get(name, 2))], shape, values,
+                                   files, affine, seed=2, label_folder=data / "cal_labels")  # fmt: skip
         datalist = write_datalist(data / "datalist.json", {"validation": train, "calibration": cal})
         fit_dir = self.tmp / "FIT"
         printed = run_fit(host, datalist, fit_dir, *args)
@@ -148,6 +157,24 @@ class TestFitHosts(unittest.TestCase):
         self.assertEqual(cal_fit["accept_threshold"], lam)
         self.assertEqual(cal_fit["feasible"], lam is not None)
 
+        # the calibration file: λ̂, the head it belongs to, g and q of each class against an independent fit
+        saved = json.loads((fit_dir / cal_fit["file"]).read_text())
+        self.assertEqual(saved["format"], "segq-quality-calibration/1")
+        self.assertEqual(saved["flag"]["threshold"], lam)
+        self.assertEqual(saved["head_fingerprint"], sha256(fit_dir / "quality_head.pt"))
+        self.assertEqual((saved["coverage"], saved["n_calibration"]), (0.5, len(cal)))
+        n_fit = len(cal) // 2
+        fit_idx, score_idx = split_calibration(len(cal), 0.5, 0)
+        self.assertEqual(len(fit_idx), n_fit)
+        g, q = {}, {}
+        for s, label in zip(suffix, names if len(names) > 1 else ["foreground"]):
+            x, y = (np.array([float(r[f"{kind}_dice{s}"]) for r in table]) for kind in ("pred", "true"))
+            g[s] = IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip").fit(x[fit_idx], y[fit_idx])
+            # rank ceil((m + 1) * 0.5) of the m scored residuals: the 1st of 1, the 2nd of 2
+            q[s] = np.sort(np.abs(y[score_idx] - g[s].predict(x[score_idx])))[math.ceil((len(score_idx) + 1) * 0.5) - 1]
+            self.assertAlmostEqual(saved["recalibration"][label]["half_width"], q[s], places=6)
+            self.assertAlmostEqual(cal_fit["half_width"][label], q[s], places=6)
+
         # deployment on the calibration images: the same predicted Dice, flagged by λ̂, maps on the input grid
         out = self.tmp / "deploy"
         inputs = {"dataset_dir": str(data / "cal"), "output_dir": str(out)}
@@ -160,9 +187,19 @@ class TestFitHosts(unittest.TestCase):
         for r in table:
             row = rows[Path(r["image"]).name]
             for s in suffix:
-                self.assertAlmostEqual(float(row[f"pred_dice{s}"]), float(r[f"pred_dice{s}"]), places=5)
-            worst = min(float(row[f"pred_dice{s}"]) for s in suffix)
+                raw = float(row[f"pred_dice_raw{s}"])
+                self.assertAlmostEqual(raw, float(r[f"pred_dice{s}"]), places=5)
+                recalibrated = float(g[s].predict([raw])[0])
+                self.assertAlmostEqual(float(row[f"pred_dice{s}"]), recalibrated, places=5)
+                self.assertAlmostEqual(float(row[f"pred_dice_lo{s}"]), max(0.0, recalibrated - q[s]), places=5)
+                self.assertAlmostEqual(float(row[f"pred_dice_hi{s}"]), min(1.0, recalibrated + q[s]), places=5)
+            worst = min(float(row[f"pred_dice_raw{s}"]) for s in suffix)
             self.assertEqual(int(row["flagged"]), int(lam is None or worst < lam))
+        self.assertEqual(json.loads((out / "calibration.json").read_text())["coverage"], 0.5)
+        drift = json.loads((out / "drift.json").read_text())
+        self.assertEqual(drift["statistics"]["pred_dice"]["n"], len(cal))
+        self.assertEqual(drift["statistics"]["pred_dice"]["n_reference"], len(cal))
+        self.assertIsNotNone(drift["statistics"]["mean_entropy"])
         for item in cal:
             image = item["image"][0] if files > 1 else item["image"]
             case = Path(image).name.removesuffix(".nii.gz")

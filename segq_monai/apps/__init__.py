@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from segq_monai.apps.fit_folder import load_fit, load_quality_head, min_calibration_cases, network_signature
+from segq_monai.apps.fit_folder import load_fit, load_quality_head, network_signature
 
-__all__ = ["load_fit", "load_quality_head", "min_calibration_cases", "network_signature"]
+__all__ = ["load_fit", "load_quality_head", "network_signature"]

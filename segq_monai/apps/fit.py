@@ -11,7 +11,12 @@ point, in this process); the command prints each step's command line, so every s
    dimensionality, the host's classes and input channels -> ``FIT/quality_head.pt``;
 3. **calibrate**: the deployment itself (host + ``segq_overlay.json`` with ``segq#fit_dir``) plus the labels
    (``fit_labelled.json`` + ``fit_calibrate.json``) on the ``calibration`` cases -> ``FIT/calibration/quality.csv``;
-   the acceptance threshold λ̂ of the guaranteed flag is calibrated on it (:mod:`segq_monai.metrics.conformal`).
+   on it :func:`~segq_monai.evaluation.quality_calibration.calibrate_quality_table` fits the recalibration, the
+   per-case intervals at ``--coverage`` and the acceptance threshold λ̂ of the guaranteed flag ->
+   ``FIT/quality_calibration.json``, which the deployment applies.
+
+``--recalibrate`` reruns the calibrate step alone on the cases of ``--datalist`` (e.g. labelled cases of a new
+site), keeping the quality head: the fit's calibration cases, table and file are replaced.
 
 ``FIT/fit.json`` holds the settings and each step's result (:mod:`segq_monai.apps.fit_folder`). A rerun of the same
 command continues: finished steps are skipped, sampling skips finished cases, training resumes from its last epoch.
@@ -24,6 +29,7 @@ import json
 import math
 import os
 import shlex
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,13 +38,15 @@ import numpy as np
 from monai.bundle import ConfigParser
 from monai.bundle import run as bundle_run
 
-from segq_monai.apps.fit_folder import FIT_FILE, HEAD_FILE, min_calibration_cases, write_fit
+from segq_monai.apps.fit_folder import CALIBRATION_FILE, FIT_FILE, HEAD_FILE, write_fit
 from segq_monai.apps.fit_host import HostBundle
 from segq_monai.apps.workflows import default_bundle_root
 from segq_monai.data.datalist import load_datalist, write_datalist
 from segq_monai.data.outputs import first_path
-from segq_monai.evaluation.columns import quality_columns, read_quality_csv
-from segq_monai.metrics.conformal import calibrate_selective_threshold
+from segq_monai.evaluation.columns import class_label, read_quality_csv
+from segq_monai.evaluation.quality_calibration import calibrate_quality_table, head_fingerprint
+from segq_monai.metrics.conformal import min_calibration_cases
+from segq_monai.metrics.recalibration import min_interval_cases
 
 __all__ = ["add_parser", "fit"]
 
@@ -90,14 +98,31 @@ def _run(configs: Sequence[Path], bundle_root: Path, run_id: str, overrides: Map
         ) from e
 
 
+def _check_calibration(cases: list[dict], args: argparse.Namespace, source: str, fix: str) -> None:
+    """Enough labelled calibration cases for the guaranteed flag and for the intervals; ``source`` says where they
+    came from and ``fix`` how to get more."""
+    for what, needed in (
+        (f"The guaranteed flag needs at least {{}} labelled calibration cases at alpha={args.alpha}, delta={args.delta}",
+         min_calibration_cases(args.alpha, args.delta)),
+        (f"Intervals at coverage {args.coverage} need at least {{}} labelled calibration cases (half of them fit the "
+         "recalibration, the rest give the conformal scores)", min_interval_cases(args.coverage)),
+    ):  # fmt: skip
+        if len(cases) < needed:
+            raise ValueError(f"{what.format(needed)}; {source}. {fix}")
+
+
 def _split(args: argparse.Namespace) -> tuple[dict[str, list[dict]], str]:
     """The labelled cases, ``training`` (stage 2) and ``calibration``, checked for labels and numbers; and the
-    section of ``args.datalist`` they came from."""
+    section of ``args.datalist`` they came from. With ``--recalibrate`` all of them are calibration cases."""
     path = Path(args.datalist)
     sections = json.loads(path.read_text()) if path.is_file() else {}
     key = args.datalist_key or ("validation" if sections.get("validation") else "training")
+    if args.recalibrate and sections.get("calibration"):
+        key = "calibration"
     items = load_datalist(path, key)
-    if sections.get("calibration"):
+    if args.recalibrate:
+        stage2, calibration = [], items
+    elif sections.get("calibration"):
         stage2, calibration = items, load_datalist(path, "calibration")
     else:
         order = np.random.default_rng(args.seed).permutation(len(items))
@@ -108,15 +133,15 @@ def _split(args: argparse.Namespace) -> tuple[dict[str, list[dict]], str]:
         unlabelled = [Path(str(first_path(c["image"]))).name for c in cases if "label" not in c]
         if unlabelled:
             raise ValueError(f"Cases {unlabelled} ({name} cases, from {path}) have no 'label'; fitting needs labels.")
-    needed = min_calibration_cases(args.alpha, args.delta)
-    if len(calibration) < needed:
-        raise ValueError(
-            f"The guaranteed flag needs at least {needed} labelled calibration cases at alpha={args.alpha}, "
-            f"delta={args.delta}; {path} gives {len(calibration)} (of {len(items)} in {key!r}"
-            f"{'' if sections.get('calibration') else f', calibration_fraction {args.calibration_fraction}'}). Add "
-            "labelled cases the host network did not train on, raise --calibration_fraction, or raise --alpha/--delta."
-        )
-    if len(stage2) < 2:
+    split_by_fit = not (args.recalibrate or sections.get("calibration"))
+    _check_calibration(
+        calibration, args,
+        f"{path} gives {len(calibration)} (of {len(items)} in {key!r}"
+        f"{f', calibration_fraction {args.calibration_fraction}' if split_by_fit else ''})",
+        "Add labelled cases the host network did not train on"
+        f"{', raise --calibration_fraction' if split_by_fit else ''}, raise --alpha/--delta or lower --coverage.",
+    )  # fmt: skip
+    if len(stage2) < 2 and not args.recalibrate:
         raise ValueError(
             f"Training the quality head needs at least 2 labelled cases; {path} leaves {len(stage2)} after "
             f"{len(calibration)} calibration cases. Add labelled cases or lower --calibration_fraction."
@@ -169,28 +194,50 @@ class _Fit:
             "datalist": {"source": str(Path(args.datalist).resolve()), "key": key, "file": "datalist.json",
                          "n_training": len(split["training"]), "n_calibration": len(split["calibration"])},
             "head": self.head,
-            "calibration": {"alpha": args.alpha, "delta": args.delta, "tau": args.tau},
+            "calibration": {"alpha": args.alpha, "delta": args.delta, "tau": args.tau, "coverage": args.coverage},
         }  # fmt: skip
         self.fit = self._start(settings, split)
 
     def _start(self, settings: dict[str, Any], split: dict[str, list[dict]]) -> dict[str, Any]:
-        """``fit.json``: a new one, or the one of an interrupted run of the same fit (refused if it differs)."""
+        """``fit.json``: a new one, or the one of an interrupted run of the same fit (refused if it differs); with
+        ``--recalibrate`` the fitted one, its calibration undone and its calibration cases replaced."""
         path = self.dir / FIT_FILE
+        if self.args.recalibrate and not (path.is_file() and "head" in json.loads(path.read_text())["steps"]):
+            raise ValueError(
+                f"--recalibrate needs a fit with a trained quality head in {self.dir}; run the fit command without "
+                "--recalibrate first (or point --output_dir at the fit folder)."
+            )
         if path.is_file():
             fit = json.loads(path.read_text())
+            kept = [k for k in settings if not (self.args.recalibrate and k in ("datalist", "calibration"))]
             recorded = {k: fit.get(k) for k in settings}
             recorded["calibration"] = {k: fit["calibration"].get(k) for k in settings["calibration"]}
-            changed = sorted(k for k, v in settings.items() if recorded[k] != json.loads(json.dumps(v)))
+            changed = sorted(k for k in kept if recorded[k] != json.loads(json.dumps(settings[k])))
             if changed:
                 raise ValueError(
                     f"{self.dir} holds a fit with other settings ({', '.join(changed)} differ); rerun with the same "
                     "arguments to continue it, or pass a new --output_dir."
                 )
+            if self.args.recalibrate:
+                self._replace_calibration(fit, settings, split["calibration"])
             return fit
         write_datalist(self.dir / "datalist.json", split)
         fit = {**settings, "steps": []}
         write_fit(self.dir, fit)
         return fit
+
+    def _replace_calibration(self, fit: dict[str, Any], settings: dict[str, Any], cases: list[dict]) -> None:
+        """Undo the calibrate step (``fit.json`` first, so an interruption leaves the fit unfinished, not stale) and
+        put ``cases`` in place of the calibration cases."""
+        fit["steps"] = [s for s in fit["steps"] if s != "calibration"]
+        fit["calibration"] = settings["calibration"]
+        fit["datalist"].update(n_calibration=len(cases), calibration_source={
+            k: settings["datalist"][k] for k in ("source", "key")})  # fmt: skip
+        write_fit(self.dir, fit)
+        shutil.rmtree(self.dir / "calibration", ignore_errors=True)
+        (self.dir / CALIBRATION_FILE).unlink(missing_ok=True)
+        training = load_datalist(self.dir / "datalist.json", "training")
+        write_datalist(self.dir / "datalist.json", {"training": training, "calibration": cases})
 
     def _host_step(self, overlays: Sequence[str], step: str) -> None:
         """A step on the host's config with ``overlays`` (files of ``configs/``): the fit folder, continued."""
@@ -231,23 +278,29 @@ class _Fit:
     def calibrate(self) -> None:
         if "calibration" in self.fit["steps"]:
             return
-        self._host_step(["segq_overlay.json", "fit_labelled.json", "fit_calibrate.json"],
-                        "3/3 run the fitted pipeline on the calibration cases")  # fmt: skip
+        step = "3/3 run the fitted pipeline on the calibration cases and calibrate"
+        self._host_step(["segq_overlay.json", "fit_labelled.json", "fit_calibrate.json"], step)
         table = self.dir / "calibration" / "quality.csv"
-        rows = read_quality_csv(table)
-        classes = quality_columns(rows)
-        pred = [min(float(r["_".join(filter(None, ("pred_dice", c)))]) for c in classes) for r in rows]
-        true = [min(float(r["_".join(filter(None, ("true_dice", c)))]) for c in classes) for r in rows]
         s = self.fit["calibration"]
-        cal = calibrate_selective_threshold(pred, true, tau=s["tau"], alpha=s["alpha"], delta=s["delta"])
+        try:
+            cal = calibrate_quality_table(
+                read_quality_csv(table), head_fingerprint(self.dir / HEAD_FILE), coverage=s["coverage"],
+                alpha=s["alpha"], delta=s["delta"], tau=s["tau"], seed=self.fit["seed"],
+            )  # fmt: skip
+        except ValueError as e:
+            raise ValueError(f"The fit stopped at step {step!r}: {e}\nFix it and rerun the same command.") from e
+        cal.save(self.dir / CALIBRATION_FILE)
+        flag = cal.flag
         self.fit["calibration"] = {
             **s,
-            "accept_threshold": cal.threshold if math.isfinite(cal.threshold) else None,
-            "feasible": cal.feasible,
-            "bound": cal.bound,
-            "n_calibration": cal.n_calibration,
-            "fraction_accepted": cal.fraction_accepted,
-            "failures_accepted": cal.failures_accepted,
+            "accept_threshold": flag.threshold if math.isfinite(flag.threshold) else None,
+            "feasible": flag.feasible,
+            "bound": flag.bound,
+            "n_calibration": flag.n_calibration,
+            "fraction_accepted": flag.fraction_accepted,
+            "failures_accepted": flag.failures_accepted,
+            "half_width": {class_label(c): r.half_width for c, r in zip(cal.classes, cal.recalibrations)},
+            "file": CALIBRATION_FILE,
             "table": os.path.relpath(table, self.dir),
         }
         self._done("calibration")
@@ -274,9 +327,10 @@ def fit(args: argparse.Namespace) -> dict[str, Any]:
     job.calibrate()
     cal = job.fit["calibration"]
     print(
-        f"== fit done: {job.dir / FIT_FILE}\nguaranteed flag: accept a case when its predicted Dice >= "
+        f"== fit done: {job.dir / FIT_FILE}\nguaranteed flag: accept a case when its raw predicted Dice (pred_dice_raw, lowest class) >= "
         f"{cal['accept_threshold']} (certified: {cal['feasible']}; {cal['fraction_accepted']:.0%} of the "
-        f"{cal['n_calibration']} calibration cases accepted)\ndeploy (add the host's own input arguments, e.g. "
+        f"{cal['n_calibration']} calibration cases accepted)\nper-case intervals: coverage {cal['coverage']}, "
+        f"half-width {cal['half_width']} (Dice)\ndeploy (add the host's own input arguments, e.g. "
         f"--dataset_dir or --datalist):\n{job.deploy_command()}",
         flush=True,
     )
@@ -314,5 +368,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--alpha", type=float, default=0.1, help="target failure rate among auto-accepted cases")
     p.add_argument("--delta", type=float, default=0.1, help="allowed probability that the guarantee fails")
     p.add_argument("--tau", type=float, default=0.8, help="a case fails when its true Dice is below tau")
+    p.add_argument("--coverage", type=float, default=0.9,
+                   help="promised coverage of the per-case Dice intervals pred_dice_lo/hi (marginal, per class)")
+    p.add_argument("--recalibrate", action="store_true",
+                   help="rerun only the calibrate step on the cases of --datalist (e.g. a new site), keeping the head")
     p.add_argument("--device", default=None, help="device of the quality head's training (e.g. cpu, cuda:0)")
     p.set_defaults(func=fit)

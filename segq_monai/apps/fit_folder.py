@@ -7,16 +7,20 @@ Layout (written by ``python -m segq_monai fit``, read by ``configs/segq_overlay.
     FIT/sample/               stage 1 on the "training" cases: maps, quality.csv, stage2_datalist.json
     FIT/quality_head.pt       the quality head's weights ({"model": state_dict, ...})
     FIT/calibration/          the deployed pipeline on the "calibration" cases: quality.csv (pred and true Dice)
+    FIT/quality_calibration.json  the site's calibration (segq-quality-calibration/1): recalibration, intervals,
+                              λ̂, drift reference (:mod:`segq_monai.evaluation.quality_calibration`)
 
 ``fit.json`` keys: ``host_bundle`` (name, version, bundle_root, config_file, run_id), ``host_network``
 (``spatial_dims``, ``in_channels``, ``out_channels`` of the host's network), ``activation`` (``softmax`` or
 ``sigmoid``), ``num_classes`` (the network's output channels), ``class_names`` (foreground classes), ``spatial_dims``
 (the data's, which the head follows), ``in_channels``, ``sampler``, ``num_samples``, ``seed``, ``label_transforms``,
-``datalist`` (source file, section, cases per split), ``head`` (checkpoint, quality variant and keys, channels,
-strides, dropout, epochs), ``calibration`` (``alpha``, ``delta``, ``tau``; once calibrated also ``accept_threshold``
-λ̂ (``null`` when no threshold is certified: every case is flagged), ``feasible``, ``bound``, ``n_calibration``,
-``fraction_accepted``, ``failures_accepted``, ``table``) and ``steps``: the steps done (``sample``, ``head``,
-``calibration``), in order.
+``datalist`` (source file, section, cases per split; after ``--recalibrate`` also ``calibration_source``: the
+file and section of the calibration cases), ``head`` (checkpoint, quality variant and keys, channels,
+strides, dropout, epochs), ``calibration`` (``alpha``, ``delta``, ``tau``, ``coverage``; once calibrated also
+``accept_threshold`` λ̂ (``null`` when no threshold is certified: every case is flagged), ``feasible``, ``bound``,
+``n_calibration``, ``fraction_accepted``, ``failures_accepted``, ``half_width`` (per class, Dice units), ``file``
+(the calibration file) and ``table``) and ``steps``: the steps done (``sample``, ``head``, ``calibration``), in order. A ``fit.json`` whose calibration has no
+``file`` (made before intervals existed) deploys with the fixed threshold λ̂ alone.
 """
 
 from __future__ import annotations
@@ -34,16 +38,17 @@ from torch import nn
 from segq_monai.utils.atomic import atomic_write_text
 
 __all__ = [
+    "CALIBRATION_FILE",
     "FIT_FILE",
     "HEAD_FILE",
     "load_fit",
     "load_quality_head",
-    "min_calibration_cases",
     "network_signature",
     "write_fit",
 ]
 
 FIT_FILE = "fit.json"
+CALIBRATION_FILE = "quality_calibration.json"
 HEAD_FILE = "quality_head.pt"
 _STAGES = ("head", "calibration")
 _SIGNATURE = ("spatial_dims", "in_channels", "out_channels")
@@ -71,16 +76,6 @@ def network_signature(network: nn.Module) -> dict[str, int]:
         "in_channels": int(convs[0].in_channels),
         "out_channels": int(convs[-1].out_channels),
     }
-
-
-def min_calibration_cases(alpha: float, delta: float, grid_size: int = 101) -> int:
-    """The fewest calibration cases with which the guaranteed flag can certify any threshold.
-
-    With ``n`` accepted cases and no failure among them, the binomial p-value is ``(1 - alpha) ** n``; it must reach
-    ``delta / grid_size`` (:func:`segq_monai.metrics.conformal.calibrate_selective_threshold`, Bonferroni over its grid), so
-    ``n >= log(delta / grid_size) / log(1 - alpha)``: 66 for ``alpha = delta = 0.1``.
-    """
-    return math.ceil(math.log(delta / grid_size) / math.log(1.0 - alpha) - 1e-9)
 
 
 def write_fit(fit_dir: str | os.PathLike, content: Mapping[str, Any]) -> Path:
@@ -119,8 +114,9 @@ def load_fit(
 
     Returns:
         the content of ``fit.json`` plus the overlay's ids: ``quality_checkpoint`` (absolute), ``quality_keys``,
-        ``quality_network`` (channels, strides, dropout) from ``head``, and ``quality_threshold``: the calibrated
-        λ̂ (``inf``, flag every case, when none was certified).
+        ``quality_network`` (channels, strides, dropout) from ``head``, ``quality_threshold``: the calibrated
+        λ̂ (``inf``, flag every case, when none was certified), and ``calibration_file``: the absolute path of the
+        fit's calibration file (``None`` when the fit has none: the overlay then flags with ``quality_threshold``).
 
     Raises:
         FileNotFoundError / ValueError: no or an unreadable ``fit.json``; a stage of ``require`` not done (rerun the
@@ -154,6 +150,13 @@ def load_fit(
     if "calibration" in fit["steps"]:
         lam = fit["calibration"]["accept_threshold"]
         out["quality_threshold"] = math.inf if lam is None else float(lam)
+        name = fit["calibration"].get("file")
+        out["calibration_file"] = None if name is None else str(fit_dir / name)
+        if name is not None and not (fit_dir / name).is_file():
+            raise FileNotFoundError(
+                f"The fit in {fit_dir} records the calibration file {name} but it is missing; rerun the fit command "
+                "with --recalibrate to write it again."
+            )
     return out
 
 

@@ -50,7 +50,7 @@ from segq_monai.evaluation.columns import (
     read_quality_csv,
 )
 from segq_monai.evaluation.report import jsonable
-from segq_monai.metrics.conformal import DEFAULT_GRID, AcceptanceThreshold, calibrate_selective_threshold
+from segq_monai.metrics.conformal import AcceptanceThreshold, calibrate_selective_threshold, min_calibration_cases
 from segq_monai.metrics.quality import dice_to_iou
 from segq_monai.metrics.recalibration import DiceRecalibration, calibrate_dice, split_calibration
 from segq_monai.utils.atomic import atomic_write_text
@@ -66,6 +66,10 @@ __all__ = [
 ]
 
 FORMAT = "segq-quality-calibration/1"
+_FIX = (
+    "run the calibration step for this head and class set (bundle/configs/calibrate_quality.json), or point "
+    "calibration_file at the matching file"
+)
 
 
 def head_fingerprint(checkpoint: str | os.PathLike) -> str:
@@ -158,14 +162,15 @@ class QualityCalibration:
             out.append(new)
         return out
 
-    def check(self, fingerprint: str, classes: Sequence[str], source: str = "the calibration file") -> None:
-        """Refuse a calibration made for another head or class set, naming both."""
+    def check(
+        self, fingerprint: str, classes: Sequence[str], source: str = "the calibration file", fix: str = _FIX
+    ) -> None:
+        """Refuse a calibration made for another head or class set, naming both; ``fix`` ends the message."""
         if fingerprint != self.head_fingerprint or list(classes) != list(self.classes):
             raise ValueError(
                 f"{source} was made for the quality head {self.head_fingerprint[:16]}… with classes "
                 f"{[class_label(c) for c in self.classes]}; this run uses the head {fingerprint[:16]}… with classes "
-                f"{[class_label(c) for c in classes]}. Run the calibration step for this head and class set "
-                "(bundle/configs/calibrate_quality.json), or point calibration_file at the matching file."
+                f"{[class_label(c) for c in classes]}. {fix[:1].upper()}{fix[1:]}."
             )
 
     def promise(self) -> dict[str, Any]:
@@ -240,7 +245,7 @@ class QualityCalibration:
 def _calibrate_flag(conf: np.ndarray, true: np.ndarray, tau: float, alpha: float, delta: float) -> AcceptanceThreshold:
     """The guaranteed flag; below the smallest calibration split that can certify any threshold (every case
     accepted, none a failure: ``(1 - alpha)^n <= delta / m`` for the ``m`` grid points), one warning names it."""
-    minimum = math.ceil(math.log(delta / len(DEFAULT_GRID)) / math.log(1.0 - alpha) - 1e-9)
+    minimum = min_calibration_cases(alpha, delta)
     if len(conf) >= minimum:
         return calibrate_selective_threshold(conf, true, tau=tau, alpha=alpha, delta=delta)
     warnings.warn(
@@ -355,11 +360,15 @@ def calibrate_quality_csvs(
 
 
 def load_quality_calibration(
-    path: str | os.PathLike, checkpoint: str | os.PathLike, classes: Sequence[str]
+    path: str | os.PathLike, checkpoint: str | os.PathLike, classes: Sequence[str], fix: str = _FIX
 ) -> QualityCalibration:
-    """Read a calibration file and refuse it unless it was made for this head (``checkpoint``) and ``classes``."""
+    """Read a calibration file and refuse it unless it was made for this head (``checkpoint``) and ``classes``;
+    ``fix`` says what to do instead (default: the bundle's calibration step)."""
     calibration = QualityCalibration.load(path)
-    calibration.check(head_fingerprint(checkpoint), classes, source=f"calibration file {os.fspath(path)!r}")
+    calibration.check(
+        head_fingerprint(checkpoint), classes, source=f"calibration file {os.fspath(path)!r}", fix=f"{fix} "
+        f"(this run's head: {os.fspath(checkpoint)!r})"
+    )
     return calibration
 
 

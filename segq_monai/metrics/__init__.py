@@ -4,10 +4,10 @@ failure detection), the scalar uncertainty baselines, guaranteed acceptance thre
 from __future__ import annotations
 
 from .baselines import BASELINES
-from .conformal import ConformalFlagger, calibrate_crc_threshold, calibrate_selective_threshold
+from .conformal import ConformalFlagger, calibrate_crc_threshold, calibrate_selective_threshold, min_calibration_cases
 from .drift import distribution_shift
 from .quality import dice_to_iou, iou_to_dice, segmentation_quality
-from .recalibration import DiceRecalibration, calibrate_dice, isotonic_regression
+from .recalibration import DiceRecalibration, calibrate_dice, isotonic_regression, min_interval_cases
 from .regression import (
     AURCMetric,
     FailureAUROCMetric,

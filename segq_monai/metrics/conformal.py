@@ -42,12 +42,23 @@ __all__ = [
     "acceptance_counts",
     "calibrate_crc_threshold",
     "calibrate_selective_threshold",
+    "min_calibration_cases",
 ]
 
 #: Default candidate thresholds of :func:`calibrate_selective_threshold`: 1.00, 0.99, ..., 0.00 (Dice scale).
 DEFAULT_GRID = tuple(np.arange(100, -1, -1) / 100.0)
 
 _METHODS = ("selective", "crc")
+
+
+def min_calibration_cases(alpha: float, delta: float, grid_size: int = len(DEFAULT_GRID)) -> int:
+    """The fewest calibration cases with which :func:`calibrate_selective_threshold` can certify any threshold.
+
+    With ``n`` accepted cases and no failure among them, the binomial p-value is ``(1 - alpha) ** n``; it must reach
+    ``delta / grid_size`` (Bonferroni over the grid), so ``n >= log(delta / grid_size) / log(1 - alpha)``: 66 for
+    ``alpha = delta = 0.1``.
+    """
+    return math.ceil(math.log(delta / grid_size) / math.log(1.0 - alpha) - 1e-9)
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ __all__ = [
     "calibrate_dice",
     "conformal_quantile",
     "isotonic_regression",
+    "min_interval_cases",
     "minimum_calibration_size",
     "split_calibration",
 ]
@@ -108,6 +109,19 @@ def minimum_calibration_size(alpha: float) -> int:
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha (the miscoverage of the interval) must be in (0, 1), got {alpha}.")
     return max(1, math.ceil(1.0 / alpha - 1.0 - 1e-9))
+
+
+def min_interval_cases(coverage: float, fit_fraction: float = 0.5) -> int:
+    """Fewest calibration cases ``n`` for an interval at ``coverage`` when :func:`split_calibration` keeps
+    ``floor(fit_fraction * n)`` of them to fit ``g``: at least one fit case and :func:`minimum_calibration_size`
+    scored ones (17 for coverage 0.9 and fit_fraction 0.5)."""
+    if not 0.0 < fit_fraction < 1.0:
+        raise ValueError(f"fit_fraction must be in (0, 1), got {fit_fraction}.")
+    m = minimum_calibration_size(1.0 - coverage)
+    n = m + 1
+    while math.floor(fit_fraction * n) < 1 or n - math.floor(fit_fraction * n) < m:
+        n += 1
+    return n
 
 
 def conformal_quantile(scores: Any, alpha: float) -> float:

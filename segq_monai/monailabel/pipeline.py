@@ -87,10 +87,8 @@ class _Parts:
         self.preprocessing = parser.get_parsed_content("preprocessing")
         self.inferer = parser.get_parsed_content(ids["inferer"])
         if host:  # segq's transforms alone: the host's own postprocessing would save files
-            transforms = parser.get_parsed_content("segq#head_transforms") + parser.get_parsed_content(
-                "segq#tail_transforms"
-            )
-            self.postprocessing = Compose(transforms)
+            transforms = [parser.get_parsed_content(f"segq#{part}_transforms") for part in ("head", "tail", "flag")]
+            self.postprocessing = Compose([t for part in transforms for t in part])
         else:
             self.postprocessing = parser.get_parsed_content("postprocessing")
 
