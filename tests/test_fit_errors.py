@@ -7,6 +7,7 @@ deploy command it prints runs as printed (a shell).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -57,6 +58,10 @@ class TestFitErrors(unittest.TestCase):
                                                 r".* gives 2 \(of 4 in 'validation', calibration_fraction 0.5\)"):
             run_fit(self.host, datalist, self.fit_dir, "--alpha", "0.1", "--delta", "0.1")
         self.assertFalse(self.fit_dir.exists())  # refused before anything is written
+        with self.assertRaisesRegex(ValueError, r"Intervals at coverage 0.9 need at least 17 labelled calibration "
+                                                r"cases .* gives 2 .*lower --coverage"):
+            run_fit(self.host, datalist, self.fit_dir, "--coverage", "0.9")
+        self.assertFalse(self.fit_dir.exists())
 
     def test_host_config_lacks_an_id(self):
         config = self.host / "configs" / "inference.json"
@@ -126,7 +131,7 @@ class TestFitErrors(unittest.TestCase):
         lam = fit["calibration"]["accept_threshold"]
         self.assertIsNotNone(lam)  # tau = 0: no failures, so the most lenient threshold accepting both is certified
         for row in rows:
-            self.assertEqual(int(row["flagged"]), int(float(row["pred_dice"]) < lam))
+            self.assertEqual(int(row["flagged"]), int(float(row["pred_dice_raw"]) < lam))
 
         # the same fit on a host with another network is refused before any case is sampled
         other = make_host("prostate_like", self.tmp)
@@ -138,6 +143,47 @@ class TestFitErrors(unittest.TestCase):
         message = chain(raised.exception)
         self.assertIn("'out_channels': 2} (bundle 'spleen_like')", message)
         self.assertIn("this host's network has {'spatial_dims': 3, 'in_channels': 1, 'out_channels': 3}", message)
+        self.assertFalse(refused.exists() and any(refused.iterdir()))
+
+    def test_recalibrate_then_refuse_another_fits_calibration(self):
+        datalist, _, _ = self.datalist()
+        run_fit(self.host, datalist, self.fit_dir, "--tau", "0.0")
+        kept = {p: os.stat(p).st_mtime_ns for p in (self.fit_dir / "sample" / "quality.csv",
+                                                    self.fit_dir / "quality_head.pt")}  # fmt: skip
+        head = hashlib.sha256((self.fit_dir / "quality_head.pt").read_bytes()).hexdigest()
+
+        # a new site: only the calibrate step reruns, on its cases, with the same head
+        site = write_labelled_cases(self.tmp / "site_b", ["b0", "b1", "b2"], SHAPE, seed=3)
+        site_list = write_datalist(self.tmp / "site_b" / "datalist.json", {"calibration": site})
+        printed = run_fit(self.host, site_list, self.fit_dir, "--tau", "0.0", "--recalibrate")
+        self.assertNotIn("1/3", printed)
+        self.assertNotIn("2/3", printed)
+        self.assertEqual({p: os.stat(p).st_mtime_ns for p in kept}, kept)
+        fit = json.loads((self.fit_dir / "fit.json").read_text())
+        self.assertEqual(fit["steps"], ["sample", "head", "calibration"])
+        self.assertEqual(fit["datalist"]["calibration_source"], {"source": str(site_list), "key": "calibration"})
+        table = read_csv(self.fit_dir / "calibration" / "quality.csv")
+        self.assertEqual(sorted(Path(r["image"]).name for r in table), ["b0.nii.gz", "b1.nii.gz", "b2.nii.gz"])
+        saved = json.loads((self.fit_dir / "quality_calibration.json").read_text())
+        self.assertEqual((saved["n_calibration"], saved["head_fingerprint"]), (3, head))
+
+        # the calibration file of another fit (another head) is refused, naming both heads
+        other = self.tmp / "FIT2"
+        run_fit(self.host, datalist, other, "--tau", "0.0", "--seed", "1")
+        other_head = hashlib.sha256((other / "quality_head.pt").read_bytes()).hexdigest()
+        self.assertNotEqual(other_head, head)
+        refused = self.tmp / "refused"
+        with self.assertRaises(RuntimeError) as raised:
+            bundle_run(config_file=[str(self.host / "configs" / "inference.json"), str(OVERLAY)],
+                       bundle_root=str(self.host), dataset_dir=str(self.tmp / "site_b"), output_dir=str(refused),
+                       **{"segq#fit_dir": str(self.fit_dir),
+                          "segq#calibration_file": str(other / "quality_calibration.json")})  # fmt: skip
+        message = chain(raised.exception)
+        self.assertIn(f"calibration file '{other / 'quality_calibration.json'}' was made for the quality head "
+                      f"{other_head[:16]}", message)  # fmt: skip
+        self.assertIn(f"this run uses the head {head[:16]}", message)
+        self.assertIn(str(self.fit_dir / "quality_head.pt"), message)
+        self.assertIn("--recalibrate", message)
         self.assertFalse(refused.exists() and any(refused.iterdir()))
 
 

@@ -76,6 +76,17 @@ class TestLoadFit(unittest.TestCase):
         self.assertEqual(load_fit(self.dir)["quality_threshold"], 0.73)
         self.assertEqual(load_fit(None), {})
 
+    def test_calibration_file(self):
+        write_fit(self.dir, self.fit)  # a fit made before intervals: no file, the fixed λ̂ alone
+        self.assertIsNone(load_fit(self.dir)["calibration_file"])
+        self.fit["calibration"]["file"] = "quality_calibration.json"
+        write_fit(self.dir, self.fit)
+        with self.assertRaisesRegex(FileNotFoundError, r"records the calibration file quality_calibration.json but "
+                                                       r"it is missing; .*--recalibrate"):
+            load_fit(self.dir)
+        (self.dir / "quality_calibration.json").write_text("{}")
+        self.assertEqual(load_fit(self.dir)["calibration_file"], str(self.dir.absolute() / "quality_calibration.json"))
+
     def test_refuses_another_host(self):
         write_fit(self.dir, self.fit)
         with self.assertRaisesRegex(ValueError, r"'out_channels': 2\} \(bundle 'spleen_like'\).*'out_channels': 4\}"):

@@ -313,7 +313,8 @@ class TestMONAILabelServer(_ServerCase):
 @unittest.skipUnless(HAS_MONAILABEL, REASON)
 class TestMONAILabelHostFit(_ServerCase):
     """The app with a user's own bundle and the head fitted to it (``--conf host_bundle``, ``--conf fit_dir``): the
-    datastore is scored as the fit's deployment scores (its calibration run on the same images) and ranked."""
+    datastore is scored as the fit's deployment scores (its calibration run on the same images, then the fit's
+    calibration file: recalibrated Dice, interval, calibrated flag) and ranked by the recalibrated Dice."""
 
     @classmethod
     def setUpClass(cls):
@@ -339,16 +340,23 @@ class TestMONAILabelHostFit(_ServerCase):
         self.assertEqual(self.scoring["status"], "DONE", self.server_log())
         fit = json.loads((self.fit_dir / "fit.json").read_text())
         lam = fit["calibration"]["accept_threshold"]
+        saved = json.loads((self.fit_dir / fit["calibration"]["file"]).read_text())["recalibration"]["foreground"]
         table = {Path(r["image"]).name.removesuffix(".nii.gz"): float(r["pred_dice"])
                  for r in read_csv(self.fit_dir / "calibration" / "quality.csv")}  # fmt: skip
         self.assertEqual(set(self.datastore), set(table))
-        for name, pred in table.items():
+        recalibrated = {}
+        for name, raw in table.items():
             info = self.info(name)
             self.assertIsNone(info["segq_error"], name)
-            self.assertAlmostEqual(info["segq_pred_dice_mean"], pred, places=5)
-            self.assertEqual(info["segq_flagged"], pred < lam, name)
+            g = float(np.interp(raw, saved["knots_x"], saved["knots_y"]))  # the fit's recalibration, stored whole
+            recalibrated[name] = g
+            self.assertAlmostEqual(info["segq_pred_dice_raw"][0], raw, places=5)
+            self.assertAlmostEqual(info["segq_pred_dice_mean"], g, places=5)
+            self.assertAlmostEqual(info["segq_pred_dice_lo"][0], max(0.0, g - saved["half_width"]), places=5)
+            self.assertAlmostEqual(info["segq_pred_dice_hi"][0], min(1.0, g + saved["half_width"]), places=5)
+            self.assertEqual(info["segq_flagged"], raw < lam, name)  # the calibrated flag, on the raw Dice
         first = self.post_json("/activelearning/lowest_quality")
-        self.assertEqual(first["id"], min(table, key=lambda n: (table[n], n)))
+        self.assertEqual(first["id"], min(recalibrated, key=lambda n: (recalibrated[n], n)))
         self.assertEqual(self.get_json("/info/")["labels"], {"spleen": 1})
 
 

@@ -102,8 +102,8 @@ def _check_calibration(cases: list[dict], args: argparse.Namespace, source: str,
     """Enough labelled calibration cases for the guaranteed flag and for the intervals; ``source`` says where they
     came from and ``fix`` how to get more."""
     for what, needed in (
-        (f"The guaranteed flag needs at least {{}} labelled calibration cases at alpha={args.alpha}, delta={args.delta}",
-         min_calibration_cases(args.alpha, args.delta)),
+        (f"The guaranteed flag needs at least {{}} labelled calibration cases at alpha={args.alpha}, "
+         f"delta={args.delta}", min_calibration_cases(args.alpha, args.delta)),
         (f"Intervals at coverage {args.coverage} need at least {{}} labelled calibration cases (half of them fit the "
          "recalibration, the rest give the conformal scores)", min_interval_cases(args.coverage)),
     ):  # fmt: skip
@@ -327,9 +327,9 @@ def fit(args: argparse.Namespace) -> dict[str, Any]:
     job.calibrate()
     cal = job.fit["calibration"]
     print(
-        f"== fit done: {job.dir / FIT_FILE}\nguaranteed flag: accept a case when its raw predicted Dice (pred_dice_raw, lowest class) >= "
-        f"{cal['accept_threshold']} (certified: {cal['feasible']}; {cal['fraction_accepted']:.0%} of the "
-        f"{cal['n_calibration']} calibration cases accepted)\nper-case intervals: coverage {cal['coverage']}, "
+        f"== fit done: {job.dir / FIT_FILE}\nguaranteed flag: accept a case when its raw predicted Dice "
+        f"(pred_dice_raw, lowest class) >= {cal['accept_threshold']} (certified: {cal['feasible']}; "
+        f"{cal['fraction_accepted']:.0%} of the {cal['n_calibration']} calibration cases accepted)\nper-case intervals: coverage {cal['coverage']}, "
         f"half-width {cal['half_width']} (Dice)\ndeploy (add the host's own input arguments, e.g. "
         f"--dataset_dir or --datalist):\n{job.deploy_command()}",
         flush=True,

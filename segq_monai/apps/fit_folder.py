@@ -19,8 +19,9 @@ file and section of the calibration cases), ``head`` (checkpoint, quality varian
 strides, dropout, epochs), ``calibration`` (``alpha``, ``delta``, ``tau``, ``coverage``; once calibrated also
 ``accept_threshold`` λ̂ (``null`` when no threshold is certified: every case is flagged), ``feasible``, ``bound``,
 ``n_calibration``, ``fraction_accepted``, ``failures_accepted``, ``half_width`` (per class, Dice units), ``file``
-(the calibration file) and ``table``) and ``steps``: the steps done (``sample``, ``head``, ``calibration``), in order. A ``fit.json`` whose calibration has no
-``file`` (made before intervals existed) deploys with the fixed threshold λ̂ alone.
+(the calibration file) and ``table``) and ``steps``: the steps done (``sample``, ``head``, ``calibration``), in
+order. A ``fit.json`` whose calibration has no ``file`` (made before intervals existed) deploys with the fixed
+threshold λ̂ alone.
 """
 
 from __future__ import annotations

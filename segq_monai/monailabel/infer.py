@@ -31,7 +31,8 @@ class SegQInferTask(InferTask):
     segmentation once sent), else a new temporary folder.
 
     The result JSON holds ``pred_dice`` / ``pred_iou`` (per foreground class, in [0, 1]), ``pred_dice_mean``,
-    ``mean_entropy`` (nats), ``flagged``, ``maps`` (``{name: path}``), ``label_names`` and ``latencies``.
+    ``mean_entropy`` (nats), ``flagged``, ``pred_dice_raw`` / ``pred_dice_lo`` / ``pred_dice_hi`` (with a fit's
+    calibration, else ``None``), ``maps`` (``{name: path}``), ``label_names`` and ``latencies``.
 
     Args:
         pipeline: the bundle's two-stage inference (:class:`segq_monai.monailabel.SegQPipeline`).

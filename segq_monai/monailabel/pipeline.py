@@ -20,7 +20,10 @@ from monai.bundle import ConfigParser
 from monai.data import decollate_batch, list_data_collate
 from monai.transforms import Compose
 
-__all__ = ["SegQPipeline", "default_bundle_root", "quality_summary"]
+__all__ = ["INTERVAL_KEYS", "SegQPipeline", "default_bundle_root", "quality_summary"]
+
+#: what a calibration adds to a case: the raw predicted Dice and the interval, ``[K]`` each
+INTERVAL_KEYS = ("pred_dice_raw", "pred_dice_lo", "pred_dice_hi")
 
 logger = logging.getLogger(__name__)
 
@@ -35,16 +38,23 @@ def quality_summary(item: Mapping[str, Any]) -> dict[str, Any]:
 
     Returns ``pred_dice`` and ``pred_iou`` (lists, one value in [0, 1] per foreground class), ``pred_dice_mean``
     (their mean, in [0, 1]), ``mean_entropy`` (the mean of the predictive entropy map over the image, nats, in
-    [0, log C]) and ``flagged`` (bool: a predicted Dice is below the bundle's ``quality_threshold``).
+    [0, log C]) and ``flagged`` (bool: a predicted Dice is below the bundle's ``quality_threshold``, or with a
+    calibration the calibrated flag); with a calibration (a fit's ``quality_calibration.json``) also
+    ``pred_dice_raw`` (the head's own), ``pred_dice_lo`` and ``pred_dice_hi`` (the interval at the calibration's
+    coverage), lists per class; ``None`` without one.
     """
-    dice = [float(v) for v in torch.as_tensor(item["pred_dice"]).detach().cpu().flatten()]
-    iou = [float(v) for v in torch.as_tensor(item["pred_iou"]).detach().cpu().flatten()]
+
+    def values(key: str) -> list[float] | None:
+        return [float(v) for v in torch.as_tensor(item[key]).detach().cpu().flatten()] if key in item else None
+
+    dice = values("pred_dice")
     return {
         "pred_dice": dice,
-        "pred_iou": iou,
+        "pred_iou": values("pred_iou"),
         "pred_dice_mean": sum(dice) / len(dice) if dice else float("nan"),
         "mean_entropy": float(torch.as_tensor(item["entropy"]).detach().float().mean().cpu()),
         "flagged": bool(torch.as_tensor(item["flagged"]).any()),
+        **{key: values(key) for key in INTERVAL_KEYS},
     }
 
 

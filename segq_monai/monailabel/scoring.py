@@ -9,7 +9,12 @@ key                          value
 ``segq_pred_dice``           predicted Dice per foreground class, list of floats in [0, 1]
 ``segq_pred_dice_mean``      their mean, float in [0, 1]: the score :class:`LowestQualityStrategy` ranks by
 ``segq_mean_entropy``        mean predictive entropy over the image, nats, in [0, log C]
-``segq_flagged``             bool: a predicted Dice is below the bundle's ``quality_threshold``
+``segq_flagged``             bool: a predicted Dice is below the bundle's ``quality_threshold``; with a fit's
+                             calibration: its calibrated flag (lowest raw predicted Dice below λ̂)
+``segq_pred_dice_raw``       with a calibration: the head's raw predicted Dice per class (``segq_pred_dice`` is
+                             then recalibrated); else ``None``
+``segq_pred_dice_lo``        with a calibration: lower end of each class's Dice interval (coverage in the fit's
+``segq_pred_dice_hi``        ``quality_calibration.json``), list of floats in [0, 1]; else ``None``
 ``segq_model_ts``            the model version scored with (newest checkpoint's mtime, s): unchanged -> not rescored
 ``segq_error``               ``None``, or why the image could not be scored (its quality keys are then ``None``)
 ============================ =====================================================================================
@@ -24,7 +29,7 @@ from typing import Any
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.scoring import ScoringMethod
 
-from segq_monai.monailabel.pipeline import SegQPipeline, quality_summary
+from segq_monai.monailabel.pipeline import INTERVAL_KEYS, SegQPipeline, quality_summary
 
 __all__ = [
     "ENTROPY_KEY",
@@ -118,6 +123,7 @@ class QualityScoring(ScoringMethod):
                     QUALITY_KEY: None,
                     ENTROPY_KEY: None,
                     FLAGGED_KEY: None,
+                    **{f"segq_{key}": None for key in INTERVAL_KEYS},
                     MODEL_TS_KEY: version,
                     ERROR_KEY: reason,
                 },
@@ -128,6 +134,7 @@ class QualityScoring(ScoringMethod):
             QUALITY_KEY: summary["pred_dice_mean"],
             ENTROPY_KEY: summary["mean_entropy"],
             FLAGGED_KEY: summary["flagged"],
+            **{f"segq_{key}": summary[key] for key in INTERVAL_KEYS},
             MODEL_TS_KEY: version,
             ERROR_KEY: None,
         }
