@@ -1,0 +1,3 @@
+"""Applications built from the bundle's workflows."""
+
+from __future__ import annotations
