@@ -9,6 +9,7 @@ Dice / IoU from the image, the segmentation and the maps, and scores that predic
 from __future__ import annotations
 
 from segq_monai.aleatoric import AleatoricNet, AleatoricSampler, SampledLogitLoss, aleatoric_variance
+from segq_monai.apps import load_fit, load_quality_head, network_signature
 from segq_monai.baselines import BASELINES, ScalarBaselinesd
 from segq_monai.calibration import TemperatureScaling, expected_calibration_error, fit_temperature
 from segq_monai.confidence import ConfidenceLoss, ConfidenceNet, confidence_map
@@ -20,6 +21,7 @@ from segq_monai.samplers import EnsembleSampler, MCDropoutSampler, Sampler, Soft
 from segq_monai.streaming import MAPS, StreamingUncertainty, entropy
 from segq_monai.transforms import (
     CheckImaged,
+    CheckLabeld,
     FailureFlagd,
     MRArtifactd,
     PredictQualityd,
@@ -56,6 +58,10 @@ __all__ = [
     "expected_calibration_error",
     "fit_temperature",
     "CheckImaged",
+    "CheckLabeld",
+    "load_fit",
+    "load_quality_head",
+    "network_signature",
     "MAPS",
     "SAMPLERS",
     "FailureFlagd",

@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 from monai.bundle import run as bundle_run
 
 from segq_monai.apps import example3d as example3d_app
+from segq_monai.apps import fit as fit_app
 from segq_monai.data.demo import prepare_demo
 from segq_monai.report import comparison_table
 
@@ -217,6 +218,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     d.add_argument("--alpha", type=float, default=0.1, help="target failure rate among auto-accepted cases")
     d.add_argument("--device", default=None, help="e.g. cpu or cuda:0; default: cuda:0 when available")
     d.set_defaults(func=demo)
+    fit_app.add_parser(sub)
     example3d_app.add_parser(sub)
     args = parser.parse_args(argv)
     os.makedirs(args.output_dir, exist_ok=True)

@@ -12,6 +12,7 @@ from segq_monai.transforms.artifacts import (
     graded_artifact_plan,
 )
 from segq_monai.transforms.checks import CheckImage, CheckImageD, CheckImaged, CheckImageDict, SafeLoadImaged
+from segq_monai.transforms.labels import CheckLabel, CheckLabelD, CheckLabeld, CheckLabelDict
 from segq_monai.transforms.quality import (
     FailureFlag,
     FailureFlagD,
