@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import shutil
 import subprocess
@@ -33,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from segq_monai.apps.example3d_report import add_true_quality, write_example_report
+from segq_monai.apps.fit_folder import min_calibration_cases
+from segq_monai.atomic import atomic_write_text
 from segq_monai.data.datalist import load_datalist
 from segq_monai.data.volume3d import SPLITS, prepare_volume3d
 from segq_monai.report import read_quality_csv
@@ -73,7 +74,20 @@ def _run(step: str, argv: list[str], times: dict[str, float], log: Path) -> None
         code = proc.wait()
     if code != 0:
         raise RuntimeError(f"step '{step}' failed (exit code {code}); its output is in {log}. Command:\n{shlex.join(argv)}")
-    times[step] = time.perf_counter() - start
+    _record(times, step, time.perf_counter() - start, log.parent)
+
+
+def _record(times: dict[str, float], step: str, seconds: float, out: Path) -> None:
+    """Record a step's wall time in ``times`` and in ``out/times.json`` (kept across reruns: skipped steps keep
+    the time of the run that did them)."""
+    times[step] = seconds
+    atomic_write_text(out / "times.json", json.dumps(times, indent=2) + "\n")
+
+
+def _fit_done(fit_dir: Path) -> bool:
+    """Whether ``fit_dir/fit.json`` records a finished fit (its last step, the calibration, is done)."""
+    path = fit_dir / "fit.json"
+    return path.is_file() and bool(json.loads(path.read_text()).get("calibration"))
 
 
 def _bundle_run(host: Path, configs: Sequence[Path], overrides: dict[str, Any]) -> list[str]:
@@ -88,16 +102,22 @@ def _bundle_run(host: Path, configs: Sequence[Path], overrides: dict[str, Any]) 
 
 def example3d(args: argparse.Namespace) -> dict[str, Any]:
     """Run the example (see the module docstring); returns the report (with ``"times"``: seconds per step)."""
+    needed = min_calibration_cases(args.alpha, args.delta)
+    if args.cases[2] < needed:
+        raise ValueError(
+            f"The guaranteed flag needs at least {needed} calibration cases at alpha={args.alpha}, delta={args.delta}; "
+            f"--cases gives {args.cases[2]}. Raise the third number of --cases, or raise --alpha or --delta."
+        )
     out = Path(args.output_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     log = out / "example3d.log"
-    times: dict[str, float] = {}
+    times: dict[str, float] = json.loads((out / "times.json").read_text()) if (out / "times.json").is_file() else {}
 
     start = time.perf_counter()
     cases = dict(zip(SPLITS, args.cases))
     print(f"== data: {cases} cases of {'x'.join(map(str, args.spatial_size))} voxels (4 mm) -> {out / 'data'}")
     datalist = prepare_volume3d(out / "data", cases=cases, spatial_size=args.spatial_size, seed=args.seed)
-    times["data"] = time.perf_counter() - start
+    _record(times, "data", time.perf_counter() - start, out)
 
     host = out / HOST_NAME
     if not (host / "configs").is_dir():
@@ -112,10 +132,11 @@ def example3d(args: argparse.Namespace) -> dict[str, Any]:
     fit_dir = out / "fit"
     fit = [sys.executable, "-m", "segq_monai", "fit", "--host_bundle", str(host), "--datalist", str(datalist),
            "--output_dir", str(fit_dir), "--num_samples", str(args.num_samples), "--epochs", str(args.epochs_quality),
-           "--alpha", str(args.alpha), "--seed", str(args.seed)]  # fmt: skip
+           "--alpha", str(args.alpha), "--delta", str(args.delta), "--seed", str(args.seed)]  # fmt: skip
     if args.device:
         fit += ["--device", args.device]
-    _run("fit (segq_monai fit on the host's validation cases)", fit, times, log)
+    if not _fit_done(fit_dir):
+        _run("fit (segq_monai fit on the host's validation cases)", fit, times, log)
 
     deploy_dir = out / "deploy"
     deploy = _bundle_run(host, [host / "configs" / "inference.json", _overlay()],
@@ -130,8 +151,8 @@ def example3d(args: argparse.Namespace) -> dict[str, Any]:
     tests = load_datalist(datalist, "testing")
     labels = {item["image"]: item["label"] for item in tests}
     rows = add_true_quality(read_quality_csv(deploy_dir / "quality.csv"), deploy_dir, labels, class_names)
-    report = write_example_report(rows, out / "report", deploy_dir, labels, class_names, threshold=fit_json["calibration_settings"]["tau"])
-    times["report"] = time.perf_counter() - start
+    report = write_example_report(rows, out / "report", deploy_dir, labels, class_names, threshold=fit_json["calibration"]["tau"])
+    _record(times, "report", time.perf_counter() - start, out)
     report["times"] = times
     text = _report_markdown(report, args, fit_json, times)
     (out / "report" / "report.md").write_text(text)
@@ -170,13 +191,14 @@ def add_parser(sub: Any) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     p.add_argument("--output_dir", default="segq_example3d", help="data, host copy, fit folder, outputs, report")
-    p.add_argument("--cases", type=int, nargs=4, default=[24, 24, 24, 24], metavar=("TRAIN", "VAL", "CAL", "TEST"),
+    p.add_argument("--cases", type=int, nargs=4, default=[24, 24, 32, 24], metavar=("TRAIN", "VAL", "CAL", "TEST"),
                    help="cases per split: host training, host validation (fit), calibration, test")
     p.add_argument("--spatial_size", type=int, nargs=3, default=[40, 48, 40], help="case size in 4 mm voxels")
     p.add_argument("--epochs", type=int, default=40, help="epochs of the host network")
     p.add_argument("--epochs_quality", type=int, default=60, help="epochs of the quality head")
     p.add_argument("--num_samples", type=int, default=10, help="T, MC dropout samples per case")
-    p.add_argument("--alpha", type=float, default=0.1, help="target failure rate among auto-accepted cases")
+    p.add_argument("--alpha", type=float, default=0.2, help="target failure rate among auto-accepted cases")
+    p.add_argument("--delta", type=float, default=0.1, help="allowed probability that the guarantee fails")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="e.g. cpu or cuda:0; default: cuda:0 when available")
     p.set_defaults(func=example3d)
