@@ -4,8 +4,9 @@ The deploy run writes ``quality.csv`` (predicted Dice per class, no labels) and 
 input grid. :func:`add_true_quality` adds the true Dice/IoU per class, computed from those files and the labels
 (:func:`segq_monai.quality.segmentation_quality`); :func:`write_example_report` scores the prediction
 (:func:`segq_monai.report.write_report`: ``report.json``, predicted-vs-true and risk-coverage plots, map overlays
-of the best and worst cases) and writes ``report.md``: per class and for the per-case mean, the mean true and
-predicted Dice, MAE, Pearson correlation and failure AUROC, each with a bootstrap 95 % interval over cases.
+of the best and worst cases); :func:`summary_table` gives the table of ``report.md``: per class and for the per-case
+mean, the mean true and predicted Dice, MAE, Pearson correlation and failure AUROC, each with a bootstrap 95 %
+interval over cases.
 Cases come from one head (see :mod:`segq_monai.data.volume3d`): the intervals describe resampling of these cases,
 not of subjects.
 """
@@ -24,7 +25,7 @@ from monai.transforms import LoadImage
 from segq_monai import metrics
 from segq_monai.data.outputs import case_name
 from segq_monai.quality import segmentation_quality
-from segq_monai.report import write_report
+from segq_monai.report import write_quality_csv, write_report
 
 __all__ = ["add_true_quality", "bootstrap_interval", "summary_table", "write_example_report"]
 
@@ -151,7 +152,7 @@ def write_example_report(
     threshold: float = 0.8,
     map_key: str = "entropy",
 ) -> dict[str, Any]:
-    """Write ``report.json``, the figures and ``report.md`` (the summary table) into ``output_dir``.
+    """Write ``quality.csv`` (the rows, with true quality), ``report.json`` and the figures into ``output_dir``.
 
     Args:
         rows: deploy rows with true quality (:func:`add_true_quality`).
@@ -173,6 +174,7 @@ def write_example_report(
                 _LOAD(labels[str(row["image"])]))  # fmt: skip
 
     os.makedirs(output_dir, exist_ok=True)
+    write_quality_csv(Path(output_dir) / "quality.csv", rows)
     report = write_report(rows, output_dir, threshold=threshold, load_case=load_case, k=1)
     report["table"] = summary_table(rows, class_names, threshold)
     return report
