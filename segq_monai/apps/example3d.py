@@ -133,6 +133,8 @@ def example3d(args: argparse.Namespace) -> dict[str, Any]:
     fit = [sys.executable, "-m", "segq_monai", "fit", "--host_bundle", str(host), "--datalist", str(datalist),
            "--output_dir", str(fit_dir), "--num_samples", str(args.num_samples), "--epochs", str(args.epochs_quality),
            "--alpha", str(args.alpha), "--delta", str(args.delta), "--seed", str(args.seed)]  # fmt: skip
+    if args.head_channels:
+        fit += ["--head_channels", *map(str, args.head_channels)]
     if args.device:
         fit += ["--device", args.device]
     if not _fit_done(fit_dir):
@@ -191,12 +193,14 @@ def add_parser(sub: Any) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     p.add_argument("--output_dir", default="segq_example3d", help="data, host copy, fit folder, outputs, report")
-    p.add_argument("--cases", type=int, nargs=4, default=[24, 24, 32, 24], metavar=("TRAIN", "VAL", "CAL", "TEST"),
+    p.add_argument("--cases", type=int, nargs=4, default=[24, 32, 32, 24], metavar=("TRAIN", "VAL", "CAL", "TEST"),
                    help="cases per split: host training, host validation (fit), calibration, test")
     p.add_argument("--spatial_size", type=int, nargs=3, default=[40, 48, 40], help="case size in 4 mm voxels")
-    p.add_argument("--epochs", type=int, default=40, help="epochs of the host network")
-    p.add_argument("--epochs_quality", type=int, default=60, help="epochs of the quality head")
+    p.add_argument("--epochs", type=int, default=20, help="epochs of the host network")
+    p.add_argument("--epochs_quality", type=int, default=20, help="epochs of the quality head")
     p.add_argument("--num_samples", type=int, default=10, help="T, MC dropout samples per case")
+    p.add_argument("--head_channels", type=int, nargs="+", default=[8, 16, 32, 64],
+                   help="channels of the quality head's levels (fit's --head_channels)")
     p.add_argument("--alpha", type=float, default=0.2, help="target failure rate among auto-accepted cases")
     p.add_argument("--delta", type=float, default=0.1, help="allowed probability that the guarantee fails")
     p.add_argument("--seed", type=int, default=0)
