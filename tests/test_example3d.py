@@ -8,6 +8,7 @@ the per-class columns named from the host's metadata, the grids of the saved out
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import subprocess
@@ -19,6 +20,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from segq_monai.apps.example3d import example3d
 from segq_monai.apps.example3d_report import bootstrap_interval, summary_table
 from segq_testing import REPO, read_csv
 
@@ -123,13 +125,9 @@ class TestExample3dCommand(unittest.TestCase):
 class TestExample3dBadInput(unittest.TestCase):
     def test_too_few_calibration_cases(self):
         with tempfile.TemporaryDirectory() as tmp:
-            result = subprocess.run(
-                [sys.executable, "-m", "segq_monai", "example3d", "--output_dir", tmp, "--cases", "4", "6", "10", "3",
-                 "--alpha", "0.2"],
-                capture_output=True, text=True,
-            )  # fmt: skip
-            self.assertNotEqual(result.returncode, 0)
-            self.assertIn("needs at least 32 calibration cases at alpha=0.2", result.stderr)
+            args = argparse.Namespace(output_dir=tmp, cases=[4, 6, 10, 3], alpha=0.2, delta=0.1)
+            with self.assertRaisesRegex(ValueError, "needs at least 32 calibration cases at alpha=0.2, delta=0.1"):
+                example3d(args)  # (1 - 0.2) ** n <= 0.1 / 101 from n = 32 on
             self.assertFalse((Path(tmp) / "data").exists())
 
 
