@@ -1,4 +1,4 @@
-"""Applications built from the bundle's workflows: fitting a quality head to a user's own MONAI bundle."""
+"""Command-line applications of ``python -m segq_monai`` (each a subcommand), and the fit folder they write."""
 
 from __future__ import annotations
 

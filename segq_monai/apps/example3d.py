@@ -32,31 +32,28 @@ from pathlib import Path
 from typing import Any
 
 from segq_monai.apps.example3d_report import add_true_quality, write_example_report
+from segq_monai.apps.fit import OVERLAYS
 from segq_monai.apps.fit_folder import min_calibration_cases
-from segq_monai.atomic import atomic_write_text
+from segq_monai.apps.workflows import default_bundle_root
 from segq_monai.data.datalist import load_datalist
 from segq_monai.data.volume3d import SPLITS, prepare_volume3d
-from segq_monai.report import read_quality_csv
+from segq_monai.evaluation import read_quality_csv
+from segq_monai.utils.atomic import atomic_write_text
 
 __all__ = ["add_parser", "example3d", "example_host_source"]
 
-_REPO = Path(__file__).resolve().parents[2]
 HOST_NAME = "colin27_regions3d"
 
 
 def example_host_source() -> Path:
-    """The example host bundle's folder (``examples/colin27_regions3d`` of a checkout)."""
-    path = _REPO / "examples" / HOST_NAME
+    """The example host bundle's folder (``examples/colin27_regions3d`` beside the checkout's ``bundle/``)."""
+    path = default_bundle_root().parent / "examples" / HOST_NAME
     if not (path / "configs" / "train.json").is_file():
         raise FileNotFoundError(
             f"The example host bundle is missing at {path} (configs/train.json); run from a segq-monai checkout "
             "(the examples/ folder is not installed with the package)."
         )
     return path
-
-
-def _overlay() -> Path:
-    return _REPO / "configs" / "segq_overlay.json"
 
 
 def _run(step: str, argv: list[str], times: dict[str, float], log: Path) -> None:
@@ -141,7 +138,7 @@ def example3d(args: argparse.Namespace) -> dict[str, Any]:
         _run("fit (segq_monai fit on the host's validation cases)", fit, times, log)
 
     deploy_dir = out / "deploy"
-    deploy = _bundle_run(host, [host / "configs" / "inference.json", _overlay()],
+    deploy = _bundle_run(host, [host / "configs" / "inference.json", OVERLAYS / "segq_overlay.json"],
                          {"segq#fit_dir": str(fit_dir), "dataset_dir": str(out / "data"),
                           "output_dir": str(deploy_dir), **device})  # fmt: skip
     if not (deploy_dir / "quality.csv").is_file():

@@ -2,8 +2,8 @@
 
 The deploy run writes ``quality.csv`` (predicted Dice per class, no labels) and ``<case>/<case>_seg.nii.gz`` on the
 input grid. :func:`add_true_quality` adds the true Dice/IoU per class, computed from those files and the labels
-(:func:`segq_monai.quality.segmentation_quality`); :func:`write_example_report` scores the prediction
-(:func:`segq_monai.report.write_report`: ``report.json``, predicted-vs-true and risk-coverage plots, map overlays
+(:func:`segq_monai.metrics.quality.segmentation_quality`); :func:`write_example_report` scores the prediction
+(:func:`segq_monai.evaluation.report.write_report`: ``report.json``, predicted-vs-true and risk-coverage plots, map overlays
 of the best and worst cases); :func:`summary_table` gives the table of ``report.md``: per class and for the per-case
 mean, the mean true and predicted Dice, MAE, Pearson correlation and failure AUROC, each with a bootstrap 95 %
 interval over cases.
@@ -24,8 +24,8 @@ from monai.transforms import LoadImage
 
 from segq_monai import metrics
 from segq_monai.data.outputs import case_name
-from segq_monai.quality import segmentation_quality
-from segq_monai.report import write_quality_csv, write_report
+from segq_monai.evaluation import write_quality_csv, write_report
+from segq_monai.metrics.quality import segmentation_quality
 
 __all__ = ["add_true_quality", "bootstrap_interval", "summary_table", "write_example_report"]
 
@@ -164,7 +164,7 @@ def write_example_report(
         map_key: the map drawn in the overlays, ``<case>/<case>_<map_key>.nii.gz``.
 
     Returns:
-        the report dict of :func:`segq_monai.report.write_report`, with ``"table"``: the markdown table.
+        the report dict of :func:`segq_monai.evaluation.report.write_report`, with ``"table"``: the markdown table.
     """
 
     def load_case(row: Mapping[str, Any]) -> tuple[Any, Any, Any, Any]:

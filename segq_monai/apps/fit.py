@@ -11,7 +11,7 @@ point, in this process); the command prints each step's command line, so every s
    dimensionality, the host's classes and input channels -> ``FIT/quality_head.pt``;
 3. **calibrate**: the deployment itself (host + ``segq_overlay.json`` with ``segq#fit_dir``) plus the labels
    (``fit_labelled.json`` + ``fit_calibrate.json``) on the ``calibration`` cases -> ``FIT/calibration/quality.csv``;
-   the acceptance threshold λ̂ of the guaranteed flag is calibrated on it (:mod:`segq_monai.conformal`).
+   the acceptance threshold λ̂ of the guaranteed flag is calibrated on it (:mod:`segq_monai.metrics.conformal`).
 
 ``FIT/fit.json`` holds the settings and each step's result (:mod:`segq_monai.apps.fit_folder`). A rerun of the same
 command continues: finished steps are skipped, sampling skips finished cases, training resumes from its last epoch.
@@ -23,7 +23,6 @@ import argparse
 import json
 import math
 import os
-import re
 import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,34 +32,18 @@ import numpy as np
 from monai.bundle import ConfigParser
 from monai.bundle import run as bundle_run
 
-from segq_monai.apps.fit_folder import FIT_FILE, HEAD_FILE, min_calibration_cases, network_signature, write_fit
-from segq_monai.conformal import calibrate_selective_threshold
+from segq_monai.apps.fit_folder import FIT_FILE, HEAD_FILE, min_calibration_cases, write_fit
+from segq_monai.apps.fit_host import HostBundle
+from segq_monai.apps.workflows import default_bundle_root
 from segq_monai.data.datalist import load_datalist, write_datalist
-from segq_monai.report import quality_columns, read_quality_csv
+from segq_monai.data.outputs import first_path
+from segq_monai.evaluation.columns import quality_columns, read_quality_csv
+from segq_monai.metrics.conformal import calibrate_selective_threshold
 
 __all__ = ["add_parser", "fit"]
 
-REPO = Path(__file__).resolve().parents[2]
-SEGQ_BUNDLE = REPO / "bundle"
-OVERLAYS = REPO / "configs"
-
-#: ids of the host's inference.json the overlays use: what for, and an override that supplies a missing one.
-HOST_IDS = {
-    "network_def": ("the network sampled by stage 1", "--host_override 'network_def={\"_target_\": ...}'"),
-    "network": ("the network on its device", "--host_override 'network=$@network_def.to(@device)'"),
-    "preprocessing": ("the transforms whose inverse brings the maps to the input grid",
-                      "--host_override 'preprocessing={\"_target_\": \"Compose\", \"transforms\": [...]}'"),
-    "inferer": ("the inferer wrapped by UncertaintyInferer",
-                "--host_override 'inferer={\"_target_\": \"SlidingWindowInferer\", ...}'"),
-    "postprocessing": ("the host's own outputs, kept at deployment",
-                       "--host_override 'postprocessing={\"_target_\": \"Compose\", \"transforms\": []}'"),
-    "dataset": ("the cases to run (its data is replaced by the labelled datalist)",
-                "--host_override 'dataset={\"_target_\": \"Dataset\", \"data\": [], \"transform\": \"@preprocessing\"}'"),
-    "handlers": ("the evaluator's handlers (segq appends its writer)", "--host_override 'handlers=[]'"),
-    "evaluator": ("the SupervisedEvaluator whose inferer and postprocessing segq replaces",
-                  "--host_override 'evaluator={\"_target_\": \"SupervisedEvaluator\", ...}'"),
-    "output_dir": ("where the host writes its outputs", "--host_override output_dir=OUT"),
-}  # fmt: skip
+SEGQ_BUNDLE = default_bundle_root()
+OVERLAYS = SEGQ_BUNDLE.parent / "configs"
 
 
 def _command(configs: Sequence[Path], bundle_root: Path, run_id: str, overrides: Mapping[str, Any]) -> str:
@@ -73,117 +56,47 @@ def _command(configs: Sequence[Path], bundle_root: Path, run_id: str, overrides:
     return " ".join(parts)
 
 
+def _cause(error: BaseException) -> BaseException | None:
+    """The first ``ValueError`` / ``FileNotFoundError`` in the cause chain (segq's checks name the file and fix)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, (ValueError, FileNotFoundError)):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def _run(configs: Sequence[Path], bundle_root: Path, run_id: str, overrides: Mapping[str, Any], step: str) -> None:
+    """Run one step as ``python -m monai.bundle run`` runs it; a failure is re-raised with its first clear cause."""
     print(f"== fit, {step}:\n{_command(configs, bundle_root, run_id, overrides)}", flush=True)
     meta = bundle_root / "configs" / "metadata.json"
     logging_conf = bundle_root / "configs" / "logging.conf"
-    bundle_run(
-        run_id=run_id,
-        config_file=[str(f) for f in configs],
-        meta_file=str(meta if meta.is_file() else SEGQ_BUNDLE / "configs" / "metadata.json"),
-        logging_file=str(logging_conf if logging_conf.is_file() else SEGQ_BUNDLE / "configs" / "logging.conf"),
-        bundle_root=str(bundle_root),
-        **overrides,
-    )
-
-
-def _parse_override(text: str) -> tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise ValueError(f"--host_override takes ID=VALUE (VALUE as JSON, else a string), got {text!r}.")
     try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
+        bundle_run(
+            run_id=run_id,
+            config_file=[str(f) for f in configs],
+            meta_file=str(meta if meta.is_file() else SEGQ_BUNDLE / "configs" / "metadata.json"),
+            logging_file=str(logging_conf if logging_conf.is_file() else SEGQ_BUNDLE / "configs" / "logging.conf"),
+            bundle_root=str(bundle_root),
+            **overrides,
+        )
+    except Exception as e:
+        cause = _cause(e)
+        if cause is None:
+            raise
+        raise type(cause)(
+            f"The fit stopped at step {step!r}: {cause}\nFix it and rerun the same command: it continues."
+        ) from e
 
 
-class _Host:
-    """The host bundle: its inference config, checked for the ids the overlays use, and what the fit records."""
-
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.root = Path(args.host_bundle).expanduser().resolve()
-        self.config = Path(args.host_config).resolve() if args.host_config else self.root / "configs" / "inference.json"
-        if not self.config.is_file():
-            raise FileNotFoundError(
-                f"No host config at {self.config}; --host_bundle takes a bundle folder in model-zoo layout "
-                "(configs/inference.json), or name the config with --host_config."
-            )
-        self.overrides = dict(_parse_override(o) for o in args.host_override)
-        parser = ConfigParser()
-        parser.read_config(str(self.config))
-        parser.update(self.overrides)
-        for key, (what, override) in HOST_IDS.items():
-            if key not in parser:
-                raise ValueError(
-                    f"Host config {self.config} has no id {key!r}, which the segq overlays need ({what}); supply it "
-                    f"with {override}."
-                )
-        for key in ("evaluator#inferer", "evaluator#postprocessing"):
-            if key not in parser:
-                raise ValueError(
-                    f"Host config {self.config} has no id {key!r} (segq replaces it with its own); supply it with "
-                    f"--host_override '{key}=@{key.split('#')[1]}'."
-                )
-        self.run_id = args.run_id or self._run_id(parser)
-        self.signature = network_signature(parser.get_parsed_content("network_def"))
-        self.activation = args.activation or self._activation(parser.get("postprocessing"))
-        meta = self.root / "configs" / "metadata.json"
-        self.metadata = json.loads(meta.read_text()) if meta.is_file() else {}
-        self.class_names = args.class_names or self._class_names()
-
-    def _run_id(self, parser: ConfigParser) -> str:
-        """``run``, or the one top-level list that runs the evaluator (model-zoo bundles also use ``evaluating``)."""
-        if "run" in parser:
-            return "run"
-        found = [
-            k for k, v in parser.get().items()
-            if isinstance(v, list) and any(isinstance(x, str) and ".run()" in x for x in v)
-        ]  # fmt: skip
-        if len(found) != 1:
-            raise ValueError(
-                f"Cannot tell which id of {self.config} runs the evaluator (no 'run'; candidates {found}); pass "
-                "--run_id."
-            )
-        return found[0]
-
-    @staticmethod
-    def _activation(postprocessing: Any) -> str:
-        """``sigmoid`` when the host's postprocessing applies a sigmoid (a multi-label network), else ``softmax``."""
-        text = json.dumps(postprocessing)
-        return "sigmoid" if re.search(r'"sigmoid":\s*true', text) else "softmax"
-
-    def _class_names(self) -> list[str] | None:
-        """Foreground class names from the host metadata's ``network_data_format.outputs.pred.channel_def``."""
-        outputs = self.metadata.get("network_data_format", {}).get("outputs", {})
-        channel_def = next((o.get("channel_def") for o in outputs.values() if isinstance(o, dict)), None)
-        if not isinstance(channel_def, dict):
-            return None
-        first = 0 if self.activation == "sigmoid" else 1
-        indices = range(first, self.signature["out_channels"])
-        if any(str(i) not in channel_def for i in indices):
-            return None
-        return [re.sub(r"\W+", "_", str(channel_def[str(i)]).strip()).strip("_").lower() for i in indices]
-
-    def record(self) -> dict[str, Any]:
-        return {
-            "name": self.metadata.get("name", self.root.name),
-            "version": self.metadata.get("version"),
-            "bundle_root": str(self.root),
-            "config_file": str(self.config),
-            "run_id": self.run_id,
-            "overrides": self.overrides,
-        }
-
-
-def _split(args: argparse.Namespace) -> dict[str, list[dict]]:
-    """The labelled cases: ``training`` (stage 2) and ``calibration``, checked for labels and numbers."""
+def _split(args: argparse.Namespace) -> tuple[dict[str, list[dict]], str]:
+    """The labelled cases, ``training`` (stage 2) and ``calibration``, checked for labels and numbers; and the
+    section of ``args.datalist`` they came from."""
     path = Path(args.datalist)
     sections = json.loads(path.read_text()) if path.is_file() else {}
     key = args.datalist_key or ("validation" if sections.get("validation") else "training")
     items = load_datalist(path, key)
-    unlabelled = [i for i, item in enumerate(items) if "label" not in item]
-    if unlabelled:
-        raise ValueError(f"Items {unlabelled} of section {key!r} of {path} have no 'label'; fitting needs labels.")
     if sections.get("calibration"):
         stage2, calibration = items, load_datalist(path, "calibration")
     else:
@@ -191,6 +104,10 @@ def _split(args: argparse.Namespace) -> dict[str, list[dict]]:
         n_cal = round(len(items) * args.calibration_fraction)
         calibration = [items[i] for i in sorted(order[:n_cal])]
         stage2 = [items[i] for i in sorted(order[n_cal:])]
+    for name, cases in (("training", stage2), ("calibration", calibration)):
+        unlabelled = [Path(str(first_path(c["image"]))).name for c in cases if "label" not in c]
+        if unlabelled:
+            raise ValueError(f"Cases {unlabelled} ({name} cases, from {path}) have no 'label'; fitting needs labels.")
     needed = min_calibration_cases(args.alpha, args.delta)
     if len(calibration) < needed:
         raise ValueError(
@@ -204,7 +121,17 @@ def _split(args: argparse.Namespace) -> dict[str, list[dict]]:
             f"Training the quality head needs at least 2 labelled cases; {path} leaves {len(stage2)} after "
             f"{len(calibration)} calibration cases. Add labelled cases or lower --calibration_fraction."
         )
-    return {"training": stage2, "calibration": calibration, "source": [{"datalist": str(path.resolve()), "key": key}]}
+    return {"training": stage2, "calibration": calibration}, key
+
+
+def _json_list(text: str, name: str) -> list[Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{name} takes a JSON list of transforms, e.g. '[{{\"_target_\": ...}}]'; got {text!r} ({e}).") from e
+    if not isinstance(value, list):
+        raise ValueError(f"{name} takes a JSON list of transforms, got {type(value).__name__}.")
+    return value
 
 
 class _Fit:
@@ -212,10 +139,10 @@ class _Fit:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.host = _Host(args)
+        self.host = HostBundle(args.host_bundle, args.host_config, args.host_override, args.run_id, args.activation,
+                               args.class_names)
         self.dir = Path(args.output_dir).expanduser().resolve()
-        self.dir.mkdir(parents=True, exist_ok=True)
-        split = _split(args)
+        split, key = _split(args)
         train_config = ConfigParser()
         train_config.read_config(str(SEGQ_BUNDLE / "configs" / "train_quality.json"))
         head_def = train_config.get("quality_network_def")
@@ -238,13 +165,13 @@ class _Fit:
             "sampler": args.sampler,
             "num_samples": args.num_samples,
             "seed": args.seed,
-            "label_transforms": json.loads(args.label_transforms),
-            "datalist": {**split["source"][0], "n_training": len(split["training"]),
-                         "n_calibration": len(split["calibration"]), "file": "datalist.json"},
+            "label_transforms": _json_list(args.label_transforms, "--label_transforms"),
+            "datalist": {"source": str(Path(args.datalist).resolve()), "key": key, "file": "datalist.json",
+                         "n_training": len(split["training"]), "n_calibration": len(split["calibration"])},
             "head": self.head,
             "calibration": {"alpha": args.alpha, "delta": args.delta, "tau": args.tau},
         }  # fmt: skip
-        self.fit = self._start(settings, {k: split[k] for k in ("training", "calibration")})
+        self.fit = self._start(settings, split)
 
     def _start(self, settings: dict[str, Any], split: dict[str, list[dict]]) -> dict[str, Any]:
         """``fit.json``: a new one, or the one of an interrupted run of the same fit (refused if it differs)."""
@@ -265,13 +192,13 @@ class _Fit:
         write_fit(self.dir, fit)
         return fit
 
-    def _host_step(self, overlays: Sequence[str], step: str, **overrides: Any) -> None:
+    def _host_step(self, overlays: Sequence[str], step: str) -> None:
+        """A step on the host's config with ``overlays`` (files of ``configs/``): the fit folder, continued."""
         configs = [self.host.config, *(OVERLAYS / o for o in overlays)]
-        label_transforms = self.fit["label_transforms"]
-        common = {**self.host.overrides, "segq#fit_dir": str(self.dir), "segq#skip_existing": True}
-        if label_transforms:
-            common["segq#label_transforms"] = label_transforms
-        _run(configs, self.host.root, self.host.run_id, {**common, **overrides}, step)
+        overrides = {**self.host.overrides, "segq#fit_dir": str(self.dir), "segq#skip_existing": True}
+        if self.fit["label_transforms"]:
+            overrides["segq#label_transforms"] = self.fit["label_transforms"]
+        _run(configs, self.host.root, self.host.run_id, overrides, step)
 
     def _done(self, step: str) -> None:
         self.fit["steps"].append(step)

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from segq_monai.atomic import atomic_write_text
+from segq_monai.utils.atomic import atomic_write_text
 
 __all__ = [
     "FIT_FILE",
@@ -77,7 +77,7 @@ def min_calibration_cases(alpha: float, delta: float, grid_size: int = 101) -> i
     """The fewest calibration cases with which the guaranteed flag can certify any threshold.
 
     With ``n`` accepted cases and no failure among them, the binomial p-value is ``(1 - alpha) ** n``; it must reach
-    ``delta / grid_size`` (:func:`segq_monai.conformal.calibrate_selective_threshold`, Bonferroni over its grid), so
+    ``delta / grid_size`` (:func:`segq_monai.metrics.conformal.calibrate_selective_threshold`, Bonferroni over its grid), so
     ``n >= log(delta / grid_size) / log(1 - alpha)``: 66 for ``alpha = delta = 0.1``.
     """
     return math.ceil(math.log(delta / grid_size) / math.log(1.0 - alpha) - 1e-9)

@@ -65,7 +65,7 @@ class CheckLabel(Transform):
             ok = t.shape[0] == 1 and bool(((t >= 0) & (t < self.num_classes) & (t == torch.round(t))).all())
             allowed = f"class indices 0..{self.num_classes - 1}"
         if not ok:
-            values = torch.unique(t)[:12].tolist()
+            values = [int(v) if float(v).is_integer() else v for v in torch.unique(t)[:12].tolist()]
             names = f" (background, {', '.join(self.class_names)})" if self.class_names and not self.multi_label else ""
             raise ValueError(
                 f"Label {label_file} (shape {tuple(t.shape)}, values {values}) is not in the host network's classes: "

@@ -17,7 +17,7 @@ from monai.networks.utils import one_hot
 from monai.transforms import MapTransform, Transform
 from monai.utils import convert_to_tensor, ensure_tuple
 
-from segq_monai.quality import as_class_indices, dice_to_iou, segmentation_quality
+from segq_monai.metrics.quality import as_class_indices, dice_to_iou, segmentation_quality
 
 __all__ = [
     "SegmentationQuality",
@@ -51,8 +51,8 @@ class SegmentationQuality(Transform):
 
     ``__call__(seg, label)``: both ``[1, H, W[, D]]`` class indices (multi-label: ``[C, ...]`` masks) on the same
     grid; returns ``(dice, iou)``, float32 ``[K]`` in [0, 1] with ``K = num_classes - 1`` (multi-label:
-    ``K = C``); see :func:`segq_monai.quality.segmentation_quality` for the empty-mask convention. If both are
-    MetaTensors their affines must agree (same grid).
+    ``K = C``); see :func:`segq_monai.metrics.quality.segmentation_quality` for the empty-mask convention. If both
+    are MetaTensors their affines must agree (same grid).
     """
 
     def __init__(self, num_classes: int, multi_label: bool = False) -> None:
@@ -248,7 +248,7 @@ class FailureFlag(Transform):
     """Predicted failure: any foreground class's predicted Dice is below ``threshold``.
 
     ``threshold`` is a Dice in [0, 1], or ``inf``: flag every case (a calibrated acceptance threshold that no
-    value could certify, see :mod:`segq_monai.conformal`).
+    value could certify, see :mod:`segq_monai.metrics.conformal`).
 
     ``__call__(pred_dice)``: ``[K]`` -> bool ``[]`` (or ``[B, K]`` -> ``[B]``).
     """
