@@ -102,8 +102,9 @@ class TestCases(unittest.TestCase):
         self.assertTrue(set(np.unique(a[1])) <= set(range(5)))
 
     def test_splits_files_and_artifacts(self):
+        cases = {"training": 2, "validation": 5, "testing": 1}
         with tempfile.TemporaryDirectory() as tmp:
-            path = prepare_volume3d(tmp, cases={"training": 2, "validation": 5, "testing": 1}, spatial_size=(16, 16, 16))
+            path = prepare_volume3d(tmp, cases=cases, spatial_size=(16, 16, 16))
             content = json.loads(path.read_text())
             self.assertEqual({k: len(content[k]) for k in ("training", "validation", "testing")},
                              {"training": 2, "validation": 5, "testing": 1})  # fmt: skip
@@ -116,8 +117,8 @@ class TestCases(unittest.TestCase):
             self.assertEqual(first.shape, (16, 16, 16))
             affine = nib.load(Path(tmp) / content["validation"][1]["label"]).affine
             np.testing.assert_allclose(np.diag(affine)[:3], [4.0, 4.0, 4.0])
-            again = prepare_volume3d(tmp, cases={"training": 2, "validation": 5, "testing": 1}, spatial_size=(16, 16, 16))
-            np.testing.assert_array_equal(first, _array(Path(tmp) / json.loads(again.read_text())["validation"][1]["image"]))
+            again = json.loads(prepare_volume3d(tmp, cases=cases, spatial_size=(16, 16, 16)).read_text())
+            np.testing.assert_array_equal(first, _array(Path(tmp) / again["validation"][1]["image"]))
 
     def test_bad_splits(self):
         with tempfile.TemporaryDirectory() as tmp:

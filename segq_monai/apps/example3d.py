@@ -70,7 +70,9 @@ def _run(step: str, argv: list[str], times: dict[str, float], log: Path) -> None
             f.write(line)
         code = proc.wait()
     if code != 0:
-        raise RuntimeError(f"step '{step}' failed (exit code {code}); its output is in {log}. Command:\n{shlex.join(argv)}")
+        raise RuntimeError(
+            f"step '{step}' failed (exit code {code}); its output is in {log}. Command:\n{shlex.join(argv)}"
+        )
     _record(times, step, time.perf_counter() - start, log.parent)
 
 
@@ -150,11 +152,12 @@ def example3d(args: argparse.Namespace) -> dict[str, Any]:
     tests = load_datalist(datalist, "testing")
     labels = {item["image"]: item["label"] for item in tests}
     rows = add_true_quality(read_quality_csv(deploy_dir / "quality.csv"), deploy_dir, labels, class_names)
-    report = write_example_report(rows, out / "report", deploy_dir, labels, class_names, threshold=fit_json["calibration"]["tau"])
+    tau = fit_json["calibration"]["tau"]
+    report = write_example_report(rows, out / "report", deploy_dir, labels, class_names, threshold=tau)
     _record(times, "report", time.perf_counter() - start, out)
     report["times"] = times
     text = _report_markdown(report, args, fit_json, times)
-    (out / "report" / "report.md").write_text(text)
+    atomic_write_text(out / "report" / "report.md", text)
     print(text)
     print(f"Report: {out / 'report'}")
     return report

@@ -3,12 +3,11 @@
 The deploy run writes ``quality.csv`` (predicted Dice per class, no labels) and ``<case>/<case>_seg.nii.gz`` on the
 input grid. :func:`add_true_quality` adds the true Dice/IoU per class, computed from those files and the labels
 (:func:`segq_monai.metrics.quality.segmentation_quality`); :func:`write_example_report` scores the prediction
-(:func:`segq_monai.evaluation.report.write_report`: ``report.json``, predicted-vs-true and risk-coverage plots, map overlays
-of the best and worst cases); :func:`summary_table` gives the table of ``report.md``: per class and for the per-case
-mean, the mean true and predicted Dice, MAE, Pearson correlation and failure AUROC, each with a bootstrap 95 %
-interval over cases.
-Cases come from one head (see :mod:`segq_monai.data.volume3d`): the intervals describe resampling of these cases,
-not of subjects.
+(:func:`segq_monai.evaluation.report.write_report`: ``report.json``, predicted-vs-true and risk-coverage plots, map
+overlays of the best and worst cases); :func:`summary_table` gives the table of ``report.md``: per class and for
+the per-case mean, the mean true and predicted Dice, MAE, Pearson correlation and failure AUROC, each with a
+bootstrap 95 % interval over cases. Cases come from one head (see :mod:`segq_monai.data.volume3d`): the intervals
+describe resampling of these cases, not of subjects.
 """
 
 from __future__ import annotations

@@ -70,6 +70,9 @@ def block_majority(labels: np.ndarray, factor: int, num_classes: int) -> np.ndar
     return counts.argmax(axis=0).astype(np.uint8)
 
 
+_BACKGROUND = "outside the brain; insula (3xxx), limbic (4xxx), deep grey (7xxx) and the white matter nearest to them"
+
+
 def _readme(factor: int, shape: Sequence[int], counts: np.ndarray, kb: float) -> str:
     rows = "\n".join(
         f"| {c} | {REGION_NAMES[c]} | {', '.join(p + 'xxx' for p in REGION_GROUPS[c][1])} | {counts[c]} |"
@@ -87,7 +90,7 @@ graded MR artifacts; `segq_monai.data.volume3d`).
 
 | class | name | AAL codes (lobe digit) | voxels |
 |---|---|---|---:|
-| 0 | background | outside the brain; insula (3xxx), limbic (4xxx), deep grey (7xxx) and the white matter nearest to them | {counts[0]} |
+| 0 | background | {_BACKGROUND} | {counts[0]} |
 {rows}
 
 Unlike the 2D set's grey-matter ribbons, each class here is a solid lobe: every brain-mask voxel (`ch2bet > 0`)
