@@ -1,7 +1,7 @@
 """``python -m segq_monai example3d`` end to end through its real command line, at toy size, and its report's maths.
 
 Toy size: cases of 24³ voxels (4 mm); 4 host-training, 6 validation (fit), 4 calibration and 3 test cases; 1 epoch
-per network, T = 2; alpha = 0.9 (3 calibration cases suffice). The numbers checked do not depend on training:
+per network, T = 2; alpha = 0.9 (3 calibration cases suffice), coverage 0.6 (4 suffice: 2 fit, 2 scored). The numbers checked do not depend on training:
 true Dice in the tables against a Dice computed here with numpy from the saved segmentation and the label file,
 the per-class columns named from the host's metadata, the grids of the saved outputs.
 """
@@ -45,7 +45,7 @@ class TestExample3dCommand(unittest.TestCase):
         cls.result = subprocess.run(
             [sys.executable, "-m", "segq_monai", "example3d", "--output_dir", str(cls.out), "--cases", "4", "6", "4",
              "3", "--spatial_size", "24", "24", "24", "--epochs", "1", "--epochs_quality", "1", "--num_samples", "2",
-             "--alpha", "0.9", "--device", "cpu"],
+             "--alpha", "0.9", "--coverage", "0.6", "--device", "cpu"],
             capture_output=True, text=True, cwd=cls.tmp,
         )  # fmt: skip
         channel_def = json.loads(HOST_METADATA.read_text())["network_data_format"]["outputs"]["pred"]["channel_def"]
@@ -85,6 +85,7 @@ class TestExample3dCommand(unittest.TestCase):
         expected = ["image", *(f"pred_dice_{c}" for c in self.classes), *(f"pred_iou_{c}" for c in self.classes)]
         self.assertEqual(list(deploy[0])[: len(expected)], expected)
         self.assertIn("flagged", deploy[0])
+        self.assertTrue({f"pred_dice_{b}_{c}" for b in ("raw", "lo", "hi") for c in self.classes} <= set(deploy[0]))
         self.assertEqual(sorted(_case(r["image"]) for r in deploy), [f"colin3d_testing_{i:03d}" for i in range(3)])
         for row in deploy:
             for c in self.classes:
@@ -111,7 +112,7 @@ class TestExample3dCommand(unittest.TestCase):
         again = subprocess.run(
             [sys.executable, "-m", "segq_monai", "example3d", "--output_dir", str(self.out), "--cases", "4", "6", "4",
              "3", "--spatial_size", "24", "24", "24", "--epochs", "1", "--epochs_quality", "1", "--num_samples", "2",
-             "--alpha", "0.9", "--device", "cpu"],
+             "--alpha", "0.9", "--coverage", "0.6", "--device", "cpu"],
             capture_output=True, text=True, cwd=self.tmp,
         )  # fmt: skip
         self.assertEqual(again.returncode, 0, again.stderr[-3000:])
@@ -125,9 +126,14 @@ class TestExample3dCommand(unittest.TestCase):
 class TestExample3dBadInput(unittest.TestCase):
     def test_too_few_calibration_cases(self):
         with tempfile.TemporaryDirectory() as tmp:
-            args = argparse.Namespace(output_dir=tmp, cases=[4, 6, 10, 3], alpha=0.2, delta=0.1)
-            with self.assertRaisesRegex(ValueError, "needs at least 32 calibration cases at alpha=0.2, delta=0.1"):
+            args = argparse.Namespace(output_dir=tmp, cases=[4, 6, 10, 3], alpha=0.2, delta=0.1, coverage=0.6)
+            with self.assertRaisesRegex(ValueError, "needs at least 32 labelled calibration cases at alpha=0.2, "
+                                                    "delta=0.1; --cases gives 10"):
                 example3d(args)  # (1 - 0.2) ** n <= 0.1 / 101 from n = 32 on
+            args = argparse.Namespace(output_dir=tmp, cases=[4, 6, 10, 3], alpha=0.9, delta=0.1, coverage=0.9)
+            with self.assertRaisesRegex(ValueError, "Intervals at coverage 0.9 need at least 17 labelled calibration "
+                                                    "cases .*; --cases gives 10"):
+                example3d(args)  # 9 scored cases: ceil(1 / 0.1 - 1), and as many again to fit the recalibration
             self.assertFalse((Path(tmp) / "data").exists())
 
 

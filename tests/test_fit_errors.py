@@ -2,7 +2,9 @@
 
 The interrupted-fit test runs the real command lines: the fit stops at its calibration step on a bad label, the label
 is repaired, ``python -m segq_monai fit`` (a subprocess) continues without redoing the finished steps, and the
-deploy command it prints runs as printed (a shell).
+deploy command it prints runs as printed (a shell). The recalibration test moves a fit to a new site
+(``--recalibrate``: only the calibrate step reruns, the head is kept) and then refuses the calibration file of
+another fit (another head), naming both heads.
 """
 
 from __future__ import annotations

@@ -32,8 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from segq_monai.apps.example3d_report import add_true_quality, write_example_report
-from segq_monai.apps.fit import OVERLAYS
-from segq_monai.apps.fit_folder import min_calibration_cases
+from segq_monai.apps.fit import OVERLAYS, check_calibration_size
 from segq_monai.apps.workflows import default_bundle_root
 from segq_monai.data.datalist import load_datalist
 from segq_monai.data.volume3d import SPLITS, prepare_volume3d
@@ -101,12 +100,8 @@ def _bundle_run(host: Path, configs: Sequence[Path], overrides: dict[str, Any]) 
 
 def example3d(args: argparse.Namespace) -> dict[str, Any]:
     """Run the example (see the module docstring); returns the report (with ``"times"``: seconds per step)."""
-    needed = min_calibration_cases(args.alpha, args.delta)
-    if args.cases[2] < needed:
-        raise ValueError(
-            f"The guaranteed flag needs at least {needed} calibration cases at alpha={args.alpha}, delta={args.delta}; "
-            f"--cases gives {args.cases[2]}. Raise the third number of --cases, or raise --alpha or --delta."
-        )
+    check_calibration_size(args.cases[2], args, f"--cases gives {args.cases[2]}",
+                           "Raise the third number of --cases, raise --alpha or --delta, or lower --coverage.")
     out = Path(args.output_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     log = out / "example3d.log"
@@ -131,7 +126,8 @@ def example3d(args: argparse.Namespace) -> dict[str, Any]:
     fit_dir = out / "fit"
     fit = [sys.executable, "-m", "segq_monai", "fit", "--host_bundle", str(host), "--datalist", str(datalist),
            "--output_dir", str(fit_dir), "--num_samples", str(args.num_samples), "--epochs", str(args.epochs_quality),
-           "--alpha", str(args.alpha), "--delta", str(args.delta), "--seed", str(args.seed)]  # fmt: skip
+           "--alpha", str(args.alpha), "--delta", str(args.delta), "--coverage", str(args.coverage),
+           "--seed", str(args.seed)]  # fmt: skip
     if args.head_channels:
         fit += ["--head_channels", *map(str, args.head_channels)]
     if args.device:
@@ -171,8 +167,9 @@ def _report_markdown(report: dict[str, Any], args: argparse.Namespace, fit: dict
         f"3D example (Colin27 lobes, host `{HOST_NAME}`): cases per split {dict(zip(SPLITS, args.cases))}, "
         f"host {args.epochs} epochs, {fit['sampler']} T={fit['num_samples']}, quality head {args.epochs_quality} "
         f"epochs on {fit['datalist']['n_training']} cases, guaranteed flag at alpha={cal.get('alpha')} on "
-        f"{cal.get('n_calibration')} calibration cases (accept when predicted Dice >= "
-        f"{'none certified' if threshold is None else f'{threshold:.3f}'}).\n",
+        f"{cal.get('n_calibration')} calibration cases (accept when the raw predicted Dice >= "
+        f"{'none certified' if threshold is None else f'{threshold:.3f}'}); predicted Dice recalibrated on them, "
+        f"per-case intervals at coverage {cal.get('coverage')}.\n",
         f"## Predicted vs true Dice on the {report['n_cases']} test cases (bootstrap 95 % intervals over cases)\n",
         report["table"],
         "## Time of each step (wall clock, this machine)\n",
@@ -203,6 +200,7 @@ def add_parser(sub: Any) -> None:
                    help="channels of the quality head's levels (fit's --head_channels)")
     p.add_argument("--alpha", type=float, default=0.2, help="target failure rate among auto-accepted cases")
     p.add_argument("--delta", type=float, default=0.1, help="allowed probability that the guarantee fails")
+    p.add_argument("--coverage", type=float, default=0.9, help="promised coverage of the per-case Dice intervals")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="e.g. cpu or cuda:0; default: cuda:0 when available")
     p.set_defaults(func=example3d)

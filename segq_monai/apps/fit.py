@@ -48,7 +48,7 @@ from segq_monai.evaluation.quality_calibration import calibrate_quality_table, h
 from segq_monai.metrics.conformal import min_calibration_cases
 from segq_monai.metrics.recalibration import min_interval_cases
 
-__all__ = ["add_parser", "fit"]
+__all__ = ["add_parser", "check_calibration_size", "fit"]
 
 SEGQ_BUNDLE = default_bundle_root()
 OVERLAYS = SEGQ_BUNDLE.parent / "configs"
@@ -98,16 +98,16 @@ def _run(configs: Sequence[Path], bundle_root: Path, run_id: str, overrides: Map
         ) from e
 
 
-def _check_calibration(cases: list[dict], args: argparse.Namespace, source: str, fix: str) -> None:
-    """Enough labelled calibration cases for the guaranteed flag and for the intervals; ``source`` says where they
-    came from and ``fix`` how to get more."""
+def check_calibration_size(n: int, args: argparse.Namespace, source: str, fix: str) -> None:
+    """Enough (``n``) labelled calibration cases for the guaranteed flag at ``args.alpha``, ``args.delta`` and for
+    the intervals at ``args.coverage``; ``source`` says where they came from and ``fix`` how to get more."""
     for what, needed in (
         (f"The guaranteed flag needs at least {{}} labelled calibration cases at alpha={args.alpha}, "
          f"delta={args.delta}", min_calibration_cases(args.alpha, args.delta)),
         (f"Intervals at coverage {args.coverage} need at least {{}} labelled calibration cases (half of them fit the "
          "recalibration, the rest give the conformal scores)", min_interval_cases(args.coverage)),
     ):  # fmt: skip
-        if len(cases) < needed:
+        if n < needed:
             raise ValueError(f"{what.format(needed)}; {source}. {fix}")
 
 
@@ -134,8 +134,8 @@ def _split(args: argparse.Namespace) -> tuple[dict[str, list[dict]], str]:
         if unlabelled:
             raise ValueError(f"Cases {unlabelled} ({name} cases, from {path}) have no 'label'; fitting needs labels.")
     split_by_fit = not (args.recalibrate or sections.get("calibration"))
-    _check_calibration(
-        calibration, args,
+    check_calibration_size(
+        len(calibration), args,
         f"{path} gives {len(calibration)} (of {len(items)} in {key!r}"
         f"{f', calibration_fraction {args.calibration_fraction}' if split_by_fit else ''})",
         "Add labelled cases the host network did not train on"
