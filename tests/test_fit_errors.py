@@ -64,6 +64,10 @@ class TestFitErrors(unittest.TestCase):
                                                 r"cases .* gives 2 .*lower --coverage"):
             run_fit(self.host, datalist, self.fit_dir, "--coverage", "0.9")
         self.assertFalse(self.fit_dir.exists())
+        with self.assertRaisesRegex(ValueError, r"--coverage is the intervals' promised coverage, in \(0, 1\), e.g. "
+                                                r"0.9; got 90.0"):
+            run_fit(self.host, datalist, self.fit_dir, "--coverage", "90")
+        self.assertFalse(self.fit_dir.exists())
 
     def test_host_config_lacks_an_id(self):
         config = self.host / "configs" / "inference.json"

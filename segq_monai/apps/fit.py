@@ -101,6 +101,8 @@ def _run(configs: Sequence[Path], bundle_root: Path, run_id: str, overrides: Map
 def check_calibration_size(n: int, args: argparse.Namespace, source: str, fix: str) -> None:
     """Enough (``n``) labelled calibration cases for the guaranteed flag at ``args.alpha``, ``args.delta`` and for
     the intervals at ``args.coverage``; ``source`` says where they came from and ``fix`` how to get more."""
+    if not 0.0 < args.coverage < 1.0:
+        raise ValueError(f"--coverage is the intervals' promised coverage, in (0, 1), e.g. 0.9; got {args.coverage}.")
     for what, needed in (
         (f"The guaranteed flag needs at least {{}} labelled calibration cases at alpha={args.alpha}, "
          f"delta={args.delta}", min_calibration_cases(args.alpha, args.delta)),
@@ -117,7 +119,7 @@ def _split(args: argparse.Namespace) -> tuple[dict[str, list[dict]], str]:
     path = Path(args.datalist)
     sections = json.loads(path.read_text()) if path.is_file() else {}
     key = args.datalist_key or ("validation" if sections.get("validation") else "training")
-    if args.recalibrate and sections.get("calibration"):
+    if args.recalibrate and not args.datalist_key and sections.get("calibration"):
         key = "calibration"
     items = load_datalist(path, key)
     if args.recalibrate:
@@ -329,9 +331,9 @@ def fit(args: argparse.Namespace) -> dict[str, Any]:
     print(
         f"== fit done: {job.dir / FIT_FILE}\nguaranteed flag: accept a case when its raw predicted Dice "
         f"(pred_dice_raw, lowest class) >= {cal['accept_threshold']} (certified: {cal['feasible']}; "
-        f"{cal['fraction_accepted']:.0%} of the {cal['n_calibration']} calibration cases accepted)\nper-case intervals: coverage {cal['coverage']}, "
-        f"half-width {cal['half_width']} (Dice)\ndeploy (add the host's own input arguments, e.g. "
-        f"--dataset_dir or --datalist):\n{job.deploy_command()}",
+        f"{cal['fraction_accepted']:.0%} of the {cal['n_calibration']} calibration cases accepted)\n"
+        f"per-case intervals: coverage {cal['coverage']}, half-width {cal['half_width']} (Dice)\n"
+        f"deploy (add the host's own input arguments, e.g. --dataset_dir or --datalist):\n{job.deploy_command()}",
         flush=True,
     )
     return job.fit
@@ -371,6 +373,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--coverage", type=float, default=0.9,
                    help="promised coverage of the per-case Dice intervals pred_dice_lo/hi (marginal, per class)")
     p.add_argument("--recalibrate", action="store_true",
-                   help="rerun only the calibrate step on the cases of --datalist (e.g. a new site), keeping the head")
+                   help="rerun only the calibrate step on the cases of --datalist (its calibration section, else "
+                        "--datalist_key's; e.g. a new site), keeping the head")
     p.add_argument("--device", default=None, help="device of the quality head's training (e.g. cpu, cuda:0)")
     p.set_defaults(func=fit)
