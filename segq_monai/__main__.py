@@ -31,8 +31,11 @@ from typing import Any, NamedTuple
 
 from monai.bundle import run as bundle_run
 
+from segq_monai.apps import export, paths
+from segq_monai.apps.arguments import bundle_root_arg
 from segq_monai.data.demo import prepare_demo
 from segq_monai.report import comparison_table
+from segq_monai.utils.resources import bundle_root, overlay_path
 
 MAIN_VARIANT = "image_seg_entropy"
 VARIANTS = ("image_seg_entropy", "image", "image_seg", "seg_entropy")
@@ -55,10 +58,6 @@ ESTIMATORS = {
 }  # fmt: skip
 
 
-def _default_bundle_root() -> Path:
-    return Path(__file__).resolve().parents[1] / "bundle"
-
-
 def _run(bundle_root: Path, configs: Sequence[str], **overrides: Any) -> None:
     files = [str(p if os.path.isabs(p) else bundle_root / "configs" / p) for p in configs]
     bundle_run(
@@ -76,13 +75,7 @@ class _Demo:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.out = Path(args.output_dir).resolve()
-        self.bundle_root = Path(args.bundle_root).resolve()
-        if not (self.bundle_root / "configs" / "inference.json").is_file():
-            raise FileNotFoundError(
-                f"No bundle at {self.bundle_root} (configs/inference.json is missing); pass --bundle_root to the "
-                "bundle/ folder of a segq-monai checkout."
-            )
-        self.overlays = Path(__file__).resolve().parents[1] / "configs"
+        self.bundle_root = args.bundle_root or bundle_root()
         self.common = {"device": args.device} if args.device else {}
         self.data = prepare_demo(
             self.out / "data", variants=args.variants_per_slice, held_out_variants=args.held_out_variants
@@ -135,7 +128,7 @@ class _Demo:
     def run(self) -> dict[str, dict[str, Any]]:
         a, out = self.args, self.out
         start = time.perf_counter()
-        models = self.bundle_root / "models"
+        models = out / "models"
         stage2 = self.stage1(models, out / "stage2_data", a.sampler, [], train=True)
         variants = {}
         for variant in a.quality_variants:
@@ -147,7 +140,7 @@ class _Demo:
             estimators[f"{a.sampler.replace('_', ' ')}, T={a.num_samples}; {MAIN_VARIANT}"] = variants[MAIN_VARIANT]
         for name in a.estimators:
             est = ESTIMATORS[name]
-            overlay = [str(self.overlays / est.overlay)] if est.overlay else []
+            overlay = [str(overlay_path(est.overlay))] if est.overlay else []
             ckpt_dir = models / "estimators" / name
             stage1_dir = ckpt_dir if est.overlay else models
             datalists = self.stage1(stage1_dir, out / "estimators" / name / "stage2_data", est.sampler, overlay,
@@ -200,8 +193,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="train both stages on the embedded demo data, evaluate, write the report")
-    d.add_argument("--output_dir", default="segq_output", help="where data, maps and reports go")
-    d.add_argument("--bundle_root", default=str(_default_bundle_root()), help="the bundle/ folder (weights go to its models/)")
+    d.add_argument("--output_dir", default="segq_output",
+                   help="where data, weights (models/), maps and reports go")
+    d.add_argument("--bundle_root", type=bundle_root_arg, default=None,
+                   help="the bundle whose workflows run (default: the one shipped with segq-monai; it is only read)")
     d.add_argument("--num_folds", type=int, default=3)
     d.add_argument("--variants_per_slice", type=int, default=4, help="artifact copies per development slice")
     d.add_argument("--held_out_variants", type=int, default=12,
@@ -215,7 +210,14 @@ def main(argv: Sequence[str] | None = None) -> None:
                    help="further stage-1 estimators to compare (none: --estimators with no name)")
     d.add_argument("--alpha", type=float, default=0.1, help="target failure rate among auto-accepted cases")
     d.add_argument("--device", default=None, help="e.g. cpu or cuda:0; default: cuda:0 when available")
+    d.set_defaults(func=_run_demo)
+    paths.add_parser(sub)
+    export.add_parser(sub)
     args = parser.parse_args(argv)
+    args.func(args)
+
+
+def _run_demo(args: argparse.Namespace) -> None:
     os.makedirs(args.output_dir, exist_ok=True)
     demo(args)
 

@@ -19,14 +19,9 @@ import torch
 from monai.bundle import ConfigParser
 from monai.data import decollate_batch, list_data_collate
 
-__all__ = ["SegQPipeline", "default_bundle_root", "quality_summary"]
+__all__ = ["SegQPipeline", "quality_summary"]
 
 logger = logging.getLogger(__name__)
-
-
-def default_bundle_root() -> Path:
-    """The repository's ``bundle/`` folder (beside the ``segq_monai`` package in a source checkout)."""
-    return Path(__file__).resolve().parents[2] / "bundle"
 
 
 def quality_summary(item: Mapping[str, Any]) -> dict[str, Any]:

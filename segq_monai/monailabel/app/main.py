@@ -3,12 +3,15 @@ learning that serves the image with the lowest predicted Dice.
 
 Start it with::
 
-    monailabel start_server --app segq_monai/monailabel/app --studies <folder of images> --conf bundle_root bundle
+    monailabel start_server --app "$(segq-monai paths monailabel_app)" --studies <folder of images> \\
+        --conf ckpt_dir segq_output/models
 
 App config (``--conf KEY VALUE``, all optional):
 
-- ``bundle_root``: the trained segq bundle folder (default: the repository's ``bundle/``); relative paths are taken
-  from the current folder.
+- ``bundle_root``: the segq bundle folder (default: the bundle shipped with segq-monai, ``segq-monai paths
+  bundle_root``); relative paths are taken from the current folder.
+- ``ckpt_dir``: the trained weights (default: ``<bundle_root>/models``; the demo writes them to
+  ``segq_output/models``).
 - ``config_file``: its inference config (default ``configs/inference.json``, relative to ``bundle_root``).
 - ``device``: e.g. ``cpu`` or ``cuda:0`` (default: ``cuda:0`` when available).
 - ``sampler``, ``num_samples``: override the bundle's uncertainty sampler (``mc_dropout``, ``tta``, ``ensemble``,
@@ -33,8 +36,8 @@ from segq_monai.monailabel import (
     QualityScoring,
     SegQInferTask,
     SegQPipeline,
-    default_bundle_root,
 )
+from segq_monai.utils import bundle_root as packaged_bundle_root
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +52,9 @@ class SegQApp(MONAILabelApp):
             overrides["sampler"] = str(conf["sampler"])
         if conf.get("num_samples"):
             overrides["num_samples"] = int(conf["num_samples"])
-        bundle_root = conf.get("bundle_root") or default_bundle_root()
+        if conf.get("ckpt_dir"):
+            overrides["ckpt_dir"] = os.path.abspath(conf["ckpt_dir"])
+        bundle_root = conf.get("bundle_root") or packaged_bundle_root()
         self.pipeline = SegQPipeline(
             os.path.abspath(bundle_root),
             config_file=conf.get("config_file", "configs/inference.json"),
