@@ -41,9 +41,9 @@ from torch import nn
 
 from benchmarks.measure import exact_cpu_memory, measure
 from segq_monai import MCDropoutSampler, UncertaintyInferer
-from segq_monai.modes import mc_dropout_masks
-from segq_monai.shared_prefix import split_at_dropout
-from segq_monai.streaming import StreamingUncertainty
+from segq_monai.inferers.modes import mc_dropout_masks
+from segq_monai.inferers.shared_prefix import split_at_dropout
+from segq_monai.inferers.streaming import StreamingUncertainty
 
 
 class LastLayerDropout(nn.Module):

@@ -20,7 +20,7 @@ from monai.networks.nets import UNet
 
 from benchmarks.measure import compare, exact_cpu_memory
 from segq_monai import MCDropoutSampler, UncertaintyInferer
-from segq_monai.streaming import entropy
+from segq_monai.inferers.streaming import entropy
 
 
 def naive_stacked(x: torch.Tensor, network: torch.nn.Module, num_samples: int) -> dict[str, torch.Tensor]:

@@ -1,23 +1,49 @@
 """segq-monai: uncertainty maps and predicted segmentation quality for MONAI pipelines.
 
-Stage 1 (:mod:`segq_monai.samplers`, :mod:`segq_monai.streaming`, :mod:`segq_monai.inferer`) samples a
-segmentation network and reduces the samples to a segmentation and spatial uncertainty maps. Stage 2
-(:mod:`segq_monai.networks`, :mod:`segq_monai.transforms`, :mod:`segq_monai.metrics`) predicts each image's
-Dice / IoU from the image, the segmentation and the maps, and scores that prediction.
+The package is laid out by kind, as MONAI lays out its own:
+
+* stage 1, the uncertainty sampler: :mod:`segq_monai.inferers` (``UncertaintyInferer``, the samplers, the streaming
+  maps, the MC-dropout internals);
+* stage 2, the quality head: :mod:`segq_monai.networks` (``QualityRegressor`` and the stage-1 networks with extra
+  outputs), :mod:`segq_monai.losses`, :mod:`segq_monai.transforms` (array and dictionary transforms),
+  :mod:`segq_monai.metrics` (true and predicted quality, baselines, guaranteed thresholds, temperature);
+* workflows: :mod:`segq_monai.handlers` (Ignite handlers), :mod:`segq_monai.evaluation` (the ``quality.csv`` scheme,
+  ``report.json``, tables, figures), :mod:`segq_monai.data`, :mod:`segq_monai.monailabel`, :mod:`segq_monai.apps`
+  (the ``python -m segq_monai`` commands).
+
+Every public name of a bundle config's ``_target_`` is importable from here.
 """
 
 from __future__ import annotations
 
-from segq_monai.aleatoric import AleatoricNet, AleatoricSampler, SampledLogitLoss, aleatoric_variance
-from segq_monai.baselines import BASELINES, ScalarBaselinesd
-from segq_monai.calibration import TemperatureScaling, expected_calibration_error, fit_temperature
-from segq_monai.confidence import ConfidenceLoss, ConfidenceNet, confidence_map
-from segq_monai.conformal import ConformalFlagger, calibrate_crc_threshold, calibrate_selective_threshold
-from segq_monai.inferer import UncertaintyInferer
-from segq_monai.networks import QualityRegressor
-from segq_monai.quality import dice_to_iou, iou_to_dice, segmentation_quality
-from segq_monai.samplers import EnsembleSampler, MCDropoutSampler, Sampler, SoftmaxSampler, TTASampler
-from segq_monai.streaming import MAPS, StreamingUncertainty, entropy
+from segq_monai.inferers import (
+    MAPS,
+    AleatoricSampler,
+    EnsembleSampler,
+    MCDropoutSampler,
+    Sampler,
+    SoftmaxSampler,
+    StreamingUncertainty,
+    TTASampler,
+    UncertaintyInferer,
+    aleatoric_variance,
+    confidence_map,
+    entropy,
+)
+from segq_monai.losses import ConfidenceLoss, SampledLogitLoss
+from segq_monai.metrics import (
+    BASELINES,
+    ConformalFlagger,
+    TemperatureScaling,
+    calibrate_crc_threshold,
+    calibrate_selective_threshold,
+    dice_to_iou,
+    expected_calibration_error,
+    fit_temperature,
+    iou_to_dice,
+    segmentation_quality,
+)
+from segq_monai.networks import AleatoricNet, ConfidenceNet, QualityRegressor
 from segq_monai.transforms import (
     CheckImaged,
     FailureFlagd,
@@ -25,6 +51,7 @@ from segq_monai.transforms import (
     PredictQualityd,
     QualityInputd,
     SafeLoadImaged,
+    ScalarBaselinesd,
     SegmentationQualityd,
     quality_input_channels,
 )

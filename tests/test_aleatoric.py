@@ -13,15 +13,11 @@ from parameterized import parameterized
 from segq_testing import train_on_noisy_half
 from torch import nn
 
-from segq_monai.aleatoric import (
-    AleatoricNet,
-    AleatoricSampler,
-    SampledLogitLoss,
-    aleatoric_variance,
-    sampled_logit_loss,
-)
-from segq_monai.inferer import UncertaintyInferer
-from segq_monai.streaming import MAPS, StreamingUncertainty
+from segq_monai.inferers.aleatoric import AleatoricSampler, aleatoric_variance
+from segq_monai.inferers.inferer import UncertaintyInferer
+from segq_monai.inferers.streaming import MAPS, StreamingUncertainty
+from segq_monai.losses.aleatoric import SampledLogitLoss, sampled_logit_loss
+from segq_monai.networks.aleatoric import AleatoricNet
 
 
 def _net(spatial_dims: int = 2, num_classes: int = 3, dropout: float = 0.3) -> AleatoricNet:

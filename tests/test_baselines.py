@@ -1,4 +1,4 @@
-"""Tests for segq_monai.baselines: scalar confidences on hand-made maps with known values."""
+"""Tests for segq_monai.metrics.baselines: scalar confidences on hand-made maps with known values."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import numpy as np
 import torch
 from parameterized import parameterized
 
-from segq_monai.baselines import (
+from segq_monai.metrics.baselines import (
     BASELINES,
-    ScalarBaselinesd,
     boundary_band,
     foreground_entropy,
     mean_entropy,
@@ -18,6 +17,7 @@ from segq_monai.baselines import (
     non_boundary_entropy,
     pairwise_dice,
 )
+from segq_monai.transforms.baselines import ScalarBaselinesd
 
 
 def _square(size: int, lo: int, hi: int) -> np.ndarray:

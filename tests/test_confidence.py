@@ -14,9 +14,11 @@ from parameterized import parameterized
 from segq_testing import train_on_noisy_half
 from torch import nn
 
-from segq_monai.confidence import ConfidenceLoss, ConfidenceNet, confidence_loss, confidence_map
-from segq_monai.inferer import UncertaintyInferer
-from segq_monai.samplers import MCDropoutSampler
+from segq_monai.inferers.confidence import confidence_map
+from segq_monai.inferers.inferer import UncertaintyInferer
+from segq_monai.inferers.samplers import MCDropoutSampler
+from segq_monai.losses.confidence import ConfidenceLoss, confidence_loss
+from segq_monai.networks.confidence import ConfidenceNet
 
 
 def _net(spatial_dims: int = 2, num_classes: int = 3) -> ConfidenceNet:

@@ -9,7 +9,7 @@ import torch
 from parameterized import parameterized
 from scipy import optimize, special, stats
 
-from segq_monai.conformal import ConformalFlagger, calibrate_crc_threshold, calibrate_selective_threshold
+from segq_monai.metrics.conformal import ConformalFlagger, calibrate_crc_threshold, calibrate_selective_threshold
 
 TAU = 0.8
 

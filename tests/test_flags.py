@@ -7,7 +7,7 @@ import unittest
 from monai.bundle import ConfigParser
 from segq_testing import BUNDLE
 
-from segq_monai.flags import as_bool
+from segq_monai.utils.booleans import as_bool
 
 
 class TestAsBool(unittest.TestCase):

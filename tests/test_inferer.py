@@ -13,9 +13,9 @@ from monai.networks.nets import UNet
 from monai.transforms import Compose, FlattenSubKeysd
 from parameterized import parameterized
 
-from segq_monai.inferer import UncertaintyInferer
-from segq_monai.samplers import MCDropoutSampler, SoftmaxSampler
-from segq_monai.streaming import MAPS
+from segq_monai.inferers.inferer import UncertaintyInferer
+from segq_monai.inferers.samplers import MCDropoutSampler, SoftmaxSampler
+from segq_monai.inferers.streaming import MAPS
 
 
 def _unet(dims: int = 2, dropout: float = 0.2) -> UNet:

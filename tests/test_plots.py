@@ -9,8 +9,13 @@ import torch
 from parameterized import parameterized
 from PIL import Image
 
-from segq_monai.plots import plot_best_and_worst, plot_predicted_vs_true, plot_risk_coverage, plot_uncertainty_overlay
-from segq_monai.report import write_report
+from segq_monai.evaluation.plots import (
+    plot_best_and_worst,
+    plot_predicted_vs_true,
+    plot_risk_coverage,
+    plot_uncertainty_overlay,
+)
+from segq_monai.evaluation.report import write_report
 
 MIN_BYTES = 5_000  # a blank canvas with axes only is well above 1 kB; real figures are tens of kB
 

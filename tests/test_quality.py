@@ -1,4 +1,4 @@
-"""Tests for segq_monai.quality: Dice/IoU per foreground class against hand-computed masks and sklearn."""
+"""Tests for segq_monai.metrics.quality: Dice/IoU per foreground class against hand-computed masks and sklearn."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from parameterized import parameterized
 from sklearn.metrics import f1_score, jaccard_score
 
-from segq_monai.quality import dice_to_iou, iou_to_dice, segmentation_quality
+from segq_monai.metrics.quality import dice_to_iou, iou_to_dice, segmentation_quality
 
 # (name, seg, label, num_classes, dice, iou); maps are one case [1, *spatial]
 HAND_CASES = [

@@ -9,8 +9,8 @@ import torch
 from monai.data import MetaTensor
 from parameterized import parameterized
 
+from segq_monai.metrics.quality import segmentation_quality
 from segq_monai.networks import QualityRegressor
-from segq_monai.quality import segmentation_quality
 from segq_monai.transforms.quality import (
     FailureFlag,
     FailureFlagD,

@@ -14,15 +14,9 @@ from parameterized import parameterized
 from scipy import stats
 from sklearn import metrics as skm
 
-from segq_monai.report import (
-    comparison_table,
-    evaluate_quality,
-    least_squares_line,
-    quality_columns,
-    read_quality_csv,
-    write_quality_csv,
-    write_report,
-)
+from segq_monai.evaluation.columns import quality_columns, read_quality_csv, write_quality_csv
+from segq_monai.evaluation.report import evaluate_quality, least_squares_line, write_report
+from segq_monai.evaluation.tables import comparison_table
 
 THRESHOLD = 0.8
 
@@ -119,7 +113,7 @@ class TestQualityCSV(unittest.TestCase):
             before = f.read()
         with self.assertRaises(ValueError):  # a value that is not one number
             write_quality_csv(self.path, [{"image": "y", "pred_dice": np.zeros(2)}])
-        with mock.patch("segq_monai.report.os.replace", side_effect=OSError("disk full")):
+        with mock.patch("segq_monai.evaluation.report.os.replace", side_effect=OSError("disk full")):
             with self.assertRaises(OSError):
                 write_quality_csv(self.path, [{"image": "z", "pred_dice": 0.9}])
         with open(self.path) as f:

@@ -13,8 +13,8 @@ from monai.networks.nets import UNet
 from parameterized import parameterized
 from torch import nn
 
-from segq_monai.modes import mc_dropout_masks
-from segq_monai.samplers import EnsembleSampler, MCDropoutSampler, SoftmaxSampler, TTASampler
+from segq_monai.inferers.modes import mc_dropout_masks
+from segq_monai.inferers.samplers import EnsembleSampler, MCDropoutSampler, SoftmaxSampler, TTASampler
 
 
 def _unet(dropout: float = 0.3, norm: str = "batch") -> UNet:

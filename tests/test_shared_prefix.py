@@ -12,14 +12,14 @@ from monai.networks.nets import BasicUNet, UNet
 from parameterized import parameterized
 from torch import nn
 
-from segq_monai import samplers
-from segq_monai.inferer import UncertaintyInferer
-from segq_monai.samplers import MCDropoutSampler
-from segq_monai.modes import network_modes
-from segq_monai.shared_prefix import PointwiseConv, split_at_dropout
-from segq_monai.streaming import MAPS
+from segq_monai.inferers import samplers
+from segq_monai.inferers.inferer import UncertaintyInferer
+from segq_monai.inferers.modes import network_modes
+from segq_monai.inferers.samplers import MCDropoutSampler
+from segq_monai.inferers.shared_prefix import PointwiseConv, split_at_dropout
+from segq_monai.inferers.streaming import MAPS
 
-LOGGER = "segq_monai.samplers"
+LOGGER = "segq_monai.inferers.samplers"
 
 
 class _LastLayer(nn.Module):

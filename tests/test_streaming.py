@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from parameterized import parameterized
 
-from segq_monai.streaming import StreamingUncertainty, entropy
+from segq_monai.inferers.streaming import StreamingUncertainty, entropy
 
 
 def _reference(samples: np.ndarray, activation: str) -> dict[str, np.ndarray]:

@@ -23,11 +23,12 @@ from segq_testing import copy_bundle, workflow, write_cases
 from torch import nn
 
 from segq_monai import SAMPLERS
-from segq_monai.aleatoric import AleatoricNet, AleatoricSampler
-from segq_monai.calibration import bundle_temperature, load_temperature
 from segq_monai.data import split_fold, write_datalist
 from segq_monai.handlers import TemperatureCalibration
-from segq_monai.samplers import EnsembleSampler, MCDropoutSampler, SoftmaxSampler, TTASampler
+from segq_monai.inferers.aleatoric import AleatoricSampler
+from segq_monai.inferers.samplers import EnsembleSampler, MCDropoutSampler, SoftmaxSampler, TTASampler
+from segq_monai.metrics.temperature import bundle_temperature, load_temperature
+from segq_monai.networks.aleatoric import AleatoricNet
 
 
 def _net(out_channels: int = 3) -> nn.Module:

@@ -1,3 +1,2 @@
-"""The ``segq-monai`` subcommands: ``paths`` (where the shipped files lie), ``export`` (a model-zoo archive)."""
-
-from __future__ import annotations
+"""Command-line applications of ``python -m segq_monai`` (each a subcommand): ``demo`` (the two-stage experiment),
+``paths`` (where the shipped files lie), ``export`` (the bundle as a model-zoo archive)."""

@@ -15,7 +15,7 @@ from typing import Any
 
 from monai.data import load_decathlon_datalist
 
-from segq_monai.atomic import atomic_write_text
+from segq_monai.utils.atomic import atomic_write_text
 
 __all__ = ["DEFAULT_PATH_KEYS", "default_section", "demo_datalist_path", "load_datalist", "write_datalist"]
 

@@ -11,8 +11,9 @@ import nibabel as nib
 import numpy as np
 from monai.utils import min_version, optional_import
 
+from segq_monai.evaluation.columns import read_quality_csv
+from segq_monai.evaluation.report import write_report
 from segq_monai.handlers.quality_writer import QualityWriter
-from segq_monai.report import read_quality_csv, write_report
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ __all__ = ["QualityReport"]
 class QualityReport:
     """Scores the rows of a :class:`QualityWriter` (predicted against true Dice, and the scalar baselines) and
     writes ``report.json``, ``predicted_vs_true.png``, ``risk_coverage.png`` and uncertainty overlays of the best
-    and worst cases into the writer's output folder (see :func:`segq_monai.report.write_report`).
+    and worst cases into the writer's output folder (see :func:`segq_monai.evaluation.report.write_report`).
 
     Attach it after the writer, so that the writer's rows are complete when this runs.
 
@@ -40,7 +41,7 @@ class QualityReport:
         uncertainty_key: the map drawn in the overlays.
         alpha: None: no guaranteed flag. Otherwise the target failure rate among auto-accepted cases: an
             acceptance threshold on the predicted Dice (and on each baseline) is calibrated on ``conformal_csvs``
-            and reported under ``"guaranteed_flag"`` (see :func:`segq_monai.report.evaluate_quality`).
+            and reported under ``"guaranteed_flag"`` (see :func:`segq_monai.evaluation.report.evaluate_quality`).
         delta: allowed probability, over the calibration draw, that the ``alpha`` guarantee fails.
         conformal_csvs: with ``alpha``, the ``quality.csv`` files of this same pipeline run on a labelled
             calibration split that neither stage was trained on (``pred_dice`` and ``true_dice`` columns, checked

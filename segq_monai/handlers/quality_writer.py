@@ -31,10 +31,10 @@ import torch.distributed as dist
 from monai.data import MetaTensor
 from monai.utils import min_version, optional_import
 
-from segq_monai.atomic import atomic_write_text
 from segq_monai.data.datalist import write_datalist
 from segq_monai.data.outputs import case_name, map_path, save_map, sidecar_path
-from segq_monai.report import write_quality_csv
+from segq_monai.evaluation.columns import write_quality_csv
+from segq_monai.utils.atomic import atomic_write_text
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 if TYPE_CHECKING:

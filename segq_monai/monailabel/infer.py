@@ -35,7 +35,7 @@ class SegQInferTask(InferTask):
 
     Args:
         pipeline: the bundle's two-stage inference (:class:`segq_monai.monailabel.SegQPipeline`).
-        maps: the uncertainty maps to write (keys of ``segq_monai.streaming.MAPS``).
+        maps: the uncertainty maps to write (keys of ``segq_monai.inferers.streaming.MAPS``).
         output_dir: where the maps are kept; ``None``: a temporary folder per call.
     """
 

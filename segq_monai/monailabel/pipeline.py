@@ -78,7 +78,7 @@ class SegQPipeline:
     again whenever a checkpoint file changes on disk (e.g. after retraining). Calls are serialised by a lock.
 
     ``pipeline(path)`` returns the postprocessed dictionary of the case, on the input's grid and affine: ``seg``
-    ``[1, *spatial]`` class indices, ``entropy``, ``mutual_information``, ... (see ``segq_monai.streaming.MAPS``),
+    ``[1, *spatial]`` class indices, ``entropy``, ``mutual_information``, ... (see ``segq_monai.inferers.MAPS``),
     ``pred_dice`` / ``pred_iou`` ``[K]`` in [0, 1] (``K = num_classes - 1``) and ``flagged`` (bool).
 
     Raises:

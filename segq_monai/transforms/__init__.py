@@ -11,6 +11,7 @@ from segq_monai.transforms.artifacts import (
     apply_mr_artifact,
     graded_artifact_plan,
 )
+from segq_monai.transforms.baselines import ScalarBaselinesD, ScalarBaselinesd, ScalarBaselinesDict
 from segq_monai.transforms.checks import CheckImage, CheckImageD, CheckImaged, CheckImageDict, SafeLoadImaged
 from segq_monai.transforms.quality import (
     FailureFlag,

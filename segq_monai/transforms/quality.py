@@ -17,7 +17,7 @@ from monai.networks.utils import one_hot
 from monai.transforms import MapTransform, Transform
 from monai.utils import convert_to_tensor, ensure_tuple
 
-from segq_monai.quality import as_class_indices, dice_to_iou, segmentation_quality
+from segq_monai.metrics.quality import as_class_indices, dice_to_iou, segmentation_quality
 
 __all__ = [
     "SegmentationQuality",
@@ -48,7 +48,7 @@ class SegmentationQuality(Transform):
         num_classes: classes including background (>= 2).
 
     ``__call__(seg, label)``: both ``[1, H, W[, D]]`` class indices on the same grid; returns ``(dice, iou)``,
-    float32 ``[num_classes - 1]`` in [0, 1] (see :func:`segq_monai.quality.segmentation_quality` for the
+    float32 ``[num_classes - 1]`` in [0, 1] (see :func:`segq_monai.metrics.quality.segmentation_quality` for the
     empty-mask convention). If both are MetaTensors their affines must agree (same grid).
     """
 

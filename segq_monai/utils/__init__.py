@@ -1,8 +1,7 @@
-"""Utilities: where the packaged files lie (:mod:`segq_monai.utils.resources`)."""
+"""Small utilities: atomic file writes, boolean config values, where the shipped files lie."""
 
 from __future__ import annotations
 
-from . import resources
+from .atomic import atomic_write_text
+from .booleans import as_bool
 from .resources import BUNDLE_FILES, bundle_root, check_bundle, configs_dir, overlay_path, overlays, packaged, paths
-
-__all__ = list(resources.__all__)

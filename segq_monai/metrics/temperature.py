@@ -7,7 +7,7 @@ the argmax (the segmentation) never changes. :func:`expected_calibration_error` 
 MONAI's ``monai.metrics.CalibrationErrorMetric``; :func:`cross_fitted_calibration` fits the temperature on held-out
 cases and measures its effect by 2-fold cross-fitting over cases. In the bundle, ``configs/calibrate.json`` writes
 the temperature next to the stage-1 checkpoint (``temperature.json``), :func:`load_temperature` reads it back,
-and every sampler of :mod:`segq_monai.samplers` applies it (``temperature`` argument).
+and every sampler of :mod:`segq_monai.inferers.samplers` applies it (``temperature`` argument).
 
 Shapes. Logits and probabilities are ``[N, C, H, W[, D]]`` (channel-first batch) or flattened ``[M, C]`` (M voxels);
 labels are class indices in ``[0, C)``: ``[N, H, W[, D]]`` or ``[N, 1, H, W[, D]]``, respectively ``[M]`` or
@@ -29,7 +29,7 @@ from monai.metrics import CalibrationErrorMetric
 from scipy import optimize
 from torch import nn
 
-from segq_monai.flags import as_bool
+from segq_monai.utils.booleans import as_bool
 
 __all__ = [
     "TemperatureScaling",
@@ -57,7 +57,7 @@ def check_temperature(temperature: Any) -> float:
     if isinstance(temperature, bool) or not (math.isfinite(value) and value > 0):
         raise ValueError(
             f"temperature must be a finite number > 0 (1.0: no scaling), got {temperature!r}; fit one on held-out "
-            "cases with segq_monai.calibration.fit_temperature (bundle/configs/calibrate.json)."
+            "cases with segq_monai.metrics.temperature.fit_temperature (bundle/configs/calibrate.json)."
         )
     return value
 
@@ -285,6 +285,6 @@ def bundle_temperature(temperature_scaling: bool | str, temperature_file: str | 
 
     ``temperature_scaling`` is a bool, or the strings ``"true"`` / ``"false"`` (any case) that the
     ``python -m monai.bundle run --temperature_scaling false`` command line passes (Python Fire keeps lower-case
-    ``false`` a string, which is truthy; see :func:`segq_monai.flags.as_bool`).
+    ``false`` a string, which is truthy; see :func:`segq_monai.utils.booleans.as_bool`).
     """
     return load_temperature(temperature_file) if as_bool(temperature_scaling, "temperature_scaling") else 1.0

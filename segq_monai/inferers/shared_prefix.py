@@ -24,7 +24,7 @@ from torch import fx, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 
-from segq_monai.modes import dropout_modules, network_modes
+from segq_monai.inferers.modes import dropout_modules, network_modes
 
 __all__ = ["PointwiseConv", "SharedPrefix", "network_fingerprint", "split_at_dropout"]
 

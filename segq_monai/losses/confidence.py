@@ -1,56 +1,13 @@
-"""Learned confidence per voxel (DeVries & Taylor 2018, "Learning Confidence for Out-of-Distribution Detection in
-Neural Networks", arXiv 1802.04865), for segmentation.
-
-The network predicts, besides the class logits, one confidence logit ``s`` per voxel, ``c = sigmoid(s)`` in
-(0, 1). In training the network may "ask for hints": its probabilities are pulled towards the one-hot label,
-``p' = c p + (1 - c) y``, and the task loss is the NLL of ``p'``; a penalty ``λ (-log c)`` makes hints cost.
-The network learns to lower ``c`` where it would otherwise be wrong, so ``1 - c`` is an uncertainty map.
-
-Design (same as :mod:`segq_monai.aleatoric`): build the backbone with ``out_channels = num_classes + 1`` (C class
-logits, then the confidence logit) and wrap it in :class:`ConfidenceNet`. In **train mode** ``forward`` returns
-the raw ``[B, C + 1, ...]`` output for :class:`ConfidenceLoss`; in **eval mode** it returns the C class logits, so
-the wrapper is a drop-in segmentation network for MONAI inferers and every :mod:`segq_monai.samplers` sampler.
-:func:`confidence_map` gives ``1 - c`` as one more map.
-"""
+"""The learned-confidence loss with hints and the budget rule (DeVries & Taylor 2018), for
+:class:`~segq_monai.networks.ConfidenceNet`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import torch
 import torch.nn.functional as F
-from monai.inferers import SimpleInferer
 from torch import nn
 
-from segq_monai.aleatoric import ExtraOutputNet
-from segq_monai.modes import network_modes
-
-__all__ = ["ConfidenceLoss", "ConfidenceNet", "confidence_loss", "confidence_map"]
-
-
-class ConfidenceNet(ExtraOutputNet):
-    """A segmentation network with a per-voxel confidence output.
-
-    Args:
-        backbone: any network mapping ``[B, C_in, *spatial]`` to ``[B, num_classes + 1, *spatial]`` (class logits,
-            then the confidence logit), e.g. ``monai.networks.nets.UNet(..., out_channels=num_classes + 1)``.
-        num_classes: C (softmax, channel 0 = background).
-
-    ``forward(x)``: in train mode the raw ``[B, C + 1, ...]`` output (for :class:`ConfidenceLoss`), in eval mode the
-    class logits ``[B, C, ...]``. ``forward_with_confidence(x)`` returns ``(logits, c)`` with ``c`` ``[B, 1, ...]`` in
-    (0, 1) in either mode.
-    """
-
-    layout = ("num_classes + 1", "class logits, then the confidence logit")
-
-    def extra_channels(self) -> int:
-        return 1
-
-    def forward_with_confidence(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(logits [B, C, ...], c [B, 1, ...])``, ``c = sigmoid(confidence logit)`` in (0, 1)."""
-        out = self._raw(x, *args, **kwargs)
-        return out[:, : self.num_classes], torch.sigmoid(out[:, self.num_classes :])
+__all__ = ["ConfidenceLoss", "confidence_loss"]
 
 
 def _class_indices(target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -144,31 +101,3 @@ class ConfidenceLoss(nn.Module):
                 up = (penalty > self.budget).to(self.lmbda.device)
                 self.lmbda.copy_(torch.where(up, self.lmbda / 0.99, self.lmbda / 1.01))
         return total
-
-
-def confidence_map(
-    network: nn.Module,
-    inputs: torch.Tensor,
-    inferer: Callable[..., torch.Tensor] | None = None,
-    *args: Any,
-    **kwargs: Any,
-) -> torch.Tensor:
-    """Uncertainty from the learned confidence: ``1 - c``, ``[B, 1, *spatial]`` in [0, 1] (1 = no confidence).
-
-    ``network`` is a :class:`ConfidenceNet` (or has ``forward_with_confidence``); one pass in eval mode (modes
-    restored afterwards) through ``inferer`` (default ``SimpleInferer()``; a ``SlidingWindowInferer`` averages the
-    confidence of overlapping windows).
-    """
-    if not callable(getattr(network, "forward_with_confidence", None)):
-        raise ValueError(
-            f"{type(network).__name__} has no forward_with_confidence(x) -> (logits, c); wrap the backbone "
-            "(out_channels = num_classes + 1) in segq_monai.confidence.ConfidenceNet."
-        )
-    inferer = inferer if inferer is not None else SimpleInferer()
-
-    def confidence(x: torch.Tensor, *a: Any, **k: Any) -> torch.Tensor:
-        return network.forward_with_confidence(x, *a, **k)[1]
-
-    with network_modes(network), torch.no_grad():
-        c = inferer(inputs, confidence, *args, **kwargs).float()
-    return 1.0 - c

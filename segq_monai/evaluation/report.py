@@ -1,14 +1,4 @@
-"""Evaluation report of predicted segmentation quality: the per-case table, the metrics, ``report.json``.
-
-The evaluate workflow writes one row per case (``quality.csv``). Columns:
-
-* ``image``: the input path as given;
-* binary tasks: ``pred_dice``, ``pred_iou``, ``true_dice``, ``true_iou``; multi-class tasks: ``pred_dice_<c>``,
-  ``pred_iou_<c>``, ``true_dice_<c>``, ``true_iou_<c>`` for each foreground class name or index ``c``;
-  Dice and IoU are dimensionless, in [0, 1];
-* ``flagged``: 0/1, the predicted failure (any ``pred_dice`` below the threshold);
-* ``baseline_<name>``: scalar confidences of :mod:`segq_monai.baselines` (higher = better segmentation expected,
-  any real scale; e.g. a negated mean entropy in nats).
+"""Evaluation report of predicted segmentation quality: the metrics of the head and the baselines, ``report.json``.
 
 :func:`evaluate_quality` scores the quality head (``pred_dice`` against ``true_dice``) and every baseline with the
 functions of :mod:`segq_monai.metrics`: per class, and for the per-case mean over classes (``"mean"``; equal to the
@@ -18,14 +8,13 @@ least-squares line ``true_dice ≈ slope * score + intercept`` fitted on ``calib
 training cases), or in-sample when none are given. Risk is ``1 - true Dice``; a failure is ``true Dice < threshold``.
 
 With ``alpha``, :func:`evaluate_quality` also calibrates a guaranteed acceptance threshold on the predicted Dice
-and on each baseline (:func:`segq_monai.conformal.calibrate_selective_threshold`, fitted on ``conformal_rows``, a
+and on each baseline (:func:`segq_monai.metrics.conformal.calibrate_selective_threshold`, fitted on
+``conformal_rows``, a
 labelled calibration split) and reports how it does on the evaluated cases (``"guaranteed_flag"``).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import os
@@ -37,157 +26,20 @@ import numpy as np
 import torch
 
 from segq_monai import metrics
-from segq_monai.atomic import atomic_write_text
-from segq_monai.conformal import calibrate_selective_threshold
+from segq_monai.evaluation.columns import (
+    baseline_names,
+    class_label,
+    column_matrix,
+    column_name,
+    quality_columns,
+)
+from segq_monai.metrics.conformal import calibrate_selective_threshold
+from segq_monai.utils.atomic import atomic_write_text
 
-__all__ = [
-    "read_quality_csv",
-    "write_quality_csv",
-    "quality_columns",
-    "least_squares_line",
-    "evaluate_quality",
-    "write_report",
-    "comparison_table",
-    "METRIC_KEYS",
-]
+__all__ = ["METRIC_KEYS", "evaluate_quality", "jsonable", "least_squares_line", "write_report"]
 
 #: Keys of one metric block of the report, in table order.
 METRIC_KEYS = ("n", "mae", "rmse", "r2", "pearson", "spearman", "auroc", "aurc", "eaurc")
-
-_TEXT_COLUMNS = ("image", "label")
-_BINARY_CLASS = "foreground"  # report name of the single class of a binary table
-
-
-# ---------------------------------------------------------------------------------------------------------- files
-
-
-def _format_value(value: Any, column: str) -> str:
-    """One CSV cell: floats with the shortest repr that reads back exactly (up to 17 significant digits)."""
-    if value is None:
-        return ""
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            raise ValueError(f"column {column!r} holds a tensor of shape {tuple(value.shape)}; write one number.")
-        value = value.item()
-    elif isinstance(value, np.ndarray):
-        if value.size != 1:
-            raise ValueError(f"column {column!r} holds an array of shape {value.shape}; write one number.")
-        value = value.item()
-    elif isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, bool):
-        return str(int(value))
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, (str, os.PathLike)):
-        return os.fspath(value)
-    raise ValueError(f"column {column!r} holds a {type(value).__name__}; write a number or a string.")
-
-
-def write_quality_csv(
-    path: str | os.PathLike, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None
-) -> None:
-    """Write the per-case quality table atomically (a temporary file in the same folder, then ``os.replace``).
-
-    Args:
-        path: the CSV file, e.g. ``DIR/quality.csv``; its folder must exist.
-        rows: one mapping per case; values are numbers (python, numpy or one-element torch), strings or None
-            (written empty). Floats are written with ``repr`` (reads back bit-exact); bools as 0/1.
-        columns: column order; keys of a row not listed are left out. Default: every key, in first-seen order.
-    """
-    if columns is None:
-        columns = list(dict.fromkeys(k for row in rows for k in row))
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow([_format_value(row.get(c), c) for c in columns])
-    atomic_write_text(path, buf.getvalue())
-
-
-def _parse_value(text: str, column: str) -> Any:
-    if column in _TEXT_COLUMNS:
-        return text
-    if text == "":
-        return None
-    low = text.strip().lower()
-    if low in ("true", "false"):
-        return int(low == "true")
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
-def read_quality_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Read a table written by :func:`write_quality_csv` (or any CSV with a header row).
-
-    Returns:
-        one dict per row: ``image``/``label`` as strings; other cells as ``int`` or ``float`` where they parse
-        (``True``/``False`` as 1/0, ``nan`` as NaN), empty cells as None, anything else as the string.
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no quality table at {os.fspath(path)!r}; run the evaluate workflow first.")
-    with open(path, encoding="utf-8", newline="") as f:
-        return [{k: _parse_value(v, k) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
-# ------------------------------------------------------------------------------------------------------- columns
-
-
-def quality_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Foreground class suffixes found in the column names, in column order.
-
-    Returns:
-        ``[""]`` for a binary table (columns ``pred_dice``, ``true_dice``), else e.g. ``["1", "2"]`` or
-        ``["brain", "tumour"]`` for ``true_dice_1``/``pred_dice_brain`` … . The Dice column of class ``c`` is
-        ``f"true_dice_{c}"`` (``"true_dice"`` when ``c == ""``).
-    """
-    names = list(dict.fromkeys(k for row in rows for k in row))
-    binary = any(n in ("pred_dice", "true_dice") for n in names)
-    classes = list(
-        dict.fromkeys(n.split("_", 2)[2] for n in names if n.startswith(("pred_dice_", "true_dice_")))
-    )
-    if binary and classes:
-        raise ValueError(
-            f"the table mixes binary columns (pred_dice/true_dice) with per-class ones ({classes}); "
-            "write one or the other."
-        )
-    return [""] if binary else classes
-
-
-def _column(kind: str, cls: str) -> str:
-    return f"{kind}_{cls}" if cls else kind
-
-
-def _class_name(cls: str) -> str:
-    return cls if cls else _BINARY_CLASS
-
-
-def _baseline_names(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    names = dict.fromkeys(k for row in rows for k in row)
-    return [n[len("baseline_") :] for n in names if n.startswith("baseline_")]
-
-
-def _to_float(value: Any) -> float:
-    if value is None or value == "":
-        return float("nan")
-    if isinstance(value, torch.Tensor):
-        return float(value.item())
-    return float(value)
-
-
-def _matrix(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> np.ndarray:
-    """float64 ``[N, len(columns)]``; missing or empty cells are NaN."""
-    return np.array([[_to_float(row.get(c)) for c in columns] for row in rows], dtype=np.float64).reshape(
-        len(rows), len(columns)
-    )
 
 
 # ------------------------------------------------------------------------------------------------------- metrics
@@ -262,8 +114,8 @@ def _block(
 
 def _targets(rows: Sequence[Mapping[str, Any]], classes: Sequence[str], kind: str) -> dict[str, np.ndarray]:
     """``{class name: [N]}`` plus ``"mean"``: the per-case mean over classes of the ``kind`` Dice columns."""
-    m = _matrix(rows, [_column(kind, c) for c in classes])
-    out = {_class_name(c): m[:, i] for i, c in enumerate(classes)}
+    m = column_matrix(rows, [column_name(kind, c) for c in classes])
+    out = {class_label(c): m[:, i] for i, c in enumerate(classes)}
     out["mean"] = m.mean(axis=1)
     return out
 
@@ -272,7 +124,7 @@ def _flag_counts(rows: Sequence[Mapping[str, Any]], true: np.ndarray, threshold:
     """Confusion counts of ``flagged`` against the true failure (any class's true Dice below the threshold)."""
     if not any("flagged" in row for row in rows):
         return None
-    flagged = _matrix(rows, ["flagged"])[:, 0]
+    flagged = column_matrix(rows, ["flagged"])[:, 0]
     keep = np.isfinite(flagged) & np.all(np.isfinite(true), axis=1)
     flagged, failure = flagged[keep] != 0, np.any(true[keep] < threshold, axis=1)
     n = int(keep.sum())
@@ -291,8 +143,8 @@ def _flag_counts(rows: Sequence[Mapping[str, Any]], true: np.ndarray, threshold:
 
 def _worst_case(rows: Sequence[Mapping[str, Any]], classes: Sequence[str], what: str) -> tuple[np.ndarray, np.ndarray]:
     """Per-case minimum over classes of ``pred_dice`` and of ``true_dice`` (finite cases only), both ``[n]``."""
-    pred = _matrix(rows, [_column("pred_dice", c) for c in classes]).min(axis=1)
-    true = _matrix(rows, [_column("true_dice", c) for c in classes]).min(axis=1)
+    pred = column_matrix(rows, [column_name("pred_dice", c) for c in classes]).min(axis=1)
+    true = column_matrix(rows, [column_name("true_dice", c) for c in classes]).min(axis=1)
     return _finite(pred, true, what)
 
 
@@ -338,7 +190,7 @@ def _check_conformal(
             "alpha=None."
         )
     for kind in ("true_dice", "pred_dice") if with_head else ("true_dice",):
-        columns = [_column(kind, c) for c in classes]
+        columns = [column_name(kind, c) for c in classes]
         for name, table in (("conformal_rows", conformal_rows), ("rows", rows)):
             missing = [col for col in columns if not any(col in row for row in table)]
             if missing:
@@ -367,7 +219,7 @@ def evaluate_quality(
             the true Dice), e.g. the stage-2 training cases. None: fit on ``rows`` (``"fit": "in-sample"``).
         alpha: None (default): no guaranteed flag. Otherwise the target failure rate among auto-accepted cases,
             in (0, 1): an acceptance threshold ``λ`` on a confidence is calibrated on ``conformal_rows`` by
-            :func:`segq_monai.conformal.calibrate_selective_threshold` (``tau=threshold``), so that with probability
+            :func:`~segq_monai.metrics.calibrate_selective_threshold` (``tau=threshold``), so that with probability
             >= ``1 - delta`` over i.i.d. calibration cases, the failure rate among cases with confidence >= ``λ`` is
             at most ``alpha`` (a case fails when any class's true Dice is below ``threshold``, as for ``"flag"``).
             The quality head's confidence is the per-case predicted Dice (minimum over classes), reported under
@@ -406,7 +258,7 @@ def evaluate_quality(
     if len(rows) == 0:
         raise ValueError("the quality table has no rows; evaluate at least one labelled case.")
     classes = quality_columns(rows)
-    if not classes or not any(_column("true_dice", classes[0]) in row for row in rows):
+    if not classes or not any(column_name("true_dice", classes[0]) in row for row in rows):
         raise ValueError(
             "the table has no true_dice columns; evaluate needs labels (columns true_dice or true_dice_<class>)."
         )
@@ -422,7 +274,7 @@ def evaluate_quality(
     report["n_calibration"] = len(cal_rows)
 
     report["quality_head"] = None
-    if any(_column("pred_dice", classes[0]) in row for row in rows):
+    if any(column_name("pred_dice", classes[0]) in row for row in rows):
         pred = _targets(rows, classes, "pred_dice")
         report["quality_head"] = {
             "per_class": {c: _block(pred[c], true[c], threshold, None, f"pred_dice ({c})") for c in list(true)[:-1]},
@@ -431,8 +283,8 @@ def evaluate_quality(
 
     if alpha is not None:
         conformal_rows = _check_conformal(rows, conformal_rows, classes, report["quality_head"] is not None)
-        evaluated_worst = _matrix(rows, [_column("true_dice", c) for c in classes]).min(axis=1)
-        conformal_worst = _matrix(conformal_rows, [_column("true_dice", c) for c in classes]).min(axis=1)
+        evaluated_worst = column_matrix(rows, [column_name("true_dice", c) for c in classes]).min(axis=1)
+        conformal_worst = column_matrix(conformal_rows, [column_name("true_dice", c) for c in classes]).min(axis=1)
         if report["quality_head"] is not None:
             report["guaranteed_flag"] = _guaranteed_flag(
                 _worst_case(conformal_rows, classes, "guaranteed flag (calibration)"),
@@ -442,11 +294,11 @@ def evaluate_quality(
 
     cal_true = _targets(cal_rows, classes, "true_dice")
     report["baselines"] = {}
-    for name in _baseline_names(rows):
+    for name in baseline_names(rows):
         col = f"baseline_{name}"
         if not any(col in row for row in cal_rows):
             raise ValueError(f"calibration_rows have no column {col!r}; compute the baselines there too.")
-        score, cal_score = _matrix(rows, [col])[:, 0], _matrix(cal_rows, [col])[:, 0]
+        score, cal_score = column_matrix(rows, [col])[:, 0], column_matrix(cal_rows, [col])[:, 0]
         entry: dict[str, Any] = {"per_class": {}, "mean": None, "calibration": {}}
         for c in true:
             line = least_squares_line(*_finite(cal_score, cal_true[c], f"calibration of {col} ({c})"))
@@ -461,30 +313,30 @@ def evaluate_quality(
                 raise ValueError(f"conformal_rows have no column {col!r}; compute the baselines there too.")
             slope, intercept = entry["calibration"]["mean"]["slope"], entry["calibration"]["mean"]["intercept"]
             entry["guaranteed_flag"] = None if not math.isfinite(slope) else _guaranteed_flag(
-                _finite(slope * _matrix(conformal_rows, [col])[:, 0] + intercept, conformal_worst,
+                _finite(slope * column_matrix(conformal_rows, [col])[:, 0] + intercept, conformal_worst,
                         f"guaranteed flag of {col} (calibration)"),
                 _finite(slope * score + intercept, evaluated_worst, f"guaranteed flag of {col}"),
                 threshold, alpha, delta,
             )  # fmt: skip
         report["baselines"][name] = entry
 
-    report["flag"] = _flag_counts(rows, _matrix(rows, [_column("true_dice", c) for c in classes]), threshold)
+    report["flag"] = _flag_counts(rows, column_matrix(rows, [column_name("true_dice", c) for c in classes]), threshold)
     return report
 
 
 # -------------------------------------------------------------------------------------------------------- output
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
     """Plain JSON types; NaN and infinities become None (``null``)."""
     if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, torch.Tensor):
-        return _jsonable(obj.tolist())
+        return jsonable(obj.tolist())
     if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
+        return jsonable(obj.tolist())
     if isinstance(obj, np.generic):
         obj = obj.item()
     if isinstance(obj, float) and not math.isfinite(obj):
@@ -504,7 +356,7 @@ def _risk_curves(
         keep = np.isfinite(pred) & np.isfinite(true)
         curves["quality head"] = (pred[keep], 1.0 - true[keep])
     for name in report["baselines"]:
-        score = _matrix(rows, [f"baseline_{name}"])[:, 0]
+        score = column_matrix(rows, [f"baseline_{name}"])[:, 0]
         keep = np.isfinite(score) & np.isfinite(true)
         curves[name] = (score[keep], 1.0 - true[keep])
     return curves
@@ -526,14 +378,14 @@ def write_report(
     Files: ``report.json`` (atomic, strict JSON: undefined values are ``null``); ``predicted_vs_true.png`` (when
     the table has ``pred_dice``); ``risk_coverage.png`` (quality head and baselines, risk = 1 - per-case mean
     Dice); with ``load_case``, ``overlay_best_<i>.png`` / ``overlay_worst_<i>.png`` for ``i = 1..k``
-    (see :func:`segq_monai.plots.plot_best_and_worst`).
+    (see :func:`segq_monai.evaluation.plots.plot_best_and_worst`).
 
     ``alpha`` / ``delta`` / ``conformal_rows``: the guaranteed acceptance threshold of :func:`evaluate_quality`.
 
     Returns:
         the report dict, as written (NaN replaced by None), with ``"figures"``: the PNG file names.
     """
-    from segq_monai import plots  # matplotlib only when figures are drawn
+    from segq_monai.evaluation import plots  # matplotlib only when figures are drawn
 
     os.makedirs(output_dir, exist_ok=True)
     report = evaluate_quality(
@@ -543,8 +395,8 @@ def write_report(
     figures: list[str] = []
     classes = quality_columns(rows)
     if report["quality_head"] is not None:
-        pred = _matrix(rows, [_column("pred_dice", c) for c in classes])
-        true = _matrix(rows, [_column("true_dice", c) for c in classes])
+        pred = column_matrix(rows, [column_name("pred_dice", c) for c in classes])
+        true = column_matrix(rows, [column_name("true_dice", c) for c in classes])
         keep = np.all(np.isfinite(pred) & np.isfinite(true), axis=1)
         plots.plot_predicted_vs_true(
             pred[keep], true[keep], os.path.join(output_dir, "predicted_vs_true.png"), threshold=threshold,
@@ -558,96 +410,6 @@ def write_report(
     if load_case is not None:
         figures += [os.path.basename(p) for p in plots.plot_best_and_worst(rows, load_case, output_dir, k=k)]
     report["figures"] = figures
-    report = _jsonable(report)
+    report = jsonable(report)
     atomic_write_text(os.path.join(output_dir, "report.json"), json.dumps(report, indent=2, allow_nan=False) + "\n")
     return report
-
-
-def _fmt(value: Any) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    return f"{value:.3f}"
-
-
-def _guaranteed_cells(flag: Mapping[str, Any] | None) -> list[str]:
-    """``[accepted fraction, "k/n = rate"]`` of a guaranteed flag entry, ``–`` where there is none."""
-    if not flag:
-        return ["–", "–"]
-    rate = flag["failure_rate_accepted"]
-    return [_fmt(flag["fraction_accepted"]), f"{flag['failures_accepted']}/{flag['n_accepted']} = {_fmt(rate)}"]
-
-
-def comparison_table(
-    report: Mapping[str, Any] | Mapping[str, Mapping[str, Any]], summary: str = "mean", baselines: bool = True
-) -> str:
-    """A Markdown table, one row per method: quality head variant(s), then the baselines.
-
-    Args:
-        report: one report of :func:`evaluate_quality` / :func:`write_report`, or several keyed by variant name,
-            e.g. ``{"image+seg+uncertainty": report_a, "image": report_b}`` (the paper's ablation). Baselines that
-            are the same in every report are listed once; otherwise once per variant, with its name.
-        summary: ``"mean"`` (per-case mean Dice over classes; the class of a binary task) or a class name.
-        baselines: False lists the quality heads only (e.g. heads on the maps of different stage-1 estimators).
-
-    Returns:
-        Markdown: columns method, n, MAE, Pearson, Spearman, AUROC, AURC, e-AURC (3 decimals, ``–`` where
-        undefined); when a report has a guaranteed flag (``alpha``), also the fraction of cases accepted and the
-        realised failures among them; and a note on the baselines' Dice-scale fit.
-    """
-    reports: Mapping[str, Mapping[str, Any]]
-    single = "baselines" in report or "quality_head" in report
-    reports = {"": report} if single else report  # type: ignore[assignment]
-    if not reports:
-        raise ValueError("no report given; pass a report dict or {variant name: report}.")
-
-    def pick(entry: Mapping[str, Any]) -> Mapping[str, Any]:
-        if summary == "mean":
-            return entry["mean"]
-        if summary not in entry["per_class"]:
-            choices = list(entry["per_class"])
-            raise ValueError(f"class {summary!r} is not in the report; choose 'mean' or one of {choices}.")
-        return entry["per_class"][summary]
-
-    alphas = sorted({float(r["guaranteed_flag"]["alpha"]) for r in reports.values() if r.get("guaranteed_flag")})
-    guaranteed = " accepted | failures among accepted |" if alphas else ""
-    lines = [
-        "| method | n | MAE | Pearson | Spearman | AUROC | AURC | e-AURC |" + guaranteed,
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |" + " ---: | ---: |" * bool(alphas),
-    ]
-
-    def add(label: str, m: Mapping[str, Any], flag: Mapping[str, Any] | None) -> None:
-        cells = [_fmt(m.get(k)) for k in ("mae", "pearson", "spearman", "auroc", "aurc", "eaurc")]
-        if alphas:
-            cells += _guaranteed_cells(flag)
-        lines.append(f"| {label} | {m.get('n', '–')} | " + " | ".join(cells) + " |")
-
-    for variant, rep in reports.items():
-        if rep.get("quality_head") is not None:
-            label = f"quality head ({variant})" if variant else "quality head"
-            add(label, pick(rep["quality_head"]), rep.get("guaranteed_flag"))
-    names = list(dict.fromkeys(n for rep in reports.values() for n in rep.get("baselines", {}))) if baselines else []
-    fits = sorted({str(rep.get("fit")) for rep in reports.values()})
-    for name in names:
-        blocks = [
-            (v, _jsonable(pick(r["baselines"][name])), _jsonable(r["baselines"][name].get("guaranteed_flag")))
-            for v, r in reports.items() if name in r["baselines"]
-        ]  # fmt: skip
-        if all(b[1:] == blocks[0][1:] for b in blocks):
-            add(name, *blocks[0][1:])
-        else:
-            for variant, b, flag in blocks:
-                add(f"{name} ({variant})", b, flag)
-    thresholds = sorted({float(rep["threshold"]) for rep in reports.values()})
-    lines.append("")
-    lines.append(
-        f"Scores on {'the per-case mean Dice over classes' if summary == 'mean' else 'class ' + summary}; "
-        f"failure: true Dice < {', '.join(map(str, thresholds))}; AURC/e-AURC with risk = 1 - Dice (lower is better)."
-        + (f" Baseline MAE after a least-squares map onto the Dice scale ({', '.join(fits)} fit)." if names else "")
-    )
-    if alphas:
-        lines[-1] += (
-            f" Guaranteed flag: acceptance threshold calibrated on a held-out labelled split so that the failure rate "
-            f"among accepted cases is at most α = {', '.join(map(str, alphas))} with probability 1 − δ; accepted = "
-            "fraction of the evaluated cases auto-accepted, then the realised failures among them."
-        )
-    return "\n".join(lines) + "\n"

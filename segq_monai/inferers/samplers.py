@@ -5,7 +5,7 @@ probabilities ``[B, C, *spatial]`` on the grid of ``inputs`` ``[B, C_in, *spatia
 inferer (``SimpleInferer``, ``SlidingWindowInferer``) that maps inputs to logits. Samplers never change the
 network for good: every module's train/eval mode is restored when sampling ends, also after an exception.
 Every sampler takes a ``temperature``: each sample is ``softmax(logits / temperature)`` (or the sigmoid), the
-temperature scaling of :mod:`segq_monai.calibration`.
+temperature scaling of :mod:`segq_monai.metrics.temperature`.
 
 - :class:`SoftmaxSampler`: the single deterministic pass (one sample): the baseline of DeVries & Taylor.
 - :class:`MCDropoutSampler`: Monte-Carlo dropout (Gal & Ghahramani 2016): only dropout modules are switched to
@@ -31,9 +31,9 @@ import torch
 from monai.inferers import SimpleInferer
 from torch import nn
 
-from segq_monai.calibration import check_temperature
-from segq_monai.modes import dropout_modules, mc_dropout_masks, network_modes, seeded
-from segq_monai.shared_prefix import SharedPrefix, network_fingerprint, split_at_dropout
+from segq_monai.inferers.modes import dropout_modules, mc_dropout_masks, network_modes, seeded
+from segq_monai.inferers.shared_prefix import SharedPrefix, network_fingerprint, split_at_dropout
+from segq_monai.metrics.temperature import check_temperature
 
 __all__ = [
     "Sampler",
@@ -66,7 +66,7 @@ class Sampler(ABC):
     """Yields class-probability samples ``[B, C, *spatial]`` for a batch of inputs.
 
     Every sample is ``activation(logits / temperature)``: temperature scaling (Guo et al. 2017) of the stage-1
-    probabilities, with a temperature fitted on held-out cases (:func:`segq_monai.calibration.fit_temperature`,
+    probabilities, with a temperature fitted on held-out cases (:func:`segq_monai.metrics.temperature.fit_temperature`,
     ``bundle/configs/calibrate.json``). ``temperature > 1`` softens over-confident probabilities, ``< 1`` sharpens
     them; the argmax of each sample is unchanged.
 
@@ -131,7 +131,7 @@ class MCDropoutSampler(Sampler):
     from the batch nor updated. Samples are drawn in chunks: a chunk of ``k`` samples is one call of the
     inferer on the inputs repeated ``k`` times along the batch axis (``[k * B, C_in, ...]``). On CPUs the masks of
     ``nn.Dropout`` modules are drawn from uniform numbers, five times faster than PyTorch's kernel and with the
-    same distribution (:func:`segq_monai.modes.mc_dropout_masks`).
+    same distribution (:func:`segq_monai.inferers.modes.mc_dropout_masks`).
 
     Shared prefix: when dropout sits late in the network (before the output convolution only, or in the last
     decoder stages), everything that precedes every dropout module is the same in all T samples. With

@@ -277,7 +277,7 @@ def plot_best_and_worst(
     Cases are ranked by true Dice (mean over classes) when the rows have it, else by predicted Dice.
 
     Args:
-        rows: the per-case table (see :mod:`segq_monai.report`).
+        rows: the per-case table (see :mod:`segq_monai.evaluation.columns`).
         load_case: ``row -> (image, seg, uncertainty, label or None)``, arrays as
             :func:`plot_uncertainty_overlay` takes them (uncertainty in nats).
         output_dir: folder for ``overlay_best_1.png`` … ``overlay_best_k.png``, ``overlay_worst_1.png`` … .

@@ -11,8 +11,8 @@ from monai.inferers import Inferer, SimpleInferer
 from monai.utils import convert_to_dst_type
 from torch import nn
 
-from segq_monai.samplers import Sampler
-from segq_monai.streaming import MAPS, StreamingUncertainty
+from segq_monai.inferers.samplers import Sampler
+from segq_monai.inferers.streaming import MAPS, StreamingUncertainty
 
 __all__ = ["UncertaintyInferer"]
 
@@ -20,7 +20,7 @@ __all__ = ["UncertaintyInferer"]
 class UncertaintyInferer(Inferer):
     """Samples ``network`` with ``sampler`` through a base ``inferer`` and reduces the samples as they arrive.
 
-    Returns a dictionary (keys from :data:`segq_monai.streaming.MAPS`, chosen by ``maps``): ``prob`` the mean
+    Returns a dictionary (keys from :data:`segq_monai.inferers.streaming.MAPS`, chosen by ``maps``): ``prob`` the mean
     class probability ``[B, C, *spatial]``, ``seg`` ``[B, 1, *spatial]``, ``entropy``, ``expected_entropy``,
     ``mutual_information`` ``[B, 1, *spatial]`` (nats), ``variance`` ``[B, C, *spatial]``, ``agreement``
     ``[B, 1, *spatial]`` and ``pairwise_dice`` ``[B, K]``. Spatial outputs are on the input's grid and carry its
@@ -30,9 +30,9 @@ class UncertaintyInferer(Inferer):
     ``FlattenSubKeysd(keys="pred")`` at the head of the postprocessing moves the maps to top-level keys.
 
     Args:
-        sampler: a :class:`segq_monai.samplers.Sampler` (MC dropout, TTA, ensemble, single pass).
+        sampler: a :class:`segq_monai.inferers.samplers.Sampler` (MC dropout, TTA, ensemble, single pass).
         inferer: the base MONAI inferer, e.g. ``SlidingWindowInferer``; default ``SimpleInferer()``.
-        maps: the outputs to return; default all of :data:`~segq_monai.streaming.MAPS`.
+        maps: the outputs to return; default all of :data:`~segq_monai.inferers.streaming.MAPS`.
         in_channels: the number of input channels the network takes; checked before any work is done.
             ``None``: read from the first convolution of the network when it has one.
         extra_maps: maps that come from the network itself rather than from the samples, each computed once per

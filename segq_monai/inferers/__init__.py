@@ -1,0 +1,11 @@
+"""Stage 1: the uncertainty sampler. :class:`UncertaintyInferer` wraps a MONAI inferer, draws samples of class
+probabilities from a :class:`Sampler` (MC dropout, TTA, ensembles, the single pass, aleatoric logit noise) and
+reduces them as they arrive into the segmentation and spatial uncertainty maps (:class:`StreamingUncertainty`)."""
+
+from __future__ import annotations
+
+from .aleatoric import AleatoricSampler, aleatoric_variance
+from .confidence import confidence_map
+from .inferer import UncertaintyInferer
+from .samplers import EnsembleSampler, MCDropoutSampler, Sampler, SoftmaxSampler, TTASampler
+from .streaming import MAPS, StreamingUncertainty, entropy

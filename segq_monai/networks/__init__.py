@@ -1,0 +1,8 @@
+"""Networks: the stage-2 quality head and the stage-1 networks with extra outputs (aleatoric, learned confidence)."""
+
+from __future__ import annotations
+
+from .aleatoric import AleatoricNet, split_mean_log_var
+from .confidence import ConfidenceNet
+from .extra_output import ExtraOutputNet
+from .quality_regressor import QualityRegressor
