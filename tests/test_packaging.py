@@ -38,8 +38,8 @@ SHIPPED = {
     "segq_monai/demo_data/dataset.json": "segq_monai/demo_data/dataset.json",
     "segq_monai/monailabel/app/main.py": "segq_monai/monailabel/app/main.py",
 }
-PATH_NAMES = ["package", "bundle_root", "bundle_configs", "aleatoric_network", "confidence_network",
-              "segq_overlay", "schema", "demo_datalist", "monailabel_app"]  # fmt: skip
+OVERLAYS = sorted(p.stem for p in (REPO / "configs").glob("*.json"))
+PATH_NAMES = ["package", "bundle_root", "bundle_configs", *OVERLAYS, "schema", "demo_datalist", "monailabel_app"]
 
 
 def _source_copy(dest: Path) -> Path:
