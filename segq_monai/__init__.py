@@ -16,6 +16,7 @@ Every public name of a bundle config's ``_target_`` is importable from here.
 
 from __future__ import annotations
 
+from segq_monai.apps import load_fit, load_quality_head, network_signature
 from segq_monai.inferers import (
     MAPS,
     AleatoricSampler,
@@ -34,8 +35,10 @@ from segq_monai.losses import ConfidenceLoss, SampledLogitLoss
 from segq_monai.metrics import (
     BASELINES,
     ConformalFlagger,
+    DiceRecalibration,
     TemperatureScaling,
     calibrate_crc_threshold,
+    calibrate_dice,
     calibrate_selective_threshold,
     dice_to_iou,
     expected_calibration_error,
@@ -46,10 +49,12 @@ from segq_monai.metrics import (
 from segq_monai.networks import AleatoricNet, ConfidenceNet, QualityRegressor
 from segq_monai.transforms import (
     CheckImaged,
+    CheckLabeld,
     FailureFlagd,
     MRArtifactd,
     PredictQualityd,
     QualityInputd,
+    RecalibrateQualityd,
     SafeLoadImaged,
     ScalarBaselinesd,
     SegmentationQualityd,
@@ -74,15 +79,21 @@ __all__ = [
     "ConfidenceLoss",
     "ConfidenceNet",
     "ConformalFlagger",
+    "DiceRecalibration",
     "SampledLogitLoss",
     "TemperatureScaling",
     "aleatoric_variance",
     "calibrate_crc_threshold",
+    "calibrate_dice",
     "calibrate_selective_threshold",
     "confidence_map",
     "expected_calibration_error",
     "fit_temperature",
     "CheckImaged",
+    "CheckLabeld",
+    "load_fit",
+    "load_quality_head",
+    "network_signature",
     "MAPS",
     "SAMPLERS",
     "FailureFlagd",
@@ -90,6 +101,7 @@ __all__ = [
     "PredictQualityd",
     "QualityInputd",
     "QualityRegressor",
+    "RecalibrateQualityd",
     "SafeLoadImaged",
     "ScalarBaselinesd",
     "SegmentationQualityd",

@@ -18,10 +18,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import ignite.distributed as idist
 import torch
 from monai.data import MetaTensor, NibabelWriter
 
-__all__ = ["case_name", "map_path", "pending_items", "save_map", "sidecar_path"]
+from segq_monai.utils.atomic import atomic_path
+
+__all__ = ["case_name", "first_path", "map_path", "pending_items", "save_map", "sidecar_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +38,12 @@ def case_name(path: str | os.PathLike) -> str:
     return Path(name).stem
 
 
+def first_path(value: Any) -> Any:
+    """The file that names a case: ``value`` itself, or the first of a list of files (several files per case, e.g.
+    one per MR sequence, which ``LoadImaged`` stacks as channels and names by the first)."""
+    return value[0] if isinstance(value, (list, tuple)) and value else value
+
+
 def save_map(array: MetaTensor, path: Path) -> None:
     """Save a channel-first map ``[C, *spatial]`` with its affine; a temporary file, then ``os.replace``."""
     data = array.detach().cpu()
@@ -45,9 +54,8 @@ def save_map(array: MetaTensor, path: Path) -> None:
     writer = NibabelWriter(output_dtype=data.numpy().dtype)
     writer.set_data_array(data, channel_dim=0, squeeze_end_dims=True)
     writer.set_metadata(dict(array.meta, affine=array.affine), resample=False)
-    tmp = path.with_name(f".{path.name}.tmp.nii.gz")
-    writer.write(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".nii.gz") as tmp:
+        writer.write(tmp)
 
 
 def map_path(output_dir: str | os.PathLike, case: str, key: str) -> Path:
@@ -58,12 +66,6 @@ def map_path(output_dir: str | os.PathLike, case: str, key: str) -> Path:
 def sidecar_path(output_dir: str | os.PathLike, case: str) -> Path:
     """``output_dir/<case>/<case>_quality.json``: the case's row and datalist entry."""
     return Path(output_dir) / case / f"{case}_quality.json"
-
-
-def _world_size() -> int:
-    import torch.distributed as dist
-
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def pending_items(
@@ -92,10 +94,10 @@ def pending_items(
         the pending items (the same objects), in the order of ``items``.
     """
     if min_items is None:
-        min_items = _world_size()
+        min_items = idist.get_world_size()
     done = []
     for item in items:
-        case = case_name(item[image_key])
+        case = case_name(first_path(item[image_key]))
         paths = [sidecar_path(output_dir, case)] + [map_path(output_dir, case, key) for key in map_keys]
         done.append(all(p.is_file() for p in paths))
     missing = max(0, min(min_items, len(items)) - done.count(False))

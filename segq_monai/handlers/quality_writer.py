@@ -26,14 +26,14 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import ignite.distributed as idist
 import torch
-import torch.distributed as dist
 from monai.data import MetaTensor
 from monai.utils import min_version, optional_import
 
 from segq_monai.data.datalist import write_datalist
-from segq_monai.data.outputs import case_name, map_path, save_map, sidecar_path
-from segq_monai.evaluation.columns import write_quality_csv
+from segq_monai.data.outputs import case_name, first_path, map_path, save_map, sidecar_path
+from segq_monai.evaluation.columns import FLAG_COLUMN, ITEM_KINDS, baseline_column, class_columns, write_quality_csv
 from segq_monai.utils.atomic import atomic_write_text
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
@@ -43,10 +43,6 @@ else:
     Engine, _ = optional_import("ignite.engine", "0.4.11", min_version, "Engine")
 
 __all__ = ["QualityWriter"]
-
-#: per-case values and the column prefix they get in quality.csv
-QUALITY_COLUMNS = {"pred_dice": "pred_dice", "pred_iou": "pred_iou", "dice": "true_dice", "iou": "true_iou"}
-
 
 def _source_path(item: Mapping[str, Any], image_key: str) -> str:
     image = item.get(image_key)
@@ -67,10 +63,6 @@ def _key(path: str | os.PathLike) -> str:
     return os.path.normpath(os.path.abspath(os.fspath(path)))
 
 
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
 class QualityWriter:
     """Writes the maps of every case as NIfTI and, when the run completes, ``quality.csv``.
 
@@ -83,7 +75,9 @@ class QualityWriter:
         datalist: the Decathlon datalist the cases came from; the ``image`` column then holds each path as it
             is written there. ``None``: the absolute path.
         datalist_name: if set, also write a datalist ``output_dir/<datalist_name>`` whose ``training`` items
-            hold the image, each saved map and the true ``dice`` / ``iou`` (stage-2 training data).
+            hold the image, each saved map and the true ``dice`` / ``iou`` (stage-2 training data). With ``image``
+            among ``map_keys`` (the image as the network saw it, e.g. after a host bundle's intensity preprocessing)
+            the entry's ``image`` names that saved map and ``source`` the input file.
         image_key: the key of the input image in each output item.
         output_transform: maps ``engine.state.output`` to a list of per-case dictionaries.
         items: the cohort ``quality.csv`` lists, in this order (e.g. the datalist section); the cases this run
@@ -91,7 +85,9 @@ class QualityWriter:
             sidecars ``<case>/<case>_quality.json``. ``None``: the cases of the run, in the order of the engine's
             dataset (``engine.data_loader.dataset.data``) where it has one.
 
-    Columns of ``quality.csv``: ``image``; ``pred_dice``, ``pred_iou`` (or ``pred_dice_<class>`` ...);
+    Columns of ``quality.csv``: ``image``; ``pred_dice``, ``pred_iou`` (or ``pred_dice_<class>`` ...); with a quality
+    calibration (:class:`segq_monai.transforms.RecalibrateQualityd`) ``pred_dice_raw``, ``pred_dice_lo``,
+    ``pred_dice_hi`` (or per class);
     ``flagged`` (0/1); with labels ``true_dice``, ``true_iou`` (or per class); one ``baseline_<name>`` column per
     scalar baseline (confidence, higher = better) when the items carry ``baselines``.
     """
@@ -144,11 +140,11 @@ class QualityWriter:
         sections = json.loads(self.datalist.read_text())
         root = self.datalist.parent
         return {
-            os.path.normpath(root / item[self.image_key]): item[self.image_key]
+            os.path.normpath(root / first_path(item[self.image_key])): first_path(item[self.image_key])
             for section in sections.values()
             if isinstance(section, list)
             for item in section
-            if isinstance(item, dict) and isinstance(item.get(self.image_key), str)
+            if isinstance(item, dict) and isinstance(first_path(item.get(self.image_key)), str)
         }
 
     def _reset(self, engine: Engine) -> None:
@@ -179,28 +175,22 @@ class QualityWriter:
             path = map_path(self.output_dir, case, key)
             save_map(item[key], path)
             entry[key] = str(path)
+        if self.image_key in self.map_keys:
+            entry["source"] = source  # "image" now names the saved map (the stage-2 input)
         row: dict[str, Any] = {"case": case, "image": self._as_given.get(os.path.normpath(source), source)}
-        for key, column in QUALITY_COLUMNS.items():
+        for key, (kind, bound) in ITEM_KINDS.items():
             if key in item:
                 values = _values(item[key])
-                row.update(self._columns(column, values))
+                row.update(class_columns(kind, values, self.class_names, bound))
                 if key in ("dice", "iou"):
                     entry[key] = values
         if "flagged" in item:
-            row["flagged"] = int(bool(torch.as_tensor(item["flagged"]).any()))
+            row[FLAG_COLUMN] = int(bool(torch.as_tensor(item["flagged"]).any()))
         for name, value in item.get("baselines", {}).items():
-            row[f"baseline_{name}"] = float(value)
+            row[baseline_column(name)] = float(value)
         atomic_write_text(sidecar_path(self.output_dir, case), json.dumps({"row": row, "entry": entry}, indent=1))
         self.rows.append(row)
         self.entries.append(entry)
-
-    def _columns(self, prefix: str, values: list[float]) -> dict[str, float]:
-        if len(values) == 1 and (self.class_names is None or len(self.class_names) == 1):
-            return {prefix: values[0]}
-        names = self.class_names or [str(i + 1) for i in range(len(values))]
-        if len(names) != len(values):
-            raise ValueError(f"class_names has {len(names)} names but {prefix} has {len(values)} classes.")
-        return {f"{prefix}_{n}": v for n, v in zip(names, values)}
 
     def write(self, engine: Engine | None = None) -> None:
         """Write ``quality.csv`` (and the datalist) atomically: every case once, in the order of the items.
@@ -209,13 +199,12 @@ class QualityWriter:
         ``rows`` / ``entries``) and rank 0 alone writes.
         """
         rows, entries = self.rows, self.entries
-        if _distributed():
-            gathered: list[Any] = [None] * dist.get_world_size()
-            dist.all_gather_object(gathered, (rows, entries))
+        if idist.get_world_size() > 1:
+            gathered = idist.all_gather((rows, entries))
             rows = [r for part, _ in gathered for r in part]
             entries = [e for _, part in gathered for e in part]
         self.rows, self.entries = self._in_order(rows, entries, engine)
-        if _distributed() and dist.get_rank() != 0:
+        if idist.get_rank() != 0:
             return
         columns = [c for c in dict.fromkeys(k for row in self.rows for k in row) if c != "case"]
         write_quality_csv(self.output_dir / "quality.csv", self.rows, columns=columns)
@@ -228,7 +217,7 @@ class QualityWriter:
         by_source: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
         source_of: dict[str, str] = {}
         for row, entry in zip(rows, entries):
-            source = _key(entry["image"])
+            source = _key(entry.get("source", entry["image"]))
             if source_of.setdefault(row["case"], source) != source:
                 raise ValueError(
                     f"Two inputs share the case name {row['case']!r} ({source_of[row['case']]} and {source}); "
@@ -241,7 +230,7 @@ class QualityWriter:
             items = data if isinstance(data, Sequence) else ()
         ordered = []
         for item in items:
-            path = item.get(self.image_key) if isinstance(item, Mapping) else None
+            path = first_path(item.get(self.image_key)) if isinstance(item, Mapping) else None
             if not isinstance(path, (str, os.PathLike)):
                 continue
             if _key(path) in by_source:
