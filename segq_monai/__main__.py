@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from segq_monai.apps import demo, example3d, fit
+from segq_monai.apps import demo, example3d, export, fit, paths
 
 #: The modules of the commands, in ``--help`` order.
-COMMANDS = (demo, fit, example3d)
+COMMANDS = (demo, fit, example3d, paths, export)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

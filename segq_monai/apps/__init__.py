@@ -1,4 +1,5 @@
-"""Command-line applications of ``python -m segq_monai`` (each a subcommand), and the fit folder they write."""
+"""Command-line applications of ``python -m segq_monai`` (each a subcommand: ``demo``, ``fit``, ``example3d``,
+``paths`` where the shipped files lie, ``export`` the bundle as a model-zoo archive), and the fit folder they write."""
 
 from __future__ import annotations
 

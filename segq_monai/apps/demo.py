@@ -29,9 +29,11 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from segq_monai.apps.workflows import default_bundle_root, run_workflow
+from segq_monai.apps.arguments import bundle_root_arg
+from segq_monai.apps.workflows import run_workflow
 from segq_monai.data.demo import prepare_demo
 from segq_monai.evaluation.tables import comparison_table
+from segq_monai.utils.resources import bundle_root, overlay_path
 
 MAIN_VARIANT = "image_seg_entropy"
 VARIANTS = ("image_seg_entropy", "image", "image_seg", "seg_entropy")
@@ -60,13 +62,7 @@ class _Demo:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.out = Path(args.output_dir).resolve()
-        self.bundle_root = Path(args.bundle_root).resolve()
-        if not (self.bundle_root / "configs" / "inference.json").is_file():
-            raise FileNotFoundError(
-                f"No bundle at {self.bundle_root} (configs/inference.json is missing); pass --bundle_root to the "
-                "bundle/ folder of a segq-monai checkout."
-            )
-        self.overlays = Path(__file__).resolve().parents[2] / "configs"
+        self.bundle_root = args.bundle_root or bundle_root()
         self.common = {"device": args.device} if args.device else {}
         self.data = prepare_demo(
             self.out / "data", variants=args.variants_per_slice, held_out_variants=args.held_out_variants
@@ -121,7 +117,7 @@ class _Demo:
     def run(self) -> dict[str, dict[str, Any]]:
         a, out = self.args, self.out
         start = time.perf_counter()
-        models = self.bundle_root / "models"
+        models = out / "models"
         stage2 = self.stage1(models, out / "stage2_data", a.sampler, [], train=True)
         variants = {}
         for variant in a.quality_variants:
@@ -133,7 +129,7 @@ class _Demo:
             estimators[f"{a.sampler.replace('_', ' ')}, T={a.num_samples}; {MAIN_VARIANT}"] = variants[MAIN_VARIANT]
         for name in a.estimators:
             est = ESTIMATORS[name]
-            overlay = [str(self.overlays / est.overlay)] if est.overlay else []
+            overlay = [str(overlay_path(est.overlay))] if est.overlay else []
             ckpt_dir = models / "estimators" / name
             stage1_dir = ckpt_dir if est.overlay else models
             datalists = self.stage1(stage1_dir, out / "estimators" / name / "stage2_data", est.sampler, overlay,
@@ -185,9 +181,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     """Register ``demo`` and its options on the ``python -m segq_monai`` command line."""
     d = commands.add_parser("demo", help="train both stages on the embedded demo data, evaluate, write the report",
                             description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    d.add_argument("--output_dir", default="segq_output", help="where data, maps and reports go")
-    d.add_argument("--bundle_root", default=str(default_bundle_root()),
-                   help="the bundle/ folder (weights go to its models/)")
+    d.add_argument("--output_dir", default="segq_output",
+                   help="where data, weights (models/), maps and reports go")
+    d.add_argument("--bundle_root", type=bundle_root_arg, default=None,
+                   help="the bundle whose workflows run (default: the one shipped with segq-monai; it is only read)")
     d.add_argument("--num_folds", type=int, default=3)
     d.add_argument("--variants_per_slice", type=int, default=4, help="artifact copies per development slice")
     d.add_argument("--held_out_variants", type=int, default=12,

@@ -33,11 +33,11 @@ from typing import Any
 
 from segq_monai.apps.example3d_report import add_true_quality, write_example_report
 from segq_monai.apps.fit import OVERLAYS, check_calibration_size
-from segq_monai.apps.workflows import default_bundle_root
 from segq_monai.data.datalist import load_datalist
 from segq_monai.data.volume3d import SPLITS, prepare_volume3d
 from segq_monai.evaluation import read_quality_csv
 from segq_monai.utils.atomic import atomic_write_text
+from segq_monai.utils.resources import packaged
 
 __all__ = ["add_parser", "example3d", "example_host_source"]
 
@@ -46,7 +46,7 @@ HOST_NAME = "colin27_regions3d"
 
 def example_host_source() -> Path:
     """The example host bundle's folder (``examples/colin27_regions3d`` beside the checkout's ``bundle/``)."""
-    path = default_bundle_root().parent / "examples" / HOST_NAME
+    path = packaged().parent / "examples" / HOST_NAME
     if not (path / "configs" / "train.json").is_file():
         raise FileNotFoundError(
             f"The example host bundle is missing at {path} (configs/train.json); run from a segq-monai checkout "

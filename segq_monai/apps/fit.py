@@ -40,18 +40,18 @@ from monai.bundle import run as bundle_run
 
 from segq_monai.apps.fit_folder import CALIBRATION_FILE, FIT_FILE, HEAD_FILE, write_fit
 from segq_monai.apps.fit_host import HostBundle
-from segq_monai.apps.workflows import default_bundle_root
 from segq_monai.data.datalist import load_datalist, write_datalist
 from segq_monai.data.outputs import first_path
 from segq_monai.evaluation.columns import class_label, read_quality_csv
 from segq_monai.evaluation.quality_calibration import calibrate_quality_table, head_fingerprint
 from segq_monai.metrics.conformal import min_calibration_cases
 from segq_monai.metrics.recalibration import min_interval_cases
+from segq_monai.utils.resources import bundle_root, configs_dir
 
 __all__ = ["add_parser", "check_calibration_size", "fit"]
 
-SEGQ_BUNDLE = default_bundle_root()
-OVERLAYS = SEGQ_BUNDLE.parent / "configs"
+SEGQ_BUNDLE = bundle_root()
+OVERLAYS = configs_dir()
 
 
 def _command(configs: Sequence[Path], bundle_root: Path, run_id: str, overrides: Mapping[str, Any]) -> str:

@@ -9,12 +9,7 @@ from typing import Any
 
 from monai.bundle import run as bundle_run
 
-__all__ = ["default_bundle_root", "run_workflow"]
-
-
-def default_bundle_root() -> Path:
-    """The ``bundle/`` folder of this checkout."""
-    return Path(__file__).resolve().parents[2] / "bundle"
+__all__ = ["run_workflow"]
 
 
 def run_workflow(bundle_root: Path, configs: Sequence[str], **overrides: Any) -> None:

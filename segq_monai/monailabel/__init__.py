@@ -8,20 +8,23 @@
 
 The app in ``segq_monai/monailabel/app`` wires them up::
 
-    monailabel start_server --app segq_monai/monailabel/app --studies <folder of images> --conf bundle_root bundle
+    monailabel start_server --app "$(segq-monai paths monailabel_app)" --studies <folder of images> \\
+        --conf ckpt_dir segq_output/models
 
-Needs MONAI Label (``pip install "segq-monai[monailabel]"``); :mod:`segq_monai.monailabel.pipeline` alone does not.
+Needs MONAI Label, the optional extra: ``pip install "segq-monai[monailabel]"``; without it, importing this package
+raises an ``ImportError`` that says so.
 """
 
 from __future__ import annotations
 
-from segq_monai.monailabel.pipeline import SegQPipeline, default_bundle_root, quality_summary
+from segq_monai.monailabel.pipeline import SegQPipeline, quality_summary
 
 try:
     import monailabel
-except ImportError as e:  # pragma: no cover - depends on the environment
+except ImportError as e:  # tested by hiding monailabel in a subprocess (tests/test_packaging.py)
     raise ImportError(
-        'segq_monai.monailabel needs MONAI Label; install it with: pip install "segq-monai[monailabel]".'
+        'segq_monai.monailabel needs MONAI Label, the optional extra "monailabel" of segq-monai; install it with: '
+        f'pip install "segq-monai[monailabel]" (importing monailabel failed: {e}).'
     ) from e
 
 from segq_monai.monailabel.infer import SegQInferTask
@@ -47,6 +50,5 @@ __all__ = [
     "QualityScoring",
     "SegQInferTask",
     "SegQPipeline",
-    "default_bundle_root",
     "quality_summary",
 ]

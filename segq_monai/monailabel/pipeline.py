@@ -20,17 +20,14 @@ from monai.bundle import ConfigParser
 from monai.data import decollate_batch, list_data_collate
 from monai.transforms import Compose
 
-__all__ = ["INTERVAL_KEYS", "SegQPipeline", "default_bundle_root", "quality_summary"]
+from segq_monai.utils.resources import overlay_path
+
+__all__ = ["INTERVAL_KEYS", "SegQPipeline", "quality_summary"]
 
 #: what a calibration adds to a case: the raw predicted Dice and the interval, ``[K]`` each
 INTERVAL_KEYS = ("pred_dice_raw", "pred_dice_lo", "pred_dice_hi")
 
 logger = logging.getLogger(__name__)
-
-
-def default_bundle_root() -> Path:
-    """The repository's ``bundle/`` folder (beside the ``segq_monai`` package in a source checkout)."""
-    return Path(__file__).resolve().parents[2] / "bundle"
 
 
 def quality_summary(item: Mapping[str, Any]) -> dict[str, Any]:
@@ -150,8 +147,7 @@ class SegQPipeline:
         self._host = fit_dir is not None
         self._ids = _HOST_IDS if self._host else _SEGQ_IDS
         parser = ConfigParser()
-        files = [str(self.config_file)] + ([str(default_bundle_root().parent / "configs" / "segq_overlay.json")]
-                                           if self._host else [])  # fmt: skip
+        files = [str(self.config_file)] + ([str(overlay_path("segq_overlay"))] if self._host else [])
         parser.read_config(files)
         parser["bundle_root"] = str(self.bundle_root)
         parser["device"] = self.device

@@ -3,12 +3,15 @@ learning that serves the image with the lowest predicted Dice.
 
 Start it with::
 
-    monailabel start_server --app segq_monai/monailabel/app --studies <folder of images> --conf bundle_root bundle
+    monailabel start_server --app "$(segq-monai paths monailabel_app)" --studies <folder of images> \\
+        --conf ckpt_dir segq_output/models
 
 App config (``--conf KEY VALUE``, all optional):
 
-- ``bundle_root``: the trained segq bundle folder (default: the repository's ``bundle/``); relative paths are taken
-  from the current folder.
+- ``bundle_root``: the segq bundle folder (default: the bundle shipped with segq-monai, ``segq-monai paths
+  bundle_root``); relative paths are taken from the current folder.
+- ``ckpt_dir``: its trained weights (default: ``<bundle_root>/models``; the demo writes them to
+  ``segq_output/models``).
 - ``host_bundle`` and ``fit_dir``: instead of a segq bundle, your own MONAI bundle (model-zoo layout) and the quality
   head fitted to it (``python -m segq_monai fit --host_bundle HOST ... --output_dir FIT``): both stages then run as
   ``configs/segq_overlay.json`` deploys them, with the sampler, head and threshold recorded in ``FIT/fit.json``.
@@ -36,8 +39,8 @@ from segq_monai.monailabel import (
     QualityScoring,
     SegQInferTask,
     SegQPipeline,
-    default_bundle_root,
 )
+from segq_monai.utils import bundle_root as packaged_bundle_root
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +59,9 @@ class SegQApp(MONAILabelApp):
             overrides[prefix + "sampler"] = str(conf["sampler"])
         if conf.get("num_samples"):
             overrides[prefix + "num_samples"] = int(conf["num_samples"])
-        bundle_root = conf.get("host_bundle") or conf.get("bundle_root") or default_bundle_root()
+        if conf.get("ckpt_dir"):
+            overrides["ckpt_dir"] = os.path.abspath(conf["ckpt_dir"])
+        bundle_root = conf.get("host_bundle") or conf.get("bundle_root") or packaged_bundle_root()
         self.pipeline = SegQPipeline(
             os.path.abspath(bundle_root),
             config_file=conf.get("config_file", "configs/inference.json"),
