@@ -18,23 +18,24 @@ from __future__ import annotations
 
 from segq_monai.inferers import (
     MAPS,
+    SAMPLERS,
     AleatoricSampler,
     EnsembleSampler,
     MCDropoutSampler,
     Sampler,
+    SinglePassSampler,
     SoftmaxSampler,
     StreamingUncertainty,
     TTASampler,
     UncertaintyInferer,
     aleatoric_variance,
+    build_sampler,
     confidence_map,
     entropy,
 )
 from segq_monai.losses import ConfidenceLoss, SampledLogitLoss
 from segq_monai.metrics import (
     BASELINES,
-    ConformalFlagger,
-    TemperatureScaling,
     calibrate_crc_threshold,
     calibrate_selective_threshold,
     dice_to_iou,
@@ -58,25 +59,15 @@ from segq_monai.transforms import (
 
 __version__ = "0.1.0"
 
-#: The samplers by the names a bundle config's ``sampler`` id takes.
-SAMPLERS: dict[str, type[Sampler]] = {
-    "mc_dropout": MCDropoutSampler,
-    "tta": TTASampler,
-    "ensemble": EnsembleSampler,
-    "softmax": SoftmaxSampler,
-    "aleatoric": AleatoricSampler,
-}
-
 __all__ = [
     "AleatoricNet",
     "AleatoricSampler",
     "BASELINES",
     "ConfidenceLoss",
     "ConfidenceNet",
-    "ConformalFlagger",
     "SampledLogitLoss",
-    "TemperatureScaling",
     "aleatoric_variance",
+    "build_sampler",
     "calibrate_crc_threshold",
     "calibrate_selective_threshold",
     "confidence_map",
@@ -100,6 +91,7 @@ __all__ = [
     "EnsembleSampler",
     "MCDropoutSampler",
     "Sampler",
+    "SinglePassSampler",
     "SoftmaxSampler",
     "StreamingUncertainty",
     "TTASampler",

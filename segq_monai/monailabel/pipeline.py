@@ -34,7 +34,7 @@ def quality_summary(item: Mapping[str, Any]) -> dict[str, Any]:
 
     Returns ``pred_dice`` and ``pred_iou`` (lists, one value in [0, 1] per foreground class), ``pred_dice_mean``
     (their mean, in [0, 1]), ``mean_entropy`` (the mean of the predictive entropy map over the image, nats, in
-    [0, log C]) and ``flagged`` (bool: a predicted Dice is below the bundle's ``quality_threshold``).
+    [0, log C]) and ``flagged`` (bool: a predicted Dice is below the bundle's failure Dice ``tau``).
     """
     dice = [float(v) for v in torch.as_tensor(item["pred_dice"]).detach().cpu().flatten()]
     iou = [float(v) for v in torch.as_tensor(item["pred_iou"]).detach().cpu().flatten()]
@@ -144,7 +144,7 @@ class SegQPipeline:
         if missing:
             raise FileNotFoundError(
                 f"Missing checkpoint(s) {', '.join(missing)}; train the bundle first (train_segmentation.json, "
-                "sample.json, train_quality.json) or point bundle_root at a trained bundle."
+                "inference.json + sample.json, train_quality.json) or point bundle_root at a trained bundle."
             )
         return tuple(os.stat(p).st_mtime for p in self.checkpoints.values())
 

@@ -9,7 +9,7 @@ key                          value
 ``segq_pred_dice``           predicted Dice per foreground class, list of floats in [0, 1]
 ``segq_pred_dice_mean``      their mean, float in [0, 1]: the score :class:`LowestQualityStrategy` ranks by
 ``segq_mean_entropy``        mean predictive entropy over the image, nats, in [0, log C]
-``segq_flagged``             bool: a predicted Dice is below the bundle's ``quality_threshold``
+``segq_flagged``             bool: a predicted Dice is below the bundle's failure Dice ``tau``
 ``segq_model_ts``            the model version scored with (newest checkpoint's mtime, s): unchanged -> not rescored
 ``segq_error``               ``None``, or why the image could not be scored (its quality keys are then ``None``)
 ============================ =====================================================================================

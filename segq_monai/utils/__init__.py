@@ -1,6 +1,7 @@
-"""Small utilities: atomic file writes, boolean config values."""
+"""Small utilities: atomic file writes, boolean config values, renamed config ids."""
 
 from __future__ import annotations
 
 from .atomic import atomic_path, atomic_write_text
 from .booleans import as_bool
+from .renamed import renamed
