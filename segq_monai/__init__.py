@@ -16,6 +16,7 @@ Every public name of a bundle config's ``_target_`` is importable from here.
 
 from __future__ import annotations
 
+from segq_monai.apps import load_fit, load_quality_head, network_signature
 from segq_monai.inferers import (
     MAPS,
     SAMPLERS,
@@ -36,7 +37,9 @@ from segq_monai.inferers import (
 from segq_monai.losses import ConfidenceLoss, SampledLogitLoss
 from segq_monai.metrics import (
     BASELINES,
+    DiceRecalibration,
     calibrate_crc_threshold,
+    calibrate_dice,
     calibrate_selective_threshold,
     dice_to_iou,
     expected_calibration_error,
@@ -47,10 +50,12 @@ from segq_monai.metrics import (
 from segq_monai.networks import AleatoricNet, ConfidenceNet, QualityRegressor
 from segq_monai.transforms import (
     CheckImaged,
+    CheckLabeld,
     FailureFlagd,
     MRArtifactd,
     PredictQualityd,
     QualityInputd,
+    RecalibrateQualityd,
     SafeLoadImaged,
     ScalarBaselinesd,
     SegmentationQualityd,
@@ -65,15 +70,21 @@ __all__ = [
     "BASELINES",
     "ConfidenceLoss",
     "ConfidenceNet",
+    "DiceRecalibration",
     "SampledLogitLoss",
     "aleatoric_variance",
     "build_sampler",
     "calibrate_crc_threshold",
+    "calibrate_dice",
     "calibrate_selective_threshold",
     "confidence_map",
     "expected_calibration_error",
     "fit_temperature",
     "CheckImaged",
+    "CheckLabeld",
+    "load_fit",
+    "load_quality_head",
+    "network_signature",
     "MAPS",
     "SAMPLERS",
     "FailureFlagd",
@@ -81,6 +92,7 @@ __all__ = [
     "PredictQualityd",
     "QualityInputd",
     "QualityRegressor",
+    "RecalibrateQualityd",
     "SafeLoadImaged",
     "ScalarBaselinesd",
     "SegmentationQualityd",

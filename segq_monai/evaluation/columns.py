@@ -8,12 +8,15 @@ The evaluate workflow writes one row per case (``quality.csv``). A quality colum
 * ``image``: the input path as given;
 * ``kind``: one of :data:`QUALITY_KINDS` (``pred_dice``, ``pred_iou``, ``true_dice``, ``true_iou``); Dice and IoU are
   dimensionless, in [0, 1];
-* ``bound``: optional, one of :data:`BOUNDS` (``lo``, ``hi``): the ends of an interval around the value of
-  ``kind`` (e.g. ``pred_dice_lo``);
+* ``bound``: optional, one of :data:`QUALIFIERS`: ``lo``, ``hi`` (:data:`BOUNDS`), the ends of an interval around the
+  value of ``kind`` (e.g. ``pred_dice_lo``), or ``raw`` (:data:`RAW`), the head's own value where ``kind`` holds a
+  recalibrated one (``pred_dice_raw``); both are written with a quality calibration
+  (:mod:`segq_monai.evaluation.quality_calibration`);
 * ``class``: absent for binary tasks (``pred_dice``); for multi-class tasks each foreground class name or index
-  (``pred_dice_2``, ``true_dice_brain``, ``pred_dice_lo_brain``). :data:`BOUNDS` and ``"mean"`` are reserved and
-  cannot name a class;
-* ``flagged``: 0/1, the predicted failure (any ``pred_dice`` below the failure Dice τ);
+  (``pred_dice_2``, ``true_dice_brain``, ``pred_dice_lo_brain``). :data:`QUALIFIERS` and ``"mean"`` are reserved
+  and cannot name a class;
+* ``flagged``: 0/1, the predicted failure (any ``pred_dice`` below the failure Dice τ; with a quality calibration,
+  the calibrated flag: the per-case minimum of ``pred_dice_raw`` below the calibrated acceptance threshold λ̂);
 * ``baseline_<name>``: scalar confidences of :mod:`segq_monai.metrics.baselines` (higher = better segmentation expected,
   any real scale; e.g. a negated mean entropy in nats).
 
@@ -39,13 +42,16 @@ __all__ = [
     "BOUNDS",
     "FLAG_COLUMN",
     "ITEM_KINDS",
+    "QUALIFIERS",
     "QUALITY_KINDS",
+    "RAW",
     "QualityColumn",
     "as_float",
     "baseline_column",
     "baseline_names",
     "class_columns",
     "class_label",
+    "class_suffixes",
     "class_mean",
     "column_matrix",
     "column_name",
@@ -62,11 +68,23 @@ BINARY_CLASS = "foreground"  # report name of the single class of a binary table
 QUALITY_KINDS = ("pred_dice", "pred_iou", "true_dice", "true_iou")
 #: the ends of an interval around a quality value: ``<kind>_lo``, ``<kind>_hi``
 BOUNDS = ("lo", "hi")
-#: keys of a postprocessed case that hold quality values, and the kind of column each becomes
-ITEM_KINDS = {"pred_dice": "pred_dice", "pred_iou": "pred_iou", "dice": "true_dice", "iou": "true_iou"}
+#: the head's own value where the plain column holds a recalibrated one: ``<kind>_raw``
+RAW = "raw"
+#: every optional part between ``kind`` and ``class``
+QUALIFIERS = (*BOUNDS, RAW)
+#: keys of a postprocessed case that hold quality values, and the ``(kind, bound)`` of the columns each becomes
+ITEM_KINDS = {
+    "pred_dice": ("pred_dice", ""),
+    "pred_iou": ("pred_iou", ""),
+    "pred_dice_raw": ("pred_dice", RAW),
+    "pred_dice_lo": ("pred_dice", "lo"),
+    "pred_dice_hi": ("pred_dice", "hi"),
+    "dice": ("true_dice", ""),
+    "iou": ("true_iou", ""),
+}
 FLAG_COLUMN = "flagged"
 _BASELINE_PREFIX = "baseline_"
-_RESERVED_CLASSES = (*BOUNDS, "mean")
+_RESERVED_CLASSES = (*QUALIFIERS, "mean")
 
 
 # ---------------------------------------------------------------------------------------------------------- files
@@ -154,7 +172,7 @@ def read_quality_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 class QualityColumn(NamedTuple):
     """A parsed quality column name: ``kind`` (one of :data:`QUALITY_KINDS`), ``bound`` (``""`` or one of
-    :data:`BOUNDS`), ``cls`` (``""`` for a binary table, else the class name or index)."""
+    :data:`QUALIFIERS`), ``cls`` (``""`` for a binary table, else the class name or index)."""
 
     kind: str
     bound: str
@@ -165,8 +183,8 @@ def column_name(kind: str, cls: str, bound: str = "") -> str:
     """``<kind>[_<bound>][_<cls>]``, e.g. ``column_name("pred_dice", "brain", "lo") == "pred_dice_lo_brain"``."""
     if kind not in QUALITY_KINDS:
         raise ValueError(f"quality column kind must be one of {QUALITY_KINDS}, got {kind!r}.")
-    if bound not in ("", *BOUNDS):
-        raise ValueError(f"quality column bound must be '' or one of {BOUNDS}, got {bound!r}.")
+    if bound not in ("", *QUALIFIERS):
+        raise ValueError(f"quality column bound must be '' or one of {QUALIFIERS}, got {bound!r}.")
     return "_".join(part for part in (kind, bound, cls) if part)
 
 
@@ -179,24 +197,34 @@ def parse_column(name: str) -> QualityColumn | None:
             continue
         rest = name[len(kind) + 1 :]
         bound, _, cls = rest.partition("_")
-        if bound in BOUNDS:
+        if bound in QUALIFIERS:
             return QualityColumn(kind, bound, cls)
         return QualityColumn(kind, "", rest)
     return None
 
 
-def class_columns(kind: str, values: Sequence[float], class_names: Sequence[str] | None) -> dict[str, float]:
-    """One case's values ``[K]`` of ``kind`` as columns: ``{kind: v}`` for a single class with at most one name,
-    else ``{kind_<name>: v}`` per class (names default to ``"1" .. "K"``)."""
-    if len(values) == 1 and (class_names is None or len(class_names) == 1):
-        return {column_name(kind, ""): values[0]}
-    names = list(class_names) if class_names is not None else [str(i + 1) for i in range(len(values))]
-    if len(names) != len(values):
-        raise ValueError(f"class_names has {len(names)} names but {kind} has {len(values)} classes.")
+def class_suffixes(num_classes: int, class_names: Sequence[str] | None = None, what: str = "the head") -> list[str]:
+    """The class parts of the columns of ``num_classes`` foreground classes: ``[""]`` for a single class with at
+    most one name (plain ``pred_dice``), else the names (default ``"1" .. "K"``); ``what`` names the values in
+    errors (a name count that does not match, a reserved name)."""
+    if num_classes == 1 and (class_names is None or len(class_names) == 1):
+        return [""]
+    names = [str(n) for n in class_names] if class_names is not None else [str(i + 1) for i in range(num_classes)]
+    if len(names) != num_classes:
+        raise ValueError(f"class_names has {len(names)} names but {what} has {num_classes} classes.")
     reserved = [n for n in names if n in _RESERVED_CLASSES or not n]
     if reserved:
         raise ValueError(f"class names {reserved} are reserved by the quality.csv scheme {_RESERVED_CLASSES}; rename.")
-    return {column_name(kind, n): v for n, v in zip(names, values)}
+    return names
+
+
+def class_columns(
+    kind: str, values: Sequence[float], class_names: Sequence[str] | None, bound: str = ""
+) -> dict[str, float]:
+    """One case's values ``[K]`` of ``kind`` (and ``bound``) as columns: ``{kind: v}`` for a single class with at
+    most one name, else ``{kind_<name>: v}`` per class (names default to ``"1" .. "K"``; :func:`class_suffixes`)."""
+    classes = class_suffixes(len(values), class_names, what=kind)
+    return {column_name(kind, c, bound): v for c, v in zip(classes, values)}
 
 
 def quality_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -290,6 +290,7 @@ def write_report(
     alpha: float | None = None,
     delta: float = 0.1,
     conformal_rows: Sequence[Mapping[str, Any]] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate (:func:`evaluate_quality`) and write ``report.json`` plus PNG figures into ``output_dir``.
 
@@ -299,6 +300,7 @@ def write_report(
     (see :func:`segq_monai.evaluation.plots.plot_best_and_worst`).
 
     ``alpha`` / ``delta`` / ``conformal_rows``: the guaranteed acceptance threshold of :func:`evaluate_quality`.
+    ``extra``: more top-level blocks for ``report.json`` (e.g. a quality calibration's promise and drift check).
 
     Returns:
         the report dict, as written (NaN replaced by None), with ``"figures"``: the PNG file names.
@@ -328,6 +330,7 @@ def write_report(
     if load_case is not None:
         figures += [os.path.basename(p) for p in plots.plot_best_and_worst(rows, load_case, output_dir, k=k)]
     report["figures"] = figures
+    report.update(extra or {})
     report = jsonable(report)
     atomic_write_text(os.path.join(output_dir, "report.json"), json.dumps(report, indent=2, allow_nan=False) + "\n")
     return report

@@ -12,7 +12,9 @@ import numpy as np
 from monai.utils import min_version, optional_import
 
 from segq_monai.evaluation.columns import parse_column, read_quality_csv
+from segq_monai.evaluation.quality_calibration import interval_scores
 from segq_monai.evaluation.report import write_report
+from segq_monai.handlers.calibration_report import CalibrationReport
 from segq_monai.handlers.quality_writer import QualityWriter
 from segq_monai.utils.renamed import renamed
 
@@ -48,6 +50,11 @@ class QualityReport:
         conformal_csvs: with ``alpha``, the ``quality.csv`` files of this same pipeline run on the conformal split:
             labelled cases that neither stage was trained on (``pred_dice`` and ``true_dice`` columns, checked in
             ``attach``); the stage-2 training tables do not qualify.
+        calibration_report: the run's :class:`CalibrationReport` when it has a quality calibration (attach that
+            one first); ``report.json`` then also holds ``"calibration"`` (its promise), ``"drift"`` (its check)
+            and ``"intervals"`` (per class: realised coverage and mean width of ``[pred_dice_lo, pred_dice_hi]``,
+            MAE of ``pred_dice_raw`` and of the recalibrated ``pred_dice``,
+            :func:`~segq_monai.evaluation.quality_calibration.interval_scores`).
         threshold, calibration_csvs: the old names of ``tau`` and ``baseline_fit_csvs``, accepted in this release
             with a ``FutureWarning``.
     """
@@ -62,6 +69,7 @@ class QualityReport:
         alpha: float | None = None,
         delta: float = 0.1,
         conformal_csvs: Sequence[str | os.PathLike] = (),
+        calibration_report: CalibrationReport | None = None,
         threshold: float | None = None,
         calibration_csvs: Sequence[str | os.PathLike] | None = None,
     ) -> None:
@@ -74,6 +82,7 @@ class QualityReport:
         self.alpha = alpha
         self.delta = delta
         self.conformal_csvs = list(conformal_csvs)
+        self.calibration_report = calibration_report
         self.report: dict[str, Any] | None = None
 
     def attach(self, engine: Engine) -> None:
@@ -84,6 +93,12 @@ class QualityReport:
                     f"{name}: tables {missing} do not exist; run the workflow that writes them first (the out-of-fold "
                     "sampling for baseline_fit_csvs, an evaluation of the conformal split for conformal_csvs)."
                 )
+        if self.alpha is not None and self.calibration_report is not None:
+            raise ValueError(
+                "with a calibration_file the flag is the calibrated one (its λ̂ is in report.json's 'calibration' "
+                "block), and pred_dice is recalibrated, unlike the conformal tables' raw pred_dice: set alpha to None, "
+                "or evaluate without calibration_file."
+            )
         if self.alpha is not None:
             if not self.conformal_csvs:
                 raise ValueError(
@@ -124,4 +139,14 @@ class QualityReport:
             alpha=self.alpha,
             delta=self.delta,
             conformal_rows=conformal,
+            extra=self._calibration_blocks(),
         )
+
+    def _calibration_blocks(self) -> dict[str, Any]:
+        if self.calibration_report is None:
+            return {}
+        return {
+            "calibration": self.calibration_report.calibration.promise(),
+            "drift": self.calibration_report.result,
+            "intervals": interval_scores(self.writer.rows),
+        }
