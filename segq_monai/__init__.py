@@ -19,24 +19,25 @@ from __future__ import annotations
 from segq_monai.apps import load_fit, load_quality_head, network_signature
 from segq_monai.inferers import (
     MAPS,
+    SAMPLERS,
     AleatoricSampler,
     EnsembleSampler,
     MCDropoutSampler,
     Sampler,
+    SinglePassSampler,
     SoftmaxSampler,
     StreamingUncertainty,
     TTASampler,
     UncertaintyInferer,
     aleatoric_variance,
+    build_sampler,
     confidence_map,
     entropy,
 )
 from segq_monai.losses import ConfidenceLoss, SampledLogitLoss
 from segq_monai.metrics import (
     BASELINES,
-    ConformalFlagger,
     DiceRecalibration,
-    TemperatureScaling,
     calibrate_crc_threshold,
     calibrate_dice,
     calibrate_selective_threshold,
@@ -63,26 +64,16 @@ from segq_monai.transforms import (
 
 __version__ = "0.1.0"
 
-#: The samplers by the names a bundle config's ``sampler`` id takes.
-SAMPLERS: dict[str, type[Sampler]] = {
-    "mc_dropout": MCDropoutSampler,
-    "tta": TTASampler,
-    "ensemble": EnsembleSampler,
-    "softmax": SoftmaxSampler,
-    "aleatoric": AleatoricSampler,
-}
-
 __all__ = [
     "AleatoricNet",
     "AleatoricSampler",
     "BASELINES",
     "ConfidenceLoss",
     "ConfidenceNet",
-    "ConformalFlagger",
     "DiceRecalibration",
     "SampledLogitLoss",
-    "TemperatureScaling",
     "aleatoric_variance",
+    "build_sampler",
     "calibrate_crc_threshold",
     "calibrate_dice",
     "calibrate_selective_threshold",
@@ -112,6 +103,7 @@ __all__ = [
     "EnsembleSampler",
     "MCDropoutSampler",
     "Sampler",
+    "SinglePassSampler",
     "SoftmaxSampler",
     "StreamingUncertainty",
     "TTASampler",

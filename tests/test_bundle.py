@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from monai.bundle import ConfigParser, ckpt_export, verify_net_in_out
 from parameterized import parameterized
+from segq_testing import copy_bundle, read_csv, workflow, write_cases
 from sklearn.isotonic import IsotonicRegression
-from segq_testing import REPO, copy_bundle, read_csv, workflow, write_cases
 
 from segq_monai.data import split_fold, write_datalist
 from segq_monai.metrics.recalibration import split_calibration
@@ -41,7 +41,8 @@ class TestTwoStageBundle2D(unittest.TestCase):
         common = {"device": "cpu", "num_folds": 2}
         for fold in range(2):
             workflow(["train_segmentation.json"], cls.root, datalist=str(cls.datalist), fold=fold, epochs=1, **common)
-            workflow(["sample.json"], cls.root, datalist=str(cls.datalist), fold=fold, num_samples=3, **common)
+            workflow(["inference.json", "sample.json"], cls.root, datalist=str(cls.datalist), fold=fold, num_samples=3,
+                     **common)
         workflow(["train_quality.json"], cls.root, epochs=1, device="cpu")
         cls.out = cls.tmp / "inference"
         cls.cli = subprocess.run(
@@ -60,15 +61,16 @@ class TestTwoStageBundle2D(unittest.TestCase):
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
     def test_samplers_by_name(self):
-        for sampler in ("tta", "ensemble", "softmax"):
+        for sampler in ("tta", "ensemble", "single_pass"):
             out = self.tmp / f"infer_{sampler}"
             wf = workflow(["inference.json"], self.root, datalist=str(self.datalist), output_dir=str(out),
                           sampler=sampler, num_samples=3, device="cpu")
             self.assertEqual(type(wf.parser.get_parsed_content("sampler_object")).__name__,
-                             {"tta": "TTASampler", "ensemble": "EnsembleSampler", "softmax": "SoftmaxSampler"}[sampler])
+                             {"tta": "TTASampler", "ensemble": "EnsembleSampler",
+                              "single_pass": "SinglePassSampler"}[sampler])
             self.assertEqual(len(read_csv(out / "quality.csv")), 3)
             mi = np.asarray(nib.load(out / "test0" / "test0_mutual_information.nii.gz").dataobj)
-            if sampler == "softmax":
+            if sampler == "single_pass":
                 self.assertEqual(float(np.abs(mi).max()), 0.0)  # one deterministic pass: no epistemic part
             else:
                 self.assertGreater(float(mi.max()), 0.0)
@@ -132,9 +134,31 @@ class TestTwoStageBundle2D(unittest.TestCase):
             self.assertAlmostEqual(float(row["true_dice"]), 2 * inter / total if total else 1.0, places=5)
         report = json.loads((self.report_dir / "report.json").read_text())
         self.assertEqual(report["n_cases"], 3)
-        self.assertEqual(report["fit"], "calibration")
+        self.assertEqual(report["baseline_fit_split"], "held-out")
         for png in ("predicted_vs_true.png", "risk_coverage.png", "overlay_best_1.png", "overlay_worst_1.png"):
             self.assertTrue((self.report_dir / png).stat().st_size > 1000, png)
+
+    def test_cli_old_config_ids(self):
+        # renamed ids are accepted for one release, with a warning naming the new id: quality_threshold -> tau,
+        # calibration_csvs -> baseline_fit_csvs
+        out = self.tmp / "report_old_ids"
+        fit_csv = self.root / "stage2_data" / "fold0" / "quality.csv"
+        configs = [str(self.root / "configs" / c) for c in ("inference.json", "evaluate.json")]
+        cli = subprocess.run(
+            [sys.executable, "-m", "monai.bundle", "run", "--bundle_root", str(self.root),
+             "--config_file", str(configs), "--meta_file", str(self.root / "configs" / "metadata.json"), "--datalist", str(self.datalist),
+             "--output_dir", str(out), "--num_samples", "3", "--device", "cpu",
+             "--quality_threshold", "0.3", "--calibration_csvs", str([str(fit_csv)])],
+            capture_output=True, text=True, cwd=self.tmp,
+        )  # fmt: skip
+        self.assertEqual(cli.returncode, 0, cli.stderr[-3000:])
+        self.assertIn("'quality_threshold' is renamed 'tau'", cli.stdout + cli.stderr)
+        self.assertIn("'calibration_csvs' is renamed 'baseline_fit_csvs'", cli.stdout + cli.stderr)
+        report = json.loads((out / "report.json").read_text())
+        self.assertEqual((report["tau"], report["n_baseline_fit"]), (0.3, len(read_csv(fit_csv))))
+        self.assertEqual(report["baseline_fit_split"], "held-out")
+        for row in read_csv(out / "quality.csv"):
+            self.assertEqual(int(row["flagged"]), int(float(row["pred_dice"]) < 0.3))
 
     def test_calibrated_inference_cli(self):
         """Calibrate on a labelled split; the real CLI then writes recalibrated Dice, intervals, the calibrated flag,
@@ -213,8 +237,16 @@ class TestTwoStageBundle2D(unittest.TestCase):
                         meta_file=meta, config_file=configs, key_in_ckpt="model", use_trace=True,
                         input_shape=[1, 1 if net_id == "network_def" else 4, 32, 48], bundle_root=str(self.root))
             exported = torch.jit.load(path)
-            x = torch.rand(1, 1 if net_id == "network_def" else 4, 32, 48)
-            self.assertEqual(exported(x).shape[0], 1)
+            parser = ConfigParser()
+            parser.read_config(configs)
+            parser["bundle_root"] = str(self.root)
+            eager = parser.get_parsed_content(net_id)  # the network as the config builds it, with the same weights
+            eager.load_state_dict(torch.load(self.root / "models" / ckpt / "model.pt", weights_only=True)["model"])
+            x = torch.rand(2, 1 if net_id == "network_def" else 4, 32, 48)
+            with torch.no_grad():
+                want = eager.eval()(x)
+                self.assertEqual(tuple(exported(x).shape), tuple(want.shape))
+                torch.testing.assert_close(exported(x), want, rtol=1e-4, atol=1e-5)
 
 
 class TestBundle3D(unittest.TestCase):
@@ -230,7 +262,8 @@ class TestBundle3D(unittest.TestCase):
             dims = {"spatial_dims": 3, "device": "cpu", "num_folds": 2}
             for fold in range(2):
                 workflow(["train_segmentation.json"], root, datalist=str(datalist), fold=fold, epochs=1, **dims)
-                workflow(["sample.json"], root, datalist=str(datalist), fold=fold, num_samples=2, **dims)
+                workflow(["inference.json", "sample.json"], root, datalist=str(datalist), fold=fold, num_samples=2,
+                         **dims)
             workflow(["train_quality.json"], root, epochs=1, spatial_dims=3, device="cpu")
             out = tmp / "out"
             workflow(["inference.json"], root, datalist=str(datalist), output_dir=str(out), num_samples=2, **dims)
@@ -241,7 +274,7 @@ class TestBundle3D(unittest.TestCase):
 
 
 class TestEstimatorOverlays(unittest.TestCase):
-    """configs/aleatoric_network.json and configs/confidence_network.json swap the stage-1 network and loss."""
+    """bundle/configs/aleatoric_network.json and confidence_network.json swap the stage-1 network and loss."""
 
     @parameterized.expand(
         [
@@ -253,7 +286,6 @@ class TestEstimatorOverlays(unittest.TestCase):
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             root = copy_bundle(tmp)
-            shutil.copy(REPO / "configs" / f"{overlay}.json", root / "configs" / f"{overlay}.json")
             datalist = tmp / "data" / "datalist.json"
             items = write_cases(tmp / "data", [f"c{i}" for i in range(4)], (32, 32))
             write_datalist(datalist, {"training": items, "testing": items[:2]})
@@ -262,7 +294,7 @@ class TestEstimatorOverlays(unittest.TestCase):
             state = torch.load(root / "models" / "fold0" / "model.pt", weights_only=True)["model"]
             last_conv = [v for k, v in state.items() if k.startswith("backbone.") and v.ndim == 4][-1]
             self.assertEqual(last_conv.shape[0], backbone_channels)  # 2C (mean, log-variance) or C + 1
-            wf = workflow(["sample.json", f"{overlay}.json"], root, num_samples=2, **common)
+            wf = workflow(["inference.json", "sample.json", f"{overlay}.json"], root, num_samples=2, **common)
             self.assertEqual(type(wf.parser.get_parsed_content("network_def")).__name__, network)
             workflow(["train_quality.json"], root, epochs=1, device="cpu", quality_variant=variant)
             out = tmp / "out"
@@ -293,7 +325,8 @@ class TestBundleBadInput(unittest.TestCase):
         write_datalist(cls.datalist, {"training": items})
         workflow(["train_segmentation.json"], cls.root, datalist=str(cls.datalist), fold=0, num_folds=2, epochs=1,
                  device="cpu")
-        workflow(["sample.json"], cls.root, datalist=str(cls.datalist), fold=0, num_folds=2, num_samples=2,
+        workflow(["inference.json", "sample.json"], cls.root, datalist=str(cls.datalist), fold=0, num_folds=2,
+                 num_samples=2,
                  device="cpu")
         workflow(["train_quality.json"], cls.root, epochs=1, device="cpu")
 

@@ -11,6 +11,9 @@ import tempfile
 import unittest
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
+import torch
 from segq_testing import read_csv
 
 
@@ -49,7 +52,7 @@ class TestDemoCommand(unittest.TestCase):
         report = json.loads((self.out / "report" / "report.json").read_text())
         self.assertEqual(report["n_cases"], 16)  # 8 test slices x 2
         flag = report["guaranteed_flag"]
-        self.assertEqual((flag["alpha"], flag["n_calibration"], flag["n"]), (0.1, 32, 16))
+        self.assertEqual((flag["alpha"], flag["n_conformal"], flag["n"]), (0.1, 32, 16))
         calibration = read_csv(self.out / "report" / "calibration_split" / "quality.csv")
         test = read_csv(self.out / "report" / "quality.csv")
         self.assertEqual((len(calibration), len(test)), (32, 16))
@@ -77,11 +80,23 @@ class TestDemoCommand(unittest.TestCase):
             t = json.loads((models / f"fold{fold}" / "temperature.json").read_text())
             self.assertGreater(t["temperature"], 0.0)
             self.assertEqual(t["n_cases"], 24)  # the fold's held-out half of the 48 clean development slices
-        for name in ("aleatoric", "confidence"):
-            self.assertTrue((models / "estimators" / name / "fold1" / "model.pt").is_file())
+        def last_conv(path: Path) -> torch.Tensor:
+            state = torch.load(path, weights_only=True)["model"]
+            return [v for k, v in state.items() if k.endswith("conv.weight") and v.ndim == 4][-1]
+
+        self.assertEqual(last_conv(models / "fold1" / "model.pt").shape[0], 2)  # the main UNet: C = 2 logits
+        for name, channels in (("aleatoric", 4), ("confidence", 3)):  # 2C (mean, log-variance); C + 1 (confidence)
+            self.assertEqual(last_conv(models / "estimators" / name / "fold1" / "model.pt").shape[0], channels, name)
         self.assertFalse((models / "estimators" / "softmax" / "fold0").exists())  # reuses the main networks
-        case = next((self.out / "estimators" / "confidence" / "report").glob("*/*_confidence.nii.gz"))
-        self.assertTrue(case.is_file())
+        report = self.out / "estimators" / "confidence" / "report"
+        rows = read_csv(report / "quality.csv")
+        self.assertEqual(len(rows), 16)
+        for row in rows:  # every case has a 1 - c map on its segmentation's grid, strictly inside (0, 1)
+            case = Path(row["image"]).name.split(".")[0]
+            u = nib.load(report / case / f"{case}_confidence.nii.gz")
+            self.assertEqual(u.shape, nib.load(report / case / f"{case}_seg.nii.gz").shape, case)
+            values = np.asarray(u.dataobj)
+            self.assertTrue(((values > 0) & (values < 1)).all() and values.std() > 0, case)
 
 
 if __name__ == "__main__":

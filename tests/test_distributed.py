@@ -40,7 +40,7 @@ class TestMultiGPUOverlays(unittest.TestCase):
         write_datalist(cls.datalist, {"training": train, "testing": test})
         dl = {"datalist": str(cls.datalist)}
         workflow(["train_segmentation.json"], cls.root, **dl, **FOLDS, epochs=1, device="cpu", **NO_MLFLOW)
-        workflow(["sample.json"], cls.root, **dl, **FOLDS, **SAMPLING)
+        workflow(["inference.json", "sample.json"], cls.root, **dl, **FOLDS, **SAMPLING)
         workflow(["train_quality.json"], cls.root, epochs=1, device="cpu", **NO_MLFLOW)
         workflow(["inference.json"], cls.root, **dl, output_dir=str(cls.tmp / "infer_1"), **SAMPLING)
 
@@ -49,8 +49,11 @@ class TestMultiGPUOverlays(unittest.TestCase):
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
     def torchrun(self, config: str, **overrides) -> None:
-        """``torchrun --nproc_per_node=2 -m monai.bundle run`` with ``[<config>.json, multi_gpu_<config>.json]``."""
-        configs = [str(self.root / "configs" / f"{c}.json") for c in (config, f"multi_gpu_{config}")]
+        """``torchrun --nproc_per_node=2 -m monai.bundle run`` with ``[<config>.json, multi_gpu_<config>.json]``
+        (sample: ``[inference.json, sample.json, multi_gpu_inference.json]``)."""
+        sampling = ["inference", "sample", "multi_gpu_inference"]
+        names = sampling if config == "sample" else [config, f"multi_gpu_{config}"]
+        configs = [str(self.root / "configs" / f"{c}.json") for c in names]
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
                "-m", "monai.bundle", "run", "--bundle_root", str(self.root), "--config_file", str(configs),
                "--meta_file", str(self.root / "configs" / "metadata.json")]

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from segq_testing import REPO, read_csv
 
 from segq_monai.apps.example3d import example3d
 from segq_monai.apps.example3d_report import bootstrap_interval, summary_table
-from segq_testing import REPO, read_csv
 
 HOST_METADATA = REPO / "examples" / "colin27_regions3d" / "configs" / "metadata.json"
 

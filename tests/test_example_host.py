@@ -9,7 +9,6 @@ import unittest
 import jsonschema
 import torch
 from monai.bundle import ConfigParser
-
 from segq_testing import REPO
 
 HOST = REPO / "examples" / "colin27_regions3d"

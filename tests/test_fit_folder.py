@@ -70,10 +70,10 @@ class TestLoadFit(unittest.TestCase):
         out = load_fit(self.dir, {"spatial_dims": 3, "in_channels": 1, "out_channels": 2})
         self.assertEqual(out["quality_checkpoint"], str(self.dir / "quality_head.pt"))
         self.assertEqual(out["quality_network"], {"channels": [4], "strides": [2], "dropout": 0.2})
-        self.assertEqual(out["quality_threshold"], math.inf)  # no certified threshold: every case is flagged
+        self.assertEqual(out["acceptance_threshold"], math.inf)  # no certified threshold: every case is flagged
         self.fit["calibration"]["accept_threshold"] = 0.73
         write_fit(self.dir, self.fit)
-        self.assertEqual(load_fit(self.dir)["quality_threshold"], 0.73)
+        self.assertEqual(load_fit(self.dir)["acceptance_threshold"], 0.73)
         self.assertEqual(load_fit(None), {})
 
     def test_calibration_file(self):

@@ -14,7 +14,7 @@ from monai.transforms import Compose, FlattenSubKeysd
 from parameterized import parameterized
 
 from segq_monai.inferers.inferer import UncertaintyInferer
-from segq_monai.inferers.samplers import MCDropoutSampler, SoftmaxSampler
+from segq_monai.inferers.samplers import MCDropoutSampler, SinglePassSampler
 from segq_monai.inferers.streaming import MAPS
 
 
@@ -26,7 +26,7 @@ def _unet(dims: int = 2, dropout: float = 0.2) -> UNet:
 class TestUncertaintyInferer(unittest.TestCase):
     def test_deterministic_network_has_zero_epistemic_uncertainty(self):
         net, x = _unet(dropout=0.0), torch.rand(2, 1, 16, 16)
-        out = UncertaintyInferer(SoftmaxSampler())(x, net)
+        out = UncertaintyInferer(SinglePassSampler())(x, net)
         self.assertEqual(float(out["mutual_information"].abs().max()), 0.0)
         self.assertEqual(float(out["variance"].abs().max()), 0.0)
         self.assertEqual(float(out["agreement"].min()), 1.0)
@@ -57,7 +57,7 @@ class TestUncertaintyInferer(unittest.TestCase):
             self.assertEqual(tuple(out[name].shape), (1, channels, *spatial), name)
         self.assertEqual(tuple(out["pairwise_dice"].shape), (1, 2))
         # the single pass through the same sliding window equals MONAI's own sliding-window prediction
-        single = UncertaintyInferer(SoftmaxSampler(), SlidingWindowInferer((16, 16, 16)))(x, net)
+        single = UncertaintyInferer(SinglePassSampler(), SlidingWindowInferer((16, 16, 16)))(x, net)
         net.eval()
         with torch.no_grad():
             want = torch.softmax(SlidingWindowInferer((16, 16, 16))(x, net), 1)
@@ -65,7 +65,7 @@ class TestUncertaintyInferer(unittest.TestCase):
 
     def test_metatensor_metadata_kept(self):
         x = MetaTensor(torch.rand(1, 1, 16, 16), affine=torch.diag(torch.tensor([2.0, 3.0, 1.0, 1.0])))
-        out = UncertaintyInferer(SoftmaxSampler(), maps=("prob", "entropy", "pairwise_dice"))(x, _unet())
+        out = UncertaintyInferer(SinglePassSampler(), maps=("prob", "entropy", "pairwise_dice"))(x, _unet())
         self.assertEqual(sorted(out), ["entropy", "pairwise_dice", "prob"])
         self.assertIsInstance(out["entropy"], MetaTensor)
         torch.testing.assert_close(out["entropy"].affine, x.affine)
@@ -97,11 +97,11 @@ class TestUncertaintyInferer(unittest.TestCase):
     )
     def test_bad_input(self, _, x, message):
         with self.assertRaisesRegex(ValueError, message):
-            UncertaintyInferer(SoftmaxSampler(), SimpleInferer())(x, _unet())
+            UncertaintyInferer(SinglePassSampler(), SimpleInferer())(x, _unet())
 
     def test_unknown_map(self):
         with self.assertRaisesRegex(ValueError, "Unknown maps"):
-            UncertaintyInferer(SoftmaxSampler(), maps=["entropy", "aleatoric"])
+            UncertaintyInferer(SinglePassSampler(), maps=["entropy", "aleatoric"])
 
 
 if __name__ == "__main__":

@@ -196,7 +196,7 @@ class TestFunctionsAgainstReferences(unittest.TestCase):
         conf, quality = np.array([0.2, 0.4, 0.6, 0.8]), np.array([0.3, 0.9, 0.5, 0.95])
         for threshold in (0.4, 0.6, 0.92):
             np.testing.assert_allclose(
-                failure_auroc(conf, quality, threshold=threshold), ref_auroc(conf, quality, threshold)
+                failure_auroc(conf, quality, tau=threshold), ref_auroc(conf, quality, threshold)
             )
 
     @parameterized.expand(MALFORMED_CASES)
@@ -285,7 +285,7 @@ class TestMetricClasses(unittest.TestCase):
         np.testing.assert_allclose(mean.item(), np.mean(expected), rtol=1e-10)
 
     def test_auroc_and_aurc(self):
-        auroc = self._feed(FailureAUROCMetric(threshold=0.7, reduction="none"))
+        auroc = self._feed(FailureAUROCMetric(tau=0.7, reduction="none"))
         np.testing.assert_allclose(auroc, [ref_auroc(self.pred[:, j], self.true[:, j], 0.7) for j in range(3)])
         risk = 1 - self.true
         got = self._feed(AURCMetric(reduction="none"))
@@ -307,7 +307,7 @@ class TestMetricClasses(unittest.TestCase):
         np.testing.assert_allclose(mean.item(), expected, rtol=1e-10)
 
     def test_mean_all_nan_warns(self):
-        metric = FailureAUROCMetric(threshold=0.1)  # no case below 0.1: no failures in any class
+        metric = FailureAUROCMetric(tau=0.1)  # no case below 0.1: no failures in any class
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             result = self._feed(metric)

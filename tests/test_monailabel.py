@@ -74,7 +74,7 @@ def build_tiny_bundle(root: Path, data: Path) -> None:
     write_datalist(datalist, {"training": items})
     common = {"datalist": str(datalist), "fold": 0, "num_folds": 2, "device": "cpu"}
     workflow(["train_segmentation.json"], root, **common, epochs=1)
-    workflow(["sample.json"], root, **common, num_samples=2)
+    workflow(["inference.json", "sample.json"], root, **common, num_samples=2)
     workflow(["train_quality.json"], root, epochs=1, device="cpu")
 
 

@@ -135,7 +135,7 @@ class TestSegqOverlay(unittest.TestCase):
 
     def test_overlay_softmax_keeps_host_segmentation(self):
         out = self.tmp / "softmax"
-        self.run_workflow([self.host, OVERLAY], out, **{"segq#sampler": "softmax", "segq#quality_threshold": 0.3},
+        self.run_workflow([self.host, OVERLAY], out, **{"segq#sampler": "single_pass", "segq#tau": 0.3},
                           **TINY_HEAD)
         for case in CASES:
             plain = nib.load(self.plain_dir / case / f"{case}_seg.nii.gz")

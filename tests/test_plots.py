@@ -3,12 +3,14 @@ from __future__ import annotations
 import os
 import tempfile
 import unittest
+from unittest import mock
 
 import numpy as np
 import torch
 from parameterized import parameterized
 from PIL import Image
 
+from segq_monai.evaluation import plots
 from segq_monai.evaluation.plots import (
     plot_best_and_worst,
     plot_predicted_vs_true,
@@ -37,6 +39,24 @@ def case(shape, seed=0):
     return image, seg, unc, label
 
 
+def drawn(call):
+    """Run a plotting call; return its result and the figures it saved (what was drawn, for inspection)."""
+    figures, save = [], plots._save
+
+    def keep(fig, path):
+        figures.append(fig)
+        return save(fig, path)
+
+    with mock.patch.object(plots, "_save", keep):
+        return call(), figures
+
+
+def selective_risk(confidence, risk):
+    """Mean risk of the k most confident cases, k = 1..N (no ties)."""
+    r = np.asarray(risk)[np.argsort(-np.asarray(confidence))]
+    return np.cumsum(r) / np.arange(1, len(r) + 1)
+
+
 class PNGAssertions(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.TemporaryDirectory()
@@ -61,8 +81,19 @@ class TestSummaryPlots(PNGAssertions):
         rng = np.random.default_rng(0)
         true = rng.uniform(0.3, 1.0, shape)
         pred = np.clip(true + rng.normal(0, 0.1, shape), 0, 1)
-        path = plot_predicted_vs_true(torch.as_tensor(pred), true, os.path.join(self.dir, "pvt.png"), class_names=names)
+        path, (fig,) = drawn(lambda: plot_predicted_vs_true(
+            torch.as_tensor(pred), true, os.path.join(self.dir, "pvt.png"), tau=0.7, class_names=names))  # fmt: skip
         self.assert_png(path)
+        ax = fig.axes[0]
+        p2, t2 = pred.reshape(20, -1), true.reshape(20, -1)
+        self.assertEqual(len(ax.collections), p2.shape[1])  # one scatter per class: x = true, y = predicted
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        for k, points in enumerate(ax.collections):
+            np.testing.assert_allclose(points.get_offsets(), np.column_stack([t2[:, k], p2[:, k]]))
+            mae, r = np.abs(p2[:, k] - t2[:, k]).mean(), np.corrcoef(p2[:, k], t2[:, k])[0, 1]
+            self.assertTrue(any(f"MAE {mae:.3f}, Pearson r {r:.3f}" in label for label in labels), labels)
+        self.assertIn("flagged below τ = 0.7", labels)
+        self.assertIn([0.7, 0.7], [list(line.get_xdata()) for line in ax.lines])  # τ on the true-Dice axis
 
     def test_predicted_vs_true_bad_shapes(self):
         with self.assertRaises(ValueError):
@@ -76,7 +107,19 @@ class TestSummaryPlots(PNGAssertions):
             "mean_entropy": (rng.normal(size=30), 1 - true),
             "subset": (rng.normal(size=20), 1 - true[:20]),  # different cases: its own optimal curve
         }
-        self.assert_png(plot_risk_coverage(curves, os.path.join(self.dir, "sub", "rc.png")))
+        path, (fig,) = drawn(lambda: plot_risk_coverage(curves, os.path.join(self.dir, "sub", "rc.png")))
+        self.assert_png(path)
+        lines = {line.get_label(): line for line in fig.axes[0].lines}
+        want = {name: (c, r) for name, (c, r) in curves.items()}
+        want["optimal"] = (-(1 - true), 1 - true)
+        want["optimal (subset's cases)"] = (-(1 - true[:20]), 1 - true[:20])
+        self.assertEqual(len(lines), len(want))
+        for name, (confidence, risk) in want.items():
+            curve = selective_risk(confidence, risk)
+            (label,) = [k for k in lines if k.startswith(f"{name} (AURC")]
+            self.assertEqual(label, f"{name} (AURC {curve.mean():.3f})")
+            np.testing.assert_allclose(lines[label].get_xdata(), np.arange(1, len(risk) + 1) / len(risk))
+            np.testing.assert_allclose(lines[label].get_ydata(), curve, rtol=1e-12)
         with self.assertRaises(ValueError):
             plot_risk_coverage({}, os.path.join(self.dir, "empty.png"))
 
@@ -94,11 +137,19 @@ class TestOverlay(PNGAssertions):
         image, seg, unc, label = case(shape)
         for with_label, transpose in ((True, True), (False, False)):
             path = os.path.join(self.dir, f"ov_{with_label}.png")
-            out = plot_uncertainty_overlay(
+            out, (fig,) = drawn(lambda: plot_uncertainty_overlay(
                 wrap(image), wrap(seg), wrap(unc), path, title="case", label=wrap(label) if with_label else None,
                 transpose=transpose,
-            )
+            ))  # fmt: skip
             self.assert_png(out)
+            middle = (lambda a: a[..., a.shape[-1] // 2]) if len(shape) == 3 else (lambda a: a)
+            shown = (lambda a: middle(a).T) if transpose else middle  # x to the right, y up
+            panels = fig.axes[:3]
+            np.testing.assert_allclose(panels[0].images[0].get_array(), shown(image))  # the image, grey
+            np.testing.assert_allclose(panels[1].images[1].get_array(), shown(unc))  # the heat map over it
+            np.testing.assert_array_equal(panels[2].images[0].get_array(), shown(seg))  # the class indices
+            legend = [t.get_text() for t in panels[0].get_legend().get_texts()]
+            self.assertEqual(legend, ["segmentation", "ground truth"] if with_label else ["segmentation"])
 
     def test_empty_seg_and_multiclass(self):
         image, seg, unc, label = case((40, 40))
@@ -118,6 +169,8 @@ class TestBestAndWorst(PNGAssertions):
         rows = []
         for i, d in enumerate([0.9, 0.3, 0.75, 0.95, 0.5]):
             row = {"image": f"/data/case{i}.nii.gz", "pred_dice": 1 - d if with_true else d}
+            # an interval around the predicted Dice is no class of its own: counted, it would reverse the ranking
+            row["pred_dice_lo"] = row["pred_dice_hi"] = d if with_true else 1 - d
             if with_true:
                 row["true_dice"] = d
             rows.append(row)

@@ -154,8 +154,8 @@ class TestFailureFlag(unittest.TestCase):
             ("strict_threshold", [0.85], 0.9, True),
         ]
     )
-    def test_flag(self, _, pred_dice, threshold, expected):
-        out = FailureFlagd(threshold=threshold)({"pred_dice": torch.tensor(pred_dice)})
+    def test_flag(self, _, pred_dice, tau, expected):
+        out = FailureFlagd(tau=tau)({"pred_dice": torch.tensor(pred_dice)})
         self.assertEqual(out["flagged"].dtype, torch.bool)
         self.assertEqual(tuple(out["flagged"].shape), ())
         self.assertEqual(bool(out["flagged"]), expected)
@@ -163,11 +163,17 @@ class TestFailureFlag(unittest.TestCase):
     def test_batch_and_keys(self):
         flags = FailureFlag(0.5)(np.array([[0.9, 0.6], [0.4, 0.9]]))
         np.testing.assert_array_equal(flags.numpy(), [False, True])
-        out = FailureFlagD(key="q", threshold=0.5, output_key="f")({"q": torch.tensor([0.3])})
+        out = FailureFlagD(key="q", tau=0.5, output_key="f")({"q": torch.tensor([0.3])})
         self.assertTrue(bool(out["f"]))
 
-    def test_bad_threshold(self):
-        with self.assertRaisesRegex(ValueError, "threshold"):
+    def test_old_name_threshold(self):
+        with self.assertWarnsRegex(FutureWarning, "'threshold' is renamed 'tau'"):
+            flag = FailureFlagd(threshold=0.5)
+        self.assertEqual(flag.flag.tau, 0.5)
+        self.assertTrue(bool(flag({"pred_dice": torch.tensor([0.45])})["flagged"]))
+
+    def test_bad_tau(self):
+        with self.assertRaisesRegex(ValueError, "tau"):
             FailureFlag(1.5)
 
 

@@ -187,9 +187,9 @@ class TestEvaluateQuality(unittest.TestCase):
     def test_against_references(self, _, classes, n):
         rows, pred, true, base = synthetic(n, classes, seed=3)
         cal_rows, _, cal_true, cal_base = synthetic(10, classes, seed=4)
-        report = evaluate_quality(rows, threshold=THRESHOLD, calibration_rows=cal_rows)
-        self.assertEqual(report["fit"], "calibration")
-        self.assertEqual(report["n_calibration"], 10)
+        report = evaluate_quality(rows, tau=THRESHOLD, baseline_fit_rows=cal_rows)
+        self.assertEqual(report["baseline_fit_split"], "held-out")
+        self.assertEqual(report["n_baseline_fit"], 10)
         self.assertEqual(report["n_cases"], n)
         names = ["foreground"] if classes == [""] else classes
         self.assertEqual(report["classes"], names)
@@ -201,17 +201,17 @@ class TestEvaluateQuality(unittest.TestCase):
             for name, score in base.items():
                 slope, intercept = np.polyfit(cal_base[name], ct, 1)
                 entry = report["baselines"][name]
-                np.testing.assert_allclose(entry["calibration"][c]["slope"], slope, rtol=1e-9)
-                np.testing.assert_allclose(entry["calibration"][c]["intercept"], intercept, rtol=1e-9)
+                np.testing.assert_allclose(entry["baseline_fit"][c]["slope"], slope, rtol=1e-9)
+                np.testing.assert_allclose(entry["baseline_fit"][c]["intercept"], intercept, rtol=1e-9)
                 got = entry["mean"] if c == "mean" else entry["per_class"][c]
                 assert_block(self, got, ref_block(score, t, slope * score + intercept))
 
     def test_in_sample_fit(self):
         rows, _, true, base = synthetic(12, [""], seed=5)
-        report = evaluate_quality(rows, threshold=THRESHOLD)
-        self.assertEqual(report["fit"], "in-sample")
+        report = evaluate_quality(rows, tau=THRESHOLD)
+        self.assertEqual(report["baseline_fit_split"], "in-sample")
         slope, intercept = np.polyfit(base["pairwise_dice"], true[:, 0], 1)
-        cal = report["baselines"]["pairwise_dice"]["calibration"]["foreground"]
+        cal = report["baselines"]["pairwise_dice"]["baseline_fit"]["foreground"]
         np.testing.assert_allclose([cal["slope"], cal["intercept"]], [slope, intercept], rtol=1e-9)
         # in-sample OLS: R² equals the squared Pearson r
         block = report["baselines"]["pairwise_dice"]["mean"]
@@ -220,11 +220,11 @@ class TestEvaluateQuality(unittest.TestCase):
     def test_baseline_fit_by_hand(self):
         # x = 0, 1, 2; y = 0.5, 0.6, 0.8: slope = sum(dx dy) / sum(dx^2) = 0.3 / 2, intercept = mean y - slope = 29/60
         rows = [{"true_dice": y, "baseline_b": x} for x, y in [(0.0, 0.5), (1.0, 0.6), (2.0, 0.8)]]
-        fit = evaluate_quality(rows)["baselines"]["b"]["calibration"]["foreground"]
+        fit = evaluate_quality(rows)["baselines"]["b"]["baseline_fit"]["foreground"]
         np.testing.assert_allclose([fit["slope"], fit["intercept"]], [0.15, 29 / 60], rtol=1e-12)
         constant = [dict(row, baseline_b=1.0) for row in rows]
         with self.assertWarnsRegex(UserWarning, "baseline fit of baseline_b.*constant score"):
-            fit = evaluate_quality(constant)["baselines"]["b"]["calibration"]["foreground"]
+            fit = evaluate_quality(constant)["baselines"]["b"]["baseline_fit"]["foreground"]
         self.assertTrue(math.isnan(fit["slope"]) and math.isnan(fit["intercept"]))
 
     def test_flag_counts_by_hand(self):
@@ -240,7 +240,7 @@ class TestEvaluateQuality(unittest.TestCase):
         rows = [
             {"true_dice_1": a, "true_dice_2": b, "pred_dice_1": a, "pred_dice_2": b, "flagged": f} for a, b, f in table
         ]
-        flag = evaluate_quality(rows, threshold=0.8)["flag"]
+        flag = evaluate_quality(rows, tau=0.8)["flag"]
         self.assertEqual(
             flag,
             {
@@ -268,7 +268,7 @@ class TestEvaluateQuality(unittest.TestCase):
             evaluate_quality([{"pred_dice": 0.5}, {"pred_dice": 0.7}])
         rows, *_ = synthetic(5, [""], seed=0)
         with self.assertRaises(ValueError):
-            evaluate_quality(rows, calibration_rows=[{"true_dice": 0.5}])
+            evaluate_quality(rows, baseline_fit_rows=[{"true_dice": 0.5}])
 
 
 # ---- report.json and the table --------------------------------------------------------------------------------------
@@ -285,7 +285,7 @@ class TestWriteReport(unittest.TestCase):
         ]
         with tempfile.TemporaryDirectory() as d, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            report = write_report(rows, d, threshold=0.8)
+            report = write_report(rows, d, tau=0.8)
             with open(os.path.join(d, "report.json")) as f:
                 on_disk = json.loads(f.read(), parse_constant=_raise_on_constant)
             files = sorted(os.listdir(d))
@@ -294,7 +294,7 @@ class TestWriteReport(unittest.TestCase):
         self.assertIsNone(on_disk["quality_head"]["mean"]["auroc"])
         self.assertIsNone(on_disk["baselines"]["mean_entropy"]["mean"]["auroc"])
         self.assertIsNotNone(on_disk["quality_head"]["mean"]["mae"])
-        self.assertEqual(on_disk["fit"], "in-sample")
+        self.assertEqual(on_disk["baseline_fit_split"], "in-sample")
         self.assertEqual(files, ["predicted_vs_true.png", "report.json", "risk_coverage.png"])
         self.assertEqual(on_disk["figures"], ["predicted_vs_true.png", "risk_coverage.png"])
 
@@ -336,11 +336,11 @@ GF_EVAL = [(0.9, 0.85), (0.6, 0.7), (0.51, 0.9), (0.5, 0.3), (0.3, 0.9)]
 GF_WANT = {
     "alpha": 0.2,
     "delta": 0.1,
-    "accept_threshold": 0.51,
+    "lambda": 0.51,
     "feasible": True,
-    "n_calibration": 50,
-    "calibration_fraction_accepted": 0.8,
-    "calibration_bound": 1 - (0.1 / 101) ** (1 / 40),
+    "n_conformal": 50,
+    "conformal_fraction_accepted": 0.8,
+    "conformal_bound": 1 - (0.1 / 101) ** (1 / 40),
     "n": 5,
     "n_accepted": 3,
     "fraction_accepted": 0.6,
@@ -368,7 +368,7 @@ class TestGuaranteedFlag(unittest.TestCase):
     @parameterized.expand([("binary", [""]), ("two_class", ["1", "2"])])
     def test_by_hand(self, _, classes):
         report = evaluate_quality(
-            gf_rows(GF_EVAL, classes), threshold=0.8, conformal_rows=gf_rows(GF_CAL, classes), alpha=0.2, delta=0.1
+            gf_rows(GF_EVAL, classes), tau=0.8, conformal_rows=gf_rows(GF_CAL, classes), alpha=0.2, delta=0.1
         )
         got = report["guaranteed_flag"]
         self.assertEqual(list(got), list(GF_WANT))
@@ -377,15 +377,15 @@ class TestGuaranteedFlag(unittest.TestCase):
 
     def test_baseline_by_hand(self):
         # baseline x = pred + 0.002; its line, fitted on other cases where true = 2 x - 0.5 exactly, maps it to
-        # 2 pred - 0.496 (0.004 off the grid of λ, so rounding in the fit cannot move λ): calibration (1.404, 0.9) x 40
-        # and (0.504, 0.6) x 10 certify the same λ = 0.51 as above; evaluated mapped 1.304, 0.704, 0.524 accepted
+        # 2 pred - 0.496 (0.004 off the grid of λ, so rounding in the fit cannot move λ): calibration (1.404, 0.9)
+        # x 40 and (0.504, 0.6) x 10 certify the same λ = 0.51 as above; evaluated mapped 1.304, 0.704, 0.524 accepted
         # (one failure), 0.504, 0.104 flagged: the same numbers as the head's.
         def with_x(rows):
             return [dict(r, baseline_x=r["pred_dice"] + 0.002) for r in rows]
 
         line_rows = [{"true_dice": 2 * x - 0.5, "baseline_x": x} for x in (0.3, 0.4, 0.6, 0.7)]
         report = evaluate_quality(
-            with_x(gf_rows(GF_EVAL, [""])), calibration_rows=line_rows, conformal_rows=with_x(gf_rows(GF_CAL, [""])),
+            with_x(gf_rows(GF_EVAL, [""])), baseline_fit_rows=line_rows, conformal_rows=with_x(gf_rows(GF_CAL, [""])),
             alpha=0.2, delta=0.1,
         )  # fmt: skip
         got = report["baselines"]["x"]["guaranteed_flag"]
@@ -401,12 +401,12 @@ class TestGuaranteedFlag(unittest.TestCase):
     def test_default_unchanged(self):
         rows, *_ = synthetic(12, [""], seed=6)
         cal, *_ = synthetic(10, [""], seed=7)
-        base = evaluate_quality(rows, calibration_rows=cal)
+        base = evaluate_quality(rows, baseline_fit_rows=cal)
         self.assertNotIn("guaranteed_flag", base)
-        self.assertNotIn("guaranteed_flag", evaluate_quality(rows, calibration_rows=cal, alpha=None))
+        self.assertNotIn("guaranteed_flag", evaluate_quality(rows, baseline_fit_rows=cal, alpha=None))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # 10 calibration cases certify nothing
-            with_alpha = evaluate_quality(rows, calibration_rows=cal, alpha=0.2, conformal_rows=cal)
+            with_alpha = evaluate_quality(rows, baseline_fit_rows=cal, alpha=0.2, conformal_rows=cal)
         del with_alpha["guaranteed_flag"]
         for entry in with_alpha["baselines"].values():
             del entry["guaranteed_flag"]
@@ -423,16 +423,16 @@ class TestGuaranteedFlag(unittest.TestCase):
         self.assertTrue(any("accept nothing" in str(w.message) for w in caught))
         got = on_disk["guaranteed_flag"]
         self.assertEqual(got, report["guaranteed_flag"])
-        self.assertIsNone(got["accept_threshold"])  # +inf: nothing certified, every case flagged
+        self.assertIsNone(got["lambda"])  # +inf: nothing certified, every case flagged
         self.assertIsNone(got["failure_rate_accepted"])  # no accepted case
-        self.assertEqual((got["feasible"], got["n_accepted"], got["calibration_bound"]), (False, 0, 1.0))
+        self.assertEqual((got["feasible"], got["n_accepted"], got["conformal_bound"]), (False, 0, 1.0))
 
     def test_bad_input(self):
         rows = gf_rows(GF_EVAL, [""])
         with self.assertRaisesRegex(ValueError, "conformal_rows"):
             evaluate_quality(rows, alpha=0.1)
         with self.assertRaisesRegex(ValueError, "conformal_rows"):  # the stage-2 tables are no calibration split
-            evaluate_quality(rows, calibration_rows=gf_rows(GF_CAL, [""]), alpha=0.1)
+            evaluate_quality(rows, baseline_fit_rows=gf_rows(GF_CAL, [""]), alpha=0.1)
         cal = [{"true_dice": t, "baseline_x": p} for p, t in GF_CAL]
         with self.assertRaisesRegex(ValueError, "pred_dice"):
             evaluate_quality([dict(r, baseline_x=r["pred_dice"]) for r in rows], conformal_rows=cal, alpha=0.1)

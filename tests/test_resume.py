@@ -103,7 +103,7 @@ class TestCrashSafeRuns(unittest.TestCase):
         common = {"datalist": str(self.datalist), "ckpt_dir": str(self.ref_models), "fold": 0, "num_folds": 2,
                   "num_samples": 2, "batch_size": 1, "device": "cpu"}
         full, rerun = self.tmp / "sample_full", self.tmp / "sample_rerun"
-        workflow(["sample.json"], self.root, output_dir=str(full), **common)
+        workflow(["inference.json", "sample.json"], self.root, output_dir=str(full), **common)
         shutil.copytree(full, rerun)
         # fold 0 holds out c0, c1, c2; as if killed while writing c1: c0 complete, c1's maps written but not its
         # sidecar, c2 not started
@@ -111,10 +111,10 @@ class TestCrashSafeRuns(unittest.TestCase):
             (rerun / name).unlink()
         shutil.rmtree(rerun / "c2")
         untouched = {p: p.stat().st_mtime_ns for p in (rerun / "c0").iterdir()}
-        skip = {"dataset#data": "$segq_monai.data.outputs.pending_items(@held_out, @output_dir, @map_keys)",
-                "quality_writer#items": "@held_out"}
+        skip = {"dataset#data": "$segq_monai.data.outputs.pending_items(@items, @output_dir, @map_keys)",
+                "quality_writer#items": "@items"}
 
-        wf = workflow(["sample.json"], self.root, output_dir=str(rerun), **common, **skip)
+        wf = workflow(["inference.json", "sample.json"], self.root, output_dir=str(rerun), **common, **skip)
         self.assertEqual(wf.parser.get_parsed_content("evaluator").state.iteration, 2)  # c1 and c2 only
         self.assertEqual({p: p.stat().st_mtime_ns for p in (rerun / "c0").iterdir()}, untouched)
         self.assertEqual(read_csv(rerun / "quality.csv"), read_csv(full / "quality.csv"))
@@ -123,7 +123,7 @@ class TestCrashSafeRuns(unittest.TestCase):
 
         # every case written: the last is computed again, so that the run completes and writes quality.csv
         (rerun / "quality.csv").unlink()
-        wf = workflow(["sample.json"], self.root, output_dir=str(rerun), **common, **skip)
+        wf = workflow(["inference.json", "sample.json"], self.root, output_dir=str(rerun), **common, **skip)
         self.assertEqual(wf.parser.get_parsed_content("evaluator").state.iteration, 1)
         self.assertEqual(read_csv(rerun / "quality.csv"), read_csv(full / "quality.csv"))
         self.assertFalse(list(rerun.glob("**/*.tmp*")))
@@ -133,8 +133,8 @@ class TestCrashSafeRuns(unittest.TestCase):
         common = {"datalist": str(self.datalist), "ckpt_dir": str(self.ref_models), "fold": 0, "num_folds": 2,
                   "num_samples": 1, "device": "cpu", "output_dir": str(out)}
         with self.assertRaises(Exception) as ctx:
-            workflow(["sample.json"], self.root, **common,
-                     **{"dataset#data": "$@held_out[1:]", "quality_writer#items": "@held_out"})
+            workflow(["inference.json", "sample.json"], self.root, **common,
+                     **{"dataset#data": "$@items[1:]", "quality_writer#items": "@items"})
         self.assertRegex("".join(map(str, _chain(ctx.exception))), r"'c0' .* has no result")
         self.assertFalse((out / "quality.csv").exists())
 

@@ -13,8 +13,10 @@ from monai.networks.nets import UNet
 from parameterized import parameterized
 from torch import nn
 
+from segq_monai import SAMPLERS, AleatoricSampler, build_sampler
+from segq_monai.inferers.ensemble import EnsembleSampler
 from segq_monai.inferers.modes import mc_dropout_masks
-from segq_monai.inferers.samplers import EnsembleSampler, MCDropoutSampler, SoftmaxSampler, TTASampler
+from segq_monai.inferers.samplers import MCDropoutSampler, SinglePassSampler, SoftmaxSampler, TTASampler
 
 
 def _unet(dropout: float = 0.3, norm: str = "batch") -> UNet:
@@ -102,10 +104,18 @@ class TestMCDropoutSampler(unittest.TestCase):
         for s in MCDropoutSampler(4, chunk_size=4)(x, net, SimpleInferer()):
             torch.testing.assert_close(s, plain, atol=1e-5, rtol=1e-5)
 
-    def test_sigmoid_outputs_in_unit_interval(self):
-        s = next(iter(MCDropoutSampler(1, activation="sigmoid")(torch.rand(1, 1, 16, 16), _unet(), SimpleInferer())))
-        self.assertTrue(bool(((s >= 0) & (s <= 1)).all()))
-        self.assertGreater(float((s.sum(1) - 1).abs().max()), 1e-3)  # not a softmax
+    def test_sigmoid_of_the_sampled_logits(self):
+        # the same seed draws the same dropout masks, hence the same logits z, for either activation: the sigmoid
+        # samples q = sigmoid(z) and the softmax samples p = softmax(z) then satisfy logit(q_i) - logit(q_0) =
+        # log p_i - log p_0 = z_i - z_0 for every sample, channel and voxel
+        net, x = _unet(), torch.rand(2, 1, 16, 16)
+        sig = list(MCDropoutSampler(3, seed=5, activation="sigmoid")(x, net, SimpleInferer()))
+        soft = list(MCDropoutSampler(3, seed=5, activation="softmax")(x, net, SimpleInferer()))
+        self.assertFalse(torch.allclose(sig[0], sig[1]))  # the masks differ between samples
+        for q, p in zip(sig, soft):
+            z = torch.logit(q.double())
+            torch.testing.assert_close(z - z[:, :1], torch.log(p.double()) - torch.log(p[:, :1].double()),
+                                       atol=1e-4, rtol=1e-4)
 
     def test_no_dropout_is_a_clear_error(self):
         with self.assertRaisesRegex(ValueError, "no dropout module"):
@@ -166,11 +176,17 @@ class TestMCDropoutMasks(unittest.TestCase):
             self.assertTrue(torch.equal(d(x), torch.zeros_like(x)))  # no 0 * inf
 
 
-class TestSoftmaxSampler(unittest.TestCase):
+class TestSinglePassSampler(unittest.TestCase):
+    def test_old_name(self):
+        with self.assertWarnsRegex(FutureWarning, "SoftmaxSampler is renamed SinglePassSampler"):
+            old = SoftmaxSampler("sigmoid", temperature=2.0)
+        self.assertIsInstance(old, SinglePassSampler)
+        self.assertEqual((old.activation, old.temperature), ("sigmoid", 2.0))
+
     def test_single_eval_pass(self):
         net, x = _unet(), torch.rand(1, 1, 16, 16)
         net.train()
-        samples = list(SoftmaxSampler()(x, net, SimpleInferer()))
+        samples = list(SinglePassSampler()(x, net, SimpleInferer()))
         self.assertEqual(len(samples), 1)
         self.assertTrue(net.training)
         net.eval()
@@ -259,3 +275,40 @@ class TestEnsembleSampler(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestBuildSampler(unittest.TestCase):
+    @parameterized.expand(
+        [
+            ("mc_dropout", MCDropoutSampler, 5),
+            ("tta", TTASampler, 5),
+            ("single_pass", SinglePassSampler, 1),
+            ("aleatoric", AleatoricSampler, 5),
+        ]
+    )
+    def test_by_name(self, name, cls, num_samples):
+        sampler = build_sampler(name, num_samples=5, seed=3, temperature=1.5)
+        self.assertIs(type(sampler), cls)
+        self.assertIs(SAMPLERS[name], cls)
+        self.assertEqual((sampler.num_samples, sampler.temperature, sampler.activation), (num_samples, 1.5, "softmax"))
+        if name != "single_pass":
+            self.assertEqual(sampler.seed, 3)
+        if name == "aleatoric":
+            self.assertTrue(sampler.mc_dropout)  # the paper's aleatoric estimator samples with MC dropout too
+
+    def test_ensemble_from_checkpoints_and_extra_arguments(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = [Path(tmp) / f"fold{i}.pt" for i in range(2)]
+            for p in paths:
+                torch.save({"model": _unet().state_dict()}, p)
+            sampler = build_sampler("ensemble", checkpoints=paths, checkpoint_key="model", activation="sigmoid")
+        self.assertEqual((type(sampler), sampler.num_samples, sampler.activation), (EnsembleSampler, 2, "sigmoid"))
+        self.assertEqual(build_sampler("mc_dropout", num_samples=4, chunk_size=2).chunk_size, 2)
+
+    def test_old_name_and_bad_names(self):
+        with self.assertWarnsRegex(FutureWarning, "'softmax' is renamed 'single_pass'"):
+            self.assertIs(type(build_sampler("softmax")), SinglePassSampler)
+        with self.assertRaisesRegex(ValueError, "'dropout' is not one of"):
+            build_sampler("dropout")
+        with self.assertRaisesRegex(ValueError, "softmax probabilities"):
+            build_sampler("aleatoric", activation="sigmoid")

@@ -86,14 +86,34 @@ class TestStreamingUncertainty(unittest.TestCase):
         for name, value in want.items():
             np.testing.assert_allclose(got[name].double().numpy(), value, rtol=1e-4, atol=1e-5, err_msg=name)
 
-    @parameterized.expand(CASES)
-    def test_entropy_bounds_mutual_information(self, _, t, shape, activation):
-        acc = StreamingUncertainty(activation)
-        for s in _samples(t, shape, activation, seed=1):
+    def test_mutual_information_by_hand(self):
+        # voxel 0: two one-hot samples that disagree: predictive entropy log 2, expected entropy 0, MI = log 2;
+        # voxel 1: two equal samples (0.7, 0.3): MI = 0, entropy = expected entropy = h(0.7)
+        first = torch.tensor([[[[1.0, 0.7]], [[0.0, 0.3]]]])  # [B=1, C=2, H=1, W=2]
+        second = torch.tensor([[[[0.0, 0.7]], [[1.0, 0.3]]]])
+        acc = StreamingUncertainty()
+        acc.update(first)
+        acc.update(second)
+        out = acc.compute()
+        h = -(0.7 * np.log(0.7) + 0.3 * np.log(0.3))
+        for name, want in (("entropy", [np.log(2), h]), ("expected_entropy", [0.0, h]),
+                           ("mutual_information", [np.log(2), 0.0])):  # fmt: skip
+            np.testing.assert_allclose(out[name].double().numpy().reshape(-1), want, atol=1e-6, err_msg=name)
+
+    @parameterized.expand([(2, 4), (3, 5), (5, 2)])
+    def test_mutual_information_at_most_log_samples_and_classes(self, t, c):
+        # MI is the information between the sample index and the class, so MI <= log T and MI <= H <= log C;
+        # one-hot samples that all disagree reach log T where T <= C
+        acc = StreamingUncertainty()
+        for s in _samples(t, (2, c, 6, 5), "softmax", seed=t):
             acc.update(torch.as_tensor(s, dtype=torch.float32))
         out = acc.compute()
-        self.assertTrue(bool((out["mutual_information"] >= 0).all()))
-        self.assertTrue(bool((out["entropy"] + 1e-6 >= out["mutual_information"]).all()))
+        self.assertLessEqual(float(out["mutual_information"].max()), np.log(t) + 1e-5)
+        self.assertLessEqual(float(out["entropy"].max()), np.log(c) + 1e-5)
+        onehot = StreamingUncertainty()
+        for k in range(min(t, c)):
+            onehot.update(torch.nn.functional.one_hot(torch.full((1, 3, 3), k), c).movedim(-1, 1).float())
+        np.testing.assert_allclose(onehot.compute()["mutual_information"].numpy(), np.log(min(t, c)), atol=1e-5)
 
     def test_single_sample_has_no_epistemic_uncertainty(self):
         acc = StreamingUncertainty()

@@ -26,7 +26,8 @@ from segq_monai import SAMPLERS
 from segq_monai.data import split_fold, write_datalist
 from segq_monai.handlers import TemperatureCalibration
 from segq_monai.inferers.aleatoric import AleatoricSampler
-from segq_monai.inferers.samplers import EnsembleSampler, MCDropoutSampler, SoftmaxSampler, TTASampler
+from segq_monai.inferers.ensemble import EnsembleSampler
+from segq_monai.inferers.samplers import MCDropoutSampler, SinglePassSampler, TTASampler
 from segq_monai.metrics.temperature import bundle_temperature, load_temperature
 from segq_monai.networks.aleatoric import AleatoricNet
 
@@ -39,7 +40,7 @@ def _net(out_channels: int = 3) -> nn.Module:
 def _samplers(temperature: float) -> dict[str, tuple]:
     """``name: (sampler, network)``, each sampler seeded so that two temperatures see the same logits."""
     return {
-        "softmax": (SoftmaxSampler(temperature=temperature), _net()),
+        "single_pass": (SinglePassSampler(temperature=temperature), _net()),
         "mc_dropout": (MCDropoutSampler(3, temperature=temperature), _net()),
         "tta": (TTASampler(3, noise_std=0.1, temperature=temperature), _net()),
         "ensemble": (EnsembleSampler(networks=[_net(), _net()], temperature=temperature), _net()),
@@ -74,15 +75,15 @@ class TestSamplerTemperature(unittest.TestCase):
             net.weight.copy_(torch.tensor([0.0, 2.0]).reshape(2, 1, 1, 1))
             net.bias.zero_()
         x = torch.tensor([[0.0, 1.0], [-1.0, 0.5]]).reshape(1, 1, 2, 2)
-        (prob,) = SoftmaxSampler(temperature=2.0)(x, net, SimpleInferer())
+        (prob,) = SinglePassSampler(temperature=2.0)(x, net, SimpleInferer())
         # sigmoid(x): sigmoid(0) = 0.5, sigmoid(1) = 0.7310586, sigmoid(-1) = 0.2689414, sigmoid(0.5) = 0.6224593
         want = torch.tensor([[0.5, 0.7310586], [0.2689414, 0.6224593]])
         torch.testing.assert_close(prob[0, 1], want, atol=1e-6, rtol=0)
         torch.testing.assert_close(prob[0, 0], 1 - want, atol=1e-6, rtol=0)
-        (sig,) = SoftmaxSampler("sigmoid", temperature=2.0)(x, net, SimpleInferer())  # sigmoid(2x / 2)
+        (sig,) = SinglePassSampler("sigmoid", temperature=2.0)(x, net, SimpleInferer())  # sigmoid(2x / 2)
         torch.testing.assert_close(sig[0, 1], want, atol=1e-6, rtol=0)
 
-    @parameterized.expand([(name,) for name in ("softmax", "mc_dropout", "tta", "ensemble", "aleatoric")])
+    @parameterized.expand([(name,) for name in ("single_pass", "mc_dropout", "tta", "ensemble", "aleatoric")])
     def test_every_sampler_scales_its_logits(self, name):
         # with the same seed every sample sees the same logits z; p_1 = softmax(z), so softmax(z / T) equals
         # softmax(log(p_1) / T): the per-voxel constant log(sum exp z) / T cancels in the softmax
@@ -100,12 +101,12 @@ class TestSamplerTemperature(unittest.TestCase):
     def test_default_is_unscaled(self):
         for name, cls in SAMPLERS.items():
             self.assertEqual(inspect.signature(cls).parameters["temperature"].default, 1.0, name)
-        self.assertEqual(SoftmaxSampler().temperature, 1.0)
+        self.assertEqual(SinglePassSampler().temperature, 1.0)
 
     @parameterized.expand([(v,) for v in (0.0, -1.0, math.nan, math.inf, "warm", None, True)])
     def test_invalid_temperature(self, value):
         constructors = [
-            lambda: SoftmaxSampler(temperature=value),
+            lambda: SinglePassSampler(temperature=value),
             lambda: MCDropoutSampler(2, temperature=value),
             lambda: TTASampler(2, temperature=value),
             lambda: EnsembleSampler(networks=[_net()], temperature=value),
@@ -223,20 +224,20 @@ class TestTemperatureBundle(unittest.TestCase):
         cls.held_out = split_fold(items, 0, 2)[1]
         cls.common = {"datalist": str(cls.datalist), "fold": 0, "num_folds": 2, "device": "cpu"}
         workflow(["train_segmentation.json"], cls.root, epochs=1, **cls.common)
-        cls.calibrate = cls._cli("calibrate.json")
-        cls.sample_t = cls._cli("sample.json", "--temperature_scaling", "true", "--num_samples", "2",
-                                "--output_dir", str(cls.tmp / "mc_t"))
+        cls.calibrate = cls._cli(["calibrate.json"])
+        cls.sample_t = cls._cli(["inference.json", "sample.json"], "--temperature_scaling", "true",
+                                "--num_samples", "2", "--output_dir", str(cls.tmp / "mc_t"))
 
     @classmethod
     def tearDownClass(cls):
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
     @classmethod
-    def _cli(cls, config: str, *args: str) -> subprocess.CompletedProcess:
+    def _cli(cls, configs: list[str], *args: str) -> subprocess.CompletedProcess:
         overrides = [x for k, v in cls.common.items() for x in (f"--{k}", str(v))]
         return subprocess.run(
             [sys.executable, "-m", "monai.bundle", "run", "--bundle_root", str(cls.root),
-             "--config_file", str(cls.root / "configs" / config),
+             "--config_file", str([str(cls.root / "configs" / c) for c in configs]),
              "--meta_file", str(cls.root / "configs" / "metadata.json"), *overrides, *args],
             check=False, capture_output=True, text=True, cwd=cls.tmp,
         )
@@ -261,12 +262,13 @@ class TestTemperatureBundle(unittest.TestCase):
         self.assertEqual(self.calibrate.returncode, 0, self.calibrate.stderr[-3000:])
         self.assertEqual(self.sample_t.returncode, 0, self.sample_t.stderr[-3000:])
         temperature = load_temperature(self.root / "models" / "fold0" / "temperature.json")
-        workflow(["sample.json"], self.root, num_samples=2, output_dir=str(self.tmp / "mc_1"), **self.common)
+        workflow(["inference.json", "sample.json"], self.root, num_samples=2, output_dir=str(self.tmp / "mc_1"),
+                 **self.common)
         case = Path(self.held_out[0]["image"]).name.split(".")[0]
         self.assertFalse(np.allclose(self._entropy(self.tmp / "mc_t", case), self._entropy(self.tmp / "mc_1", case)))
         # the deterministic pass, by hand: entropy of softmax(network(image) / T); DivisiblePadd put 4 columns
         # of padding on either side of the 40
-        wf = workflow(["sample.json"], self.root, sampler="softmax", temperature_scaling=True,
+        wf = workflow(["inference.json", "sample.json"], self.root, sampler="single_pass", temperature_scaling=True,
                       output_dir=str(self.tmp / "softmax_t"), **self.common)
         network, preprocessing = wf.parser.get_parsed_content("network"), wf.parser.get_parsed_content("preprocessing")
         self.assertEqual(wf.parser.get_parsed_content("sampler_object").temperature, temperature)
@@ -281,7 +283,8 @@ class TestTemperatureBundle(unittest.TestCase):
 
     def test_missing_temperature_file_names_the_fix(self):
         with self.assertRaises(Exception) as ctx:
-            workflow(["sample.json"], self.root, temperature_scaling=True, temperature_file=str(self.tmp / "no.json"),
+            workflow(["inference.json", "sample.json"], self.root, temperature_scaling=True,
+                     temperature_file=str(self.tmp / "no.json"),
                      output_dir=str(self.tmp / "none"), **self.common)
         text = " ".join(str(e) for e in _chain(ctx.exception))
         self.assertRegex(text, "no.json does not exist; run bundle/configs/calibrate.json first")

@@ -33,7 +33,7 @@ from segq_monai.apps.arguments import bundle_root_arg
 from segq_monai.apps.workflows import run_workflow
 from segq_monai.data.demo import prepare_demo
 from segq_monai.evaluation.tables import comparison_table
-from segq_monai.utils.resources import bundle_root, overlay_path
+from segq_monai.utils.resources import bundle_root
 
 MAIN_VARIANT = "image_seg_entropy"
 VARIANTS = ("image_seg_entropy", "image", "image_seg", "seg_entropy")
@@ -44,12 +44,12 @@ class Estimator(NamedTuple):
 
     label: str
     sampler: str
-    overlay: str | None  # a file of configs/ that swaps the stage-1 network and loss; None: the main networks
+    overlay: str | None  # a file of the bundle's configs/ that swaps the stage-1 network and loss; None: the main ones
     variant: str
 
 
 ESTIMATORS = {
-    "softmax": Estimator("softmax, T=1", "softmax", None, MAIN_VARIANT),
+    "softmax": Estimator("softmax, T=1", "single_pass", None, MAIN_VARIANT),
     "aleatoric": Estimator("aleatoric + MC dropout", "aleatoric", "aleatoric_network.json", MAIN_VARIANT),
     "confidence": Estimator("learned confidence + MC dropout", "mc_dropout", "confidence_network.json",
                             "image_seg_confidence"),
@@ -83,10 +83,10 @@ class _Demo:
                                  group_key="group",
                          fold=fold, num_folds=a.num_folds, ckpt_dir=str(ckpt_dir), **self.common)
             print(f"== stage 1, fold {fold + 1}/{a.num_folds}: sample the held-out cases (out-of-fold, {sampler})")
-            run_workflow(self.bundle_root, ["sample.json", *overlay], datalist=str(self.data["dataset"]),
-                 datalist_key="training", group_key="group", fold=fold, num_folds=a.num_folds,
-                 num_samples=a.num_samples, sampler=sampler, ckpt_dir=str(ckpt_dir),
-                 output_dir=str(stage2 / f"fold{fold}"), **self.common)
+            run_workflow(self.bundle_root, ["inference.json", "sample.json", *overlay],
+                         datalist=str(self.data["dataset"]), datalist_key="training", group_key="group", fold=fold,
+                         num_folds=a.num_folds, num_samples=a.num_samples, sampler=sampler, ckpt_dir=str(ckpt_dir),
+                         output_dir=str(stage2 / f"fold{fold}"), **self.common)
         return [str(stage2 / f"fold{f}" / "stage2_datalist.json") for f in range(a.num_folds)]
 
     def stage2(
@@ -103,7 +103,7 @@ class _Demo:
         oof_tables = [str(Path(p).with_name("quality.csv")) for p in stage2_datalists]
         common = dict(datalist=str(self.data["dataset"]), quality_variant=variant, num_samples=a.num_samples,
                       sampler=sampler, ckpt_dir=str(head_dir), stage1_checkpoint=str(stage1_checkpoint),
-                      calibration_csvs=oof_tables, **self.common)  # fmt: skip
+                      baseline_fit_csvs=oof_tables, **self.common)  # fmt: skip
         calibration_dir = report_dir / "calibration_split"
         print(f"== evaluate {variant} on the calibration split -> {calibration_dir}")
         run_workflow(self.bundle_root, ["inference.json", *overlay, "evaluate.json"], datalist_key="calibration",
@@ -129,7 +129,7 @@ class _Demo:
             estimators[f"{a.sampler.replace('_', ' ')}, T={a.num_samples}; {MAIN_VARIANT}"] = variants[MAIN_VARIANT]
         for name in a.estimators:
             est = ESTIMATORS[name]
-            overlay = [str(overlay_path(est.overlay))] if est.overlay else []
+            overlay = [est.overlay] if est.overlay else []
             ckpt_dir = models / "estimators" / name
             stage1_dir = ckpt_dir if est.overlay else models
             datalists = self.stage1(stage1_dir, out / "estimators" / name / "stage2_data", est.sampler, overlay,
@@ -192,7 +192,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     d.add_argument("--epochs_segmentation", type=int, default=40)
     d.add_argument("--epochs_quality", type=int, default=60)
     d.add_argument("--num_samples", type=int, default=20, help="T, samples per image")
-    d.add_argument("--sampler", default="mc_dropout", choices=["mc_dropout", "tta", "ensemble", "softmax"])
+    d.add_argument("--sampler", default="mc_dropout", choices=["mc_dropout", "tta", "ensemble", "single_pass"])
     d.add_argument("--quality_variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     d.add_argument("--estimators", nargs="*", default=list(ESTIMATORS), choices=list(ESTIMATORS),
                    help="further stage-1 estimators to compare (none: --estimators with no name)")

@@ -174,6 +174,6 @@ def write_example_report(
 
     os.makedirs(output_dir, exist_ok=True)
     write_quality_csv(Path(output_dir) / "quality.csv", rows)
-    report = write_report(rows, output_dir, threshold=threshold, load_case=load_case, k=1)
+    report = write_report(rows, output_dir, tau=threshold, load_case=load_case, k=1)
     report["table"] = summary_table(rows, class_names, threshold)
     return report

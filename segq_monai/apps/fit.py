@@ -358,7 +358,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--class_names", nargs="+", default=None, help="foreground classes (default: host metadata)")
     p.add_argument("--label_transforms", default="[]",
                    help="JSON list of transforms for key 'label' after loading, e.g. the host's label conversion")
-    p.add_argument("--sampler", default="mc_dropout", choices=["mc_dropout", "tta", "ensemble", "softmax"])
+    p.add_argument("--sampler", default="mc_dropout", choices=["mc_dropout", "tta", "ensemble", "single_pass"])
     p.add_argument("--num_samples", type=int, default=20, help="T, samples per case")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quality_variant", default="image_seg_entropy")

@@ -115,9 +115,9 @@ def load_fit(
 
     Returns:
         the content of ``fit.json`` plus the overlay's ids: ``quality_checkpoint`` (absolute), ``quality_keys``,
-        ``quality_network`` (channels, strides, dropout) from ``head``, ``quality_threshold``: the calibrated
+        ``quality_network`` (channels, strides, dropout) from ``head``, ``acceptance_threshold``: the calibrated
         λ̂ (``inf``, flag every case, when none was certified), and ``calibration_file``: the absolute path of the
-        fit's calibration file (``None`` when the fit has none: the overlay then flags with ``quality_threshold``).
+        fit's calibration file (``None`` when the fit has none: the overlay then flags with ``acceptance_threshold``).
 
     Raises:
         FileNotFoundError / ValueError: no or an unreadable ``fit.json``; a stage of ``require`` not done (rerun the
@@ -150,7 +150,7 @@ def load_fit(
     out["quality_network"] = {k: head[k] for k in ("channels", "strides", "dropout")}
     if "calibration" in fit["steps"]:
         lam = fit["calibration"]["accept_threshold"]
-        out["quality_threshold"] = math.inf if lam is None else float(lam)
+        out["acceptance_threshold"] = math.inf if lam is None else float(lam)
         name = fit["calibration"].get("file")
         out["calibration_file"] = None if name is None else str(fit_dir / name)
         if name is not None and not (fit_dir / name).is_file():

@@ -1,12 +1,12 @@
 """The guaranteed flag of the evaluation report: an acceptance threshold ``λ`` fitted on the conformal split, scored on
 the evaluated cases.
 
-``λ`` is calibrated by :func:`segq_monai.metrics.conformal.calibrate_selective_threshold` on ``conformal_rows``
-(labelled cases that neither stage was trained on, run through the same pipeline) and its acceptances are counted on
-the evaluated rows by :func:`segq_monai.metrics.conformal.acceptance_counts`. A case fails when any class's true
-Dice is below the failure Dice ``τ``. Its confidence is the per-case minimum over classes of the predicted Dice
-(quality head), or a baseline mapped onto the Dice scale by its baseline fit (fitted on other cases than the
-conformal split, so that the candidate thresholds do not depend on the calibration draw).
+``λ`` is calibrated by a :class:`segq_monai.metrics.conformal.ConformalFlagger` (``method="selective"``) on
+``conformal_rows`` (labelled cases that neither stage was trained on, run through the same pipeline) and its
+acceptances are counted on the evaluated rows by :func:`segq_monai.metrics.conformal.acceptance_counts`. A case
+fails when any class's true Dice is below the failure Dice ``τ``. Its confidence is the per-case minimum over classes
+of the predicted Dice (quality head), or a baseline mapped onto the Dice scale by its baseline fit (fitted on other
+cases than the conformal split, so that the candidate thresholds do not depend on the conformal draw).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from segq_monai.evaluation.columns import baseline_column, column_matrix, column_name, finite_cases
-from segq_monai.metrics.conformal import acceptance_counts, calibrate_selective_threshold
+from segq_monai.metrics.conformal import ConformalFlagger, acceptance_counts
 
 __all__ = ["add_guaranteed_flags", "guaranteed_flag"]
 
@@ -33,17 +33,17 @@ def guaranteed_flag(
     """``λ`` fitted on ``conformal`` = (confidence ``[n]``, true Dice ``[n]``), scored on ``evaluated`` (the same, of
     the evaluated cases): the report's ``"guaranteed_flag"`` block (see :func:`~segq_monai.evaluation.report.
     evaluate_quality`)."""
-    cal = calibrate_selective_threshold(*conformal, tau=tau, alpha=alpha, delta=delta)
+    cal = ConformalFlagger(alpha=alpha, delta=delta, tau=tau).fit(*conformal).result
     conf, true = evaluated
     n_acc, failures = acceptance_counts(conf, true, cal.threshold, tau)
     return {
         "alpha": float(alpha),
         "delta": float(delta),
-        "accept_threshold": cal.threshold,
+        "lambda": cal.threshold,
         "feasible": cal.feasible,
-        "n_calibration": cal.n_calibration,
-        "calibration_fraction_accepted": cal.fraction_accepted,
-        "calibration_bound": cal.bound,
+        "n_conformal": cal.n_calibration,
+        "conformal_fraction_accepted": cal.fraction_accepted,
+        "conformal_bound": cal.bound,
         "n": len(conf),
         "n_accepted": n_acc,
         "fraction_accepted": n_acc / len(conf),
@@ -98,7 +98,8 @@ def add_guaranteed_flags(
     evaluated_true, conformal_true = _worst(rows, classes, "true_dice"), _worst(conformal_rows, classes, "true_dice")
     if report["quality_head"] is not None:
         report["guaranteed_flag"] = guaranteed_flag(
-            finite_cases(_worst(conformal_rows, classes, "pred_dice"), conformal_true, "guaranteed flag (calibration)"),
+            finite_cases(_worst(conformal_rows, classes, "pred_dice"), conformal_true,
+                         "guaranteed flag (conformal split)"),
             finite_cases(_worst(rows, classes, "pred_dice"), evaluated_true, "guaranteed flag"),
             tau, alpha, delta,
         )  # fmt: skip
@@ -106,10 +107,10 @@ def add_guaranteed_flags(
         col = baseline_column(name)
         if not any(col in row for row in conformal_rows):
             raise ValueError(f"conformal_rows have no column {col!r}; compute the baselines there too.")
-        slope, intercept = entry["calibration"]["mean"]["slope"], entry["calibration"]["mean"]["intercept"]
+        slope, intercept = entry["baseline_fit"]["mean"]["slope"], entry["baseline_fit"]["mean"]["intercept"]
         entry["guaranteed_flag"] = None if not math.isfinite(slope) else guaranteed_flag(
             finite_cases(slope * column_matrix(conformal_rows, [col])[:, 0] + intercept, conformal_true,
-                         f"guaranteed flag of {col} (calibration)"),
+                         f"guaranteed flag of {col} (conformal split)"),
             finite_cases(slope * column_matrix(rows, [col])[:, 0] + intercept, evaluated_true,
                          f"guaranteed flag of {col}"),
             tau, alpha, delta,

@@ -1,6 +1,6 @@
 """Figures of the evaluation report (matplotlib, Agg backend): each function saves one PNG and closes its figure.
 
-* :func:`plot_predicted_vs_true`: predicted against true Dice, identity and threshold lines.
+* :func:`plot_predicted_vs_true`: predicted against true Dice, identity line and the failure Dice τ.
 * :func:`plot_risk_coverage`: selective risk (mean ``1 - Dice`` of the accepted cases) against coverage.
 * :func:`plot_uncertainty_overlay`: image with contours, uncertainty heat map (nats), segmentation.
 * :func:`plot_best_and_worst`: overlays of the cases with the highest and lowest Dice.
@@ -59,17 +59,17 @@ def plot_predicted_vs_true(
     pred: Any,
     true: Any,
     path: str | os.PathLike,
-    threshold: float = 0.8,
+    tau: float = 0.8,
     title: str = "Predicted vs true Dice per case",
     class_names: Sequence[str] | None = None,
 ) -> str:
-    """Scatter of predicted against true Dice, with the identity line and the failure threshold on both axes.
+    """Scatter of predicted against true Dice, with the identity line and the failure Dice τ on both axes.
 
     Args:
         pred: predicted Dice ``[N]`` or ``[N, K]`` (K foreground classes), in [0, 1].
         true: true Dice, same shape.
         path: PNG file to write.
-        threshold: failure threshold (true Dice below it is a failure; predicted below it is flagged).
+        tau: the failure Dice τ (true Dice below it is a failure; predicted below it is flagged).
         title: figure title.
         class_names: K names for the legend (``[N, K]`` input).
 
@@ -84,10 +84,10 @@ def plot_predicted_vs_true(
     if len(names) != p2.shape[1]:
         raise ValueError(f"class_names has {len(names)} names for {p2.shape[1]} classes; give one per class.")
     fig, ax = plt.subplots(figsize=(5.5, 5.0))
-    ax.axvspan(-0.02, threshold, color="tab:red", alpha=0.06, lw=0, label=f"true failure (Dice < {threshold:g})")
+    ax.axvspan(-0.02, tau, color="tab:red", alpha=0.06, lw=0, label=f"true failure (Dice < τ = {tau:g})")
     ax.plot([0, 1], [0, 1], color="0.4", lw=1, ls="--", label="identity (perfect prediction)")
-    ax.axvline(threshold, color="tab:red", lw=1, ls=":")
-    ax.axhline(threshold, color="tab:orange", lw=1, ls=":", label=f"flag threshold {threshold:g}")
+    ax.axvline(tau, color="tab:red", lw=1, ls=":")
+    ax.axhline(tau, color="tab:orange", lw=1, ls=":", label=f"flagged below τ = {tau:g}")
     for k in range(p2.shape[1]):
         mae = _quiet(metrics.mean_absolute_error, p2[:, k], t2[:, k])
         r = _quiet(metrics.pearson_correlation, p2[:, k], t2[:, k])

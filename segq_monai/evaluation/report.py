@@ -5,10 +5,11 @@ functions of :mod:`segq_monai.metrics`: per class, and for the per-case mean ove
 single class of a binary task). Ranking metrics (Pearson, Spearman, failure AUROC, AURC, e-AURC) use the raw
 confidence; the error metrics (MAE, RMSE, R²) of a baseline use it mapped onto the Dice scale by its baseline fit, an
 ordinary least-squares line ``true_dice ≈ slope * score + intercept`` (``numpy.polyfit``) fitted on
-``calibration_rows`` (e.g. the stage-2 training cases), or in-sample when none are given. Risk is ``1 - true Dice``; a failure is ``true Dice < threshold``.
+``baseline_fit_rows`` (e.g. the stage-2 training cases), or in-sample when none are given. Risk is ``1 - true Dice``;
+a failure is ``true Dice < τ`` (the failure Dice ``tau``).
 
-With ``alpha``, :func:`evaluate_quality` also calibrates a guaranteed acceptance threshold on the predicted Dice
-and on each baseline (:mod:`segq_monai.evaluation.guaranteed`, fitted on ``conformal_rows``, a labelled conformal
+With ``alpha``, :func:`evaluate_quality` also calibrates a guaranteed acceptance threshold ``λ`` on the predicted
+Dice and on each baseline (:mod:`segq_monai.evaluation.guaranteed`, fitted on ``conformal_rows``, the conformal
 split) and reports how it does on the evaluated cases (``"guaranteed_flag"``).
 """
 
@@ -58,12 +59,12 @@ def _baseline_fit(score: np.ndarray, true: np.ndarray, what: str) -> dict[str, f
     return {"slope": float(slope), "intercept": float(intercept)}
 
 
-def _ranking_metrics(confidence: np.ndarray, true: np.ndarray, threshold: float) -> dict[str, float]:
+def _ranking_metrics(confidence: np.ndarray, true: np.ndarray, tau: float) -> dict[str, float]:
     risk = 1.0 - true
     return {
         "pearson": metrics.pearson_correlation(confidence, true),
         "spearman": metrics.spearman_correlation(confidence, true),
-        "auroc": metrics.failure_auroc(confidence, true, threshold=threshold),
+        "auroc": metrics.failure_auroc(confidence, true, tau=tau),
         "aurc": metrics.aurc(confidence, risk),
         "eaurc": metrics.excess_aurc(confidence, risk),
     }
@@ -80,14 +81,14 @@ def _error_metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
 
 
 def _block(
-    score: np.ndarray, true: np.ndarray, threshold: float, fit: Mapping[str, float] | None, what: str
+    score: np.ndarray, true: np.ndarray, tau: float, fit: Mapping[str, float] | None, what: str
 ) -> dict[str, float]:
     """Metrics of one confidence ``[N]`` against one true Dice ``[N]``; ``fit`` maps a baseline onto the Dice scale."""
     score, true = finite_cases(score, true, what)
     mapped = score if fit is None else fit["slope"] * score + fit["intercept"]
     out: dict[str, float] = {"n": int(len(score))}
     out.update(_error_metrics(mapped, true))
-    out.update(_ranking_metrics(score, true, threshold))
+    out.update(_ranking_metrics(score, true, tau))
     return {k: float(out[k]) if k != "n" else out[k] for k in METRIC_KEYS}
 
 
@@ -99,13 +100,13 @@ def _targets(rows: Sequence[Mapping[str, Any]], classes: Sequence[str], kind: st
     return out
 
 
-def _flag_counts(rows: Sequence[Mapping[str, Any]], true: np.ndarray, threshold: float) -> dict[str, Any] | None:
-    """Confusion counts of ``flagged`` against the true failure (any class's true Dice below the threshold)."""
+def _flag_counts(rows: Sequence[Mapping[str, Any]], true: np.ndarray, tau: float) -> dict[str, Any] | None:
+    """Confusion counts of ``flagged`` against the true failure (any class's true Dice below ``tau``)."""
     if not any(FLAG_COLUMN in row for row in rows):
         return None
     flagged = column_matrix(rows, [FLAG_COLUMN])[:, 0]
     keep = np.isfinite(flagged) & np.all(np.isfinite(true), axis=1)
-    flagged, failure = flagged[keep] != 0, np.any(true[keep] < threshold, axis=1)
+    flagged, failure = flagged[keep] != 0, np.any(true[keep] < tau, axis=1)
     n = int(keep.sum())
     tp, fp = int(np.sum(flagged & failure)), int(np.sum(flagged & ~failure))
     fn, tn = int(np.sum(~flagged & failure)), int(np.sum(~flagged & ~failure))
@@ -135,15 +136,15 @@ def _table_classes(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def _head_entry(
-    rows: Sequence[Mapping[str, Any]], classes: Sequence[str], true: Mapping[str, np.ndarray], threshold: float
+    rows: Sequence[Mapping[str, Any]], classes: Sequence[str], true: Mapping[str, np.ndarray], tau: float
 ) -> dict[str, Any] | None:
     """The quality head's metrics per class and for the per-case mean; None without ``pred_dice`` columns."""
     if not any(column_name("pred_dice", classes[0]) in row for row in rows):
         return None
     pred = _targets(rows, classes, "pred_dice")
     return {
-        "per_class": {c: _block(pred[c], true[c], threshold, None, f"pred_dice ({c})") for c in list(true)[:-1]},
-        "mean": _block(pred["mean"], true["mean"], threshold, None, "pred_dice (mean)"),
+        "per_class": {c: _block(pred[c], true[c], tau, None, f"pred_dice ({c})") for c in list(true)[:-1]},
+        "mean": _block(pred["mean"], true["mean"], tau, None, "pred_dice (mean)"),
     }
 
 
@@ -153,22 +154,22 @@ def _baseline_entry(
     true: Mapping[str, np.ndarray],
     fit_rows: Sequence[Mapping[str, Any]],
     fit_true: Mapping[str, np.ndarray],
-    threshold: float,
+    tau: float,
 ) -> dict[str, Any]:
     """One baseline's metrics per class and for the mean, each after its baseline fit on ``fit_rows``."""
     col = baseline_column(name)
     if not any(col in row for row in fit_rows):
-        raise ValueError(f"calibration_rows have no column {col!r}; compute the baselines there too.")
+        raise ValueError(f"baseline_fit_rows have no column {col!r}; compute the baselines there too.")
     score, fit_score = column_matrix(rows, [col])[:, 0], column_matrix(fit_rows, [col])[:, 0]
     fits = {c: _baseline_fit(*finite_cases(fit_score, fit_true[c], f"{col} ({c})"), f"{col} ({c})") for c in true}
-    blocks = {c: _block(score, true[c], threshold, fits[c], f"{col} ({c})") for c in true}
-    return {"per_class": {c: blocks[c] for c in list(true)[:-1]}, "mean": blocks["mean"], "calibration": fits}
+    blocks = {c: _block(score, true[c], tau, fits[c], f"{col} ({c})") for c in true}
+    return {"per_class": {c: blocks[c] for c in list(true)[:-1]}, "mean": blocks["mean"], "baseline_fit": fits}
 
 
 def evaluate_quality(
     rows: Sequence[Mapping[str, Any]],
-    threshold: float = 0.8,
-    calibration_rows: Sequence[Mapping[str, Any]] | None = None,
+    tau: float = 0.8,
+    baseline_fit_rows: Sequence[Mapping[str, Any]] | None = None,
     alpha: float | None = None,
     delta: float = 0.1,
     conformal_rows: Sequence[Mapping[str, Any]] | None = None,
@@ -176,68 +177,68 @@ def evaluate_quality(
     """Score predicted quality and the scalar baselines against the true Dice of a labelled set.
 
     Args:
-        rows: the per-case table (see the module docstring); needs ``true_dice`` (or ``true_dice_<c>``) columns.
-            Cells may be numbers or numeric strings.
-        threshold: a case (class) fails when its true Dice is strictly below it.
-        calibration_rows: cases to fit each baseline's least-squares line on (columns ``baseline_<name>`` and
-            the true Dice), e.g. the stage-2 training cases. None: fit on ``rows`` (``"fit": "in-sample"``).
+        rows: the per-case table (see :mod:`segq_monai.evaluation.columns`); needs ``true_dice`` (or
+            ``true_dice_<c>``) columns. Cells may be numbers or numeric strings.
+        tau: the failure Dice τ: a case (class) fails when its true Dice is strictly below it.
+        baseline_fit_rows: cases to fit each baseline's baseline fit on (columns ``baseline_<name>`` and the true
+            Dice), e.g. the stage-2 training cases. None: fit on ``rows`` (``"baseline_fit_split": "in-sample"``).
         alpha: None (default): no guaranteed flag. Otherwise the target failure rate among auto-accepted cases,
             in (0, 1): an acceptance threshold ``λ`` on a confidence is calibrated on ``conformal_rows`` by
-            :func:`~segq_monai.metrics.calibrate_selective_threshold` (``tau=threshold``), so that with probability
-            >= ``1 - delta`` over i.i.d. calibration cases, the failure rate among cases with confidence >= ``λ`` is
-            at most ``alpha`` (a case fails when any class's true Dice is below ``threshold``, as for ``"flag"``).
-            The quality head's confidence is the per-case predicted Dice (minimum over classes), reported under
-            ``"guaranteed_flag"``; each baseline's is its score mapped onto the Dice scale by its least-squares line
-            (fitted on ``calibration_rows``, not on ``conformal_rows``, so that the candidate thresholds do not
-            depend on the calibration draw), reported under ``baselines[name]["guaranteed_flag"]``.
-        delta: the allowed probability, over the calibration draw, that this guarantee fails, in (0, 1).
-        conformal_rows: labelled cases that neither stage was trained on, run through the same pipeline as
-            ``rows`` (``true_dice``, ``pred_dice`` when ``rows`` have it, the baselines): the calibration split of
-            the guaranteed flag. Needed with ``alpha`` (ValueError otherwise).
+            :func:`~segq_monai.metrics.calibrate_selective_threshold`, so that with probability >= ``1 - delta``
+            over i.i.d. conformal cases, the failure rate among cases with confidence >= ``λ`` is at most ``alpha``
+            (a case fails when any class's true Dice is below ``tau``, as for ``"flag"``). The quality head's
+            confidence is the per-case predicted Dice (minimum over classes), reported under ``"guaranteed_flag"``;
+            each baseline's is its score mapped onto the Dice scale by its baseline fit (fitted on
+            ``baseline_fit_rows``, not on ``conformal_rows``, so that the candidate thresholds do not depend on the
+            conformal draw), reported under ``baselines[name]["guaranteed_flag"]``.
+        delta: the allowed probability, over the draw of the conformal split, that this guarantee fails, in (0, 1).
+        conformal_rows: the conformal split: labelled cases that neither stage was trained on, run through the same
+            pipeline as ``rows`` (``true_dice``, ``pred_dice`` when ``rows`` have it, the baselines). Needed with
+            ``alpha`` (ValueError otherwise).
 
     Returns:
         a dict (NaN where a metric is undefined; :func:`write_report` writes those as ``null``)::
 
-            {"threshold": float, "n_cases": int, "classes": [str, ...],
-             "fit": "in-sample" | "calibration", "n_calibration": int,
+            {"tau": float, "n_cases": int, "classes": [str, ...],
+             "baseline_fit_split": "in-sample" | "held-out", "n_baseline_fit": int,
              "quality_head": {"per_class": {cls: M}, "mean": M} | None,   # None without pred_dice columns
              "baselines": {name: {"per_class": {cls: M}, "mean": M,
-                                  "calibration": {cls or "mean": {"slope": float, "intercept": float}}}},
+                                  "baseline_fit": {cls or "mean": {"slope": float, "intercept": float}}}},
+             "guaranteed_flag": G,  # with alpha and pred_dice; baselines then also hold "guaranteed_flag": G
              "flag": {"n", "true_failures", "true_positives", "false_positives", "false_negatives",
-                      "true_negatives", "fraction_flagged"} | None,
-             "guaranteed_flag": G}  # with alpha and pred_dice; baselines then also hold "guaranteed_flag": G
+                      "true_negatives", "fraction_flagged"} | None}
 
-            G = {"alpha", "delta", "accept_threshold", "feasible", "n_calibration", "calibration_fraction_accepted",
-                 "calibration_bound", "n", "n_accepted", "fraction_accepted", "failures_accepted",
+            G = {"alpha", "delta", "lambda", "feasible", "n_conformal", "conformal_fraction_accepted",
+                 "conformal_bound", "n", "n_accepted", "fraction_accepted", "failures_accepted",
                  "failure_rate_accepted"}
 
         with ``M = {"n", "mae", "rmse", "r2", "pearson", "spearman", "auroc", "aurc", "eaurc"}``. ``"mean"``
         scores the per-case mean Dice over classes (for a binary task, the one class ``"foreground"``).
 
-        ``accept_threshold`` is ``λ`` (``inf``, written ``null``, when no threshold is certified: ``feasible`` is
-        false and every case is flagged); ``calibration_bound`` the Clopper-Pearson bound that certifies it; the
-        rest are realised on ``rows``: ``failure_rate_accepted`` = true failures among the accepted (NaN when none
-        is accepted). A single evaluation set scatters around the guaranteed rate; the guarantee is on the rate.
+        ``lambda`` is ``λ`` (``inf``, written ``null``, when no threshold is certified: ``feasible`` is false and
+        every case is flagged); ``conformal_bound`` the Clopper-Pearson bound that certifies it; the rest are
+        realised on ``rows``: ``failure_rate_accepted`` = true failures among the accepted (NaN when none is
+        accepted). A single evaluation set scatters around the guaranteed rate; the guarantee is on the rate.
     """
     classes = _table_classes(rows)
-    if calibration_rows is not None and len(calibration_rows) == 0:
-        raise ValueError("calibration_rows is empty; pass the stage-2 training cases, or None to fit in-sample.")
-    fit_rows = rows if calibration_rows is None else calibration_rows
+    if baseline_fit_rows is not None and len(baseline_fit_rows) == 0:
+        raise ValueError("baseline_fit_rows is empty; pass the stage-2 training cases, or None to fit in-sample.")
+    fit_rows = rows if baseline_fit_rows is None else baseline_fit_rows
     true, fit_true = _targets(rows, classes, "true_dice"), _targets(fit_rows, classes, "true_dice")
     report: dict[str, Any] = {
-        "threshold": float(threshold),
+        "tau": float(tau),
         "n_cases": len(rows),
         "classes": list(true)[:-1],
-        "fit": "in-sample" if calibration_rows is None else "calibration",
-        "n_calibration": len(fit_rows),
-        "quality_head": _head_entry(rows, classes, true, threshold),
+        "baseline_fit_split": "in-sample" if baseline_fit_rows is None else "held-out",
+        "n_baseline_fit": len(fit_rows),
+        "quality_head": _head_entry(rows, classes, true, tau),
         "baselines": {
-            name: _baseline_entry(name, rows, true, fit_rows, fit_true, threshold) for name in baseline_names(rows)
+            name: _baseline_entry(name, rows, true, fit_rows, fit_true, tau) for name in baseline_names(rows)
         },
     }
     if alpha is not None:
-        add_guaranteed_flags(report, rows, conformal_rows, classes, threshold, alpha, delta)
-    report["flag"] = _flag_counts(rows, column_matrix(rows, [column_name("true_dice", c) for c in classes]), threshold)
+        add_guaranteed_flags(report, rows, conformal_rows, classes, tau, alpha, delta)
+    report["flag"] = _flag_counts(rows, column_matrix(rows, [column_name("true_dice", c) for c in classes]), tau)
     return report
 
 
@@ -282,8 +283,8 @@ def _risk_curves(
 def write_report(
     rows: Sequence[Mapping[str, Any]],
     output_dir: str | os.PathLike,
-    threshold: float = 0.8,
-    calibration_rows: Sequence[Mapping[str, Any]] | None = None,
+    tau: float = 0.8,
+    baseline_fit_rows: Sequence[Mapping[str, Any]] | None = None,
     load_case: Callable[[Mapping[str, Any]], tuple[Any, Any, Any, Any]] | None = None,
     k: int = 2,
     alpha: float | None = None,
@@ -308,7 +309,7 @@ def write_report(
 
     os.makedirs(output_dir, exist_ok=True)
     report = evaluate_quality(
-        rows, threshold=threshold, calibration_rows=calibration_rows, alpha=alpha, delta=delta,
+        rows, tau=tau, baseline_fit_rows=baseline_fit_rows, alpha=alpha, delta=delta,
         conformal_rows=conformal_rows,
     )  # fmt: skip
     figures: list[str] = []
@@ -318,7 +319,7 @@ def write_report(
         true = column_matrix(rows, [column_name("true_dice", c) for c in classes])
         keep = np.all(np.isfinite(pred) & np.isfinite(true), axis=1)
         plots.plot_predicted_vs_true(
-            pred[keep], true[keep], os.path.join(output_dir, "predicted_vs_true.png"), threshold=threshold,
+            pred[keep], true[keep], os.path.join(output_dir, "predicted_vs_true.png"), tau=tau,
             class_names=report["classes"],
         )
         figures.append("predicted_vs_true.png")

@@ -74,7 +74,7 @@ def comparison_table(
             label = f"quality head ({variant})" if variant else "quality head"
             add(label, pick(rep["quality_head"]), rep.get("guaranteed_flag"))
     names = list(dict.fromkeys(n for rep in reports.values() for n in rep.get("baselines", {}))) if baselines else []
-    fits = sorted({str(rep.get("fit")) for rep in reports.values()})
+    fits = sorted({str(rep.get("baseline_fit_split")) for rep in reports.values()})
     for name in names:
         blocks = [
             (v, jsonable(pick(r["baselines"][name])), jsonable(r["baselines"][name].get("guaranteed_flag")))
@@ -85,16 +85,17 @@ def comparison_table(
         else:
             for variant, b, flag in blocks:
                 add(f"{name} ({variant})", b, flag)
-    thresholds = sorted({float(rep["threshold"]) for rep in reports.values()})
+    taus = sorted({float(rep["tau"]) for rep in reports.values()})
     lines.append("")
     lines.append(
         f"Scores on {'the per-case mean Dice over classes' if summary == 'mean' else 'class ' + summary}; "
-        f"failure: true Dice < {', '.join(map(str, thresholds))}; AURC/e-AURC with risk = 1 - Dice (lower is better)."
-        + (f" Baseline MAE after a least-squares map onto the Dice scale ({', '.join(fits)} fit)." if names else "")
+        f"failure: true Dice < τ = {', '.join(map(str, taus))}; AURC/e-AURC with risk = 1 - Dice (lower is better)."
+        + (f" Baseline MAE after the baseline fit, a least-squares map onto the Dice scale ({', '.join(fits)})."
+           if names else "")
     )
     if alphas:
         lines[-1] += (
-            f" Guaranteed flag: acceptance threshold calibrated on a held-out labelled split so that the failure rate "
+            f" Guaranteed flag: acceptance threshold λ calibrated on the conformal split so that the failure rate "
             f"among accepted cases is at most α = {', '.join(map(str, alphas))} with probability 1 − δ; accepted = "
             "fraction of the evaluated cases auto-accepted, then the realised failures among them."
         )

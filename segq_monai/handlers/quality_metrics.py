@@ -46,10 +46,10 @@ class QualityRegression(IgniteMetricHandler):
 
 
 class FailureAUROC(IgniteMetricHandler):
-    """AUROC for detecting failures (true quality < ``threshold``) from a confidence (:class:`FailureAUROCMetric`).
+    """AUROC for detecting failures (true quality < ``tau``) from a confidence (:class:`FailureAUROCMetric`).
 
     Args:
-        threshold: a case is a failure when its true quality is below this.
+        tau: the failure Dice τ: a case is a failure when its true quality is below it.
         reduction: ``"mean"`` over classes (ignoring NaN) or ``"none"`` (per class).
         output_transform: maps ``engine.state.output`` to ``(confidence, true_quality)``.
         save_details: store the buffered per-case values in ``engine.state.metric_details``.
@@ -57,12 +57,12 @@ class FailureAUROC(IgniteMetricHandler):
 
     def __init__(
         self,
-        threshold: float = 0.8,
+        tau: float = 0.8,
         reduction: MetricReduction | str = MetricReduction.MEAN,
         output_transform: Callable = lambda x: x,
         save_details: bool = True,
     ) -> None:
-        metric_fn = FailureAUROCMetric(threshold=threshold, reduction=reduction)
+        metric_fn = FailureAUROCMetric(tau=tau, reduction=reduction)
         super().__init__(metric_fn=metric_fn, output_transform=output_transform, save_details=save_details)
 
 

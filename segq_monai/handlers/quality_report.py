@@ -11,11 +11,12 @@ import nibabel as nib
 import numpy as np
 from monai.utils import min_version, optional_import
 
-from segq_monai.evaluation.columns import read_quality_csv
+from segq_monai.evaluation.columns import parse_column, read_quality_csv
 from segq_monai.evaluation.quality_calibration import interval_scores
 from segq_monai.evaluation.report import write_report
 from segq_monai.handlers.calibration_report import CalibrationReport
 from segq_monai.handlers.quality_writer import QualityWriter
+from segq_monai.utils.renamed import renamed
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 if TYPE_CHECKING:
@@ -35,41 +36,47 @@ class QualityReport:
 
     Args:
         writer: the run's :class:`QualityWriter` (it must save ``seg`` and ``uncertainty_key`` maps).
-        threshold: a case whose true Dice is below this is a failure (failure AUROC, flag counts).
-        calibration_csvs: ``quality.csv`` files of cases the quality head was trained on (the out-of-fold
-            sampling outputs); the scalar baselines are mapped onto the Dice scale by a least-squares line fitted
-            on them. Empty: fitted on the evaluated cases themselves (marked ``"fit": "in-sample"``).
+        tau: the failure Dice τ: a case whose true Dice is below it is a failure (failure AUROC, flag counts).
+        baseline_fit_csvs: ``quality.csv`` files of cases the quality head was trained on (the out-of-fold
+            sampling outputs); the baseline fit (a least-squares line mapping each scalar baseline onto the Dice
+            scale) is fitted on them. Empty: fitted on the evaluated cases themselves (``"baseline_fit":
+            "in-sample"``).
         overlays: number of best and of worst cases drawn.
         uncertainty_key: the map drawn in the overlays.
         alpha: None: no guaranteed flag. Otherwise the target failure rate among auto-accepted cases: an
-            acceptance threshold on the predicted Dice (and on each baseline) is calibrated on ``conformal_csvs``
+            acceptance threshold λ on the predicted Dice (and on each baseline) is calibrated on ``conformal_csvs``
             and reported under ``"guaranteed_flag"`` (see :func:`segq_monai.evaluation.report.evaluate_quality`).
-        delta: allowed probability, over the calibration draw, that the ``alpha`` guarantee fails.
-        conformal_csvs: with ``alpha``, the ``quality.csv`` files of this same pipeline run on a labelled
-            calibration split that neither stage was trained on (``pred_dice`` and ``true_dice`` columns, checked
-            in ``attach``); the stage-2 training tables do not qualify.
+        delta: allowed probability, over the draw of the conformal split, that the ``alpha`` guarantee fails.
+        conformal_csvs: with ``alpha``, the ``quality.csv`` files of this same pipeline run on the conformal split:
+            labelled cases that neither stage was trained on (``pred_dice`` and ``true_dice`` columns, checked in
+            ``attach``); the stage-2 training tables do not qualify.
         calibration_report: the run's :class:`CalibrationReport` when it has a quality calibration (attach that
             one first); ``report.json`` then also holds ``"calibration"`` (its promise), ``"drift"`` (its check)
             and ``"intervals"`` (per class: realised coverage and mean width of ``[pred_dice_lo, pred_dice_hi]``,
             MAE of ``pred_dice_raw`` and of the recalibrated ``pred_dice``,
             :func:`~segq_monai.evaluation.quality_calibration.interval_scores`).
+        threshold, calibration_csvs: the old names of ``tau`` and ``baseline_fit_csvs``, accepted in this release
+            with a ``FutureWarning``.
     """
 
     def __init__(
         self,
         writer: QualityWriter,
-        threshold: float = 0.8,
-        calibration_csvs: Sequence[str | os.PathLike] = (),
+        tau: float = 0.8,
+        baseline_fit_csvs: Sequence[str | os.PathLike] = (),
         overlays: int = 2,
         uncertainty_key: str = "entropy",
         alpha: float | None = None,
         delta: float = 0.1,
         conformal_csvs: Sequence[str | os.PathLike] = (),
         calibration_report: CalibrationReport | None = None,
+        threshold: float | None = None,
+        calibration_csvs: Sequence[str | os.PathLike] | None = None,
     ) -> None:
         self.writer = writer
-        self.threshold = threshold
-        self.calibration_csvs = list(calibration_csvs)
+        self.tau = renamed(threshold, "threshold", "tau", tau)
+        fit_csvs = renamed(calibration_csvs, "calibration_csvs", "baseline_fit_csvs", baseline_fit_csvs)
+        self.baseline_fit_csvs = list(fit_csvs)
         self.overlays = overlays
         self.uncertainty_key = uncertainty_key
         self.alpha = alpha
@@ -79,12 +86,12 @@ class QualityReport:
         self.report: dict[str, Any] | None = None
 
     def attach(self, engine: Engine) -> None:
-        for name, files in (("calibration_csvs", self.calibration_csvs), ("conformal_csvs", self.conformal_csvs)):
+        for name, files in (("baseline_fit_csvs", self.baseline_fit_csvs), ("conformal_csvs", self.conformal_csvs)):
             missing = [f for f in files if not os.path.isfile(f)]
             if missing:
                 raise FileNotFoundError(
                     f"{name}: tables {missing} do not exist; run the workflow that writes them first (the out-of-fold "
-                    "sampling for calibration_csvs, an evaluation of the calibration split for conformal_csvs)."
+                    "sampling for baseline_fit_csvs, an evaluation of the conformal split for conformal_csvs)."
                 )
         if self.alpha is not None and self.calibration_report is not None:
             raise ValueError(
@@ -96,14 +103,13 @@ class QualityReport:
             if not self.conformal_csvs:
                 raise ValueError(
                     "alpha needs conformal_csvs: quality tables with pred_dice and true_dice of held-out labelled "
-                    "cases (an evaluation of a calibration split); pass them or set alpha to None."
+                    "cases (an evaluation of the conformal split); pass them or set alpha to None."
                 )
             for f in self.conformal_csvs:
                 with open(f, encoding="utf-8", newline="") as table:
                     header = next(csv.reader(table), [])
-                if not any(c.startswith("pred_dice") for c in header) or not any(
-                    c.startswith("true_dice") for c in header
-                ):
+                kinds = {p.kind for p in map(parse_column, header) if p is not None and not p.bound}
+                if not {"pred_dice", "true_dice"} <= kinds:
                     raise ValueError(
                         f"alpha needs pred_dice and true_dice columns in every conformal table; {f!r} has "
                         f"{header}. Run the quality head on held-out labelled cases, or set alpha to None."
@@ -111,7 +117,7 @@ class QualityReport:
         engine.add_event_handler(Events.COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
-        calibration = [row for f in self.calibration_csvs for row in read_quality_csv(f)] or None
+        fit_rows = [row for f in self.baseline_fit_csvs for row in read_quality_csv(f)] or None
         conformal = [row for f in self.conformal_csvs for row in read_quality_csv(f)] or None
         entries = {row["case"]: entry for row, entry in zip(self.writer.rows, self.writer.entries)}
 
@@ -126,8 +132,8 @@ class QualityReport:
         self.report = write_report(
             self.writer.rows,
             self.writer.output_dir,
-            threshold=self.threshold,
-            calibration_rows=calibration,
+            tau=self.tau,
+            baseline_fit_rows=fit_rows,
             load_case=load_case,
             k=self.overlays,
             alpha=self.alpha,

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from .aleatoric import AleatoricSampler, aleatoric_variance
 from .confidence import confidence_map
+from .ensemble import EnsembleSampler
+from .factory import SAMPLERS, build_sampler
 from .inferer import UncertaintyInferer
-from .samplers import EnsembleSampler, MCDropoutSampler, Sampler, SoftmaxSampler, TTASampler
+from .samplers import MCDropoutSampler, Sampler, SinglePassSampler, SoftmaxSampler, TTASampler
 from .streaming import MAPS, StreamingUncertainty, entropy

@@ -7,24 +7,27 @@ network for good: every module's train/eval mode is restored when sampling ends,
 Every sampler takes a ``temperature``: each sample is ``softmax(logits / temperature)`` (or the sigmoid), the
 temperature scaling of :mod:`segq_monai.metrics.temperature`.
 
-- :class:`SoftmaxSampler`: the single deterministic pass (one sample): the baseline of DeVries & Taylor.
+- :class:`SinglePassSampler`: the single deterministic pass (one sample, softmax or sigmoid): the baseline of DeVries
+  & Taylor. ``SoftmaxSampler`` is its old name, accepted in this release with a ``FutureWarning``.
 - :class:`MCDropoutSampler`: Monte-Carlo dropout (Gal & Ghahramani 2016): only dropout modules are switched to
   train mode; BatchNorm, InstanceNorm and every other module stay in eval mode. When dropout sits late in the
   network, the part before it is computed once and only the rest T times (:func:`split_at_dropout`).
 - :class:`TTASampler`: test-time augmentation (flips, 90° rotations, intensity perturbations), each sample mapped
   back exactly onto the input grid.
-- :class:`EnsembleSampler`: one sample per member of an ensemble of networks or checkpoints.
+- :class:`~segq_monai.inferers.ensemble.EnsembleSampler`: one sample per member of an ensemble of networks or
+  checkpoints.
+
+:func:`~segq_monai.inferers.factory.build_sampler` builds any of them by name from one set of arguments.
 """
 
 from __future__ import annotations
 
-import copy
 import itertools
 import logging
+import warnings
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -37,10 +40,10 @@ from segq_monai.metrics.temperature import check_temperature
 
 __all__ = [
     "Sampler",
+    "SinglePassSampler",
     "SoftmaxSampler",
     "MCDropoutSampler",
     "TTASampler",
-    "EnsembleSampler",
     "check_num_samples",
 ]
 
@@ -105,9 +108,9 @@ def check_num_samples(num_samples: int) -> int:
     return int(num_samples)
 
 
-class SoftmaxSampler(Sampler):
+class SinglePassSampler(Sampler):
     """The single deterministic pass of the network in eval mode (one sample): every uncertainty map but the
-    predictive entropy is zero.
+    predictive entropy is zero. Softmax or sigmoid probabilities, as ``activation`` says.
 
     Args:
         activation: ``"softmax"`` or ``"sigmoid"``.
@@ -122,6 +125,20 @@ class SoftmaxSampler(Sampler):
     def __call__(self, inputs, network, inferer, *args, **kwargs):
         with network_modes(network), torch.no_grad():
             yield self.activate(inferer(inputs, network, *args, **kwargs))
+
+
+class SoftmaxSampler(SinglePassSampler):
+    """The old name of :class:`SinglePassSampler` (it was never softmax only), accepted in this release with a
+    ``FutureWarning``."""
+
+    def __init__(self, activation: str = "softmax", temperature: float = 1.0) -> None:
+        warnings.warn(
+            "SoftmaxSampler is renamed SinglePassSampler (sampler name 'single_pass'); the old name is still accepted "
+            "in this release only.",
+            FutureWarning,
+            stacklevel=2,
+        )
+        super().__init__(activation, temperature)
 
 
 class MCDropoutSampler(Sampler):
@@ -354,64 +371,3 @@ class TTASampler(Sampler):
             noise = torch.randn(inputs.shape, generator=generator).to(inputs.device)
             x = x + noise * self.noise_std * std
         return x
-
-
-class EnsembleSampler(Sampler):
-    """One sample per member of an ensemble: given ``networks``, or ``checkpoints`` loaded into copies of the
-    network passed at call time (e.g. the k fold models of stage 1).
-
-    Args:
-        networks: the member networks (the ``network`` argument of a call is then ignored).
-        checkpoints: paths of state dicts, loaded with ``torch.load(..., weights_only=True)``.
-        checkpoint_key: key of the state dict inside each checkpoint file (e.g. ``"network"`` for files
-            written by MONAI's ``CheckpointSaver`` with ``save_dict={"network": net}``); ``None``: the file is the
-            state dict.
-        activation: ``"softmax"`` or ``"sigmoid"``.
-        temperature: the logits of every member are divided by it before the activation (temperature scaling;
-            dimensionless, finite, > 0); 1.0: none.
-    """
-
-    def __init__(
-        self,
-        networks: Sequence[nn.Module] | None = None,
-        checkpoints: Sequence[str | Path] | None = None,
-        checkpoint_key: str | None = None,
-        activation: str = "softmax",
-        temperature: float = 1.0,
-    ) -> None:
-        super().__init__(activation, temperature)
-        if bool(networks) == bool(checkpoints):
-            raise ValueError(
-                "EnsembleSampler needs a non-empty list of either `networks` or `checkpoints` (not both); "
-                f"got {len(networks or [])} networks and {len(checkpoints or [])} checkpoints."
-            )
-        self.networks = list(networks or [])
-        self.state_dicts = [_load_state_dict(Path(p), checkpoint_key) for p in checkpoints or []]
-
-    @property
-    def num_samples(self) -> int:
-        return len(self.networks) or len(self.state_dicts)
-
-    def _members(self, network: nn.Module) -> Iterator[nn.Module]:
-        yield from self.networks
-        if self.state_dicts:
-            member = copy.deepcopy(network)
-            for state in self.state_dicts:
-                member.load_state_dict(state)
-                yield member
-
-    def __call__(self, inputs, network, inferer, *args, **kwargs):
-        for member in self._members(network):
-            with network_modes(member), torch.no_grad():
-                yield self.activate(inferer(inputs, member, *args, **kwargs))
-
-
-def _load_state_dict(path: Path, key: str | None) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise FileNotFoundError(f"Ensemble checkpoint {path} does not exist; train the member or fix the path.")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if key is not None:
-        if key not in state:
-            raise ValueError(f"Checkpoint {path} has no key {key!r} (keys: {sorted(state)}); set checkpoint_key.")
-        state = state[key]
-    return state

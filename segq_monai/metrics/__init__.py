@@ -22,4 +22,4 @@ from .regression import (
     root_mean_squared_error,
     spearman_correlation,
 )
-from .temperature import TemperatureScaling, expected_calibration_error, fit_temperature
+from .temperature import expected_calibration_error, fit_temperature

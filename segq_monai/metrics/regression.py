@@ -137,14 +137,14 @@ def _r2_1d(pred: np.ndarray, true: np.ndarray) -> float:
     return float(1.0 - ss_res / ss_tot)
 
 
-def _auroc_1d(confidence: np.ndarray, true_quality: np.ndarray, threshold: float) -> float:
+def _auroc_1d(confidence: np.ndarray, true_quality: np.ndarray, tau: float) -> float:
     if len(confidence) < 2:
         raise _Undefined("fewer than two cases")
-    failure = true_quality < threshold
+    failure = true_quality < tau
     if not failure.any():
-        raise _Undefined(f"no failures (every true quality >= threshold {threshold})")
+        raise _Undefined(f"no failures (every true quality >= tau = {tau})")
     if failure.all():
-        raise _Undefined(f"only failures (every true quality < threshold {threshold})")
+        raise _Undefined(f"only failures (every true quality < tau = {tau})")
     # failure score: lower confidence scores higher; MONAI's AUC counts tied pairs one half (Mann-Whitney U)
     return float(compute_roc_auc(torch.from_numpy(-confidence), torch.from_numpy(failure.astype(np.float64))))
 
@@ -215,24 +215,24 @@ def r2_score(pred: ArrayLike, true: ArrayLike) -> float | torch.Tensor:
     return _per_class(_r2_1d, pred, true, ("pred", "true"), "R2")
 
 
-def failure_auroc(confidence: ArrayLike, true_quality: ArrayLike, threshold: float = 0.8) -> float | torch.Tensor:
+def failure_auroc(confidence: ArrayLike, true_quality: ArrayLike, tau: float = 0.8) -> float | torch.Tensor:
     """Area under the ROC curve for detecting failed segmentations from a confidence score, in [0, 1].
 
-    A case is a failure when ``true_quality < threshold``; a lower ``confidence`` should mean failure, so the
-    detection score is ``-confidence``. Equals ``sklearn.metrics.roc_auc_score(true_quality < threshold,
+    A case is a failure when ``true_quality < tau``; a lower ``confidence`` should mean failure, so the
+    detection score is ``-confidence``. Equals ``sklearn.metrics.roc_auc_score(true_quality < tau,
     -confidence)``: the probability that a random failure has lower confidence than a random non-failure, ties
     counting one half. 0.5 is chance.
 
     Args:
         confidence: ``[N]`` or ``[N, K]``, any real scale (e.g. ``pred_dice``).
         true_quality: same shape, e.g. true ``dice`` in [0, 1].
-        threshold: failure threshold on ``true_quality`` (strictly below is a failure).
+        tau: the failure Dice τ on ``true_quality`` (strictly below is a failure).
 
     Returns:
         ``float`` or float64 tensor ``[K]``; NaN (with a ``UserWarning``) when N < 2 or all cases are failures,
         or none is.
     """
-    kernel = partial(_auroc_1d, threshold=float(threshold))
+    kernel = partial(_auroc_1d, tau=float(tau))
     return _per_class(kernel, confidence, true_quality, ("confidence", "true_quality"), "failure AUROC")
 
 
@@ -366,16 +366,16 @@ class FailureAUROCMetric(_BufferedQualityMetric):
     """Failure-detection AUROC (:func:`failure_auroc`) of confidence ``y_pred`` against true quality ``y``, ``[B, K]``.
 
     Args:
-        threshold: a case is a failure when ``y < threshold``.
+        tau: the failure Dice τ: a case is a failure when ``y < tau``.
         reduction: ``"mean"`` over classes (ignoring NaN) or ``"none"`` (per-class tensor ``[K]``).
     """
 
-    def __init__(self, threshold: float = 0.8, reduction: MetricReduction | str = MetricReduction.MEAN) -> None:
+    def __init__(self, tau: float = 0.8, reduction: MetricReduction | str = MetricReduction.MEAN) -> None:
         super().__init__(reduction=reduction)
-        self.threshold = float(threshold)
+        self.tau = float(tau)
 
     def _score(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return failure_auroc(y_pred, y, threshold=self.threshold)  # type: ignore[return-value]
+        return failure_auroc(y_pred, y, tau=self.tau)  # type: ignore[return-value]
 
 
 class AURCMetric(_BufferedQualityMetric):

@@ -1,8 +1,9 @@
 """Temperature scaling of the stage-1 class probabilities (Guo et al. 2017), and their calibration error.
 
 :func:`fit_temperature` fits one temperature ``T > 0`` on held-out labelled voxels by minimising the mean negative
-log-likelihood of ``softmax(logits / T)``; :class:`TemperatureScaling` applies it (``logits / T``) in front of the
-softmax, e.g. inside a sampler's network. ``T > 1`` softens over-confident probabilities, ``T < 1`` sharpens them;
+log-likelihood of ``softmax(logits / T)``; every sampler of :mod:`segq_monai.inferers.samplers` applies it
+(``temperature`` argument: ``logits / T`` before the activation). ``T > 1`` softens over-confident probabilities,
+``T < 1`` sharpens them;
 the argmax (the segmentation) never changes. :func:`expected_calibration_error` reports the calibration error with
 MONAI's ``monai.metrics.CalibrationErrorMetric``; :func:`cross_fitted_calibration` fits the temperature on held-out
 cases and measures its effect by 2-fold cross-fitting over cases. In the bundle, ``configs/calibrate.json`` writes
@@ -27,12 +28,10 @@ import torch
 import torch.nn.functional as F
 from monai.metrics import CalibrationErrorMetric
 from scipy import optimize
-from torch import nn
 
 from segq_monai.utils.booleans import as_bool
 
 __all__ = [
-    "TemperatureScaling",
     "bundle_temperature",
     "check_temperature",
     "cross_fitted_calibration",
@@ -137,34 +136,6 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, bounds: tuple[fl
             stacklevel=2,
         )
     return temperature
-
-
-class TemperatureScaling(nn.Module):
-    """Divide logits by a fixed temperature: ``softmax(TemperatureScaling(T)(logits))`` are the calibrated
-    probabilities.
-
-    Args:
-        temperature: ``T > 0``, e.g. from :func:`fit_temperature`; 1.0 is the identity. Stored as a buffer, so it
-            is saved in the ``state_dict`` and follows ``.to(device)``.
-
-    Example::
-
-        scale = TemperatureScaling(fit_temperature(val_logits, val_labels))
-        prob = torch.softmax(scale(network(image)), dim=1)  # [B, C, H, W[, D]]
-    """
-
-    temperature: torch.Tensor
-
-    def __init__(self, temperature: float = 1.0) -> None:
-        super().__init__()
-        self.register_buffer("temperature", torch.tensor(check_temperature(temperature), dtype=torch.float64))
-
-    def forward(self, logits: torch.Tensor) -> torch.Tensor:
-        """``logits / T``, any shape (e.g. ``[B, C, H, W[, D]]``), same dtype and device."""
-        return logits / self.temperature.to(device=logits.device, dtype=logits.dtype)
-
-    def extra_repr(self) -> str:
-        return f"temperature={float(self.temperature):.6g}"
 
 
 def expected_calibration_error(

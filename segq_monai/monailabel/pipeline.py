@@ -35,7 +35,7 @@ def quality_summary(item: Mapping[str, Any]) -> dict[str, Any]:
 
     Returns ``pred_dice`` and ``pred_iou`` (lists, one value in [0, 1] per foreground class), ``pred_dice_mean``
     (their mean, in [0, 1]), ``mean_entropy`` (the mean of the predictive entropy map over the image, nats, in
-    [0, log C]) and ``flagged`` (bool: a predicted Dice is below the bundle's ``quality_threshold``, or with a
+    [0, log C]) and ``flagged`` (bool: a predicted Dice is below the bundle's failure Dice ``tau``, or with a
     calibration the calibrated flag); with a calibration (a fit's ``quality_calibration.json``) also
     ``pred_dice_raw`` (the head's own), ``pred_dice_lo`` and ``pred_dice_hi`` (the interval at the calibration's
     coverage), lists per class; ``None`` without one.
@@ -186,7 +186,7 @@ class SegQPipeline:
         if missing:
             raise FileNotFoundError(
                 f"Missing checkpoint(s) {', '.join(missing)}; train the bundle first (train_segmentation.json, "
-                "sample.json, train_quality.json) or point bundle_root at a trained bundle."
+                "inference.json + sample.json, train_quality.json) or point bundle_root at a trained bundle."
             )
         return tuple(os.stat(p).st_mtime for p in self.checkpoints.values())
 

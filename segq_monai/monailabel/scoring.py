@@ -9,7 +9,7 @@ key                          value
 ``segq_pred_dice``           predicted Dice per foreground class, list of floats in [0, 1]
 ``segq_pred_dice_mean``      their mean, float in [0, 1]: the score :class:`LowestQualityStrategy` ranks by
 ``segq_mean_entropy``        mean predictive entropy over the image, nats, in [0, log C]
-``segq_flagged``             bool: a predicted Dice is below the bundle's ``quality_threshold``; with a fit's
+``segq_flagged``             bool: a predicted Dice is below the bundle's failure Dice ``tau``; with a fit's
                              calibration: its calibrated flag (lowest raw predicted Dice below λ̂)
 ``segq_pred_dice_raw``       with a calibration: the head's raw predicted Dice per class (``segq_pred_dice`` is
                              then recalibrated); else ``None``

@@ -18,6 +18,7 @@ from monai.transforms import MapTransform, Transform
 from monai.utils import convert_to_tensor, ensure_tuple
 
 from segq_monai.metrics.quality import as_class_indices, dice_to_iou, segmentation_quality
+from segq_monai.utils.renamed import renamed
 
 __all__ = [
     "SegmentationQuality",
@@ -245,33 +246,38 @@ def quality_input_channels(
 
 # ------------------------------------------------------------------------------------- predicted quality
 class FailureFlag(Transform):
-    """Predicted failure: any foreground class's predicted Dice is below ``threshold``.
+    """Predicted failure: any foreground class's predicted Dice is below the failure Dice ``tau`` (τ, in [0, 1]).
 
-    ``threshold`` is a Dice in [0, 1], or ``inf``: flag every case (a calibrated acceptance threshold that no
+    ``tau`` is a Dice in [0, 1], or ``inf``: flag every case (a calibrated acceptance threshold that no
     value could certify, see :mod:`segq_monai.metrics.conformal`).
 
     ``__call__(pred_dice)``: ``[K]`` -> bool ``[]`` (or ``[B, K]`` -> ``[B]``).
     """
 
-    def __init__(self, threshold: float = 0.8) -> None:
-        if not (0.0 <= threshold <= 1.0 or threshold == float("inf")):
-            raise ValueError(f"threshold is a Dice and must be in [0, 1] (or inf: flag all), got {threshold}.")
-        self.threshold = threshold
+    def __init__(self, tau: float = 0.8) -> None:
+        if not (0.0 <= tau <= 1.0 or tau == float("inf")):
+            raise ValueError(f"tau is a Dice and must be in [0, 1] (or inf: flag all), got {tau}.")
+        self.tau = tau
 
     def __call__(self, pred_dice: NdarrayOrTensor) -> torch.Tensor:
         t = convert_to_tensor(pred_dice, track_meta=False)
         if t.ndim == 0:
             t = t[None]
-        return (t < self.threshold).any(dim=-1)
+        return (t < self.tau).any(dim=-1)
 
 
 class FailureFlagd(MapTransform):
-    """Dictionary twin of :class:`FailureFlag`: reads ``key`` (``[K]`` predicted Dice), writes ``output_key``."""
+    """Dictionary twin of :class:`FailureFlag`: reads ``key`` (``[K]`` predicted Dice), writes ``output_key``.
 
-    def __init__(self, key: str = "pred_dice", threshold: float = 0.8, output_key: str = "flagged") -> None:
+    ``threshold``: the old name of ``tau``, accepted in this release with a ``FutureWarning``.
+    """
+
+    def __init__(
+        self, key: str = "pred_dice", tau: float = 0.8, output_key: str = "flagged", threshold: float | None = None
+    ) -> None:
         super().__init__(keys=[key])
         self.key, self.output_key = key, output_key
-        self.flag = FailureFlag(threshold)
+        self.flag = FailureFlag(renamed(threshold, "threshold", "tau", tau))
 
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
         d = dict(data)

@@ -1,0 +1,80 @@
+"""Stage-1 samplers by name, built from one set of arguments: the one place that maps a config's ``sampler`` id onto
+a sampler class and its arguments, shared by the bundle's configs and by ``configs/segq_overlay.json``."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from segq_monai.inferers.aleatoric import AleatoricSampler
+from segq_monai.inferers.ensemble import EnsembleSampler
+from segq_monai.inferers.samplers import MCDropoutSampler, Sampler, SinglePassSampler, TTASampler
+
+__all__ = ["SAMPLERS", "build_sampler"]
+
+#: The samplers by the names a config's ``sampler`` id takes.
+SAMPLERS: dict[str, type[Sampler]] = {
+    "mc_dropout": MCDropoutSampler,
+    "tta": TTASampler,
+    "ensemble": EnsembleSampler,
+    "single_pass": SinglePassSampler,
+    "aleatoric": AleatoricSampler,
+}
+
+_OLD_NAMES = {"softmax": "single_pass"}
+
+
+def build_sampler(
+    name: str,
+    num_samples: int = 20,
+    seed: int | None = 0,
+    activation: str = "softmax",
+    temperature: float = 1.0,
+    checkpoints: Sequence[str | Path] = (),
+    checkpoint_key: str | None = None,
+    **kwargs: Any,
+) -> Sampler:
+    """The sampler ``name`` (a key of :data:`SAMPLERS`), given the arguments it takes of these.
+
+    Args:
+        name: ``"mc_dropout"``, ``"tta"``, ``"ensemble"``, ``"single_pass"`` or ``"aleatoric"`` (logit noise of an
+            :class:`~segq_monai.networks.AleatoricNet`, with MC dropout unless ``mc_dropout=False``). ``"softmax"``,
+            the old name of ``"single_pass"``, is accepted in this release with a ``FutureWarning``.
+        num_samples: samples per case (``mc_dropout``, ``tta``, ``aleatoric``).
+        seed: seed of the sampling noise (``mc_dropout``, ``tta``, ``aleatoric``); None: not reseeded.
+        activation: ``"softmax"`` or ``"sigmoid"`` (``aleatoric``: softmax only).
+        temperature: stage-1 temperature scaling: the logits are divided by it (dimensionless, > 0; 1.0: none).
+        checkpoints: the members' state-dict files (``ensemble``).
+        checkpoint_key: key of the state dict inside each member file (``ensemble``); None: the file is the dict.
+        kwargs: further arguments of the sampler class, e.g. ``chunk_size`` of :class:`MCDropoutSampler` or
+            ``flips`` of :class:`TTASampler` (a config's ``sampler_kwargs``).
+
+    Example::
+
+        "sampler_object": "$segq_monai.build_sampler(@sampler, num_samples=@num_samples, seed=@seed)"
+    """
+    if name in _OLD_NAMES:
+        warnings.warn(
+            f"sampler {name!r} is renamed {_OLD_NAMES[name]!r}; the old name is still accepted in this release only "
+            f"(on the command line: --sampler {_OLD_NAMES[name]}).",
+            FutureWarning,
+            stacklevel=2,
+        )
+        name = _OLD_NAMES[name]
+    if name not in SAMPLERS:
+        raise ValueError(f"sampler {name!r} is not one of {sorted(SAMPLERS)}; set the config id `sampler` to one.")
+    if name == "single_pass":
+        return SinglePassSampler(activation=activation, temperature=temperature, **kwargs)
+    if name == "ensemble":
+        return EnsembleSampler(
+            checkpoints=list(checkpoints), checkpoint_key=checkpoint_key, activation=activation,
+            temperature=temperature, **kwargs,
+        )  # fmt: skip
+    if name == "aleatoric":
+        if activation != "softmax":
+            raise ValueError(f"the aleatoric sampler draws softmax probabilities; got activation {activation!r}.")
+        kwargs.setdefault("mc_dropout", True)
+        return AleatoricSampler(num_samples=num_samples, seed=seed, temperature=temperature, **kwargs)
+    return SAMPLERS[name](num_samples=num_samples, seed=seed, activation=activation, temperature=temperature, **kwargs)
