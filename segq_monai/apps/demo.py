@@ -69,21 +69,21 @@ ESTIMATORS = {
 }  # fmt: skip
 
 
-def reference_pass_ms(bundle_root: Path, device: str, repeats: int = 20) -> float:
+def reference_pass_ms(bundle_root: Path, device: str, repeats: int = 10) -> float:
     """Median wall time (ms) of one forward pass of the bundle's stage-1 network (``inference.json``
-    ``network_def``, eval mode, random weights) on one ``[1, 1, 256, 256]`` input, after 3 warm-up passes."""
+    ``network_def``, eval mode, random weights) on one ``[1, 1, 256, 256]`` input, after 2 warm-up passes."""
     parser = ConfigParser()
     parser.read_config(str(bundle_root / "configs" / "inference.json"))
     network = parser.get_parsed_content("network_def").to(device).eval()
     x = torch.rand(1, 1, 256, 256, device=device)
     times = []
     with torch.no_grad():
-        for i in range(3 + repeats):
+        for i in range(2 + repeats):
             start = time.perf_counter()
             network(x)
             if torch.device(device).type == "cuda":
                 torch.cuda.synchronize()
-            if i >= 3:
+            if i >= 2:
                 times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times)
 

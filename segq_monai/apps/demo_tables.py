@@ -52,7 +52,9 @@ def _spread_cell(values: Sequence[float], interval: Sequence[float] | None) -> s
     if len(values) > 1:
         v = np.asarray(values, dtype=np.float64)
         v = v[np.isfinite(v)]
-        return f"{_fmt(float(v.mean()))} ± {_fmt(float(v.std(ddof=1)))}" if len(v) > 1 else _fmt(float(np.mean(v)))
+        if len(v) < 2:
+            return _fmt(float(v[0])) if len(v) else "–"
+        return f"{_fmt(float(v.mean()))} ± {_fmt(float(v.std(ddof=1)))}"
     cell = _fmt(values[0])
     if interval is not None:
         cell += f" [{_fmt(_num(interval[0]))}, {_fmt(_num(interval[1]))}]"
