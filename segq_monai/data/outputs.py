@@ -117,13 +117,15 @@ def saved_items(
     maps_dir: str | os.PathLike,
     map_keys: Sequence[str],
     image_key: str = "image",
-    baselines_key: str = "saved_baselines",
+    prefix: str = "saved_",
 ) -> list[dict[str, Any]]:
     """The items of a cohort with the maps an earlier run wrote for them, to run a quality head without sampling.
 
-    For each item, adds ``item[key] = maps_dir/<case>/<case>_<key>.nii.gz`` for every key of ``map_keys`` and
-    ``item[baselines_key] = {name: value}``: the scalar baselines of the case's sidecar row (its
-    ``baseline_<name>`` columns; ``{}`` when the run computed none).
+    For each item, adds ``item[prefix + key] = maps_dir/<case>/<case>_<key>.nii.gz`` for every key of ``map_keys``
+    and ``item[prefix + "baselines"] = {name: value}``: the scalar baselines of the case's sidecar row (its
+    ``baseline_<name>`` columns; ``{}`` when the run computed none). The prefix keeps them apart from the keys a
+    workflow computes (``evaluate_maps.json`` copies them to ``seg``, ``entropy``, ... in its postprocessing, so
+    that they are outputs of the run, as the maps of a sampling run are).
 
     Raises:
         FileNotFoundError: a case's sidecar or map is missing, naming the case and the file.
@@ -141,5 +143,5 @@ def saved_items(
             )
         row = json.loads(sidecar.read_text())["row"]
         baselines = {k[len("baseline_") :]: float(v) for k, v in row.items() if k.startswith("baseline_")}
-        out.append({**item, **{k: str(p) for k, p in paths.items()}, baselines_key: baselines})
+        out.append({**item, **{prefix + k: str(p) for k, p in paths.items()}, prefix + "baselines": baselines})
     return out
