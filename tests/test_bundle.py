@@ -7,6 +7,7 @@ written in ``setUpClass``; inference also runs through the real ``python -m mona
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -17,11 +18,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
-from monai.bundle import ckpt_export, verify_net_in_out
+from monai.bundle import ConfigParser, ckpt_export, verify_net_in_out
 from parameterized import parameterized
+from sklearn.isotonic import IsotonicRegression
 from segq_testing import REPO, copy_bundle, read_csv, workflow, write_cases
 
 from segq_monai.data import split_fold, write_datalist
+from segq_monai.metrics.recalibration import split_calibration
 
 
 class TestTwoStageBundle2D(unittest.TestCase):
@@ -132,6 +135,73 @@ class TestTwoStageBundle2D(unittest.TestCase):
         self.assertEqual(report["fit"], "calibration")
         for png in ("predicted_vs_true.png", "risk_coverage.png", "overlay_best_1.png", "overlay_worst_1.png"):
             self.assertTrue((self.report_dir / png).stat().st_size > 1000, png)
+
+    def test_calibrated_inference_cli(self):
+        """Calibrate on a labelled split; the real CLI then writes recalibrated Dice, intervals, the calibrated flag,
+        the promise and the drift check."""
+        datalist = self.tmp / "cal_data" / "datalist.json"
+        cal_items = write_cases(self.tmp / "cal_data", [f"cal{i}" for i in range(12)], (40, 40), seed=2)
+        write_datalist(datalist, {"calibration": cal_items})
+        common = {"num_samples": 3, "device": "cpu"}
+        workflow(["inference.json", "evaluate.json"], self.root, datalist=str(datalist), datalist_key="calibration",
+                 output_dir=str(self.tmp / "cal_eval"), **common)
+        cal_csv = self.tmp / "cal_eval" / "quality.csv"
+        cal_file = self.tmp / "deploy" / "calibration.json"
+        workflow(["inference.json", "calibrate_quality.json"], self.root, conformal_csvs=[str(cal_csv)],
+                 calibration_file=str(cal_file), coverage=0.8, alpha=0.5, delta=0.5, **common)
+        # the file against an independent fit: sklearn's isotonic regression on the seeded fit half, and the
+        # ceil((6 + 1) * 0.8) = 6th smallest absolute residual of the 6 scored cases
+        saved = json.loads(cal_file.read_text())
+        rows = read_csv(cal_csv)
+        raw_cal, true_cal = (np.array([float(r[k]) for r in rows]) for k in ("pred_dice", "true_dice"))
+        fit, score = split_calibration(12, 0.5, 0)
+        iso = IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip").fit(raw_cal[fit], true_cal[fit])
+        q = np.sort(np.abs(true_cal[score] - iso.predict(raw_cal[score])))[5]
+        self.assertAlmostEqual(saved["recalibration"]["foreground"]["half_width"], q, places=6)
+        self.assertEqual((saved["coverage"], saved["n_calibration"], saved["classes"]), (0.8, 12, [""]))
+        lam = math.inf if saved["flag"]["threshold"] is None else saved["flag"]["threshold"]
+
+        out = self.tmp / "calibrated"
+        cli = subprocess.run(
+            [sys.executable, "-m", "monai.bundle", "run", "--bundle_root", str(self.root),
+             "--config_file", str([str(self.root / "configs" / c) for c in ("inference.json", "evaluate.json")]),
+             "--meta_file", str(self.root / "configs" / "metadata.json"), "--datalist", str(self.datalist),
+             "--output_dir", str(out), "--calibration_file", str(cal_file), "--num_samples", "3", "--device", "cpu"],
+            capture_output=True, text=True, cwd=self.tmp,
+        )
+        self.assertEqual(cli.returncode, 0, cli.stderr[-3000:])
+        rows = read_csv(out / "quality.csv")
+        self.assertEqual(list(rows[0])[:6], ["image", "pred_dice", "pred_iou", "pred_dice_raw", "pred_dice_lo",
+                                             "pred_dice_hi"])  # fmt: skip
+        uncalibrated = read_csv(self.report_dir / "quality.csv")  # the same pipeline and cases without the calibration
+        for row, plain in zip(rows, uncalibrated, strict=True):
+            raw, g = float(row["pred_dice_raw"]), float(iso.predict([float(row["pred_dice_raw"])])[0])
+            self.assertAlmostEqual(raw, float(plain["pred_dice"]), places=6)
+            self.assertAlmostEqual(float(row["pred_dice"]), g, places=6)
+            self.assertAlmostEqual(float(row["pred_dice_lo"]), max(0.0, g - q), places=6)
+            self.assertAlmostEqual(float(row["pred_dice_hi"]), min(1.0, g + q), places=6)
+            self.assertEqual(int(row["flagged"]), int(raw < lam))  # the calibrated flag, not pred_dice < 0.8
+        self.assertEqual(json.loads((out / "calibration.json").read_text())["coverage"], 0.8)
+        drift = json.loads((out / "drift.json").read_text())
+        self.assertEqual((drift["statistics"]["pred_dice"]["n"], drift["statistics"]["pred_dice"]["n_reference"]), (3, 12))
+        self.assertEqual(drift["statistics"]["mean_entropy"]["n_reference"], 12)
+        report = json.loads((out / "report.json").read_text())  # the promise, the drift check, realised coverage
+        covered = [float(r["pred_dice_lo"]) <= float(r["true_dice"]) <= float(r["pred_dice_hi"]) for r in rows]
+        self.assertAlmostEqual(report["intervals"]["foreground"]["coverage"], np.mean(covered))
+        self.assertEqual(report["calibration"]["coverage"], 0.8)
+        self.assertEqual(report["drift"], drift)
+
+        # a calibration made for another head is refused, naming both
+        other = json.loads(cal_file.read_text())
+        other["head_fingerprint"] = "0" * 64
+        (self.tmp / "other.json").write_text(json.dumps(other))
+        parser = ConfigParser()
+        parser.read_config(str(self.root / "configs" / "inference.json"))
+        parser.update({"bundle_root": str(self.root), "calibration_file": str(self.tmp / "other.json")})
+        with self.assertRaises(RuntimeError) as refused:  # MONAI wraps the error of a failing "$" expression
+            parser.get_parsed_content("calibration")
+        self.assertIn("was made for the quality head 0000000000000000… with classes ['foreground']; this run uses "
+                      "the head", str(refused.exception.__cause__))
 
     def test_verify_net_in_out_and_torchscript_export(self):
         meta, configs = str(self.root / "configs" / "metadata.json"), str(self.root / "configs" / "inference.json")

@@ -9,7 +9,12 @@ import torch
 from parameterized import parameterized
 from scipy import optimize, special, stats
 
-from segq_monai.metrics.conformal import ConformalFlagger, calibrate_crc_threshold, calibrate_selective_threshold
+from segq_monai.metrics.conformal import (
+    ConformalFlagger,
+    acceptance_counts,
+    calibrate_crc_threshold,
+    calibrate_selective_threshold,
+)
 
 TAU = 0.8
 
@@ -97,6 +102,12 @@ class TestHandComputed(unittest.TestCase):
             if (c >= lam).any() and stats.binom.cdf(((c >= lam) & (q < TAU)).sum(), (c >= lam).sum(), 0.1) <= 0.1 / 101
         ]
         self.assertEqual(got.threshold, min(ok))
+
+    def test_acceptance_counts(self):
+        # accepted: confidence >= 0.7 (0.9, 0.7, 0.75); failures among them: true < 0.8 (0.6, 0.79)
+        conf, true = [0.9, 0.5, 0.7, 0.75, 0.2], [0.6, 0.9, 0.85, 0.79, 0.1]
+        self.assertEqual(acceptance_counts(conf, true, threshold=0.7, tau=0.8), (3, 2))
+        self.assertEqual(acceptance_counts(torch.tensor(conf), torch.tensor(true), math.inf, 0.8), (0, 0))
 
     def test_flagger(self):
         flagger = ConformalFlagger(alpha=0.3, delta=0.3, tau=TAU, grid=GRID)

@@ -14,8 +14,16 @@ from parameterized import parameterized
 from scipy import stats
 from sklearn import metrics as skm
 
-from segq_monai.evaluation.columns import quality_columns, read_quality_csv, write_quality_csv
-from segq_monai.evaluation.report import evaluate_quality, least_squares_line, write_report
+from segq_monai.evaluation.columns import (
+    QualityColumn,
+    class_columns,
+    column_name,
+    parse_column,
+    quality_columns,
+    read_quality_csv,
+    write_quality_csv,
+)
+from segq_monai.evaluation.report import evaluate_quality, write_report
 from segq_monai.evaluation.tables import comparison_table
 
 THRESHOLD = 0.8
@@ -134,10 +142,39 @@ class TestQualityColumns(unittest.TestCase):
             ("indices", ["pred_dice_1", "pred_iou_1", "pred_dice_2", "true_dice_1", "true_dice_2"], ["1", "2"]),
             ("names", ["pred_dice_left_lobe", "true_dice_left_lobe", "baseline_pairwise_dice"], ["left_lobe"]),
             ("none", ["image", "baseline_mean_entropy"], []),
+            ("intervals", ["pred_dice", "pred_dice_lo", "pred_dice_hi", "true_dice"], [""]),
+            ("class_intervals", ["pred_dice_lo_brain", "pred_dice_brain", "pred_dice_hi_brain", "true_dice_brain"],
+             ["brain"]),
         ]
-    )
+    )  # fmt: skip
     def test_classes(self, _, names, want):
         self.assertEqual(quality_columns([dict.fromkeys(names, 0.5)]), want)
+
+    @parameterized.expand(
+        [
+            ("pred_dice", QualityColumn("pred_dice", "", "")),
+            ("true_iou_2", QualityColumn("true_iou", "", "2")),
+            ("pred_dice_lo", QualityColumn("pred_dice", "lo", "")),
+            ("pred_dice_hi_left_lobe", QualityColumn("pred_dice", "hi", "left_lobe")),
+            ("pred_dice_low", QualityColumn("pred_dice", "", "low")),
+            ("baseline_mean_entropy", None),
+            ("flagged", None),
+        ]
+    )
+    def test_parse_column(self, name, want):
+        self.assertEqual(parse_column(name), want)
+        if want is not None:
+            self.assertEqual(column_name(want.kind, want.cls, want.bound), name)
+
+    def test_class_columns(self):
+        self.assertEqual(class_columns("true_dice", [0.5], None), {"true_dice": 0.5})
+        self.assertEqual(class_columns("pred_iou", [0.5, 0.25], None), {"pred_iou_1": 0.5, "pred_iou_2": 0.25})
+        self.assertEqual(class_columns("pred_dice", [0.5], ["brain", "csf"][:1]), {"pred_dice": 0.5})
+        for names in (["lo", "hi"], ["mean", "x"]):
+            with self.assertRaisesRegex(ValueError, "reserved"):
+                class_columns("pred_dice", [0.5, 0.6], names)
+        with self.assertRaisesRegex(ValueError, "2 names but pred_dice has 3"):
+            class_columns("pred_dice", [0.5, 0.6, 0.7], ["a", "b"])
 
     def test_mixed_raises(self):
         with self.assertRaises(ValueError):
@@ -180,11 +217,15 @@ class TestEvaluateQuality(unittest.TestCase):
         block = report["baselines"]["pairwise_dice"]["mean"]
         np.testing.assert_allclose(block["r2"], block["pearson"] ** 2, rtol=1e-9)
 
-    def test_least_squares_line(self):
-        x, y = np.array([0.0, 1.0, 2.0, 4.0]), np.array([1.0, 2.0, 2.5, 5.0])
-        np.testing.assert_allclose(least_squares_line(x, y), np.polyfit(x, y, 1), rtol=1e-12)
-        with self.assertWarns(UserWarning):
-            self.assertTrue(all(math.isnan(v) for v in least_squares_line(np.ones(3), y[:3])))
+    def test_baseline_fit_by_hand(self):
+        # x = 0, 1, 2; y = 0.5, 0.6, 0.8: slope = sum(dx dy) / sum(dx^2) = 0.3 / 2, intercept = mean y - slope = 29/60
+        rows = [{"true_dice": y, "baseline_b": x} for x, y in [(0.0, 0.5), (1.0, 0.6), (2.0, 0.8)]]
+        fit = evaluate_quality(rows)["baselines"]["b"]["calibration"]["foreground"]
+        np.testing.assert_allclose([fit["slope"], fit["intercept"]], [0.15, 29 / 60], rtol=1e-12)
+        constant = [dict(row, baseline_b=1.0) for row in rows]
+        with self.assertWarnsRegex(UserWarning, "baseline fit of baseline_b.*constant score"):
+            fit = evaluate_quality(constant)["baselines"]["b"]["calibration"]["foreground"]
+        self.assertTrue(math.isnan(fit["slope"]) and math.isnan(fit["intercept"]))
 
     def test_flag_counts_by_hand(self):
         # true failure = any class below 0.8; flagged as given
@@ -335,11 +376,12 @@ class TestGuaranteedFlag(unittest.TestCase):
             np.testing.assert_allclose(got[key], want, rtol=1e-12, err_msg=key)
 
     def test_baseline_by_hand(self):
-        # baseline x = pred; its line, fitted on other cases where true = 2 x - 0.5 exactly, maps it to 2 x - 0.5:
-        # calibration (1.4, 0.9) x 40 and (0.5, 0.6) x 10 certify the same λ = 0.51 as above; evaluated mapped
-        # 1.3, 0.7, 0.52 accepted (one failure), 0.5, 0.1 flagged: the same numbers as the head's.
+        # baseline x = pred + 0.002; its line, fitted on other cases where true = 2 x - 0.5 exactly, maps it to
+        # 2 pred - 0.496 (0.004 off the grid of λ, so rounding in the fit cannot move λ): calibration (1.404, 0.9) x 40
+        # and (0.504, 0.6) x 10 certify the same λ = 0.51 as above; evaluated mapped 1.304, 0.704, 0.524 accepted
+        # (one failure), 0.504, 0.104 flagged: the same numbers as the head's.
         def with_x(rows):
-            return [dict(r, baseline_x=r["pred_dice"]) for r in rows]
+            return [dict(r, baseline_x=r["pred_dice"] + 0.002) for r in rows]
 
         line_rows = [{"true_dice": 2 * x - 0.5, "baseline_x": x} for x in (0.3, 0.4, 0.6, 0.7)]
         report = evaluate_quality(

@@ -30,6 +30,7 @@ import numpy as np
 from segq_monai.data.datalist import demo_datalist_path, load_datalist, write_datalist
 from segq_monai.data.shift import SHIFT_KINDS, shift_slice
 from segq_monai.transforms.artifacts import apply_mr_artifact, graded_artifact_plan
+from segq_monai.utils.atomic import atomic_path
 
 __all__ = ["prepare_demo"]
 
@@ -37,9 +38,8 @@ TASKS = {"brain": "label", "regions": "regions"}
 
 
 def _save(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.nii.gz")
-    nib.save(nib.Nifti1Image(array, affine), tmp)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".nii.gz") as tmp:
+        nib.save(nib.Nifti1Image(array, affine), tmp)
 
 
 def _shifted_copies(

@@ -19,8 +19,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import ignite.distributed as idist
 import torch
 from monai.data import MetaTensor, NibabelWriter
+
+from segq_monai.utils.atomic import atomic_path
 
 __all__ = ["case_name", "map_path", "pending_items", "save_map", "saved_items", "sidecar_path"]
 
@@ -46,9 +49,8 @@ def save_map(array: MetaTensor, path: Path) -> None:
     writer = NibabelWriter(output_dtype=data.numpy().dtype)
     writer.set_data_array(data, channel_dim=0, squeeze_end_dims=True)
     writer.set_metadata(dict(array.meta, affine=array.affine), resample=False)
-    tmp = path.with_name(f".{path.name}.tmp.nii.gz")
-    writer.write(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".nii.gz") as tmp:
+        writer.write(tmp)
 
 
 def map_path(output_dir: str | os.PathLike, case: str, key: str) -> Path:
@@ -59,12 +61,6 @@ def map_path(output_dir: str | os.PathLike, case: str, key: str) -> Path:
 def sidecar_path(output_dir: str | os.PathLike, case: str) -> Path:
     """``output_dir/<case>/<case>_quality.json``: the case's row and datalist entry."""
     return Path(output_dir) / case / f"{case}_quality.json"
-
-
-def _world_size() -> int:
-    import torch.distributed as dist
-
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def pending_items(
@@ -93,7 +89,7 @@ def pending_items(
         the pending items (the same objects), in the order of ``items``.
     """
     if min_items is None:
-        min_items = _world_size()
+        min_items = idist.get_world_size()
     done = []
     for item in items:
         case = case_name(item[image_key])

@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 from .columns import quality_columns, read_quality_csv, write_quality_csv
-from .report import METRIC_KEYS, evaluate_quality, least_squares_line, write_report
+from .quality_calibration import (
+    QualityCalibration,
+    calibrate_quality_csvs,
+    calibrate_quality_table,
+    head_fingerprint,
+    load_quality_calibration,
+)
+from .report import METRIC_KEYS, evaluate_quality, write_report
 from .tables import comparison_table
 from .bootstrap import grouped_resamples, percentile_interval, report_intervals, write_intervals

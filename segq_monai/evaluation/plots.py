@@ -26,6 +26,7 @@ from matplotlib.colors import BoundaryNorm, ListedColormap  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from segq_monai import metrics  # noqa: E402
+from segq_monai.evaluation.columns import class_mean  # noqa: E402
 
 __all__ = ["plot_predicted_vs_true", "plot_risk_coverage", "plot_uncertainty_overlay", "plot_best_and_worst"]
 
@@ -257,15 +258,6 @@ def plot_uncertainty_overlay(
     return _save(fig, path)
 
 
-def _row_dice(row: Mapping[str, Any], kind: str) -> float:
-    """Mean over classes of a row's ``<kind>_dice`` / ``<kind>_dice_<c>`` cells; NaN when there are none."""
-    values = []
-    for k, v in row.items():
-        if (k == f"{kind}_dice" or k.startswith(f"{kind}_dice_")) and v not in (None, ""):
-            values.append(float(v))
-    return float(np.mean(values)) if values else float("nan")
-
-
 def plot_best_and_worst(
     rows: Sequence[Mapping[str, Any]],
     load_case: Callable[[Mapping[str, Any]], tuple[Any, Any, Any, Any]],
@@ -274,7 +266,8 @@ def plot_best_and_worst(
 ) -> list[str]:
     """Overlays (:func:`plot_uncertainty_overlay`) of the ``k`` cases with the highest and the lowest Dice.
 
-    Cases are ranked by true Dice (mean over classes) when the rows have it, else by predicted Dice.
+    Cases are ranked by true Dice (mean over classes, :func:`~segq_monai.evaluation.columns.class_mean`) when the
+    rows have it, else by predicted Dice.
 
     Args:
         rows: the per-case table (see :mod:`segq_monai.evaluation.columns`).
@@ -288,8 +281,9 @@ def plot_best_and_worst(
     """
     if k < 1:
         raise ValueError(f"k must be >= 1 case, got {k}.")
-    kind = "true" if any(np.isfinite(_row_dice(r, "true")) for r in rows) else "pred"
-    scored = [(d, i) for i, r in enumerate(rows) if np.isfinite(d := _row_dice(r, kind))]
+    pred_dice, true_dice = class_mean(rows, "pred_dice"), class_mean(rows, "true_dice")
+    kind, dice = ("true", true_dice) if np.isfinite(true_dice).any() else ("pred", pred_dice)
+    scored = [(d, i) for i, d in enumerate(dice.tolist()) if np.isfinite(d)]
     if not scored:
         raise ValueError("no row has a true_dice or pred_dice value; nothing to rank.")
     order = [i for _, i in sorted(scored, key=lambda t: (-t[0], t[1]))]
@@ -300,10 +294,9 @@ def plot_best_and_worst(
             row = rows[i]
             image, seg, unc, label = load_case(row)
             name = os.path.basename(str(row.get("image", f"case {i}")))
-            dice = _row_dice(row, kind)
-            pred = _row_dice(row, "pred")
+            pred = pred_dice[i]
             extra = f", predicted {pred:.3f}" if kind == "true" and np.isfinite(pred) else ""
-            title = f"{which} {rank}: {name} — {kind} Dice {dice:.3f}{extra} (dimensionless)"
+            title = f"{which} {rank}: {name} — {kind} Dice {dice[i]:.3f}{extra} (dimensionless)"
             path = os.path.join(os.fspath(output_dir), f"overlay_{which}_{rank}.png")
             paths.append(plot_uncertainty_overlay(image, seg, unc, path, title=title, label=label))
     return paths

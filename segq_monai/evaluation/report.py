@@ -3,14 +3,13 @@
 :func:`evaluate_quality` scores the quality head (``pred_dice`` against ``true_dice``) and every baseline with the
 functions of :mod:`segq_monai.metrics`: per class, and for the per-case mean over classes (``"mean"``; equal to the
 single class of a binary task). Ranking metrics (Pearson, Spearman, failure AUROC, AURC, e-AURC) use the raw
-confidence; the error metrics (MAE, RMSE, R²) of a baseline use it mapped onto the Dice scale by an ordinary
-least-squares line ``true_dice ≈ slope * score + intercept`` fitted on ``calibration_rows`` (e.g. the stage-2
-training cases), or in-sample when none are given. Risk is ``1 - true Dice``; a failure is ``true Dice < threshold``.
+confidence; the error metrics (MAE, RMSE, R²) of a baseline use it mapped onto the Dice scale by its baseline fit, an
+ordinary least-squares line ``true_dice ≈ slope * score + intercept`` (``numpy.polyfit``) fitted on
+``calibration_rows`` (e.g. the stage-2 training cases), or in-sample when none are given. Risk is ``1 - true Dice``; a failure is ``true Dice < threshold``.
 
 With ``alpha``, :func:`evaluate_quality` also calibrates a guaranteed acceptance threshold on the predicted Dice
-and on each baseline (:func:`segq_monai.metrics.conformal.calibrate_selective_threshold`, fitted on
-``conformal_rows``, a
-labelled calibration split) and reports how it does on the evaluated cases (``"guaranteed_flag"``).
+and on each baseline (:mod:`segq_monai.evaluation.guaranteed`, fitted on ``conformal_rows``, a labelled conformal
+split) and reports how it does on the evaluated cases (``"guaranteed_flag"``).
 """
 
 from __future__ import annotations
@@ -27,16 +26,19 @@ import torch
 
 from segq_monai import metrics
 from segq_monai.evaluation.columns import (
+    FLAG_COLUMN,
+    baseline_column,
     baseline_names,
     class_label,
     column_matrix,
     column_name,
+    finite_cases,
     quality_columns,
 )
-from segq_monai.metrics.conformal import calibrate_selective_threshold
+from segq_monai.evaluation.guaranteed import add_guaranteed_flags
 from segq_monai.utils.atomic import atomic_write_text
 
-__all__ = ["METRIC_KEYS", "evaluate_quality", "jsonable", "least_squares_line", "write_report"]
+__all__ = ["METRIC_KEYS", "evaluate_quality", "jsonable", "write_report"]
 
 #: Keys of one metric block of the report, in table order.
 METRIC_KEYS = ("n", "mae", "rmse", "r2", "pearson", "spearman", "auroc", "aurc", "eaurc")
@@ -45,28 +47,15 @@ METRIC_KEYS = ("n", "mae", "rmse", "r2", "pearson", "spearman", "auroc", "aurc",
 # ------------------------------------------------------------------------------------------------------- metrics
 
 
-def least_squares_line(score: np.ndarray, target: np.ndarray) -> tuple[float, float]:
-    """Ordinary least-squares line ``target ≈ slope * score + intercept`` (the same as ``numpy.polyfit(.., 1)``).
-
-    Args:
-        score: ``[N]`` confidences, any scale.
-        target: ``[N]`` e.g. true Dice in [0, 1].
-
-    Returns:
-        ``(slope, intercept)``; ``(nan, nan)`` with a ``UserWarning`` when N < 2 or the score is constant.
-    """
-    x, y = np.asarray(score, dtype=np.float64), np.asarray(target, dtype=np.float64)
-    if len(x) < 2 or np.all(x == x[0]):
-        warnings.warn(
-            f"least-squares calibration is undefined ({'fewer than two cases' if len(x) < 2 else 'constant score'});"
-            " returning NaN.",
-            UserWarning,
-            stacklevel=2,
-        )
-        return float("nan"), float("nan")
-    dx = x - x.mean()
-    slope = float(np.dot(dx, y - y.mean()) / np.dot(dx, dx))
-    return slope, float(y.mean() - slope * x.mean())
+def _baseline_fit(score: np.ndarray, true: np.ndarray, what: str) -> dict[str, float]:
+    """The least-squares line ``true ≈ slope * score + intercept`` (``numpy.polyfit``, degree 1) of ``[N]`` arrays;
+    NaN with a ``UserWarning`` when N < 2 or the score is constant."""
+    if len(score) < 2 or np.all(score == score[0]):
+        cause = "fewer than two cases" if len(score) < 2 else "constant score"
+        warnings.warn(f"the baseline fit of {what} is undefined ({cause}); returning NaN.", UserWarning, stacklevel=3)
+        return {"slope": float("nan"), "intercept": float("nan")}
+    slope, intercept = np.polyfit(score, true, 1)
+    return {"slope": float(slope), "intercept": float(intercept)}
 
 
 def _ranking_metrics(confidence: np.ndarray, true: np.ndarray, threshold: float) -> dict[str, float]:
@@ -81,7 +70,7 @@ def _ranking_metrics(confidence: np.ndarray, true: np.ndarray, threshold: float)
 
 
 def _error_metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
-    if not np.all(np.isfinite(pred)):  # an undefined calibration
+    if not np.all(np.isfinite(pred)):  # an undefined baseline fit
         return {"mae": float("nan"), "rmse": float("nan"), "r2": float("nan")}
     return {
         "mae": metrics.mean_absolute_error(pred, true),
@@ -90,22 +79,12 @@ def _error_metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
     }
 
 
-def _finite(score: np.ndarray, true: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """Drop cases whose score or true Dice is not finite, with a ``UserWarning`` naming how many."""
-    keep = np.isfinite(score) & np.isfinite(true)
-    if not keep.all():
-        warnings.warn(f"{what}: {int((~keep).sum())} case(s) without a finite value are left out.", UserWarning, 3)
-    if not keep.any():
-        raise ValueError(f"{what}: no case has a finite value; check the table's columns.")
-    return score[keep], true[keep]
-
-
 def _block(
-    score: np.ndarray, true: np.ndarray, threshold: float, calibration: tuple[float, float] | None, what: str
+    score: np.ndarray, true: np.ndarray, threshold: float, fit: Mapping[str, float] | None, what: str
 ) -> dict[str, float]:
-    """Metrics of one confidence ``[N]`` against one true Dice ``[N]``; ``calibration`` maps a baseline to Dice."""
-    score, true = _finite(score, true, what)
-    mapped = score if calibration is None else calibration[0] * score + calibration[1]
+    """Metrics of one confidence ``[N]`` against one true Dice ``[N]``; ``fit`` maps a baseline onto the Dice scale."""
+    score, true = finite_cases(score, true, what)
+    mapped = score if fit is None else fit["slope"] * score + fit["intercept"]
     out: dict[str, float] = {"n": int(len(score))}
     out.update(_error_metrics(mapped, true))
     out.update(_ranking_metrics(score, true, threshold))
@@ -122,9 +101,9 @@ def _targets(rows: Sequence[Mapping[str, Any]], classes: Sequence[str], kind: st
 
 def _flag_counts(rows: Sequence[Mapping[str, Any]], true: np.ndarray, threshold: float) -> dict[str, Any] | None:
     """Confusion counts of ``flagged`` against the true failure (any class's true Dice below the threshold)."""
-    if not any("flagged" in row for row in rows):
+    if not any(FLAG_COLUMN in row for row in rows):
         return None
-    flagged = column_matrix(rows, ["flagged"])[:, 0]
+    flagged = column_matrix(rows, [FLAG_COLUMN])[:, 0]
     keep = np.isfinite(flagged) & np.all(np.isfinite(true), axis=1)
     flagged, failure = flagged[keep] != 0, np.any(true[keep] < threshold, axis=1)
     n = int(keep.sum())
@@ -141,64 +120,49 @@ def _flag_counts(rows: Sequence[Mapping[str, Any]], true: np.ndarray, threshold:
     }
 
 
-def _worst_case(rows: Sequence[Mapping[str, Any]], classes: Sequence[str], what: str) -> tuple[np.ndarray, np.ndarray]:
-    """Per-case minimum over classes of ``pred_dice`` and of ``true_dice`` (finite cases only), both ``[n]``."""
-    pred = column_matrix(rows, [column_name("pred_dice", c) for c in classes]).min(axis=1)
-    true = column_matrix(rows, [column_name("true_dice", c) for c in classes]).min(axis=1)
-    return _finite(pred, true, what)
+def _table_classes(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The class suffixes of a labelled table (:func:`quality_columns`), checked."""
+    if len(rows) == 0:
+        raise ValueError("the quality table has no rows; evaluate at least one labelled case.")
+    classes = quality_columns(rows)
+    if not classes or not any(column_name("true_dice", classes[0]) in row for row in rows):
+        raise ValueError(
+            "the table has no true_dice columns; evaluate needs labels (columns true_dice or true_dice_<class>)."
+        )
+    if "mean" in classes:
+        raise ValueError("a class is named 'mean', which the report uses for the mean over classes; rename it.")
+    return classes
 
 
-def _guaranteed_flag(
-    conformal: tuple[np.ndarray, np.ndarray], evaluated: tuple[np.ndarray, np.ndarray], threshold: float, alpha: float,
-    delta: float,
-) -> dict[str, Any]:
-    """Selective acceptance threshold fitted on ``conformal`` = (confidence [n], true Dice [n]), scored on
-    ``evaluated`` (the same, of the evaluated cases)."""
-    cal = calibrate_selective_threshold(*conformal, tau=threshold, alpha=alpha, delta=delta)
-    conf, true = evaluated
-    accepted = conf >= cal.threshold
-    n_acc = int(accepted.sum())
-    failures = int(np.sum(accepted & (true < threshold)))
+def _head_entry(
+    rows: Sequence[Mapping[str, Any]], classes: Sequence[str], true: Mapping[str, np.ndarray], threshold: float
+) -> dict[str, Any] | None:
+    """The quality head's metrics per class and for the per-case mean; None without ``pred_dice`` columns."""
+    if not any(column_name("pred_dice", classes[0]) in row for row in rows):
+        return None
+    pred = _targets(rows, classes, "pred_dice")
     return {
-        "alpha": float(alpha),
-        "delta": float(delta),
-        "accept_threshold": cal.threshold,
-        "feasible": cal.feasible,
-        "n_calibration": cal.n_calibration,
-        "calibration_fraction_accepted": cal.fraction_accepted,
-        "calibration_bound": cal.bound,
-        "n": len(conf),
-        "n_accepted": n_acc,
-        "fraction_accepted": n_acc / len(conf),
-        "failures_accepted": failures,
-        "failure_rate_accepted": failures / n_acc if n_acc else float("nan"),
+        "per_class": {c: _block(pred[c], true[c], threshold, None, f"pred_dice ({c})") for c in list(true)[:-1]},
+        "mean": _block(pred["mean"], true["mean"], threshold, None, "pred_dice (mean)"),
     }
 
 
-def _check_conformal(
+def _baseline_entry(
+    name: str,
     rows: Sequence[Mapping[str, Any]],
-    conformal_rows: Sequence[Mapping[str, Any]] | None,
-    classes: Sequence[str],
-    with_head: bool,
-) -> Sequence[Mapping[str, Any]]:
-    """``conformal_rows``, checked: present, with ``true_dice`` (and ``pred_dice`` when the head is scored) columns
-    in them and in ``rows``."""
-    if not conformal_rows:
-        raise ValueError(
-            "alpha needs conformal_rows: labelled cases (true_dice, and pred_dice for the quality head) that neither "
-            "stage was trained on, e.g. the quality.csv of an evaluation on a calibration split; pass them, or "
-            "alpha=None."
-        )
-    for kind in ("true_dice", "pred_dice") if with_head else ("true_dice",):
-        columns = [column_name(kind, c) for c in classes]
-        for name, table in (("conformal_rows", conformal_rows), ("rows", rows)):
-            missing = [col for col in columns if not any(col in row for row in table)]
-            if missing:
-                raise ValueError(
-                    f"alpha needs {name} with columns {columns}; {missing} are missing. Run the quality head on "
-                    "those cases (pred_dice) and label them (true_dice), or pass alpha=None."
-                )
-    return conformal_rows
+    true: Mapping[str, np.ndarray],
+    fit_rows: Sequence[Mapping[str, Any]],
+    fit_true: Mapping[str, np.ndarray],
+    threshold: float,
+) -> dict[str, Any]:
+    """One baseline's metrics per class and for the mean, each after its baseline fit on ``fit_rows``."""
+    col = baseline_column(name)
+    if not any(col in row for row in fit_rows):
+        raise ValueError(f"calibration_rows have no column {col!r}; compute the baselines there too.")
+    score, fit_score = column_matrix(rows, [col])[:, 0], column_matrix(fit_rows, [col])[:, 0]
+    fits = {c: _baseline_fit(*finite_cases(fit_score, fit_true[c], f"{col} ({c})"), f"{col} ({c})") for c in true}
+    blocks = {c: _block(score, true[c], threshold, fits[c], f"{col} ({c})") for c in true}
+    return {"per_class": {c: blocks[c] for c in list(true)[:-1]}, "mean": blocks["mean"], "calibration": fits}
 
 
 def evaluate_quality(
@@ -255,71 +219,24 @@ def evaluate_quality(
         rest are realised on ``rows``: ``failure_rate_accepted`` = true failures among the accepted (NaN when none
         is accepted). A single evaluation set scatters around the guaranteed rate; the guarantee is on the rate.
     """
-    if len(rows) == 0:
-        raise ValueError("the quality table has no rows; evaluate at least one labelled case.")
-    classes = quality_columns(rows)
-    if not classes or not any(column_name("true_dice", classes[0]) in row for row in rows):
-        raise ValueError(
-            "the table has no true_dice columns; evaluate needs labels (columns true_dice or true_dice_<class>)."
-        )
-    if "mean" in classes:
-        raise ValueError("a class is named 'mean', which the report uses for the mean over classes; rename it.")
-    true = _targets(rows, classes, "true_dice")
-    report: dict[str, Any] = {"threshold": float(threshold), "n_cases": len(rows), "classes": list(true)[:-1]}
-
-    cal_rows = rows if calibration_rows is None else calibration_rows
+    classes = _table_classes(rows)
     if calibration_rows is not None and len(calibration_rows) == 0:
         raise ValueError("calibration_rows is empty; pass the stage-2 training cases, or None to fit in-sample.")
-    report["fit"] = "in-sample" if calibration_rows is None else "calibration"
-    report["n_calibration"] = len(cal_rows)
-
-    report["quality_head"] = None
-    if any(column_name("pred_dice", classes[0]) in row for row in rows):
-        pred = _targets(rows, classes, "pred_dice")
-        report["quality_head"] = {
-            "per_class": {c: _block(pred[c], true[c], threshold, None, f"pred_dice ({c})") for c in list(true)[:-1]},
-            "mean": _block(pred["mean"], true["mean"], threshold, None, "pred_dice (mean)"),
-        }
-
+    fit_rows = rows if calibration_rows is None else calibration_rows
+    true, fit_true = _targets(rows, classes, "true_dice"), _targets(fit_rows, classes, "true_dice")
+    report: dict[str, Any] = {
+        "threshold": float(threshold),
+        "n_cases": len(rows),
+        "classes": list(true)[:-1],
+        "fit": "in-sample" if calibration_rows is None else "calibration",
+        "n_calibration": len(fit_rows),
+        "quality_head": _head_entry(rows, classes, true, threshold),
+        "baselines": {
+            name: _baseline_entry(name, rows, true, fit_rows, fit_true, threshold) for name in baseline_names(rows)
+        },
+    }
     if alpha is not None:
-        conformal_rows = _check_conformal(rows, conformal_rows, classes, report["quality_head"] is not None)
-        evaluated_worst = column_matrix(rows, [column_name("true_dice", c) for c in classes]).min(axis=1)
-        conformal_worst = column_matrix(conformal_rows, [column_name("true_dice", c) for c in classes]).min(axis=1)
-        if report["quality_head"] is not None:
-            report["guaranteed_flag"] = _guaranteed_flag(
-                _worst_case(conformal_rows, classes, "guaranteed flag (calibration)"),
-                _worst_case(rows, classes, "guaranteed flag"),
-                threshold, alpha, delta,
-            )  # fmt: skip
-
-    cal_true = _targets(cal_rows, classes, "true_dice")
-    report["baselines"] = {}
-    for name in baseline_names(rows):
-        col = f"baseline_{name}"
-        if not any(col in row for row in cal_rows):
-            raise ValueError(f"calibration_rows have no column {col!r}; compute the baselines there too.")
-        score, cal_score = column_matrix(rows, [col])[:, 0], column_matrix(cal_rows, [col])[:, 0]
-        entry: dict[str, Any] = {"per_class": {}, "mean": None, "calibration": {}}
-        for c in true:
-            line = least_squares_line(*_finite(cal_score, cal_true[c], f"calibration of {col} ({c})"))
-            entry["calibration"][c] = {"slope": line[0], "intercept": line[1]}
-            block = _block(score, true[c], threshold, line, f"{col} ({c})")
-            if c == "mean":
-                entry["mean"] = block
-            else:
-                entry["per_class"][c] = block
-        if alpha is not None:
-            if not any(col in row for row in conformal_rows):
-                raise ValueError(f"conformal_rows have no column {col!r}; compute the baselines there too.")
-            slope, intercept = entry["calibration"]["mean"]["slope"], entry["calibration"]["mean"]["intercept"]
-            entry["guaranteed_flag"] = None if not math.isfinite(slope) else _guaranteed_flag(
-                _finite(slope * column_matrix(conformal_rows, [col])[:, 0] + intercept, conformal_worst,
-                        f"guaranteed flag of {col} (calibration)"),
-                _finite(slope * score + intercept, evaluated_worst, f"guaranteed flag of {col}"),
-                threshold, alpha, delta,
-            )  # fmt: skip
-        report["baselines"][name] = entry
-
+        add_guaranteed_flags(report, rows, conformal_rows, classes, threshold, alpha, delta)
     report["flag"] = _flag_counts(rows, column_matrix(rows, [column_name("true_dice", c) for c in classes]), threshold)
     return report
 
@@ -356,7 +273,7 @@ def _risk_curves(
         keep = np.isfinite(pred) & np.isfinite(true)
         curves["quality head"] = (pred[keep], 1.0 - true[keep])
     for name in report["baselines"]:
-        score = column_matrix(rows, [f"baseline_{name}"])[:, 0]
+        score = column_matrix(rows, [baseline_column(name)])[:, 0]
         keep = np.isfinite(score) & np.isfinite(true)
         curves[name] = (score[keep], 1.0 - true[keep])
     return curves
@@ -372,6 +289,7 @@ def write_report(
     alpha: float | None = None,
     delta: float = 0.1,
     conformal_rows: Sequence[Mapping[str, Any]] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate (:func:`evaluate_quality`) and write ``report.json`` plus PNG figures into ``output_dir``.
 
@@ -381,6 +299,7 @@ def write_report(
     (see :func:`segq_monai.evaluation.plots.plot_best_and_worst`).
 
     ``alpha`` / ``delta`` / ``conformal_rows``: the guaranteed acceptance threshold of :func:`evaluate_quality`.
+    ``extra``: more top-level blocks for ``report.json`` (e.g. a quality calibration's promise and drift check).
 
     Returns:
         the report dict, as written (NaN replaced by None), with ``"figures"``: the PNG file names.
@@ -410,6 +329,7 @@ def write_report(
     if load_case is not None:
         figures += [os.path.basename(p) for p in plots.plot_best_and_worst(rows, load_case, output_dir, k=k)]
     report["figures"] = figures
+    report.update(extra or {})
     report = jsonable(report)
     atomic_write_text(os.path.join(output_dir, "report.json"), json.dumps(report, indent=2, allow_nan=False) + "\n")
     return report

@@ -12,7 +12,9 @@ import numpy as np
 from monai.utils import min_version, optional_import
 
 from segq_monai.evaluation.columns import read_quality_csv
+from segq_monai.evaluation.quality_calibration import interval_scores
 from segq_monai.evaluation.report import write_report
+from segq_monai.handlers.calibration_report import CalibrationReport
 from segq_monai.handlers.quality_writer import QualityWriter
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
@@ -46,6 +48,11 @@ class QualityReport:
         conformal_csvs: with ``alpha``, the ``quality.csv`` files of this same pipeline run on a labelled
             calibration split that neither stage was trained on (``pred_dice`` and ``true_dice`` columns, checked
             in ``attach``); the stage-2 training tables do not qualify.
+        calibration_report: the run's :class:`CalibrationReport` when it has a quality calibration (attach that
+            one first); ``report.json`` then also holds ``"calibration"`` (its promise), ``"drift"`` (its check)
+            and ``"intervals"`` (per class: realised coverage and mean width of ``[pred_dice_lo, pred_dice_hi]``,
+            MAE of ``pred_dice_raw`` and of the recalibrated ``pred_dice``,
+            :func:`~segq_monai.evaluation.quality_calibration.interval_scores`).
     """
 
     def __init__(
@@ -58,6 +65,7 @@ class QualityReport:
         alpha: float | None = None,
         delta: float = 0.1,
         conformal_csvs: Sequence[str | os.PathLike] = (),
+        calibration_report: CalibrationReport | None = None,
     ) -> None:
         self.writer = writer
         self.threshold = threshold
@@ -67,6 +75,7 @@ class QualityReport:
         self.alpha = alpha
         self.delta = delta
         self.conformal_csvs = list(conformal_csvs)
+        self.calibration_report = calibration_report
         self.report: dict[str, Any] | None = None
 
     def attach(self, engine: Engine) -> None:
@@ -118,4 +127,14 @@ class QualityReport:
             alpha=self.alpha,
             delta=self.delta,
             conformal_rows=conformal,
+            extra=self._calibration_blocks(),
         )
+
+    def _calibration_blocks(self) -> dict[str, Any]:
+        if self.calibration_report is None:
+            return {}
+        return {
+            "calibration": self.calibration_report.calibration.promise(),
+            "drift": self.calibration_report.result,
+            "intervals": interval_scores(self.writer.rows),
+        }

@@ -26,14 +26,14 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import ignite.distributed as idist
 import torch
-import torch.distributed as dist
 from monai.data import MetaTensor
 from monai.utils import min_version, optional_import
 
 from segq_monai.data.datalist import write_datalist
 from segq_monai.data.outputs import case_name, map_path, save_map, sidecar_path
-from segq_monai.evaluation.columns import write_quality_csv
+from segq_monai.evaluation.columns import FLAG_COLUMN, ITEM_KINDS, baseline_column, class_columns, write_quality_csv
 from segq_monai.utils.atomic import atomic_write_text
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
@@ -43,10 +43,6 @@ else:
     Engine, _ = optional_import("ignite.engine", "0.4.11", min_version, "Engine")
 
 __all__ = ["QualityWriter"]
-
-#: per-case values and the column prefix they get in quality.csv
-QUALITY_COLUMNS = {"pred_dice": "pred_dice", "pred_iou": "pred_iou", "dice": "true_dice", "iou": "true_iou"}
-
 
 def _source_path(item: Mapping[str, Any], image_key: str) -> str:
     image = item.get(image_key)
@@ -65,10 +61,6 @@ def _values(value: Any) -> list[float]:
 
 def _key(path: str | os.PathLike) -> str:
     return os.path.normpath(os.path.abspath(os.fspath(path)))
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 class QualityWriter:
@@ -91,7 +83,9 @@ class QualityWriter:
             sidecars ``<case>/<case>_quality.json``. ``None``: the cases of the run, in the order of the engine's
             dataset (``engine.data_loader.dataset.data``) where it has one.
 
-    Columns of ``quality.csv``: ``image``; ``pred_dice``, ``pred_iou`` (or ``pred_dice_<class>`` ...);
+    Columns of ``quality.csv``: ``image``; ``pred_dice``, ``pred_iou`` (or ``pred_dice_<class>`` ...); with a quality
+    calibration (:class:`segq_monai.transforms.RecalibrateQualityd`) ``pred_dice_raw``, ``pred_dice_lo``,
+    ``pred_dice_hi`` (or per class);
     ``flagged`` (0/1); with labels ``true_dice``, ``true_iou`` (or per class); one ``baseline_<name>`` column per
     scalar baseline (confidence, higher = better) when the items carry ``baselines``.
     """
@@ -180,27 +174,19 @@ class QualityWriter:
             save_map(item[key], path)
             entry[key] = str(path)
         row: dict[str, Any] = {"case": case, "image": self._as_given.get(os.path.normpath(source), source)}
-        for key, column in QUALITY_COLUMNS.items():
+        for key, (kind, bound) in ITEM_KINDS.items():
             if key in item:
                 values = _values(item[key])
-                row.update(self._columns(column, values))
+                row.update(class_columns(kind, values, self.class_names, bound))
                 if key in ("dice", "iou"):
                     entry[key] = values
         if "flagged" in item:
-            row["flagged"] = int(bool(torch.as_tensor(item["flagged"]).any()))
+            row[FLAG_COLUMN] = int(bool(torch.as_tensor(item["flagged"]).any()))
         for name, value in item.get("baselines", {}).items():
-            row[f"baseline_{name}"] = float(value)
+            row[baseline_column(name)] = float(value)
         atomic_write_text(sidecar_path(self.output_dir, case), json.dumps({"row": row, "entry": entry}, indent=1))
         self.rows.append(row)
         self.entries.append(entry)
-
-    def _columns(self, prefix: str, values: list[float]) -> dict[str, float]:
-        if len(values) == 1 and (self.class_names is None or len(self.class_names) == 1):
-            return {prefix: values[0]}
-        names = self.class_names or [str(i + 1) for i in range(len(values))]
-        if len(names) != len(values):
-            raise ValueError(f"class_names has {len(names)} names but {prefix} has {len(values)} classes.")
-        return {f"{prefix}_{n}": v for n, v in zip(names, values)}
 
     def write(self, engine: Engine | None = None) -> None:
         """Write ``quality.csv`` (and the datalist) atomically: every case once, in the order of the items.
@@ -209,13 +195,12 @@ class QualityWriter:
         ``rows`` / ``entries``) and rank 0 alone writes.
         """
         rows, entries = self.rows, self.entries
-        if _distributed():
-            gathered: list[Any] = [None] * dist.get_world_size()
-            dist.all_gather_object(gathered, (rows, entries))
+        if idist.get_world_size() > 1:
+            gathered = idist.all_gather((rows, entries))
             rows = [r for part, _ in gathered for r in part]
             entries = [e for _, part in gathered for e in part]
         self.rows, self.entries = self._in_order(rows, entries, engine)
-        if _distributed() and dist.get_rank() != 0:
+        if idist.get_rank() != 0:
             return
         columns = [c for c in dict.fromkeys(k for row in self.rows for k in row) if c != "case"]
         write_quality_csv(self.output_dir / "quality.csv", self.rows, columns=columns)

@@ -22,16 +22,17 @@ import logging
 import os
 import random
 import re
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
+import ignite.distributed as idist
 from monai.data.utils import set_rnd
 from monai.utils import min_version, optional_import
+
+from segq_monai.utils.atomic import atomic_path
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 Checkpoint, _ = optional_import("ignite.handlers", "0.4.11", min_version, "Checkpoint")
@@ -44,10 +45,6 @@ __all__ = ["EpochSeed", "ResumeCheckpoint", "epoch_seed", "latest_checkpoint"]
 
 _CHECKPOINT = re.compile(r"^checkpoint_epoch=(\d+)\.pt$")
 _MAX_SEED = 2**32
-
-
-def _rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def _checkpoints(folder: str | os.PathLike) -> list[tuple[int, Path]]:
@@ -89,7 +86,7 @@ class EpochSeed:
         engine.add_event_handler(Events.EPOCH_STARTED, self)
 
     def __call__(self, engine: Engine) -> None:
-        seed = epoch_seed(self.seed, engine.state.epoch, _rank())
+        seed = epoch_seed(self.seed, engine.state.epoch, idist.get_rank())
         torch.manual_seed(seed)
         np.random.seed(seed)
         random.seed(seed)
@@ -171,7 +168,7 @@ class ResumeCheckpoint:
         """Restore the newest checkpoint (``resume``), or clear stale ones and start from scratch."""
         path = latest_checkpoint(self.save_dir) if self.resume else None
         if path is None:
-            if _rank() == 0:
+            if idist.get_rank() == 0:
                 self.remove(engine)
             return
         checkpoint = torch.load(path, map_location=self.map_location, weights_only=True)
@@ -187,27 +184,21 @@ class ResumeCheckpoint:
 
     def save(self, engine: Engine) -> None:
         """Write ``checkpoint_epoch=<epoch>.pt`` (rank 0) and delete all but the newest ``n_saved``."""
-        if _rank() != 0:
+        if idist.get_rank() != 0:
             return
         self.save_dir.mkdir(parents=True, exist_ok=True)
         state = {k: _unwrap(v).state_dict() for k, v in self._objects(engine).items()}
         path = self.save_dir / f"checkpoint_epoch={engine.state.epoch}.pt"
-        tmp = self.save_dir / f".{path.name}.{uuid.uuid4().hex}.tmp"
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(state, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
         for _, old in _checkpoints(self.save_dir)[: -self.n_saved]:
             old.unlink(missing_ok=True)
 
     def remove(self, engine: Engine | None = None) -> None:
         """Delete this run's checkpoints and any temporary file a kill left (rank 0); ``save_dir`` if left empty."""
-        if _rank() != 0:
+        if idist.get_rank() != 0:
             return
         for _, path in _checkpoints(self.save_dir):
             path.unlink(missing_ok=True)

@@ -1,10 +1,12 @@
 """Stage-2 metrics: true segmentation quality (Dice/IoU), how well predicted quality tracks it (regression and
-failure detection), the scalar uncertainty baselines, guaranteed acceptance thresholds and temperature scaling."""
+failure detection), the scalar uncertainty baselines, guaranteed acceptance thresholds, recalibration with per-case intervals, and temperature scaling."""
 
 from __future__ import annotations
 
 from .baselines import BASELINES
 from .conformal import ConformalFlagger, calibrate_crc_threshold, calibrate_selective_threshold
+from .recalibration import DiceRecalibration, calibrate_dice, isotonic_regression
+from .drift import distribution_shift
 from .quality import dice_to_iou, iou_to_dice, segmentation_quality
 from .regression import (
     AURCMetric,

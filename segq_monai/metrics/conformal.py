@@ -39,6 +39,7 @@ __all__ = [
     "DEFAULT_GRID",
     "AcceptanceThreshold",
     "ConformalFlagger",
+    "acceptance_counts",
     "calibrate_crc_threshold",
     "calibrate_selective_threshold",
 ]
@@ -117,6 +118,22 @@ def _clopper_pearson_upper(k: np.ndarray, n: np.ndarray, level: float) -> np.nda
     return np.where(full, 1.0, upper)
 
 
+def acceptance_counts(confidence: Any, true_quality: Any, threshold: float, tau: float) -> tuple[int, int]:
+    """Cases accepted at ``threshold`` (``confidence >= threshold``) and, of those, the failures
+    (``true_quality < tau``).
+
+    Args:
+        confidence: ``[N]`` confidences (e.g. predicted Dice); true_quality: ``[N]`` true qualities (e.g. true Dice).
+        threshold: the acceptance threshold ``λ``; tau: the failure threshold ``τ`` on the true quality.
+
+    Returns:
+        ``(n_accepted, failures_accepted)``.
+    """
+    conf, true = _to_numpy(confidence), _to_numpy(true_quality)
+    accepted = conf >= threshold
+    return int(accepted.sum()), int(np.sum(accepted & (true < tau)))
+
+
 def _result(
     conf: np.ndarray,
     true: np.ndarray,
@@ -128,9 +145,7 @@ def _result(
     tau: float,
 ) -> AcceptanceThreshold:
     """The :class:`AcceptanceThreshold` of ``threshold`` on the calibration cases; ``bound(k, n_accepted)``."""
-    accepted = conf >= threshold
-    n_acc = int(accepted.sum())
-    k = int(np.sum(accepted & (true < tau)))
+    n_acc, k = acceptance_counts(conf, true, threshold, tau)
     value = bound(k, n_acc)
     return AcceptanceThreshold(
         threshold=float(threshold),

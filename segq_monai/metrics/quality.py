@@ -2,7 +2,8 @@
 
 Functional core used by :mod:`segq_monai.transforms.quality` and the evaluation code.
 
-Empty masks: the Dice (and IoU) of two empty masks is 1; of an empty and a non-empty mask it is 0.
+Dice and IoU are MONAI's ``compute_dice`` / ``compute_iou`` with ``ignore_empty=False``, whose convention for empty
+masks is this project's: the Dice (and IoU) of two empty masks is 1; of an empty and a non-empty mask it is 0.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 from monai.config import NdarrayOrTensor
+from monai.metrics import compute_dice, compute_iou
 from monai.utils import convert_to_tensor
 
 __all__ = ["segmentation_quality", "dice_to_iou", "iou_to_dice", "as_class_indices"]
@@ -92,19 +94,13 @@ def segmentation_quality(
     lab = as_class_indices(label, "label", num_classes).to(s.device)
     if not batched:
         s, lab = s[None], lab[None]
-    s, lab = s.flatten(1), lab.flatten(1)  # [B, N]
-    inters, totals = [], []
+    s, lab = s.flatten(1)[:, None], lab.flatten(1)[:, None]  # [B, 1, N]
+    dices, ious = [], []
     for k in range(1, num_classes):  # one class at a time: memory stays at one mask per case
-        s_k, l_k = s == k, lab == k
-        inters.append((s_k & l_k).sum(-1))
-        totals.append(s_k.sum(-1) + l_k.sum(-1))
-    inter = torch.stack(inters, -1).double()  # [B, K]
-    total = torch.stack(totals, -1).double()
-    union = total - inter
-    empty = total == 0
-    dice = torch.where(empty, torch.ones_like(total), 2.0 * inter / total.clamp_min(1.0))
-    iou = torch.where(empty, torch.ones_like(total), inter / union.clamp_min(1.0))
-    dice, iou = dice.float(), iou.float()
+        s_k, l_k = (s == k).double(), (lab == k).double()  # float64 counts are exact up to 2**53 voxels
+        dices.append(compute_dice(s_k, l_k, include_background=True, ignore_empty=False))
+        ious.append(compute_iou(s_k, l_k, include_background=True, ignore_empty=False))
+    dice, iou = torch.cat(dices, 1).float(), torch.cat(ious, 1).float()  # [B, K]
     return (dice, iou) if batched else (dice[0], iou[0])
 
 

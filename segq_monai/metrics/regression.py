@@ -19,12 +19,14 @@ with a ``UserWarning`` that names the cause (never a silent NaN): fewer than two
 constant input (Pearson and Spearman: either input; R²: ``true``), a single class for AUROC (no failures, or only
 failures). With ``[N, K]`` input the warning names the class index.
 
-Ties. Spearman uses average ranks for ties (as ``scipy.stats.spearmanr``); AUROC counts a tied
-failure/non-failure pair as one half (the Mann-Whitney statistic, as ``sklearn.metrics.roc_auc_score``). For the
-risk-coverage curve, cases with equal confidence cannot be ordered, so *tied cases share their risk*: each case's
-risk is replaced by the mean risk of its tie group before the running mean is taken. At coverages where a whole tie
-group has entered, the curve equals the one where tied cases enter together; inside a group it is the expected
-selective risk over all orders of the tied cases. The result does not depend on the input order.
+Dependencies. Pearson and Spearman are ``scipy.stats.pearsonr`` / ``spearmanr`` (average ranks for ties); AUROC is
+``monai.metrics.compute_roc_auc``, which counts a tied failure/non-failure pair as one half (the Mann-Whitney
+statistic, as ``sklearn.metrics.roc_auc_score``).
+
+Ties. For the risk-coverage curve, cases with equal confidence cannot be ordered, so *tied cases share their risk*:
+each case's risk is replaced by the mean risk of its tie group before the running mean is taken. At coverages where
+a whole tie group has entered, the curve equals the one where tied cases enter together; inside a group it is the
+expected selective risk over all orders of the tied cases. The result does not depend on the input order.
 
 :class:`QualityRegressionMetric`, :class:`FailureAUROCMetric` and :class:`AURCMetric` wrap these functions as
 ``monai.metrics.CumulativeIterationMetric``: they buffer per-case values ``[B, K]`` over iterations and compute
@@ -40,7 +42,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.metrics import CumulativeIterationMetric
+from monai.metrics import CumulativeIterationMetric, compute_roc_auc
+from scipy import stats
 from monai.utils import MetricReduction
 
 __all__ = [
@@ -106,18 +109,6 @@ def _per_class(
     return values[0] if single else torch.tensor(values, dtype=torch.float64)
 
 
-def _average_ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks 1..N of a 1-D array, tied values getting the mean of their ranks (``scipy.stats.rankdata`` default)."""
-    order = np.argsort(x, kind="stable")
-    sorted_x = x[order]
-    starts = np.concatenate(([0], np.flatnonzero(np.diff(sorted_x) != 0) + 1))
-    counts = np.diff(np.append(starts, len(x)))
-    group_rank = starts + (counts + 1) / 2.0  # mean of ranks starts+1 .. starts+counts
-    ranks = np.empty(len(x), dtype=np.float64)
-    ranks[order] = np.repeat(group_rank, counts)
-    return ranks
-
-
 def _check_correlatable(pred: np.ndarray, true: np.ndarray) -> None:
     if len(pred) < 2:
         raise _Undefined("fewer than two cases")
@@ -128,14 +119,12 @@ def _check_correlatable(pred: np.ndarray, true: np.ndarray) -> None:
 
 def _pearson_1d(pred: np.ndarray, true: np.ndarray) -> float:
     _check_correlatable(pred, true)
-    dp, dt = pred - pred.mean(), true - true.mean()
-    r = np.dot(dp, dt) / np.sqrt(np.dot(dp, dp) * np.dot(dt, dt))
-    return float(np.clip(r, -1.0, 1.0))
+    return float(stats.pearsonr(pred, true).statistic)
 
 
 def _spearman_1d(pred: np.ndarray, true: np.ndarray) -> float:
     _check_correlatable(pred, true)
-    return _pearson_1d(_average_ranks(pred), _average_ranks(true))
+    return float(stats.spearmanr(pred, true).statistic)
 
 
 def _r2_1d(pred: np.ndarray, true: np.ndarray) -> float:
@@ -152,15 +141,12 @@ def _auroc_1d(confidence: np.ndarray, true_quality: np.ndarray, threshold: float
     if len(confidence) < 2:
         raise _Undefined("fewer than two cases")
     failure = true_quality < threshold
-    n_fail = int(failure.sum())
-    n_ok = len(failure) - n_fail
-    if n_fail == 0:
+    if not failure.any():
         raise _Undefined(f"no failures (every true quality >= threshold {threshold})")
-    if n_ok == 0:
+    if failure.all():
         raise _Undefined(f"only failures (every true quality < threshold {threshold})")
-    ranks = _average_ranks(-confidence)  # failure score: lower confidence ranks higher
-    u_stat = ranks[failure].sum() - n_fail * (n_fail + 1) / 2.0
-    return float(u_stat / (n_fail * n_ok))
+    # failure score: lower confidence scores higher; MONAI's AUC counts tied pairs one half (Mann-Whitney U)
+    return float(compute_roc_auc(torch.from_numpy(-confidence), torch.from_numpy(failure.astype(np.float64))))
 
 
 def _selective_risks_1d(confidence: np.ndarray, risk: np.ndarray) -> np.ndarray:

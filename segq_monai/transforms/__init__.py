@@ -13,6 +13,12 @@ from segq_monai.transforms.artifacts import (
 )
 from segq_monai.transforms.baselines import ScalarBaselinesD, ScalarBaselinesd, ScalarBaselinesDict
 from segq_monai.transforms.checks import CheckImage, CheckImageD, CheckImaged, CheckImageDict, SafeLoadImaged
+from segq_monai.transforms.recalibration import (
+    RecalibrateQuality,
+    RecalibrateQualityD,
+    RecalibrateQualityd,
+    RecalibrateQualityDict,
+)
 from segq_monai.transforms.quality import (
     FailureFlag,
     FailureFlagD,

@@ -2,5 +2,5 @@
 
 from __future__ import annotations
 
-from .atomic import atomic_write_text
+from .atomic import atomic_path, atomic_write_text
 from .booleans import as_bool

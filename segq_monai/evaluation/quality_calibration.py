@@ -1,0 +1,369 @@
+"""A quality calibration for one site: recalibrated Dice, per-case intervals, the guaranteed flag, drift reference.
+
+Made once from the ``quality.csv`` of a labelled calibration split of the target site (an evaluation of the
+pipeline on cases neither stage was trained on) by :func:`calibrate_quality_table`, saved as JSON
+(:meth:`QualityCalibration.save`, format :data:`FORMAT`), and read by inference (``--calibration_file``), which
+then writes the recalibrated ``pred_dice``, the head's ``pred_dice_raw``, the interval ``pred_dice_lo`` /
+``pred_dice_hi`` and the calibrated ``flagged`` (:class:`segq_monai.transforms.RecalibrateQualityd`).
+
+The file (strict JSON; ``null`` for an infinite threshold)::
+
+    {"format": "segq-quality-calibration/1",
+     "head_fingerprint": "<sha256 of the quality head's checkpoint file>",
+     "classes": ["", ] | ["brain", "ventricles", ...],     # column suffixes; "" = binary (plain pred_dice)
+     "n_calibration": n, "fit_fraction": 0.5, "seed": 0,
+     "coverage": 0.9, "promise": "<the coverage statement>",
+     "recalibration": {"<class or foreground>": {"knots_x": [...], "knots_y": [...], "half_width": q,
+                                                 "alpha": 0.1, "n_fit": .., "n_score": .., "fallback": false}},
+     "flag": {"threshold": λ̂ | null, "alpha", "delta", "tau", "feasible", "bound", "fraction_accepted",
+              "n_calibration", "n_accepted", "failures_accepted", "method": "selective"},
+     "reference": {"pred_dice": [n raw per-case mean predicted Dice], "mean_entropy": [n, nats] | null}}
+
+Promises (see :mod:`segq_monai.metrics.recalibration` and :mod:`segq_monai.metrics.conformal`): if the calibration
+cases and a new case are exchangeable, the new case's true Dice of each class lies in its interval with
+probability at least ``coverage``; if they are i.i.d., with probability at least ``1 - delta`` over the calibration
+split, at most a fraction ``alpha`` of the cases the flag accepts are failures (true Dice of some class
+``< tau``). The flag's threshold ``λ̂`` is on the per-case minimum over classes of the *raw* predicted Dice and is
+calibrated on all ``n`` cases (the raw head did not see them); the intervals use the fit / score split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from segq_monai.evaluation.columns import (
+    FLAG_COLUMN,
+    RAW,
+    class_label,
+    column_matrix,
+    column_name,
+    quality_columns,
+    read_quality_csv,
+)
+from segq_monai.evaluation.report import jsonable
+from segq_monai.metrics.quality import dice_to_iou
+from segq_monai.metrics.conformal import AcceptanceThreshold, calibrate_selective_threshold
+from segq_monai.metrics.recalibration import DiceRecalibration, calibrate_dice, split_calibration
+from segq_monai.utils.atomic import atomic_write_text
+
+__all__ = [
+    "FORMAT",
+    "QualityCalibration",
+    "calibrate_quality_csvs",
+    "calibrate_quality_table",
+    "head_fingerprint",
+    "interval_scores",
+    "load_quality_calibration",
+]
+
+FORMAT = "segq-quality-calibration/1"
+
+
+def head_fingerprint(checkpoint: str | os.PathLike) -> str:
+    """SHA-256 (hex) of the quality head's checkpoint file: which head a calibration belongs to."""
+    if not os.path.isfile(checkpoint):
+        raise FileNotFoundError(f"no quality head checkpoint at {os.fspath(checkpoint)!r}; train stage 2 first.")
+    digest = hashlib.sha256()
+    with open(checkpoint, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _promise(coverage: float, flag: AcceptanceThreshold) -> str:
+    lam = "+inf (no threshold certified: every case is flagged)" if math.isinf(flag.threshold) else f"{flag.threshold:g}"
+    return (
+        f"pred_dice_lo/pred_dice_hi: if the calibration cases and a new case are exchangeable (drawn alike from "
+        f"one site), the new case's true Dice of each class lies in [pred_dice_lo, pred_dice_hi] with probability "
+        f"at least {coverage:g} (marginal coverage, over calibration split and case together; not for every "
+        f"single case). flagged: if they are i.i.d., with probability at least {1 - flag.delta:g} over the "
+        f"calibration split, at most {flag.alpha:g} of the accepted (unflagged) cases are failures (true Dice < "
+        f"{flag.tau:g} for some class); accepted = per-case minimum of pred_dice_raw >= {lam}. Cases unlike the "
+        f"calibration split (see drift.json) void both."
+    )
+
+
+@dataclass(frozen=True)
+class QualityCalibration:
+    """The calibration of one quality head at one site (see the module docstring for the file).
+
+    Attributes:
+        classes: column suffixes of the foreground classes (``("",)``: binary).
+        recalibrations: one :class:`~segq_monai.metrics.recalibration.DiceRecalibration` per class, in order.
+        flag: the guaranteed flag's threshold on the per-case minimum raw predicted Dice.
+        head_fingerprint: :func:`head_fingerprint` of the head the calibration split was predicted with.
+        n_calibration, fit_fraction, seed: the calibration split and how it was divided.
+        reference: per-case values of the calibration split for drift checks: ``"pred_dice"`` (raw, mean over
+            classes, Dice units) and ``"mean_entropy"`` (mean predictive entropy, nats; None when the table had
+            no ``baseline_mean_entropy`` column).
+    """
+
+    classes: tuple[str, ...]
+    recalibrations: tuple[DiceRecalibration, ...]
+    flag: AcceptanceThreshold
+    head_fingerprint: str
+    n_calibration: int
+    fit_fraction: float
+    seed: int
+    reference: dict[str, list[float] | None] = field(default_factory=dict)
+
+    @property
+    def coverage(self) -> float:
+        """The promised coverage ``1 - alpha`` of the intervals."""
+        return 1.0 - self.recalibrations[0].alpha
+
+    def apply(self, raw_dice: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(pred_dice, lo, hi)`` for one case's raw predicted Dice ``[K]`` (K classes, in order): each ``[K]``."""
+        raw = np.asarray(raw_dice, np.float64).reshape(-1)
+        if raw.size != len(self.classes):
+            raise ValueError(f"the calibration has {len(self.classes)} class(es), the prediction {raw.size}.")
+        out = [(r.predict(v), *r.interval(v)) for r, v in zip(self.recalibrations, raw)]
+        return tuple(np.array([o[i] for o in out], np.float64) for i in range(3))  # type: ignore[return-value]
+
+    def flagged(self, raw_dice: Any) -> bool:
+        """The guaranteed flag of one case: minimum raw predicted Dice over classes ``< λ̂`` (or NaN)."""
+        return not bool(np.min(np.asarray(raw_dice, np.float64)) >= self.flag.threshold)
+
+    def recalibrate_rows(self, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """``quality.csv`` rows as a run with this calibration writes them: ``pred_dice`` (and ``pred_iou``)
+        recalibrated, ``pred_dice_raw``, ``pred_dice_lo`` / ``pred_dice_hi`` and the calibrated ``flagged``, per
+        class; the raw prediction is read from ``pred_dice_raw`` where present, else ``pred_dice``. Other columns
+        are kept. For scoring a table offline, e.g. ``interval_scores(calibration.recalibrate_rows(rows))``."""
+        classes = list(self.classes)
+        if rows and quality_columns(rows) != classes:
+            raise ValueError(f"the rows hold classes {[class_label(c) for c in quality_columns(rows)]}, the "
+                             f"calibration {[class_label(c) for c in classes]}.")  # fmt: skip
+        out = []
+        for row in rows:
+            bound = RAW if column_name("pred_dice", classes[0], RAW) in row else ""
+            raw = column_matrix([row], [column_name("pred_dice", c, bound) for c in classes])[0]
+            dice, lo, hi = self.apply(raw)
+            new = dict(row, **{FLAG_COLUMN: int(self.flagged(raw))})
+            for i, c in enumerate(classes):
+                new[column_name("pred_dice", c)] = float(dice[i])
+                new[column_name("pred_iou", c)] = float(dice_to_iou(dice[i]))
+                new[column_name("pred_dice", c, RAW)] = float(raw[i])
+                new[column_name("pred_dice", c, "lo")] = float(lo[i])
+                new[column_name("pred_dice", c, "hi")] = float(hi[i])
+            out.append(new)
+        return out
+
+    def check(self, fingerprint: str, classes: Sequence[str], source: str = "the calibration file") -> None:
+        """Refuse a calibration made for another head or class set, naming both."""
+        if fingerprint != self.head_fingerprint or list(classes) != list(self.classes):
+            raise ValueError(
+                f"{source} was made for the quality head {self.head_fingerprint[:16]}… with classes "
+                f"{[class_label(c) for c in self.classes]}; this run uses the head {fingerprint[:16]}… with classes "
+                f"{[class_label(c) for c in classes]}. Run the calibration step for this head and class set "
+                "(bundle/configs/calibrate_quality.json), or point calibration_file at the matching file."
+            )
+
+    def promise(self) -> dict[str, Any]:
+        """What a run with this calibration promises: coverage, half-widths, flag threshold, the statement."""
+        return jsonable(
+            {
+                "coverage": self.coverage,
+                "half_width": {class_label(c): r.half_width for c, r in zip(self.classes, self.recalibrations)},
+                "accept_threshold": self.flag.threshold,
+                "alpha": self.flag.alpha,
+                "delta": self.flag.delta,
+                "tau": self.flag.tau,
+                "n_calibration": self.n_calibration,
+                "head_fingerprint": self.head_fingerprint,
+                "promise": _promise(self.coverage, self.flag),
+            }
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return jsonable(
+            {
+                "format": FORMAT,
+                "head_fingerprint": self.head_fingerprint,
+                "classes": list(self.classes),
+                "n_calibration": self.n_calibration,
+                "fit_fraction": self.fit_fraction,
+                "seed": self.seed,
+                "coverage": self.coverage,
+                "promise": _promise(self.coverage, self.flag),
+                "recalibration": {class_label(c): asdict(r) for c, r in zip(self.classes, self.recalibrations)},
+                "flag": asdict(self.flag),
+                "reference": self.reference,
+            }
+        )
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the JSON file atomically (its folder is created)."""
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> QualityCalibration:
+        """Read a file written by :meth:`save`; a clear error for a missing file or another format."""
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"no calibration file at {os.fspath(path)!r}; write it with bundle/configs/calibrate_quality.json."
+            )
+        with open(path, encoding="utf-8") as f:
+            d = json.load(f)
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise ValueError(f"{os.fspath(path)!r} is not a quality calibration ({FORMAT}); write one with "
+                             "bundle/configs/calibrate_quality.json.")  # fmt: skip
+        classes = tuple(d["classes"])
+        recal = tuple(
+            DiceRecalibration(**{**r, "knots_x": tuple(r["knots_x"]), "knots_y": tuple(r["knots_y"])})
+            for r in (d["recalibration"][class_label(c)] for c in classes)
+        )
+        flag = dict(d["flag"])
+        flag["threshold"] = math.inf if flag["threshold"] is None else flag["threshold"]
+        return cls(
+            classes=classes,
+            recalibrations=recal,
+            flag=AcceptanceThreshold(**flag),
+            head_fingerprint=d["head_fingerprint"],
+            n_calibration=d["n_calibration"],
+            fit_fraction=d["fit_fraction"],
+            seed=d["seed"],
+            reference=d["reference"],
+        )
+
+
+def calibrate_quality_table(
+    rows: Sequence[Mapping[str, Any]],
+    head_fingerprint: str,
+    coverage: float = 0.9,
+    alpha: float = 0.1,
+    delta: float = 0.1,
+    tau: float = 0.8,
+    fit_fraction: float = 0.5,
+    seed: int = 0,
+) -> QualityCalibration:
+    """Calibrate a quality head on the ``quality.csv`` rows of a labelled calibration split.
+
+    Args:
+        rows: one row per calibration case with the raw predicted Dice (``pred_dice_raw`` columns when the table
+            was itself written with a calibration, else ``pred_dice``) and ``true_dice`` per class; an optional
+            ``baseline_mean_entropy`` (negated mean entropy) for the drift reference. Cases with a missing value
+            are left out with a warning.
+        head_fingerprint: :func:`head_fingerprint` of the head that predicted the rows.
+        coverage: promised coverage of the intervals, in (0, 1) (miscoverage ``1 - coverage``).
+        alpha, delta, tau: the guaranteed flag (failure rate among accepted ``<= alpha`` w.p. ``>= 1 - delta``,
+            failure: true Dice ``< tau``), :func:`~segq_monai.metrics.conformal.calibrate_selective_threshold`.
+        fit_fraction, seed: the fit / score split of the recalibration (:func:`calibrate_dice`).
+
+    Raises:
+        ValueError: no rows, no ``pred_dice`` / ``true_dice`` columns, or too few cases for the coverage (the
+            message names the minimum).
+    """
+    if not 0.0 < coverage < 1.0:
+        raise ValueError(f"coverage must be in (0, 1), e.g. 0.9, got {coverage}.")
+    classes = quality_columns(rows) if rows else []
+    bound = RAW if classes and column_name("pred_dice", classes[0], RAW) in rows[0] else ""
+    raw_columns = [column_name("pred_dice", c, bound) for c in classes]
+    needed = raw_columns + [column_name("true_dice", c) for c in classes]
+    if not classes or any(col not in rows[0] for col in needed):
+        raise ValueError(
+            f"a calibration needs labelled rows with columns {needed or ['pred_dice', 'true_dice']}; got "
+            f"{list(rows[0]) if rows else 'no rows'}. Evaluate the pipeline on a labelled calibration split first."
+        )
+    raw = column_matrix(rows, raw_columns)
+    true = column_matrix(rows, [column_name("true_dice", c) for c in classes])
+    keep = np.all(np.isfinite(raw) & np.isfinite(true), axis=1)
+    if not keep.all():
+        warnings.warn(f"calibration: {int((~keep).sum())} case(s) without a finite value are left out.", UserWarning, 2)
+    raw, true = raw[keep], true[keep]
+    split = split_calibration(len(raw), fit_fraction, seed)
+    recal = tuple(
+        calibrate_dice(raw[:, i], true[:, i], 1.0 - coverage, split=split, what=f"class {class_label(c)!r}")
+        for i, c in enumerate(classes)
+    )
+    flag = calibrate_selective_threshold(raw.min(axis=1), true.min(axis=1), tau=tau, alpha=alpha, delta=delta)
+    entropy = None
+    if any("baseline_mean_entropy" in row for row in rows):
+        entropy = (-column_matrix(rows, ["baseline_mean_entropy"])[keep, 0]).tolist()
+    return QualityCalibration(
+        classes=tuple(classes),
+        recalibrations=recal,
+        flag=flag,
+        head_fingerprint=head_fingerprint,
+        n_calibration=len(raw),
+        fit_fraction=float(fit_fraction),
+        seed=int(seed),
+        reference={"pred_dice": raw.mean(axis=1).tolist(), "mean_entropy": entropy},
+    )
+
+
+def calibrate_quality_csvs(
+    csvs: Sequence[str | os.PathLike],
+    checkpoint: str | os.PathLike,
+    classes: Sequence[str],
+    output_file: str | os.PathLike,
+    **kwargs: Any,
+) -> QualityCalibration:
+    """The bundle's calibration step: read the calibration split's tables, calibrate, check, save.
+
+    Args:
+        csvs: ``quality.csv`` files of the labelled calibration split (evaluations of this pipeline).
+        checkpoint: the quality head's checkpoint (fingerprinted into the file).
+        classes: the column suffixes this pipeline writes (:func:`segq_monai.evaluation.columns.class_suffixes`);
+            the tables must have the same.
+        output_file: the calibration JSON to write.
+        kwargs: ``coverage``, ``alpha``, ``delta``, ``tau``, ``fit_fraction``, ``seed`` of
+            :func:`calibrate_quality_table`.
+    """
+    if not csvs:
+        raise ValueError("calibration_csvs is empty: pass the quality.csv of an evaluation on a labelled calibration split.")
+    rows = [row for f in csvs for row in read_quality_csv(f)]
+    found = quality_columns(rows) if rows else []
+    if found != list(classes):
+        raise ValueError(
+            f"the calibration tables {list(map(os.fspath, csvs))} hold classes {[class_label(c) for c in found]}, "
+            f"this pipeline predicts {[class_label(c) for c in classes]}; evaluate the calibration split with it."
+        )
+    calibration = calibrate_quality_table(rows, head_fingerprint(checkpoint), **kwargs)
+    calibration.save(output_file)
+    return calibration
+
+
+def load_quality_calibration(
+    path: str | os.PathLike, checkpoint: str | os.PathLike, classes: Sequence[str]
+) -> QualityCalibration:
+    """Read a calibration file and refuse it unless it was made for this head (``checkpoint``) and ``classes``."""
+    calibration = QualityCalibration.load(path)
+    calibration.check(head_fingerprint(checkpoint), classes, source=f"calibration file {os.fspath(path)!r}")
+    return calibration
+
+
+def interval_scores(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]] | None:
+    """How the calibrated columns of a labelled table did: per class, the realised coverage of
+    ``[pred_dice_lo, pred_dice_hi]`` and its mean width, and the MAE of ``pred_dice_raw`` and of ``pred_dice``.
+
+    Returns:
+        ``{class label: {"n", "coverage", "mean_width", "mae_raw", "mae_recalibrated"}}`` (Dice units; coverage a
+        fraction of the ``n`` cases with every value finite), or None when the table has no ``pred_dice_lo``.
+    """
+    classes = quality_columns(rows) if rows else []
+    if not classes or not any(column_name("pred_dice", classes[0], "lo") in row for row in rows):
+        return None
+    out = {}
+    for c in classes:
+        parts = (("pred_dice", RAW), ("pred_dice", ""), ("pred_dice", "lo"), ("pred_dice", "hi"), ("true_dice", ""))
+        raw, pred, lo, hi, true = column_matrix(rows, [column_name(k, c, b) for k, b in parts]).T
+        keep = np.isfinite(raw) & np.isfinite(pred) & np.isfinite(lo) & np.isfinite(hi) & np.isfinite(true)
+        raw, pred, lo, hi, true = (a[keep] for a in (raw, pred, lo, hi, true))
+        out[class_label(c)] = {
+            "n": int(keep.sum()),
+            "coverage": float(np.mean((lo <= true) & (true <= hi))),
+            "mean_width": float(np.mean(hi - lo)),
+            "mae_raw": float(np.mean(np.abs(raw - true))),
+            "mae_recalibrated": float(np.mean(np.abs(pred - true))),
+        }
+    return out

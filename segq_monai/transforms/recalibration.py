@@ -1,0 +1,70 @@
+"""Recalibrated predicted quality with per-case intervals and the calibrated failure flag.
+
+Array transform and its dictionary twin (aliases ``XD = XDict = Xd``). They take a
+:class:`segq_monai.evaluation.quality_calibration.QualityCalibration` (one head at one site) and replace the
+fixed-threshold :class:`~segq_monai.transforms.FailureFlagd` of an uncalibrated pipeline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from typing import TYPE_CHECKING
+
+import torch
+from monai.config import NdarrayOrTensor
+from monai.transforms import MapTransform, Transform
+from monai.utils import convert_to_numpy
+
+from segq_monai.metrics.quality import dice_to_iou
+
+if TYPE_CHECKING:
+    from segq_monai.evaluation.quality_calibration import QualityCalibration
+
+__all__ = ["RecalibrateQuality", "RecalibrateQualityD", "RecalibrateQualityd", "RecalibrateQualityDict"]
+
+
+class RecalibrateQuality(Transform):
+    """One case's raw predicted Dice ``[K]`` -> recalibrated Dice, its interval and the calibrated flag.
+
+    Args:
+        calibration: the site's calibration (its classes must be the head's ``K`` foreground classes).
+
+    ``__call__(pred_dice)``: raw ``[K]`` in [0, 1] -> dict of float32 ``[K]`` tensors ``pred_dice`` (isotonic
+    recalibration), ``pred_dice_raw`` (the input), ``pred_iou`` (``= pred_dice / (2 - pred_dice)``),
+    ``pred_dice_lo`` / ``pred_dice_hi`` (conformal interval at ``calibration.coverage``), and ``flagged``, a bool
+    ``[]`` tensor: the minimum raw Dice over classes is below the calibrated ``λ̂``.
+    """
+
+    def __init__(self, calibration: QualityCalibration) -> None:
+        self.calibration = calibration
+
+    def __call__(self, pred_dice: NdarrayOrTensor) -> dict[str, torch.Tensor]:
+        raw = convert_to_numpy(pred_dice).reshape(-1)
+        dice, lo, hi = (torch.as_tensor(a, dtype=torch.float32) for a in self.calibration.apply(raw))
+        return {
+            "pred_dice": dice,
+            "pred_dice_raw": torch.as_tensor(raw, dtype=torch.float32),
+            "pred_iou": dice_to_iou(dice),
+            "pred_dice_lo": lo,
+            "pred_dice_hi": hi,
+            "flagged": torch.tensor(self.calibration.flagged(raw)),
+        }
+
+
+class RecalibrateQualityd(MapTransform):
+    """Dictionary twin of :class:`RecalibrateQuality`: reads ``key`` (raw ``[K]`` predicted Dice, as
+    :class:`~segq_monai.transforms.PredictQualityd` writes it) and writes ``pred_dice`` (recalibrated),
+    ``pred_dice_raw``, ``pred_iou``, ``pred_dice_lo``, ``pred_dice_hi`` and ``flagged``."""
+
+    def __init__(self, calibration: QualityCalibration, key: str = "pred_dice") -> None:
+        super().__init__(keys=[key])
+        self.key = key
+        self.recalibrate = RecalibrateQuality(calibration)
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        d.update(self.recalibrate(d[self.key]))
+        return d
+
+
+RecalibrateQualityD = RecalibrateQualityDict = RecalibrateQualityd

@@ -1,0 +1,234 @@
+"""The site calibration file, the recalibrating transform, the calibrated columns and the drift check."""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import unittest
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.isotonic import IsotonicRegression
+
+from segq_monai.evaluation.columns import (
+    class_suffixes,
+    column_name,
+    parse_column,
+    quality_columns,
+    read_quality_csv,
+    write_quality_csv,
+)
+from segq_monai.evaluation.quality_calibration import (
+    QualityCalibration,
+    calibrate_quality_csvs,
+    calibrate_quality_table,
+    head_fingerprint,
+    interval_scores,
+    load_quality_calibration,
+)
+from segq_monai.handlers import CalibrationReport
+from segq_monai.metrics.drift import distribution_shift
+from segq_monai.metrics.recalibration import split_calibration
+from segq_monai.transforms import RecalibrateQualityd
+
+
+def site_rows(n: int, classes=("",), seed: int = 0, bias: float = 0.14) -> list[dict]:
+    """A head that ranks right but under-predicts by ``bias`` at this site; negated mean entropy as a baseline."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        row = {"image": f"case{i}.nii.gz"}
+        for c in classes:
+            sfx = f"_{c}" if c else ""
+            true = rng.uniform(0.3, 1.0)
+            row[f"pred_dice{sfx}"] = float(np.clip(true - bias + rng.normal(0, 0.04), 0, 1))
+            row[f"true_dice{sfx}"] = true
+        row["baseline_mean_entropy"] = -rng.uniform(0.05, 0.1)
+        rows.append(row)
+    return rows
+
+
+class TestColumns(unittest.TestCase):
+    def test_calibrated_columns_are_not_classes(self):
+        binary = [{"image": "a", "pred_dice": 0.8, "pred_dice_raw": 0.7, "pred_dice_lo": 0.6, "pred_dice_hi": 0.9,
+                   "true_dice": 0.85}]  # fmt: skip
+        self.assertEqual(quality_columns(binary), [""])
+        multi = [{"pred_dice_brain": 0.8, "pred_dice_raw_brain": 0.7, "pred_dice_lo_brain": 0.6,
+                  "pred_dice_hi_brain": 0.9, "pred_dice_csf": 0.5, "pred_dice_lo_csf": 0.4}]  # fmt: skip
+        self.assertEqual(quality_columns(multi), ["brain", "csf"])
+
+    def test_raw_and_interval_columns_parse(self):
+        for name, parts in (("pred_dice_raw", ("pred_dice", "raw", "")), ("pred_dice_raw_brain", ("pred_dice", "raw", "brain")),
+                            ("pred_dice_hi_2", ("pred_dice", "hi", "2"))):  # fmt: skip
+            self.assertEqual(tuple(parse_column(name)), parts)
+            self.assertEqual(column_name(parts[0], parts[2], parts[1]), name)
+
+    def test_class_suffixes(self):
+        self.assertEqual(class_suffixes(1), [""])
+        self.assertEqual(class_suffixes(1, ["brain"]), [""])
+        self.assertEqual(class_suffixes(2), ["1", "2"])
+        self.assertEqual(class_suffixes(2, ["a", "b"]), ["a", "b"])
+        with self.assertRaisesRegex(ValueError, "3 names but the head has 2"):
+            class_suffixes(2, ["a", "b", "c"])
+        for name in ("lo", "raw", "mean"):
+            with self.assertRaisesRegex(ValueError, rf"\['{name}'\] are reserved"):
+                class_suffixes(2, [name, "b"])
+
+
+class TestQualityCalibration(unittest.TestCase):
+    def setUp(self):
+        self.tmp = Path(tempfile.mkdtemp())
+        self.ckpt = self.tmp / "model.pt"
+        torch.save({"model": {"w": torch.arange(3.0)}}, self.ckpt)
+
+    def test_table_against_sklearn_and_sorted_residuals(self):
+        rows = site_rows(60, classes=("brain", "csf"))
+        cal = calibrate_quality_table(rows, "abc", coverage=0.9, alpha=0.2, delta=0.2, tau=0.7, seed=3)
+        fit, score = split_calibration(60, 0.5, seed=3)
+        for i, c in enumerate(("brain", "csf")):
+            raw = np.array([r[f"pred_dice_{c}"] for r in rows])
+            true = np.array([r[f"true_dice_{c}"] for r in rows])
+            ref = IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip").fit(raw[fit], true[fit])
+            np.testing.assert_allclose(cal.recalibrations[i].predict(raw), ref.predict(raw), atol=1e-12)
+            residuals = np.sort(np.abs(true[score] - ref.predict(raw[score])))
+            k = math.ceil(31 * 0.9)  # 30 scored cases: the 28th smallest
+            self.assertAlmostEqual(cal.recalibrations[i].half_width, residuals[k - 1], places=12)
+        self.assertEqual(cal.classes, ("brain", "csf"))
+        self.assertEqual((cal.flag.alpha, cal.flag.delta, cal.flag.tau, cal.flag.n_calibration), (0.2, 0.2, 0.7, 60))
+        self.assertEqual(len(cal.reference["pred_dice"]), 60)
+        np.testing.assert_allclose(cal.reference["mean_entropy"], [-r["baseline_mean_entropy"] for r in rows])
+
+    def test_recalibrates_the_raw_columns_of_a_calibrated_table(self):
+        rows = site_rows(40)
+        relabelled = [dict(r, pred_dice_raw=r["pred_dice"], pred_dice=0.5) for r in rows]  # pred_dice recalibrated
+        a = calibrate_quality_table(rows, "abc", coverage=0.8)
+        b = calibrate_quality_table(relabelled, "abc", coverage=0.8)
+        self.assertEqual(a.recalibrations, b.recalibrations)
+
+    def test_save_load_round_trip_and_transform(self):
+        rows = site_rows(40, seed=1)
+        cal = calibrate_quality_table(rows, head_fingerprint(self.ckpt), coverage=0.8, alpha=0.3, delta=0.3, tau=0.5)
+        self.assertTrue(cal.flag.feasible and 0.3 < cal.flag.threshold < 0.7, cal.flag)
+        path = self.tmp / "cal" / "calibration.json"
+        cal.save(path)
+        loaded = load_quality_calibration(path, self.ckpt, [""])
+        self.assertEqual(loaded, cal)
+        data = json.loads(path.read_text())
+        self.assertEqual(data["coverage"], 0.8)
+        self.assertIn("probability at least 0.8", data["promise"])
+        out = RecalibrateQualityd(loaded)({"pred_dice": torch.tensor([0.61])})
+        g = cal.recalibrations[0].predict(0.61)
+        q = cal.recalibrations[0].half_width
+        self.assertAlmostEqual(float(out["pred_dice"]), g, places=6)
+        self.assertAlmostEqual(float(out["pred_dice_raw"]), 0.61, places=6)
+        self.assertAlmostEqual(float(out["pred_dice_lo"]), max(0.0, g - q), places=6)
+        self.assertAlmostEqual(float(out["pred_dice_hi"]), min(1.0, g + q), places=6)
+        self.assertAlmostEqual(float(out["pred_iou"]), g / (2 - g), places=6)
+        self.assertEqual(bool(out["flagged"]), 0.61 < cal.flag.threshold)
+        lam = cal.flag.threshold
+        self.assertEqual([loaded.flagged([v]) for v in (lam - 1e-6, lam, lam + 0.01)], [True, False, False])
+
+    def test_recalibrate_rows_and_interval_scores(self):
+        cal = calibrate_quality_table(site_rows(200, classes=("a", "b"), seed=4), "abc", coverage=0.8, tau=0.5,
+                                      alpha=0.2, delta=0.2)  # fmt: skip
+        test = site_rows(400, classes=("a", "b"), seed=5)
+        rows = cal.recalibrate_rows(test)
+        transform = RecalibrateQualityd(cal)
+        for row, case in zip(rows[:5], test):
+            out = transform({"pred_dice": torch.tensor([case["pred_dice_a"], case["pred_dice_b"]])})
+            np.testing.assert_allclose([row["pred_dice_a"], row["pred_dice_b"]], out["pred_dice"], atol=1e-6)
+            np.testing.assert_allclose([row["pred_dice_lo_a"], row["pred_dice_lo_b"]], out["pred_dice_lo"], atol=1e-6)
+            self.assertEqual(row["flagged"], int(out["flagged"]))
+            self.assertEqual(row["pred_dice_raw_a"], case["pred_dice_a"])
+        self.assertEqual(cal.recalibrate_rows(rows), rows)  # reads pred_dice_raw back: idempotent
+        scores = interval_scores(rows)
+        for c in ("a", "b"):
+            lo, hi, true = (np.array([r[f"{k}_{c}"] for r in rows]) for k in ("pred_dice_lo", "pred_dice_hi", "true_dice"))
+            self.assertAlmostEqual(scores[c]["coverage"], np.mean((lo <= true) & (true <= hi)))
+            self.assertAlmostEqual(scores[c]["mean_width"], np.mean(hi - lo))
+            self.assertGreater(scores[c]["mae_raw"], 0.12)  # the head's bias of 0.14 ...
+            self.assertLess(scores[c]["mae_recalibrated"], 0.05)  # ... removed
+            self.assertGreater(scores[c]["coverage"], 0.7)  # promised 0.8 on average over calibration draws
+        self.assertIsNone(interval_scores(test))
+
+    def test_infeasible_flag_flags_everything_and_round_trips(self):
+        with self.assertWarnsRegex(UserWarning, "accept nothing"):
+            cal = calibrate_quality_table(site_rows(20), "abc", coverage=0.5, alpha=0.01, delta=0.01)
+        self.assertTrue(math.isinf(cal.flag.threshold))
+        path = self.tmp / "c.json"
+        cal.save(path)
+        self.assertIsNone(json.loads(path.read_text())["flag"]["threshold"])
+        self.assertTrue(QualityCalibration.load(path).flagged([1.0]))
+
+    def test_refuses_another_head_or_class_set(self):
+        cal = calibrate_quality_table(site_rows(20), head_fingerprint(self.ckpt), coverage=0.5)
+        path = self.tmp / "c.json"
+        cal.save(path)
+        other = self.tmp / "other.pt"
+        torch.save({"model": {"w": torch.ones(3)}}, other)
+        fp_this, fp_other = head_fingerprint(self.ckpt), head_fingerprint(other)
+        self.assertNotEqual(fp_this, fp_other)
+        with self.assertRaisesRegex(ValueError, f"{fp_this[:16]}.*'foreground'.*{fp_other[:16]}.*'foreground'"):
+            load_quality_calibration(path, other, [""])
+        with self.assertRaisesRegex(ValueError, r"classes \['foreground'\].*classes \['brain', 'csf'\]"):
+            load_quality_calibration(path, self.ckpt, ["brain", "csf"])
+
+    def test_bad_input_messages(self):
+        with self.assertRaisesRegex(ValueError, "needs at least 9 scored calibration cases.*got 8.*16 calibration"):
+            calibrate_quality_table(site_rows(16), "abc", coverage=0.9)
+        with self.assertRaisesRegex(ValueError, "columns.*true_dice"):
+            calibrate_quality_table([{"image": "a", "pred_dice": 0.5}], "abc")
+        with self.assertWarnsRegex(UserWarning, "falls back to their mean true Dice"):
+            cal = calibrate_quality_table([dict(r, pred_dice=0.4) for r in site_rows(20)], "abc", coverage=0.5)
+        self.assertTrue(cal.recalibrations[0].fallback)
+        csv = self.tmp / "quality.csv"
+        write_quality_csv(csv, site_rows(20, classes=("a", "b")))
+        with self.assertRaisesRegex(ValueError, r"hold classes \['a', 'b'\], this pipeline predicts \['foreground'\]"):
+            calibrate_quality_csvs([csv], self.ckpt, [""], self.tmp / "x.json")
+        with self.assertRaisesRegex(ValueError, "not a quality calibration"):
+            (self.tmp / "bad.json").write_text("{}")
+            QualityCalibration.load(self.tmp / "bad.json")
+
+    def test_csvs_step_writes_the_file(self):
+        csv = self.tmp / "quality.csv"
+        write_quality_csv(csv, site_rows(30))
+        out = self.tmp / "deploy" / "calibration.json"
+        cal = calibrate_quality_csvs([csv], self.ckpt, [""], out, coverage=0.8)
+        self.assertEqual(QualityCalibration.load(out), cal)
+        self.assertEqual(cal.n_calibration, len(read_quality_csv(csv)))
+
+
+class TestDrift(unittest.TestCase):
+    def test_ks_by_hand(self):
+        # disjoint samples of 3 and 3: D = 1; exact two-sided p = 2 / C(6, 3) = 0.1
+        s = distribution_shift([0.1, 0.2, 0.3], [0.4, 0.5, 0.6])
+        self.assertEqual((s["n"], s["n_reference"]), (3, 3))
+        self.assertAlmostEqual(s["ks_statistic"], 1.0)
+        self.assertAlmostEqual(s["p_value"], 0.1, places=12)
+        self.assertAlmostEqual(s["fraction_outside"], 1.0)
+        self.assertAlmostEqual(s["median"], 0.2)
+        s = distribution_shift([0.45, 0.5, 0.7], [0.4, 0.5, 0.6])  # F differ by 1/3 at most
+        self.assertAlmostEqual(s["ks_statistic"], 1 / 3)
+        self.assertAlmostEqual(s["fraction_outside"], 1 / 3)
+
+    def test_warning_names_the_numbers(self):
+        cal = calibrate_quality_table(site_rows(60, seed=2), "abc", coverage=0.8)
+        report = CalibrationReport(cal, tempfile.mkdtemp(), p_value=0.01)
+        rng = np.random.default_rng(0)
+        shifted = [(float(v), 0.3) for v in rng.uniform(0.0, 0.3, 30)]  # low predictions, 4x the entropy
+        with self.assertLogs("segq_monai.handlers.calibration_report", "WARNING") as logs:
+            result = report.check(shifted)
+        self.assertTrue(result["drifted"])
+        stats = result["statistics"]
+        self.assertAlmostEqual(stats["mean_entropy"]["ks_statistic"], 1.0)
+        self.assertAlmostEqual(stats["mean_entropy"]["fraction_outside"], 1.0)
+        self.assertIn("cohort of 30 cases: median predicted Dice", logs.output[0])
+        self.assertIn(f"KS D = {stats['pred_dice']['ks_statistic']:.2f}", logs.output[0])
+        alike = [(r["pred_dice"], -r["baseline_mean_entropy"]) for r in site_rows(60, seed=2)]
+        self.assertFalse(report.check(alike)["drifted"])  # the calibration split itself: D = 0, p = 1
+
+
+if __name__ == "__main__":
+    unittest.main()
