@@ -12,6 +12,8 @@ import tempfile
 import unittest
 from pathlib import Path
 
+from segq_monai.evaluation.columns import read_quality_csv
+from segq_monai.evaluation.quality_calibration import calibrate_quality_table, head_fingerprint, interval_scores
 from segq_testing import copy_bundle, read_csv, workflow
 
 TOY = ["--num_folds", "2", "--epochs_segmentation", "1", "--epochs_quality", "1", "--num_samples", "2",
@@ -71,6 +73,20 @@ class TestDemoDefault(unittest.TestCase):
             self.assertEqual(rows["quality head (image_seg_entropy)"][8].split(" = ")[0],
                              f"{flag['failures_accepted']}/{flag['n_accepted']}")  # fmt: skip
             self.assertEqual(boot["n_groups"], 8)  # the 8 test slices, not the 16 or 24 copies
+
+    def test_recalibration_table(self):
+        """The recalibration rows are trust's ``interval_scores`` of each split recalibrated on the calibration split."""
+        calibration = calibrate_quality_table(read_quality_csv(self.out / "report" / "calibration_split" / "quality.csv"),
+                                              head_fingerprint(self.root / "models" / "quality_image_seg_entropy" / "model.pt"))  # fmt: skip
+        rows = table_rows(self.text, "Recalibration to the site")
+        for label, folder in (("test (in-distribution)", "report"), ("shift", "report/shift_split")):
+            scores = interval_scores(calibration.recalibrate_rows(read_quality_csv(self.out / folder / "quality.csv")))
+            s = scores["foreground"]
+            cells = rows[label]
+            self.assertEqual(cells[0], str(s["n"]))
+            for cell, key in zip(cells[1:], ("mae_raw", "mae_recalibrated", "coverage", "mean_width")):
+                self.assertTrue(cell.startswith(f"{s[key]:.3f} ["), (label, key, cell))
+            self.assertTrue(cells[3].endswith("(0.90)"))
 
     def test_splits_apart(self):
         report = json.loads((self.out / "report" / "report.json").read_text())

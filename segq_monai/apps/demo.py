@@ -40,6 +40,7 @@ from typing import Any, NamedTuple
 import torch
 from monai.bundle import ConfigParser
 
+from segq_monai.apps.demo_recalibration import fit_site_calibration, recalibration_scores, recalibration_table
 from segq_monai.apps.demo_tables import Result, results_of, spread_table, time_table
 from segq_monai.apps.workflows import default_bundle_root, run_workflow
 from segq_monai.data.demo import prepare_demo
@@ -183,7 +184,7 @@ class _Demo:
             results[split] = (report, intervals)
         return results
 
-    def one_seed(self, seed: int, tables: dict[str, dict[str, list[Result]]]) -> None:
+    def one_seed(self, seed: int, tables: dict[str, dict[str, list[Any]]]) -> None:
         """The experiment with stage-1 and stage-2 seed ``seed``; appends its results to ``tables``."""
         a = self.args
         out = self.out if seed == 0 else self.out / "seeds" / f"seed{seed}"
@@ -202,6 +203,8 @@ class _Demo:
                     label = f"{a.sampler.replace('_', ' ')}, T={a.num_samples}; {MAIN_VARIANT}"
                     tables.setdefault(f"estimators/{split}", {}).setdefault(label, []).extend(
                         results_of(report, intervals, label, baselines=False).values())
+            if sampled is None and "calibration" in self.splits:
+                self.recalibrate(report_dir, models / f"quality_{variant}" / "model.pt", tables)
             sampled = sampled or report_dir
         for name in a.estimators:
             est = ESTIMATORS[name]
@@ -217,9 +220,19 @@ class _Demo:
                 tables.setdefault(f"estimators/{split}", {}).setdefault(label, []).extend(
                     results_of(report, intervals, label, baselines=False).values())
 
-    def run(self) -> dict[str, dict[str, list[Result]]]:
+    def recalibrate(self, report_dir: Path, checkpoint: Path, tables: dict[str, dict[str, list[Any]]]) -> None:
+        """Fit the site calibration of the head on its calibration split; score it on the other splits."""
+        rows = read_quality_csv(report_dir / SPLIT_DIRS["calibration"] / "quality.csv")
+        calibration = fit_site_calibration(rows, checkpoint)
+        for split in self.splits[1:]:
+            rows = read_quality_csv(report_dir / SPLIT_DIRS[split] / "quality.csv")
+            groups = [self.groups[split][r["image"]] for r in rows] if self.args.seeds == 1 else None
+            scores = recalibration_scores(calibration, rows, groups, self.args.bootstrap_resamples)
+            tables.setdefault("recalibration", {}).setdefault(split, []).append(scores)
+
+    def run(self) -> dict[str, dict[str, list[Any]]]:
         a = self.args
-        tables: dict[str, dict[str, list[Result]]] = {}
+        tables: dict[str, dict[str, list[Any]]] = {}
         for seed in range(a.seeds):
             self.one_seed(seed, tables)
         self.reference_ms.append(reference_pass_ms(self.bundle_root, self.device))
@@ -231,7 +244,7 @@ class _Demo:
         print(f"Done in {sum(s for _, s in self.steps) / 60:.1f} min. Report: {summary_dir}")
         return tables
 
-    def comparison(self, tables: dict[str, dict[str, list[Result]]]) -> str:
+    def comparison(self, tables: dict[str, dict[str, list[Any]]]) -> str:
         """The text of ``comparison.md``."""
         a = self.args
         spread = (
@@ -257,6 +270,13 @@ class _Demo:
         for split in ("testing", "shift"):
             if f"variants/{split}" in tables:
                 text += f"## {titles[split]}: quality head and scalar baselines\n\n{spread_table(tables[f'variants/{split}'])}\n"
+        if "recalibration" in tables:
+            labels = {"testing": "test (in-distribution)", "shift": "shift"}
+            text += (
+                f"## Recalibration to the site: the quality head ({a.quality_variants[0]}) recalibrated (isotonic) "
+                "with split-conformal 90 % intervals, both fitted on the calibration split\n\n"
+                + recalibration_table({labels[k]: v for k, v in tables["recalibration"].items()}) + "\n"
+            )
         for split in ("testing", "shift"):
             if len(tables.get(f"estimators/{split}", {})) > 1:
                 text += f"## Uncertainty estimators of stage 1, {titles[split]}\n\n{spread_table(tables[f'estimators/{split}'])}\n"
@@ -281,8 +301,9 @@ def _temperature_table(models: Path, num_folds: int) -> str:
     return "\n".join(lines) + "\n\n"
 
 
-def demo(args: argparse.Namespace) -> dict[str, dict[str, list[Result]]]:
-    """Run the whole experiment; returns ``{"variants/<split>" | "estimators/<split>": {label: [Result per seed]}}``."""
+def demo(args: argparse.Namespace) -> dict[str, dict[str, list[Any]]]:
+    """Run the whole experiment; returns ``{"variants/<split>" | "estimators/<split>": {label: [Result per seed]},
+    "recalibration": {split: [scores per seed]}}``."""
     if args.full:
         args.quality_variants = args.quality_variants or list(VARIANTS)
         args.estimators = list(ESTIMATORS) if args.estimators is None else args.estimators
