@@ -30,6 +30,11 @@ def run_demo(tmp: Path, *extra: str) -> tuple[subprocess.CompletedProcess, Path,
     return result, root, out
 
 
+def fmt(value: float | None) -> str:
+    """A number as the tables write it; ``–`` for an undefined one (``null`` in the JSON files)."""
+    return "–" if value is None else f"{value:.3f}"
+
+
 def table_rows(text: str, heading: str) -> dict[str, list[str]]:
     """``{method: [cells]}`` of the Markdown table under the ``## heading...`` line of ``comparison.md``."""
     section = text.split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
@@ -76,8 +81,8 @@ class TestDemoDefault(unittest.TestCase):
                 cells = rows[label]
                 self.assertEqual(cells[0], str(report["n_cases"]))
                 for cell, metric in zip(cells[1:7], ("mae", "pearson", "spearman", "auroc", "aurc", "eaurc")):
-                    value, lo, hi = block[metric], *boot["methods"][key][metric]
-                    self.assertEqual(cell, f"{value:.3f} [{lo:.3f}, {hi:.3f}]", (heading, label, metric))
+                    value, lo, hi = (fmt(v) for v in (block[metric], *boot["methods"][key][metric]))
+                    self.assertEqual(cell, f"{value} [{lo}, {hi}]", (heading, label, metric))
             flag = report["guaranteed_flag"]
             self.assertEqual(rows["quality head (image_seg_entropy)"][8].split(" = ")[0],
                              f"{flag['failures_accepted']}/{flag['n_accepted']}")  # fmt: skip
