@@ -16,6 +16,7 @@ Every public name of a bundle config's ``_target_`` is importable from here.
 
 from __future__ import annotations
 
+from segq_monai.apps import load_fit, load_quality_head, network_signature
 from segq_monai.inferers import (
     MAPS,
     AleatoricSampler,
@@ -48,6 +49,7 @@ from segq_monai.metrics import (
 from segq_monai.networks import AleatoricNet, ConfidenceNet, QualityRegressor
 from segq_monai.transforms import (
     CheckImaged,
+    CheckLabeld,
     FailureFlagd,
     MRArtifactd,
     PredictQualityd,
@@ -88,6 +90,10 @@ __all__ = [
     "expected_calibration_error",
     "fit_temperature",
     "CheckImaged",
+    "CheckLabeld",
+    "load_fit",
+    "load_quality_head",
+    "network_signature",
     "MAPS",
     "SAMPLERS",
     "FailureFlagd",

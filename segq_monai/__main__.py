@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from segq_monai.apps import demo
+from segq_monai.apps import demo, example3d, fit
 
 #: The modules of the commands, in ``--help`` order.
-COMMANDS = (demo,)
+COMMANDS = (demo, fit, example3d)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

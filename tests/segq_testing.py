@@ -104,3 +104,62 @@ def train_on_noisy_half(net: torch.nn.Module, loss_fn, steps: int = 300) -> tupl
         return x, noisy
     finally:
         torch.set_num_threads(threads)
+
+
+HOSTS = REPO / "tests" / "testing_data" / "hosts"
+
+
+def make_host(name: str, folder: Path, seed: int = 0, ensemble: int = 0) -> Path:
+    """A host bundle ``folder / name`` from ``tests/testing_data/hosts/<name>/configs``, with random weights as a
+    user has them: ``models/model.pt`` (a plain state dict, as model-zoo bundles save it) and, with ``ensemble``,
+    ``models/fold<k>/model.pt`` members."""
+    from monai.bundle import ConfigParser
+
+    root = folder / name
+    shutil.copytree(HOSTS / name / "configs", root / "configs")
+    parser = ConfigParser()
+    parser.read_config(str(root / "configs" / "inference.json"))
+    torch.manual_seed(seed)
+    (root / "models").mkdir()
+    torch.save(parser.get_parsed_content("network_def").state_dict(), root / "models" / "model.pt")
+    for k in range(ensemble):
+        (root / "models" / f"fold{k}").mkdir()
+        torch.save(parser.get_parsed_content("network_def", lazy=False).state_dict(), root / "models" / f"fold{k}" / "model.pt")
+    return root
+
+
+def write_labelled_cases(
+    folder: Path,
+    names: list[str],
+    shape: tuple[int, ...],
+    label_values: tuple[int, ...] = (0, 1),
+    files: int = 1,
+    affine: np.ndarray | None = None,
+    seed: int = 0,
+    label_folder: Path | None = None,
+) -> list[dict]:
+    """Random images of concentric shells, one per label value (the outermost shell is ``label_values[1]``), with
+    noise; ``files`` image files per case (one per "modality"); labels in ``label_folder`` (default: beside).
+    Returns Decathlon items (absolute paths)."""
+    rng = np.random.default_rng(seed)
+    label_folder = folder if label_folder is None else label_folder
+    for f in (folder, label_folder):
+        f.mkdir(parents=True, exist_ok=True)
+    affine = np.diag([1.5] * 3 + [1.0]) if affine is None else affine
+    grids = np.meshgrid(*[np.arange(s) - s / 2 for s in shape], indexing="ij")
+    radius = np.sqrt(sum(g**2 for g in grids)) / (min(shape) / 2)
+    items = []
+    for name in names:
+        edges = np.sort(rng.uniform(0.15, 0.8, len(label_values) - 1))[::-1]
+        label = np.zeros(shape, np.uint8)
+        for value, edge in zip(label_values[1:], edges):
+            label[radius < edge] = value
+        images = []
+        for f in range(files):
+            image = (label * (40.0 + 10 * f) + rng.normal(0, 20, shape)).astype(np.float32)
+            path = folder / f"{name}_{f}.nii.gz" if files > 1 else folder / f"{name}.nii.gz"
+            nib.save(nib.Nifti1Image(image, affine), path)
+            images.append(str(path))
+        nib.save(nib.Nifti1Image(label, affine), label_folder / f"{name}_label.nii.gz")
+        items.append({"image": images if files > 1 else images[0], "label": str(label_folder / f"{name}_label.nii.gz")})
+    return items

@@ -183,7 +183,8 @@ class TestTwoStageBundle2D(unittest.TestCase):
             self.assertEqual(int(row["flagged"]), int(raw < lam))  # the calibrated flag, not pred_dice < 0.8
         self.assertEqual(json.loads((out / "calibration.json").read_text())["coverage"], 0.8)
         drift = json.loads((out / "drift.json").read_text())
-        self.assertEqual((drift["statistics"]["pred_dice"]["n"], drift["statistics"]["pred_dice"]["n_reference"]), (3, 12))
+        pred_drift = drift["statistics"]["pred_dice"]
+        self.assertEqual((pred_drift["n"], pred_drift["n_reference"]), (3, 12))
         self.assertEqual(drift["statistics"]["mean_entropy"]["n_reference"], 12)
         report = json.loads((out / "report.json").read_text())  # the promise, the drift check, realised coverage
         covered = [float(r["pred_dice_lo"]) <= float(r["true_dice"]) <= float(r["pred_dice_hi"]) for r in rows]

@@ -27,7 +27,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 from parameterized import parameterized
-from segq_testing import BUNDLE, REPO, free_port, workflow
+from segq_testing import BUNDLE, REPO, free_port, read_csv, workflow
 
 try:
     import monailabel  # noqa: F401
@@ -79,9 +79,9 @@ def build_tiny_bundle(root: Path, data: Path) -> None:
 
 
 def monailabel_command() -> list[str]:
-    """The ``monailabel`` launcher installed beside this interpreter (else the one on PATH)."""
-    beside = Path(sys.executable).parent / "monailabel"
-    return [str(beside)] if beside.exists() else [shutil.which("monailabel") or "monailabel"]
+    """MONAI Label's entry point in this interpreter. (Its ``monailabel`` launcher puts the folder above the venv first
+    on ``PYTHONPATH``, which would shadow the code under test when the venv belongs to another checkout.)"""
+    return [sys.executable, "-m", "monailabel.main"]
 
 
 def parse_multipart(body: bytes, content_type: str) -> dict[str, bytes]:
@@ -94,24 +94,13 @@ def parse_multipart(body: bytes, content_type: str) -> dict[str, bytes]:
     }
 
 
-@unittest.skipUnless(HAS_MONAILABEL, REASON)
-class TestMONAILabelServer(unittest.TestCase):
-    """Scoring, active learning and inference through a real MONAI Label server."""
+class _ServerCase(unittest.TestCase):
+    """A real MONAI Label server over ``cls.studies`` (started by ``start_server``) and HTTP helpers."""
 
     @classmethod
-    def setUpClass(cls):
-        cls.tmp = Path(tempfile.mkdtemp(prefix="segq_monailabel_"))
-        cls.addClassCleanup(shutil.rmtree, cls.tmp, ignore_errors=True)
-        cls.bundle = cls.tmp / "bundle"
-        build_tiny_bundle(cls.bundle, cls.tmp / "train")
-        cls.studies = cls.tmp / "studies"  # the datastore holds the images only (labels stay in source/)
-        cls.studies.mkdir()
-        for i, (name, (shape, offset)) in enumerate(IMAGES.items()):
-            write_disc(cls.tmp / "source" / f"{name}.nii.gz", shape, offset, seed=i)
-            shutil.copy(cls.tmp / "source" / f"{name}.nii.gz", cls.studies)
-        good = (cls.studies / "case_a.nii.gz").read_bytes()
-        (cls.studies / "broken.nii.gz").write_bytes(good[: len(good) // 2])  # truncated gzip
-
+    def start_server(cls, conf: list[str]) -> None:
+        """``monailabel start_server`` on ``cls.studies`` with the app (``--conf`` pairs ``conf``), stopped by a class
+        cleanup; returns when it answers."""
         # the app folder is copied: start_server writes bin/ lib/ logs/ model/ into it
         cls.app = cls.tmp / "app"
         shutil.copytree(APP, cls.app, ignore=shutil.ignore_patterns("__pycache__", "bin", "lib", "logs", "model"))
@@ -133,15 +122,7 @@ class TestMONAILabelServer(unittest.TestCase):
                 str(cls.app),
                 "--studies",
                 str(cls.studies),
-                "--conf",
-                "bundle_root",
-                str(cls.bundle),
-                "--conf",
-                "num_samples",
-                "3",
-                "--conf",
-                "device",
-                "cpu",
+                *[x for key, value in zip(conf[::2], conf[1::2]) for x in ("--conf", key, value)],
                 "--host",
                 HOST,
                 "--port",
@@ -155,8 +136,6 @@ class TestMONAILabelServer(unittest.TestCase):
         )
         cls.addClassCleanup(cls.stop_server)
         cls.wait_for_server(timeout=120)
-        cls.scoring = cls.run_scoring("segq_quality", timeout=120)
-        cls.datastore = cls.wait_for_scores(timeout=30)
 
     # ------------------------------------------------------------------------------------------------ helpers
     @classmethod
@@ -239,6 +218,29 @@ class TestMONAILabelServer(unittest.TestCase):
         self.assertEqual(self.get_json("/info/")["name"], "segq")  # the server still answers
         self.assertIsNone(self.server.poll())
 
+
+@unittest.skipUnless(HAS_MONAILABEL, REASON)
+class TestMONAILabelServer(_ServerCase):
+    """Scoring, active learning and inference through a real MONAI Label server."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = Path(tempfile.mkdtemp(prefix="segq_monailabel_"))
+        cls.addClassCleanup(shutil.rmtree, cls.tmp, ignore_errors=True)
+        cls.bundle = cls.tmp / "bundle"
+        build_tiny_bundle(cls.bundle, cls.tmp / "train")
+        cls.studies = cls.tmp / "studies"  # the datastore holds the images only (labels stay in source/)
+        cls.studies.mkdir()
+        for i, (name, (shape, offset)) in enumerate(IMAGES.items()):
+            write_disc(cls.tmp / "source" / f"{name}.nii.gz", shape, offset, seed=i)
+            shutil.copy(cls.tmp / "source" / f"{name}.nii.gz", cls.studies)
+        good = (cls.studies / "case_a.nii.gz").read_bytes()
+        (cls.studies / "broken.nii.gz").write_bytes(good[: len(good) // 2])  # truncated gzip
+
+        cls.start_server(["bundle_root", str(cls.bundle), "num_samples", "3", "device", "cpu"])
+        cls.scoring = cls.run_scoring("segq_quality", timeout=120)
+        cls.datastore = cls.wait_for_scores(timeout=30)
+
     # -------------------------------------------------------------------------------------------------- tests
     def test_info_lists_tasks(self):
         info = self.get_json("/info/")
@@ -306,6 +308,48 @@ class TestMONAILabelServer(unittest.TestCase):
         self.assert_http_error("POST", "/activelearning/no_such_strategy")
         self.assert_http_error("POST", "/infer/no_such_model?image=case_a")
         self.assert_http_error("POST", "/infer/segq?image=broken")
+
+
+@unittest.skipUnless(HAS_MONAILABEL, REASON)
+class TestMONAILabelHostFit(_ServerCase):
+    """The app with a user's own bundle and the head fitted to it (``--conf host_bundle``, ``--conf fit_dir``): the
+    datastore is scored as the fit's deployment scores (its calibration run on the same images) and ranked."""
+
+    @classmethod
+    def setUpClass(cls):
+        from segq_testing import make_host, write_labelled_cases
+        from test_fit import run_fit
+
+        from segq_monai.data import write_datalist
+
+        cls.tmp = Path(tempfile.mkdtemp(prefix="segq_monailabel_fit_"))
+        cls.addClassCleanup(shutil.rmtree, cls.tmp, ignore_errors=True)
+        host = make_host("spleen_like", cls.tmp)
+        train = write_labelled_cases(cls.tmp / "train", ["t0", "t1"], (16, 16, 12), seed=1)
+        cls.studies = cls.tmp / "studies"  # the calibration images: their predicted Dice is in the fit's table
+        cal = write_labelled_cases(cls.studies, ["k0", "k1", "k2"], (16, 16, 12), seed=2, label_folder=cls.tmp / "labels")
+        datalist = write_datalist(cls.tmp / "datalist.json", {"validation": train, "calibration": cal})
+        cls.fit_dir = cls.tmp / "FIT"
+        run_fit(host, datalist, cls.fit_dir, "--tau", "0.0")
+        cls.start_server(["host_bundle", str(host), "fit_dir", str(cls.fit_dir), "device", "cpu"])
+        cls.scoring = cls.run_scoring("segq_quality", timeout=120)
+        cls.datastore = cls.wait_for_scores(timeout=30)
+
+    def test_scores_and_ranks_as_deployed(self):
+        self.assertEqual(self.scoring["status"], "DONE", self.server_log())
+        fit = json.loads((self.fit_dir / "fit.json").read_text())
+        lam = fit["calibration"]["accept_threshold"]
+        table = {Path(r["image"]).name.removesuffix(".nii.gz"): float(r["pred_dice"])
+                 for r in read_csv(self.fit_dir / "calibration" / "quality.csv")}  # fmt: skip
+        self.assertEqual(set(self.datastore), set(table))
+        for name, pred in table.items():
+            info = self.info(name)
+            self.assertIsNone(info["segq_error"], name)
+            self.assertAlmostEqual(info["segq_pred_dice_mean"], pred, places=5)
+            self.assertEqual(info["segq_flagged"], pred < lam, name)
+        first = self.post_json("/activelearning/lowest_quality")
+        self.assertEqual(first["id"], min(table, key=lambda n: (table[n], n)))
+        self.assertEqual(self.get_json("/info/")["labels"], {"spleen": 1})
 
 
 @unittest.skipUnless(HAS_MONAILABEL, REASON)

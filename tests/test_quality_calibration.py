@@ -13,6 +13,8 @@ import torch
 from sklearn.isotonic import IsotonicRegression
 
 from segq_monai.evaluation.columns import (
+    ITEM_KINDS,
+    class_columns,
     class_suffixes,
     column_name,
     parse_column,
@@ -28,7 +30,7 @@ from segq_monai.evaluation.quality_calibration import (
     interval_scores,
     load_quality_calibration,
 )
-from segq_monai.handlers import CalibrationReport
+from segq_monai.handlers import CalibrationReport, QualityReport
 from segq_monai.metrics.drift import distribution_shift
 from segq_monai.metrics.recalibration import split_calibration
 from segq_monai.transforms import RecalibrateQualityd
@@ -60,10 +62,19 @@ class TestColumns(unittest.TestCase):
         self.assertEqual(quality_columns(multi), ["brain", "csf"])
 
     def test_raw_and_interval_columns_parse(self):
-        for name, parts in (("pred_dice_raw", ("pred_dice", "raw", "")), ("pred_dice_raw_brain", ("pred_dice", "raw", "brain")),
-                            ("pred_dice_hi_2", ("pred_dice", "hi", "2"))):  # fmt: skip
+        for name, parts in (
+            ("pred_dice_raw", ("pred_dice", "raw", "")),
+            ("pred_dice_raw_brain", ("pred_dice", "raw", "brain")),
+            ("pred_dice_hi_2", ("pred_dice", "hi", "2")),
+        ):
             self.assertEqual(tuple(parse_column(name)), parts)
             self.assertEqual(column_name(parts[0], parts[2], parts[1]), name)
+        # what the writer makes of a case's calibrated keys (ITEM_KINDS), binary and per class
+        self.assertEqual(class_columns("pred_dice", [0.7], None, "raw"), {"pred_dice_raw": 0.7})
+        self.assertEqual(
+            class_columns("pred_dice", [0.1, 0.2], ["a", "b"], "lo"), {"pred_dice_lo_a": 0.1, "pred_dice_lo_b": 0.2}
+        )
+        self.assertEqual(ITEM_KINDS["pred_dice_hi"], ("pred_dice", "hi"))
 
     def test_class_suffixes(self):
         self.assertEqual(class_suffixes(1), [""])
@@ -145,7 +156,8 @@ class TestQualityCalibration(unittest.TestCase):
         self.assertEqual(cal.recalibrate_rows(rows), rows)  # reads pred_dice_raw back: idempotent
         scores = interval_scores(rows)
         for c in ("a", "b"):
-            lo, hi, true = (np.array([r[f"{k}_{c}"] for r in rows]) for k in ("pred_dice_lo", "pred_dice_hi", "true_dice"))
+            kinds = ("pred_dice_lo", "pred_dice_hi", "true_dice")
+            lo, hi, true = (np.array([r[f"{k}_{c}"] for r in rows]) for k in kinds)
             self.assertAlmostEqual(scores[c]["coverage"], np.mean((lo <= true) & (true <= hi)))
             self.assertAlmostEqual(scores[c]["mean_width"], np.mean(hi - lo))
             self.assertGreater(scores[c]["mae_raw"], 0.12)  # the head's bias of 0.14 ...
@@ -154,7 +166,7 @@ class TestQualityCalibration(unittest.TestCase):
         self.assertIsNone(interval_scores(test))
 
     def test_infeasible_flag_flags_everything_and_round_trips(self):
-        with self.assertWarnsRegex(UserWarning, "accept nothing"):
+        with self.assertWarnsRegex(UserWarning, "needs at least 918 calibration cases"):
             cal = calibrate_quality_table(site_rows(20), "abc", coverage=0.5, alpha=0.01, delta=0.01)
         self.assertTrue(math.isinf(cal.flag.threshold))
         path = self.tmp / "c.json"
@@ -175,6 +187,14 @@ class TestQualityCalibration(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, r"classes \['foreground'\].*classes \['brain', 'csf'\]"):
             load_quality_calibration(path, self.ckpt, ["brain", "csf"])
 
+    def test_flag_minimum_named(self):
+        # alpha = delta = 0.1 over 101 grid points: (0.9)^n <= 0.1 / 101 needs n >= log(0.1/101) / log(0.9) = 65.7
+        rows = [dict(r, true_dice=0.99) for r in site_rows(65)]  # no failure at all, still too few
+        with self.assertWarnsRegex(UserWarning, "needs at least 66 calibration cases .* got 65"):
+            self.assertTrue(math.isinf(calibrate_quality_table(rows, "abc", coverage=0.8).flag.threshold))
+        rows = [dict(r, true_dice=0.99) for r in site_rows(66)]
+        self.assertEqual(calibrate_quality_table(rows, "abc", coverage=0.8).flag.fraction_accepted, 1.0)
+
     def test_bad_input_messages(self):
         with self.assertRaisesRegex(ValueError, "needs at least 9 scored calibration cases.*got 8.*16 calibration"):
             calibrate_quality_table(site_rows(16), "abc", coverage=0.9)
@@ -190,6 +210,13 @@ class TestQualityCalibration(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "not a quality calibration"):
             (self.tmp / "bad.json").write_text("{}")
             QualityCalibration.load(self.tmp / "bad.json")
+
+    def test_report_refuses_a_second_flag(self):
+        cal = calibrate_quality_table(site_rows(20), "abc", coverage=0.5)
+        check = CalibrationReport(cal, self.tmp)
+        report = QualityReport(writer=None, alpha=0.1, conformal_csvs=[], calibration_report=check)
+        with self.assertRaisesRegex(ValueError, "with a calibration_file the flag is the calibrated one"):
+            report.attach(None)
 
     def test_csvs_step_writes_the_file(self):
         csv = self.tmp / "quality.csv"

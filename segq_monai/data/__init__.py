@@ -1,4 +1,4 @@
-"""Data: Decathlon datalists, contiguous folds and the embedded Colin27 demo set."""
+"""Data: Decathlon datalists, contiguous folds, the embedded Colin27 demo set and the 3D example's cases."""
 
 from __future__ import annotations
 
@@ -18,15 +18,26 @@ __all__ = [
     "holdout_split",
     "load_datalist",
     "make_demo_data",
+    "make_volume3d_data",
+    "prepare_volume3d",
     "split_fold",
     "write_datalist",
 ]
 
 
-def __getattr__(name: str):
-    # lazy, so that `python -m segq_monai.data.make_demo` does not import its own module twice
-    if name in ("REGION_NAMES", "make_demo_data"):
-        from . import make_demo
+#: lazily imported names -> their module, so that `python -m segq_monai.data.make_demo` (or `make_volume3d`) does
+#: not import its own module twice
+_LAZY = {
+    "REGION_NAMES": "make_demo",
+    "make_demo_data": "make_demo",
+    "make_volume3d_data": "make_volume3d",
+    "prepare_volume3d": "volume3d",
+}
 
-        return getattr(make_demo, name)
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from importlib import import_module
+
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

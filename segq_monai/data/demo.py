@@ -32,12 +32,13 @@ from segq_monai.data.shift import SHIFT_KINDS, shift_slice
 from segq_monai.transforms.artifacts import apply_mr_artifact, graded_artifact_plan
 from segq_monai.utils.atomic import atomic_path
 
-__all__ = ["prepare_demo"]
+__all__ = ["prepare_demo", "save_nifti"]
 
 TASKS = {"brain": "label", "regions": "regions"}
 
 
-def _save(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
+def save_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
+    """Save ``array`` (``[X, Y[, Z]]``, no channel axis) with ``affine``, whole or not at all."""
     with atomic_path(path, suffix=".nii.gz") as tmp:
         nib.save(nib.Nifti1Image(array, affine), tmp)
 
@@ -54,8 +55,8 @@ def _shifted_copies(
         corrupted = apply_mr_artifact(image[None], kind, severity, seed=seed + v)[0].numpy()
         shifted, shifted_label = shift_slice(corrupted, label, shift)
         path, label_path = out / "images" / f"{name}_s{v}.nii.gz", out / "labels" / f"{name}_s{v}_{task}.nii.gz"
-        _save(shifted, affine, path)
-        _save(shifted_label.astype(np.uint8), affine, label_path)
+        save_nifti(shifted, affine, path)
+        save_nifti(shifted_label.astype(np.uint8), affine, label_path)
         entries.append({"image": str(path), "label": str(label_path), "group": name, "artifact": kind,
                         "severity": severity, "shift": shift})  # fmt: skip
     return entries
@@ -119,16 +120,16 @@ def prepare_demo(
         image_nii = nib.load(item["image"])
         image = np.asarray(image_nii.dataobj, dtype=np.float32)
         label_path = out / "labels" / f"{name}_{task}.nii.gz"
-        _save(np.asarray(nib.load(item[TASKS[task]]).dataobj, dtype=np.uint8), image_nii.affine, label_path)
+        save_nifti(np.asarray(nib.load(item[TASKS[task]]).dataobj, dtype=np.uint8), image_nii.affine, label_path)
         if section[i] == "training":
             clean_path = out / "images" / f"{name}.nii.gz"
-            _save(image, image_nii.affine, clean_path)
+            save_nifti(image, image_nii.affine, clean_path)
             clean.append({"image": str(clean_path), "label": str(label_path), "group": name})
         for v in range(copies[i]):
             kind, severity = plan[first[i] + v]
             corrupted = apply_mr_artifact(image[None], kind, severity, seed=seed + int(first[i]) + v)[0].numpy()
             path = out / "images" / f"{name}_v{v}.nii.gz"
-            _save(corrupted.astype(np.float32), image_nii.affine, path)
+            save_nifti(corrupted.astype(np.float32), image_nii.affine, path)
             entry = {"image": str(path), "label": str(label_path), "group": name, "artifact": kind, "severity": severity}
             sections[section[i]].append(entry)
         if section[i] == "testing":

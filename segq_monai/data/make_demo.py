@@ -31,7 +31,14 @@ from scipy import ndimage
 
 from segq_monai.data.datalist import write_datalist
 
-__all__ = ["REGION_GROUPS", "REGION_NAMES", "aal_region_classes", "make_demo_data"]
+__all__ = [
+    "REGION_GROUPS",
+    "REGION_NAMES",
+    "aal_region_classes",
+    "load_colin27",
+    "make_demo_data",
+    "write_nifti_reproducible",
+]
 
 #: class index -> (name, leading digit(s) of the AAL code, i.e. the AAL lobe code) of the merged regions.
 REGION_GROUPS: dict[int, tuple[str, tuple[str, ...]]] = {
@@ -65,6 +72,27 @@ def aal_region_classes(names_file: str | Path) -> np.ndarray:
     return lut
 
 
+def load_colin27(source_dir: str | Path) -> tuple[nib.Nifti1Image, np.ndarray, np.ndarray, np.ndarray]:
+    """Load the Colin27 source: ``(t1 NIfTI, image float64, brain mask bool, AAL indices int)``, one 1 mm grid.
+
+    Raises:
+        FileNotFoundError: a source file is missing (all five are named, with the folder).
+        ValueError: the three volumes are not on one grid.
+    """
+    src = Path(source_dir)
+    needed = ["ch2.nii.gz", "ch2bet.nii.gz", "aal.nii.gz", "aal.nii.txt", "debian-copyright.txt"]
+    missing = [n for n in needed if not (src / n).is_file()]
+    if missing:
+        raise FileNotFoundError(f"Missing {missing} in {src}; pass the Colin27 folder (e.g. ../shared/data/colin27).")
+    t1 = nib.load(src / "ch2.nii.gz")
+    image = np.asarray(t1.dataobj, dtype=np.float64)
+    brain = np.asarray(nib.load(src / "ch2bet.nii.gz").dataobj) > 0
+    aal = np.asarray(nib.load(src / "aal.nii.gz").dataobj).astype(np.int64)
+    if not (image.shape == brain.shape == aal.shape):
+        raise ValueError(f"Source grids differ: ch2 {image.shape}, ch2bet {brain.shape}, aal {aal.shape}.")
+    return t1, image, brain, aal
+
+
 def _pad_widths(n: int, size: int) -> tuple[int, int]:
     if n > size:
         raise ValueError(f"Resampled extent {n} exceeds the target size {size}; pass a larger `size`.")
@@ -72,8 +100,8 @@ def _pad_widths(n: int, size: int) -> tuple[int, int]:
     return before, size - n - before
 
 
-def _write_nifti(array: np.ndarray, affine: np.ndarray, path: Path, sform_code: int) -> None:
-    """Write a 2D NIfTI whose gzip stream has no time stamp, so re-runs give identical bytes."""
+def write_nifti_reproducible(array: np.ndarray, affine: np.ndarray, path: Path, sform_code: int) -> None:
+    """Write a NIfTI whose gzip stream has no time stamp, so re-runs give identical bytes."""
     img = nib.Nifti1Image(array, affine)
     img.header.set_xyzt_units("mm")
     img.set_sform(affine, code=sform_code)
@@ -168,20 +196,11 @@ def make_demo_data(
         path of the written ``dataset.json``.
     """
     src, out = Path(source_dir), Path(out_dir).absolute()
-    needed = ["ch2.nii.gz", "ch2bet.nii.gz", "aal.nii.gz", "aal.nii.txt", "debian-copyright.txt"]
-    missing = [n for n in needed if not (src / n).is_file()]
-    if missing:
-        raise FileNotFoundError(f"Missing {missing} in {src}; pass the Colin27 folder (e.g. ../shared/data/colin27).")
     if any(s % 16 for s in size):
         raise ValueError(f"size {size} must be divisible by 16 (U-Net with 4 downsamplings).")
-
-    t1 = nib.load(src / "ch2.nii.gz")
+    t1, image, brain, aal = load_colin27(src)
     affine = t1.affine
-    image = np.asarray(t1.dataobj, dtype=np.float64)
-    brain = np.asarray(nib.load(src / "ch2bet.nii.gz").dataobj) > 0
-    regions = aal_region_classes(src / "aal.nii.txt")[np.asarray(nib.load(src / "aal.nii.gz").dataobj)]
-    if not (image.shape == brain.shape == regions.shape):
-        raise ValueError(f"Source grids differ: {image.shape}, {brain.shape}, {regions.shape}.")
+    regions = aal_region_classes(src / "aal.nii.txt")[aal]
 
     area = brain.sum(axis=(0, 1))
     kept = np.flatnonzero(area >= min_brain_fraction * area.max())
@@ -214,7 +233,7 @@ def make_demo_data(
         names = {}
         for key, arr in arrays.items():
             names[key] = f"slice_z{z:03d}_{key}.nii.gz"
-            _write_nifti(np.pad(arr, pads), aff, out / names[key], sform_code)
+            write_nifti_reproducible(np.pad(arr, pads), aff, out / names[key], sform_code)
         items.append({"image": names["image"], "label": names["brain"], "regions": names["regions"]})
 
     shutil.copyfile(src / "debian-copyright.txt", out / "debian-copyright.txt")

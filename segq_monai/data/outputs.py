@@ -25,7 +25,7 @@ from monai.data import MetaTensor, NibabelWriter
 
 from segq_monai.utils.atomic import atomic_path
 
-__all__ = ["case_name", "map_path", "pending_items", "save_map", "saved_items", "sidecar_path"]
+__all__ = ["case_name", "first_path", "map_path", "pending_items", "save_map", "saved_items", "sidecar_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,12 @@ def case_name(path: str | os.PathLike) -> str:
         if name.endswith(ext):
             return name[: -len(ext)]
     return Path(name).stem
+
+
+def first_path(value: Any) -> Any:
+    """The file that names a case: ``value`` itself, or the first of a list of files (several files per case, e.g.
+    one per MR sequence, which ``LoadImaged`` stacks as channels and names by the first)."""
+    return value[0] if isinstance(value, (list, tuple)) and value else value
 
 
 def save_map(array: MetaTensor, path: Path) -> None:
@@ -92,7 +98,7 @@ def pending_items(
         min_items = idist.get_world_size()
     done = []
     for item in items:
-        case = case_name(item[image_key])
+        case = case_name(first_path(item[image_key]))
         paths = [sidecar_path(output_dir, case)] + [map_path(output_dir, case, key) for key in map_keys]
         done.append(all(p.is_file() for p in paths))
     missing = max(0, min(min_items, len(items)) - done.count(False))
@@ -128,7 +134,7 @@ def saved_items(
     """
     out = []
     for item in items:
-        case = case_name(item[image_key])
+        case = case_name(first_path(item[image_key]))
         paths = {key: map_path(maps_dir, case, key) for key in map_keys}
         sidecar = sidecar_path(maps_dir, case)
         missing = [str(p) for p in [sidecar, *paths.values()] if not p.is_file()]

@@ -50,8 +50,8 @@ from segq_monai.evaluation.columns import (
     read_quality_csv,
 )
 from segq_monai.evaluation.report import jsonable
+from segq_monai.metrics.conformal import DEFAULT_GRID, AcceptanceThreshold, calibrate_selective_threshold
 from segq_monai.metrics.quality import dice_to_iou
-from segq_monai.metrics.conformal import AcceptanceThreshold, calibrate_selective_threshold
 from segq_monai.metrics.recalibration import DiceRecalibration, calibrate_dice, split_calibration
 from segq_monai.utils.atomic import atomic_write_text
 
@@ -80,7 +80,7 @@ def head_fingerprint(checkpoint: str | os.PathLike) -> str:
 
 
 def _promise(coverage: float, flag: AcceptanceThreshold) -> str:
-    lam = "+inf (no threshold certified: every case is flagged)" if math.isinf(flag.threshold) else f"{flag.threshold:g}"
+    lam = f"{flag.threshold:g}" if math.isfinite(flag.threshold) else "+inf (no threshold certified: all flagged)"
     return (
         f"pred_dice_lo/pred_dice_hi: if the calibration cases and a new case are exchangeable (drawn alike from "
         f"one site), the new case's true Dice of each class lies in [pred_dice_lo, pred_dice_hi] with probability "
@@ -126,8 +126,9 @@ class QualityCalibration:
         raw = np.asarray(raw_dice, np.float64).reshape(-1)
         if raw.size != len(self.classes):
             raise ValueError(f"the calibration has {len(self.classes)} class(es), the prediction {raw.size}.")
-        out = [(r.predict(v), *r.interval(v)) for r, v in zip(self.recalibrations, raw)]
-        return tuple(np.array([o[i] for o in out], np.float64) for i in range(3))  # type: ignore[return-value]
+        dice = np.array([r.predict(v) for r, v in zip(self.recalibrations, raw)], np.float64)
+        lo, hi = np.array([r.interval(v) for r, v in zip(self.recalibrations, raw)], np.float64).reshape(-1, 2).T
+        return dice, lo, hi
 
     def flagged(self, raw_dice: Any) -> bool:
         """The guaranteed flag of one case: minimum raw predicted Dice over classes ``< λ̂`` (or NaN)."""
@@ -236,6 +237,24 @@ class QualityCalibration:
         )
 
 
+def _calibrate_flag(conf: np.ndarray, true: np.ndarray, tau: float, alpha: float, delta: float) -> AcceptanceThreshold:
+    """The guaranteed flag; below the smallest calibration split that can certify any threshold (every case
+    accepted, none a failure: ``(1 - alpha)^n <= delta / m`` for the ``m`` grid points), one warning names it."""
+    minimum = math.ceil(math.log(delta / len(DEFAULT_GRID)) / math.log(1.0 - alpha) - 1e-9)
+    if len(conf) >= minimum:
+        return calibrate_selective_threshold(conf, true, tau=tau, alpha=alpha, delta=delta)
+    warnings.warn(
+        f"the guaranteed flag at alpha = {alpha:g}, delta = {delta:g} needs at least {minimum} calibration cases (all "
+        f"accepted and none a failure); got {len(conf)}, so no threshold is certified and every case will be flagged. "
+        "Label more cases, or use a larger alpha or delta.",
+        UserWarning,
+        stacklevel=3,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the same message, less specific
+        return calibrate_selective_threshold(conf, true, tau=tau, alpha=alpha, delta=delta)
+
+
 def calibrate_quality_table(
     rows: Sequence[Mapping[str, Any]],
     head_fingerprint: str,
@@ -285,7 +304,7 @@ def calibrate_quality_table(
         calibrate_dice(raw[:, i], true[:, i], 1.0 - coverage, split=split, what=f"class {class_label(c)!r}")
         for i, c in enumerate(classes)
     )
-    flag = calibrate_selective_threshold(raw.min(axis=1), true.min(axis=1), tau=tau, alpha=alpha, delta=delta)
+    flag = _calibrate_flag(raw.min(axis=1), true.min(axis=1), tau, alpha, delta)
     entropy = None
     if any("baseline_mean_entropy" in row for row in rows):
         entropy = (-column_matrix(rows, ["baseline_mean_entropy"])[keep, 0]).tolist()
@@ -320,7 +339,9 @@ def calibrate_quality_csvs(
             :func:`calibrate_quality_table`.
     """
     if not csvs:
-        raise ValueError("calibration_csvs is empty: pass the quality.csv of an evaluation on a labelled calibration split.")
+        raise ValueError(
+            "conformal_csvs is empty: pass the quality.csv of an evaluation on a labelled calibration split."
+        )
     rows = [row for f in csvs for row in read_quality_csv(f)]
     found = quality_columns(rows) if rows else []
     if found != list(classes):

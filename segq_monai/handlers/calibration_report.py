@@ -27,8 +27,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import ignite.distributed as idist
+import numpy as np
 import torch
 from monai.utils import min_version, optional_import
 
@@ -114,9 +114,8 @@ class CalibrationReport:
         cohort = np.asarray(values, np.float64).reshape(-1, 2)
         reference = self.calibration.reference
         stats: dict[str, Any] = {"pred_dice": distribution_shift(cohort[:, 0], reference["pred_dice"])}
-        stats["mean_entropy"] = (
-            None if reference.get("mean_entropy") is None else distribution_shift(cohort[:, 1], reference["mean_entropy"])
-        )
+        entropy = reference.get("mean_entropy")
+        stats["mean_entropy"] = None if entropy is None else distribution_shift(cohort[:, 1], entropy)
         message = _drift_message(len(cohort), stats, self.p_value)
         if message:
             logger.warning(message)

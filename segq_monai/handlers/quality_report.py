@@ -86,6 +86,12 @@ class QualityReport:
                     f"{name}: tables {missing} do not exist; run the workflow that writes them first (the out-of-fold "
                     "sampling for calibration_csvs, an evaluation of the calibration split for conformal_csvs)."
                 )
+        if self.alpha is not None and self.calibration_report is not None:
+            raise ValueError(
+                "with a calibration_file the flag is the calibrated one (its λ̂ is in report.json's 'calibration' "
+                "block), and pred_dice is recalibrated, unlike the conformal tables' raw pred_dice: set alpha to None, "
+                "or evaluate without calibration_file."
+            )
         if self.alpha is not None:
             if not self.conformal_csvs:
                 raise ValueError(

@@ -32,7 +32,7 @@ from monai.data import MetaTensor
 from monai.utils import min_version, optional_import
 
 from segq_monai.data.datalist import write_datalist
-from segq_monai.data.outputs import case_name, map_path, save_map, sidecar_path
+from segq_monai.data.outputs import case_name, first_path, map_path, save_map, sidecar_path
 from segq_monai.evaluation.columns import FLAG_COLUMN, ITEM_KINDS, baseline_column, class_columns, write_quality_csv
 from segq_monai.utils.atomic import atomic_write_text
 
@@ -75,7 +75,9 @@ class QualityWriter:
         datalist: the Decathlon datalist the cases came from; the ``image`` column then holds each path as it
             is written there. ``None``: the absolute path.
         datalist_name: if set, also write a datalist ``output_dir/<datalist_name>`` whose ``training`` items
-            hold the image, each saved map and the true ``dice`` / ``iou`` (stage-2 training data).
+            hold the image, each saved map and the true ``dice`` / ``iou`` (stage-2 training data). With ``image``
+            among ``map_keys`` (the image as the network saw it, e.g. after a host bundle's intensity preprocessing)
+            the entry's ``image`` names that saved map and ``source`` the input file.
         image_key: the key of the input image in each output item.
         output_transform: maps ``engine.state.output`` to a list of per-case dictionaries.
         items: the cohort ``quality.csv`` lists, in this order (e.g. the datalist section); the cases this run
@@ -138,11 +140,11 @@ class QualityWriter:
         sections = json.loads(self.datalist.read_text())
         root = self.datalist.parent
         return {
-            os.path.normpath(root / item[self.image_key]): item[self.image_key]
+            os.path.normpath(root / first_path(item[self.image_key])): first_path(item[self.image_key])
             for section in sections.values()
             if isinstance(section, list)
             for item in section
-            if isinstance(item, dict) and isinstance(item.get(self.image_key), str)
+            if isinstance(item, dict) and isinstance(first_path(item.get(self.image_key)), str)
         }
 
     def _reset(self, engine: Engine) -> None:
@@ -173,6 +175,8 @@ class QualityWriter:
             path = map_path(self.output_dir, case, key)
             save_map(item[key], path)
             entry[key] = str(path)
+        if self.image_key in self.map_keys:
+            entry["source"] = source  # "image" now names the saved map (the stage-2 input)
         row: dict[str, Any] = {"case": case, "image": self._as_given.get(os.path.normpath(source), source)}
         for key, (kind, bound) in ITEM_KINDS.items():
             if key in item:
@@ -213,7 +217,7 @@ class QualityWriter:
         by_source: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
         source_of: dict[str, str] = {}
         for row, entry in zip(rows, entries):
-            source = _key(entry["image"])
+            source = _key(entry.get("source", entry["image"]))
             if source_of.setdefault(row["case"], source) != source:
                 raise ValueError(
                     f"Two inputs share the case name {row['case']!r} ({source_of[row['case']]} and {source}); "
@@ -226,7 +230,7 @@ class QualityWriter:
             items = data if isinstance(data, Sequence) else ()
         ordered = []
         for item in items:
-            path = item.get(self.image_key) if isinstance(item, Mapping) else None
+            path = first_path(item.get(self.image_key)) if isinstance(item, Mapping) else None
             if not isinstance(path, (str, os.PathLike)):
                 continue
             if _key(path) in by_source:

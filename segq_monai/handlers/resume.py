@@ -26,9 +26,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import ignite.distributed as idist
 import numpy as np
 import torch
-import ignite.distributed as idist
 from monai.data.utils import set_rnd
 from monai.utils import min_version, optional_import
 

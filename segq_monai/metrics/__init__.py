@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from .baselines import BASELINES
 from .conformal import ConformalFlagger, calibrate_crc_threshold, calibrate_selective_threshold
-from .recalibration import DiceRecalibration, calibrate_dice, isotonic_regression
 from .drift import distribution_shift
 from .quality import dice_to_iou, iou_to_dice, segmentation_quality
+from .recalibration import DiceRecalibration, calibrate_dice, isotonic_regression
 from .regression import (
     AURCMetric,
     FailureAUROCMetric,

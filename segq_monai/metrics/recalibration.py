@@ -78,7 +78,9 @@ def isotonic_regression(x: Any, y: Any, weights: Any | None = None) -> tuple[np.
     xs, ys = _vector(x, "x"), _vector(y, "y")
     ws = np.ones_like(xs) if weights is None else _vector(weights, "weights")
     if not (xs.shape == ys.shape == ws.shape) or xs.size == 0:
-        raise ValueError(f"x, y and weights must be non-empty and of one length, got {xs.shape}, {ys.shape}, {ws.shape}.")
+        raise ValueError(
+            f"x, y and weights must be non-empty and of one length, got {xs.shape}, {ys.shape}, {ws.shape}."
+        )
     if np.any(ws <= 0):
         raise ValueError("weights must be positive.")
     knots_x, inverse = np.unique(xs, return_inverse=True)
@@ -195,7 +197,7 @@ def calibrate_dice(
     x, y = _vector(pred_dice, "pred_dice"), _vector(true_dice, "true_dice")
     if x.shape != y.shape:
         raise ValueError(f"pred_dice and true_dice must have one value per case, got {x.shape} and {y.shape}.")
-    fit, score = split_calibration(len(x), fit_fraction, seed) if split is None else map(np.asarray, split)
+    fit, score = split_calibration(len(x), fit_fraction, seed) if split is None else (np.asarray(i) for i in split)
     if len(fit) == 0:
         raise ValueError(f"{what}: no calibration case is left to fit the recalibration on; label more cases.")
     try:

@@ -43,8 +43,8 @@ from typing import Any
 import numpy as np
 import torch
 from monai.metrics import CumulativeIterationMetric, compute_roc_auc
-from scipy import stats
 from monai.utils import MetricReduction
+from scipy import stats
 
 __all__ = [
     "mean_absolute_error",

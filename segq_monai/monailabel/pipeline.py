@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from monai.bundle import ConfigParser
 from monai.data import decollate_batch, list_data_collate
+from monai.transforms import Compose
 
 __all__ = ["SegQPipeline", "default_bundle_root", "quality_summary"]
 
@@ -58,15 +59,40 @@ def _value_error(error: BaseException) -> ValueError | None:
     return None
 
 
+#: config ids of the parts: in a segq bundle's inference.json, and in a host bundle's with the segq overlay
+_SEGQ_IDS = {"spatial_dims": "spatial_dims", "num_classes": "num_classes", "class_names": "class_names",
+             "quality_checkpoint": "quality_checkpoint", "quality_network": "quality_network", "inferer": "inferer"}
+_HOST_IDS = {"spatial_dims": "segq#spatial_dims", "num_classes": "segq#num_classes", "class_names": "segq#class_names",
+             "quality_checkpoint": "segq#quality_checkpoint", "quality_network": "segq#quality_network",
+             "inferer": "segq#inferer"}  # fmt: skip
+
+
+def _host_checkpoint(parser: ConfigParser) -> Path:
+    """The host network's weights: ``load_path`` of the ``CheckpointLoader`` among the host's ``handlers``."""
+    for i, handler in enumerate(parser.get("handlers") or []):
+        if isinstance(handler, dict) and str(handler.get("_target_", "")).endswith("CheckpointLoader"):
+            return Path(parser.get_parsed_content(f"handlers#{i}#load_path"))
+    raise ValueError(
+        "The host config's handlers hold no CheckpointLoader, so the host network's weights are unknown; add one "
+        "(as model-zoo inference.json files have) or load the weights in its network expression."
+    )
+
+
 class _Parts:
     """The objects parsed from the bundle config, built once."""
 
-    def __init__(self, parser: ConfigParser) -> None:
+    def __init__(self, parser: ConfigParser, ids: Mapping[str, str], host: bool) -> None:
         self.network = parser.get_parsed_content("network")
-        self.quality_network = parser.get_parsed_content("quality_network")
+        self.quality_network = parser.get_parsed_content(ids["quality_network"])
         self.preprocessing = parser.get_parsed_content("preprocessing")
-        self.inferer = parser.get_parsed_content("inferer")
-        self.postprocessing = parser.get_parsed_content("postprocessing")
+        self.inferer = parser.get_parsed_content(ids["inferer"])
+        if host:  # segq's transforms alone: the host's own postprocessing would save files
+            transforms = parser.get_parsed_content("segq#head_transforms") + parser.get_parsed_content(
+                "segq#tail_transforms"
+            )
+            self.postprocessing = Compose(transforms)
+        else:
+            self.postprocessing = parser.get_parsed_content("postprocessing")
 
 
 class SegQPipeline:
@@ -78,6 +104,10 @@ class SegQPipeline:
         config_file: the inference config, relative to ``bundle_root`` unless absolute.
         device: where the networks run; ``None``: ``cuda:0`` when available, else the CPU.
         overrides: config values to override, e.g. ``{"num_samples": 5, "sampler": "tta"}``.
+        fit_dir: a fit folder (``python -m segq_monai fit``): ``bundle_root`` is then the user's own bundle (model-zoo
+            layout, its weights loaded by a ``CheckpointLoader`` among its ``handlers``), ``config_file`` its
+            inference config, and segq's overlay ``configs/segq_overlay.json`` is merged over it with
+            ``segq#fit_dir``; its ids are then ``segq#...`` (e.g. ``{"segq#num_samples": 5}``).
 
     The networks are built on first use; their weights are loaded (``torch.load(..., weights_only=True)``) then and
     again whenever a checkpoint file changes on disk (e.g. after retraining). Calls are serialised by a lock.
@@ -97,6 +127,7 @@ class SegQPipeline:
         config_file: str | os.PathLike = "configs/inference.json",
         device: str | torch.device | None = None,
         overrides: Mapping[str, Any] | None = None,
+        fit_dir: str | os.PathLike | None = None,
     ) -> None:
         self.bundle_root = Path(bundle_root).expanduser().resolve()
         config = Path(config_file)
@@ -104,27 +135,34 @@ class SegQPipeline:
         if not self.config_file.is_file():
             raise FileNotFoundError(
                 f"No bundle config at {self.config_file}; point bundle_root at a segq bundle folder holding "
-                "configs/inference.json (MONAI Label: --conf bundle_root <path>)."
+                "configs/inference.json (MONAI Label: --conf bundle_root <path>, or --conf host_bundle <path> with "
+                "--conf fit_dir <path>)."
             )
         self.device = torch.device(device) if device else torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+        self._host = fit_dir is not None
+        self._ids = _HOST_IDS if self._host else _SEGQ_IDS
         parser = ConfigParser()
-        parser.read_config(str(self.config_file))
+        files = [str(self.config_file)] + ([str(default_bundle_root().parent / "configs" / "segq_overlay.json")]
+                                           if self._host else [])  # fmt: skip
+        parser.read_config(files)
         parser["bundle_root"] = str(self.bundle_root)
         parser["device"] = self.device
+        if self._host:
+            parser["segq#fit_dir"] = str(Path(fit_dir).expanduser().resolve())
         for key, value in (overrides or {}).items():
             parser[key] = value
         self._parser = parser
-        self.spatial_dims = int(parser.get_parsed_content("spatial_dims"))
-        self.num_classes = int(parser.get_parsed_content("num_classes"))
-        names = parser.get_parsed_content("class_names")
+        self.spatial_dims = int(parser.get_parsed_content(self._ids["spatial_dims"]))
+        self.num_classes = int(parser.get_parsed_content(self._ids["num_classes"]))
+        names = parser.get_parsed_content(self._ids["class_names"])
         self.class_names = (
             list(names)
             if names
             else (["foreground"] if self.num_classes == 2 else [f"class_{i}" for i in range(1, self.num_classes)])
         )
         self.checkpoints = {
-            "network": Path(parser.get_parsed_content("stage1_checkpoint")),
-            "quality_network": Path(parser.get_parsed_content("quality_checkpoint")),
+            "network": _host_checkpoint(parser) if self._host else Path(parser.get_parsed_content("stage1_checkpoint")),
+            "quality_network": Path(parser.get_parsed_content(self._ids["quality_checkpoint"])),
         }
         self._parts: _Parts | None = None
         self._loaded_version: tuple[float, ...] | None = None
@@ -155,7 +193,7 @@ class SegQPipeline:
     def _load(self) -> _Parts:
         version = self._versions()
         if self._parts is None:
-            self._parts = _Parts(self._parser)
+            self._parts = _Parts(self._parser, self._ids, self._host)
         if version != self._loaded_version:
             for name, path in self.checkpoints.items():
                 state = torch.load(path, map_location=self.device, weights_only=True)

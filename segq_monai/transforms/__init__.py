@@ -13,12 +13,7 @@ from segq_monai.transforms.artifacts import (
 )
 from segq_monai.transforms.baselines import ScalarBaselinesD, ScalarBaselinesd, ScalarBaselinesDict
 from segq_monai.transforms.checks import CheckImage, CheckImageD, CheckImaged, CheckImageDict, SafeLoadImaged
-from segq_monai.transforms.recalibration import (
-    RecalibrateQuality,
-    RecalibrateQualityD,
-    RecalibrateQualityd,
-    RecalibrateQualityDict,
-)
+from segq_monai.transforms.labels import CheckLabel, CheckLabelD, CheckLabeld, CheckLabelDict
 from segq_monai.transforms.quality import (
     FailureFlag,
     FailureFlagD,
@@ -37,4 +32,10 @@ from segq_monai.transforms.quality import (
     SegmentationQualityd,
     SegmentationQualityDict,
     quality_input_channels,
+)
+from segq_monai.transforms.recalibration import (
+    RecalibrateQuality,
+    RecalibrateQualityD,
+    RecalibrateQualityd,
+    RecalibrateQualityDict,
 )

@@ -45,15 +45,19 @@ class SegmentationQuality(Transform):
     """True Dice and IoU of one segmentation against its label, per foreground class.
 
     Args:
-        num_classes: classes including background (>= 2).
+        num_classes: classes including background (>= 2); with ``multi_label``, the number of mask channels.
+        multi_label: ``seg`` and ``label`` are ``[C, H, W[, D]]`` binary masks, one per channel (a sigmoid
+            network's output, e.g. BraTS' tumour regions), scored channel by channel.
 
-    ``__call__(seg, label)``: both ``[1, H, W[, D]]`` class indices on the same grid; returns ``(dice, iou)``,
-    float32 ``[num_classes - 1]`` in [0, 1] (see :func:`segq_monai.metrics.quality.segmentation_quality` for the
-    empty-mask convention). If both are MetaTensors their affines must agree (same grid).
+    ``__call__(seg, label)``: both ``[1, H, W[, D]]`` class indices (multi-label: ``[C, ...]`` masks) on the same
+    grid; returns ``(dice, iou)``, float32 ``[K]`` in [0, 1] with ``K = num_classes - 1`` (multi-label:
+    ``K = C``); see :func:`segq_monai.metrics.quality.segmentation_quality` for the empty-mask convention. If both
+    are MetaTensors their affines must agree (same grid).
     """
 
-    def __init__(self, num_classes: int) -> None:
+    def __init__(self, num_classes: int, multi_label: bool = False) -> None:
         self.num_classes = num_classes
+        self.multi_label = multi_label
 
     def __call__(self, seg: NdarrayOrTensor, label: NdarrayOrTensor) -> tuple[torch.Tensor, torch.Tensor]:
         if isinstance(seg, MetaTensor) and isinstance(label, MetaTensor):
@@ -65,7 +69,15 @@ class SegmentationQuality(Transform):
                     f"seg affine:\n{a_seg}\nlabel affine:\n{a_lab}\n"
                     "resample the segmentation onto the label's grid (e.g. Invertd, or ResampleToMatchd) first."
                 )
-        return segmentation_quality(seg, label, self.num_classes)
+        if not self.multi_label:
+            return segmentation_quality(seg, label, self.num_classes)
+        if seg.shape[0] != self.num_classes or tuple(seg.shape) != tuple(label.shape):
+            raise ValueError(
+                f"multi-label seg and label must both be [{self.num_classes}, *spatial] masks, got seg "
+                f"{tuple(seg.shape)} and label {tuple(label.shape)}."
+            )
+        scores = [segmentation_quality(seg[c : c + 1], label[c : c + 1], 2) for c in range(self.num_classes)]
+        return torch.cat([d for d, _ in scores]), torch.cat([i for _, i in scores])
 
 
 class SegmentationQualityd(MapTransform):
@@ -79,11 +91,12 @@ class SegmentationQualityd(MapTransform):
         label_key: str = "label",
         dice_key: str = "dice",
         iou_key: str = "iou",
+        multi_label: bool = False,
     ) -> None:
         super().__init__(keys=[seg_key, label_key])
         self.seg_key, self.label_key = seg_key, label_key
         self.dice_key, self.iou_key = dice_key, iou_key
-        self.quality = SegmentationQuality(num_classes)
+        self.quality = SegmentationQuality(num_classes, multi_label)
 
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
         d = dict(data)
@@ -92,8 +105,11 @@ class SegmentationQualityd(MapTransform):
 
 
 # ------------------------------------------------------------------------------------------ stage-2 input
-def _stack(parts: Sequence[tuple[str, NdarrayOrTensor, bool]], num_classes: int) -> torch.Tensor:
-    """Concatenate ``(name, array [C, *spatial], one_hot)`` parts along channels as float32."""
+def _stack(
+    parts: Sequence[tuple[str, NdarrayOrTensor, bool]], num_classes: int, multi_label: bool = False
+) -> torch.Tensor:
+    """Concatenate ``(name, array [C, *spatial], is_seg)`` parts along channels as float32; a segmentation is
+    one-hot encoded (multi-label: checked to be ``num_classes`` binary masks and kept)."""
     if not parts:
         raise ValueError("QualityInput needs at least one input array (image, seg or an uncertainty map).")
     tensors, shapes = [], []
@@ -104,7 +120,14 @@ def _stack(parts: Sequence[tuple[str, NdarrayOrTensor, bool]], num_classes: int)
                 f"'{name}' must be channel-first [C, H, W[, D]], got shape {tuple(t.shape)}; add a channel "
                 "dimension (EnsureChannelFirstd)."
             )
-        if is_seg:
+        if is_seg and multi_label:
+            if t.shape[0] != num_classes:
+                raise ValueError(
+                    f"'{name}' is a multi-label segmentation and must hold {num_classes} masks [C, H, W[, D]], got "
+                    f"shape {tuple(t.shape)}."
+                )
+            t = torch.stack([as_class_indices(c, name, 2) for c in t])
+        elif is_seg:
             if t.shape[0] != 1:
                 raise ValueError(
                     f"'{name}' is one-hot encoded and must be a class-index map [1, H, W[, D]], got shape "
@@ -126,6 +149,8 @@ class QualityInput(Transform):
 
     Args:
         num_classes: classes including background; the segmentation becomes ``num_classes`` channels.
+        multi_label: the segmentation is ``[num_classes, *spatial]`` binary masks (a sigmoid network's), used as
+            they are.
 
     ``__call__(image, seg, *maps)``: ``image`` ``[C_img, *spatial]`` or ``None``, ``seg`` ``[1, *spatial]``
     class indices or ``None``, each map ``[C_m, *spatial]`` (e.g. entropy, nats). Returns float32
@@ -133,23 +158,25 @@ class QualityInput(Transform):
     variants (image only; image+seg; seg+uncertainty; image+seg+uncertainty) are calls with other arguments.
     """
 
-    def __init__(self, num_classes: int) -> None:
-        if num_classes < 2:
+    def __init__(self, num_classes: int, multi_label: bool = False) -> None:
+        if num_classes < 2 and not multi_label:
             raise ValueError(f"num_classes counts the background and must be >= 2, got {num_classes}.")
         self.num_classes = num_classes
+        self.multi_label = multi_label
 
     def __call__(
         self, image: NdarrayOrTensor | None, seg: NdarrayOrTensor | None, *maps: NdarrayOrTensor
     ) -> torch.Tensor:
         parts = [("image", image, False), ("seg", seg, True)]
         parts += [(f"map {i}", m, False) for i, m in enumerate(maps)]
-        return _stack([p for p in parts if p[1] is not None], self.num_classes)
+        return _stack([p for p in parts if p[1] is not None], self.num_classes, self.multi_label)
 
 
 class QualityInputd(MapTransform):
     """Dictionary twin of :class:`QualityInput`: stacks ``keys`` in the given order into ``output_key``.
 
-    The key equal to ``seg_key`` is one-hot encoded (``num_classes`` channels); every other key is copied as is.
+    The key equal to ``seg_key`` is one-hot encoded (``num_classes`` channels; with ``multi_label`` it holds
+    ``num_classes`` binary masks already and is kept); every other key is copied as is.
     The paper's variants are key lists::
 
         ["image"]                                 # image only
@@ -166,13 +193,15 @@ class QualityInputd(MapTransform):
         num_classes: int,
         seg_key: str = "seg",
         output_key: str = "quality_input",
+        multi_label: bool = False,
     ) -> None:
         super().__init__(keys)
-        if num_classes < 2:
+        if num_classes < 2 and not multi_label:
             raise ValueError(f"num_classes counts the background and must be >= 2, got {num_classes}.")
         self.num_classes = num_classes
         self.seg_key = seg_key
         self.output_key = output_key
+        self.multi_label = multi_label
 
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
         d = dict(data)
@@ -180,7 +209,7 @@ class QualityInputd(MapTransform):
         if missing:
             raise ValueError(f"QualityInputd keys {missing} are missing from the data (has {list(d)}).")
         parts = [(str(k), d[k], k == self.seg_key) for k in self.keys]
-        d[self.output_key] = _stack(parts, self.num_classes)
+        d[self.output_key] = _stack(parts, self.num_classes, self.multi_label)
         return d
 
 
@@ -218,12 +247,15 @@ def quality_input_channels(
 class FailureFlag(Transform):
     """Predicted failure: any foreground class's predicted Dice is below ``threshold``.
 
+    ``threshold`` is a Dice in [0, 1], or ``inf``: flag every case (a calibrated acceptance threshold that no
+    value could certify, see :mod:`segq_monai.metrics.conformal`).
+
     ``__call__(pred_dice)``: ``[K]`` -> bool ``[]`` (or ``[B, K]`` -> ``[B]``).
     """
 
     def __init__(self, threshold: float = 0.8) -> None:
-        if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold is a Dice and must be in [0, 1], got {threshold}.")
+        if not (0.0 <= threshold <= 1.0 or threshold == float("inf")):
+            raise ValueError(f"threshold is a Dice and must be in [0, 1] (or inf: flag all), got {threshold}.")
         self.threshold = threshold
 
     def __call__(self, pred_dice: NdarrayOrTensor) -> torch.Tensor:

@@ -9,10 +9,13 @@ App config (``--conf KEY VALUE``, all optional):
 
 - ``bundle_root``: the trained segq bundle folder (default: the repository's ``bundle/``); relative paths are taken
   from the current folder.
+- ``host_bundle`` and ``fit_dir``: instead of a segq bundle, your own MONAI bundle (model-zoo layout) and the quality
+  head fitted to it (``python -m segq_monai fit --host_bundle HOST ... --output_dir FIT``): both stages then run as
+  ``configs/segq_overlay.json`` deploys them, with the sampler, head and threshold recorded in ``FIT/fit.json``.
 - ``config_file``: its inference config (default ``configs/inference.json``, relative to ``bundle_root``).
 - ``device``: e.g. ``cpu`` or ``cuda:0`` (default: ``cuda:0`` when available).
 - ``sampler``, ``num_samples``: override the bundle's uncertainty sampler (``mc_dropout``, ``tta``, ``ensemble``,
-  ``softmax``) and its number of samples.
+  ``softmax``) and its number of samples (with ``fit_dir``: those of the fit, unless given).
 - ``maps_dir``: where the infer task keeps the uncertainty maps (default: ``<studies>/segq_maps``).
 
 Served names: infer model ``segq``; scoring method ``segq_quality``; strategies ``lowest_quality`` and ``random``.
@@ -44,17 +47,22 @@ class SegQApp(MONAILabelApp):
 
     def __init__(self, app_dir: str, studies: str, conf: dict[str, Any]) -> None:
         conf = conf or {}
+        fit_dir = conf.get("fit_dir") or None
+        if bool(fit_dir) != bool(conf.get("host_bundle")):
+            raise ValueError("--conf host_bundle and --conf fit_dir go together: your bundle and the head fitted to it.")
+        prefix = "segq#" if fit_dir else ""
         overrides: dict[str, Any] = {}
         if conf.get("sampler"):
-            overrides["sampler"] = str(conf["sampler"])
+            overrides[prefix + "sampler"] = str(conf["sampler"])
         if conf.get("num_samples"):
-            overrides["num_samples"] = int(conf["num_samples"])
-        bundle_root = conf.get("bundle_root") or default_bundle_root()
+            overrides[prefix + "num_samples"] = int(conf["num_samples"])
+        bundle_root = conf.get("host_bundle") or conf.get("bundle_root") or default_bundle_root()
         self.pipeline = SegQPipeline(
             os.path.abspath(bundle_root),
             config_file=conf.get("config_file", "configs/inference.json"),
             device=conf.get("device") or None,
             overrides=overrides,
+            fit_dir=os.path.abspath(fit_dir) if fit_dir else None,
         )
         remote = studies.startswith(("http://", "https://"))
         self.maps_dir = conf.get("maps_dir") or (None if remote else os.path.join(studies, "segq_maps"))

@@ -1,0 +1,318 @@
+"""``python -m segq_monai fit``: fit a quality head to a user's own MONAI bundle, without editing its files.
+
+Each step is a bundle workflow, run as ``python -m monai.bundle run`` runs it (the same ``monai.bundle.run`` entry
+point, in this process); the command prints each step's command line, so every step can be rerun by hand:
+
+1. **sample**: the host's ``inference.json`` + ``configs/segq_overlay.json`` + ``fit_labelled.json`` +
+   ``fit_sample.json``: the host's preprocessing, network and inferer (wrapped by ``UncertaintyInferer``) over the
+   labelled ``training`` cases of ``FIT/datalist.json``; per case the segmentation, the maps, the image as the
+   network saw it and the true Dice/IoU on the input grid -> ``FIT/sample/quality.csv``, ``stage2_datalist.json``;
+2. **train**: the segq bundle's ``train_quality.json`` + ``fit_train.json``: the quality head, with the data's
+   dimensionality, the host's classes and input channels -> ``FIT/quality_head.pt``;
+3. **calibrate**: the deployment itself (host + ``segq_overlay.json`` with ``segq#fit_dir``) plus the labels
+   (``fit_labelled.json`` + ``fit_calibrate.json``) on the ``calibration`` cases -> ``FIT/calibration/quality.csv``;
+   the acceptance threshold λ̂ of the guaranteed flag is calibrated on it (:mod:`segq_monai.metrics.conformal`).
+
+``FIT/fit.json`` holds the settings and each step's result (:mod:`segq_monai.apps.fit_folder`). A rerun of the same
+command continues: finished steps are skipped, sampling skips finished cases, training resumes from its last epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from monai.bundle import ConfigParser
+from monai.bundle import run as bundle_run
+
+from segq_monai.apps.fit_folder import FIT_FILE, HEAD_FILE, min_calibration_cases, write_fit
+from segq_monai.apps.fit_host import HostBundle
+from segq_monai.apps.workflows import default_bundle_root
+from segq_monai.data.datalist import load_datalist, write_datalist
+from segq_monai.data.outputs import first_path
+from segq_monai.evaluation.columns import quality_columns, read_quality_csv
+from segq_monai.metrics.conformal import calibrate_selective_threshold
+
+__all__ = ["add_parser", "fit"]
+
+SEGQ_BUNDLE = default_bundle_root()
+OVERLAYS = SEGQ_BUNDLE.parent / "configs"
+
+
+def _command(configs: Sequence[Path], bundle_root: Path, run_id: str, overrides: Mapping[str, Any]) -> str:
+    """The ``python -m monai.bundle run`` command line of one step."""
+    files = '"[' + ",".join(f"'{f}'" for f in configs) + ']"'
+    parts = ["python -m monai.bundle run"] + ([run_id] if run_id != "run" else [])
+    parts += ["--bundle_root", shlex.quote(str(bundle_root)), "--config_file", files]
+    for key, value in overrides.items():
+        parts += [f"--{key}", shlex.quote(value if isinstance(value, str) else json.dumps(value))]
+    return " ".join(parts)
+
+
+def _cause(error: BaseException) -> BaseException | None:
+    """The first ``ValueError`` / ``FileNotFoundError`` in the cause chain (segq's checks name the file and fix)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, (ValueError, FileNotFoundError)):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _run(configs: Sequence[Path], bundle_root: Path, run_id: str, overrides: Mapping[str, Any], step: str) -> None:
+    """Run one step as ``python -m monai.bundle run`` runs it; a failure is re-raised with its first clear cause."""
+    print(f"== fit, {step}:\n{_command(configs, bundle_root, run_id, overrides)}", flush=True)
+    meta = bundle_root / "configs" / "metadata.json"
+    logging_conf = bundle_root / "configs" / "logging.conf"
+    try:
+        bundle_run(
+            run_id=run_id,
+            config_file=[str(f) for f in configs],
+            meta_file=str(meta if meta.is_file() else SEGQ_BUNDLE / "configs" / "metadata.json"),
+            logging_file=str(logging_conf if logging_conf.is_file() else SEGQ_BUNDLE / "configs" / "logging.conf"),
+            bundle_root=str(bundle_root),
+            **overrides,
+        )
+    except Exception as e:
+        cause = _cause(e)
+        if cause is None:
+            raise
+        raise type(cause)(
+            f"The fit stopped at step {step!r}: {cause}\nFix it and rerun the same command: it continues."
+        ) from e
+
+
+def _split(args: argparse.Namespace) -> tuple[dict[str, list[dict]], str]:
+    """The labelled cases, ``training`` (stage 2) and ``calibration``, checked for labels and numbers; and the
+    section of ``args.datalist`` they came from."""
+    path = Path(args.datalist)
+    sections = json.loads(path.read_text()) if path.is_file() else {}
+    key = args.datalist_key or ("validation" if sections.get("validation") else "training")
+    items = load_datalist(path, key)
+    if sections.get("calibration"):
+        stage2, calibration = items, load_datalist(path, "calibration")
+    else:
+        order = np.random.default_rng(args.seed).permutation(len(items))
+        n_cal = round(len(items) * args.calibration_fraction)
+        calibration = [items[i] for i in sorted(order[:n_cal])]
+        stage2 = [items[i] for i in sorted(order[n_cal:])]
+    for name, cases in (("training", stage2), ("calibration", calibration)):
+        unlabelled = [Path(str(first_path(c["image"]))).name for c in cases if "label" not in c]
+        if unlabelled:
+            raise ValueError(f"Cases {unlabelled} ({name} cases, from {path}) have no 'label'; fitting needs labels.")
+    needed = min_calibration_cases(args.alpha, args.delta)
+    if len(calibration) < needed:
+        raise ValueError(
+            f"The guaranteed flag needs at least {needed} labelled calibration cases at alpha={args.alpha}, "
+            f"delta={args.delta}; {path} gives {len(calibration)} (of {len(items)} in {key!r}"
+            f"{'' if sections.get('calibration') else f', calibration_fraction {args.calibration_fraction}'}). Add "
+            "labelled cases the host network did not train on, raise --calibration_fraction, or raise --alpha/--delta."
+        )
+    if len(stage2) < 2:
+        raise ValueError(
+            f"Training the quality head needs at least 2 labelled cases; {path} leaves {len(stage2)} after "
+            f"{len(calibration)} calibration cases. Add labelled cases or lower --calibration_fraction."
+        )
+    return {"training": stage2, "calibration": calibration}, key
+
+
+def _json_list(text: str, name: str) -> list[Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{name} takes a JSON list of transforms, e.g. '[{{\"_target_\": ...}}]'; got {text!r} ({e}).") from e
+    if not isinstance(value, list):
+        raise ValueError(f"{name} takes a JSON list of transforms, got {type(value).__name__}.")
+    return value
+
+
+class _Fit:
+    """The fit's steps, sharing the host, the fit folder and its ``fit.json``."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.host = HostBundle(args.host_bundle, args.host_config, args.host_override, args.run_id, args.activation,
+                               args.class_names)
+        self.dir = Path(args.output_dir).expanduser().resolve()
+        split, key = _split(args)
+        train_config = ConfigParser()
+        train_config.read_config(str(SEGQ_BUNDLE / "configs" / "train_quality.json"))
+        head_def = train_config.get("quality_network_def")
+        self.head = {
+            "checkpoint": HEAD_FILE,
+            "quality_variant": args.quality_variant,
+            "quality_keys": train_config.get("quality_variants")[args.quality_variant],
+            "channels": args.head_channels or head_def["channels"],
+            "strides": args.head_strides or head_def["strides"],
+            "dropout": head_def["dropout"],
+            "epochs": args.epochs,
+        }
+        settings = {
+            "host_bundle": self.host.record(),
+            "host_network": self.host.signature,
+            "activation": self.host.activation,
+            "num_classes": self.host.signature["out_channels"],
+            "class_names": self.host.class_names,
+            "in_channels": self.host.signature["in_channels"],
+            "sampler": args.sampler,
+            "num_samples": args.num_samples,
+            "seed": args.seed,
+            "label_transforms": _json_list(args.label_transforms, "--label_transforms"),
+            "datalist": {"source": str(Path(args.datalist).resolve()), "key": key, "file": "datalist.json",
+                         "n_training": len(split["training"]), "n_calibration": len(split["calibration"])},
+            "head": self.head,
+            "calibration": {"alpha": args.alpha, "delta": args.delta, "tau": args.tau},
+        }  # fmt: skip
+        self.fit = self._start(settings, split)
+
+    def _start(self, settings: dict[str, Any], split: dict[str, list[dict]]) -> dict[str, Any]:
+        """``fit.json``: a new one, or the one of an interrupted run of the same fit (refused if it differs)."""
+        path = self.dir / FIT_FILE
+        if path.is_file():
+            fit = json.loads(path.read_text())
+            recorded = {k: fit.get(k) for k in settings}
+            recorded["calibration"] = {k: fit["calibration"].get(k) for k in settings["calibration"]}
+            changed = sorted(k for k, v in settings.items() if recorded[k] != json.loads(json.dumps(v)))
+            if changed:
+                raise ValueError(
+                    f"{self.dir} holds a fit with other settings ({', '.join(changed)} differ); rerun with the same "
+                    "arguments to continue it, or pass a new --output_dir."
+                )
+            return fit
+        write_datalist(self.dir / "datalist.json", split)
+        fit = {**settings, "steps": []}
+        write_fit(self.dir, fit)
+        return fit
+
+    def _host_step(self, overlays: Sequence[str], step: str) -> None:
+        """A step on the host's config with ``overlays`` (files of ``configs/``): the fit folder, continued."""
+        configs = [self.host.config, *(OVERLAYS / o for o in overlays)]
+        overrides = {**self.host.overrides, "segq#fit_dir": str(self.dir), "segq#skip_existing": True}
+        if self.fit["label_transforms"]:
+            overrides["segq#label_transforms"] = self.fit["label_transforms"]
+        _run(configs, self.host.root, self.host.run_id, overrides, step)
+
+    def _done(self, step: str) -> None:
+        self.fit["steps"].append(step)
+        write_fit(self.dir, self.fit)
+
+    def sample(self) -> None:
+        if "sample" in self.fit["steps"]:
+            return
+        self._host_step(["segq_overlay.json", "fit_labelled.json", "fit_sample.json"],
+                        "1/3 sample the labelled cases with the host network")  # fmt: skip
+        self.fit["spatial_dims"] = _spatial_dims(self.dir / "sample" / "stage2_datalist.json")
+        self._done("sample")
+
+    def train(self) -> None:
+        if "head" in self.fit["steps"]:
+            return
+        h = self.head
+        overrides = {
+            "fit_dir": str(self.dir), "spatial_dims": self.fit["spatial_dims"], "num_classes": self.fit["num_classes"],
+            "image_channels": self.fit["in_channels"], "multi_label": self.fit["activation"] == "sigmoid",
+            "quality_variant": h["quality_variant"], "quality_network_def#channels": h["channels"],
+            "quality_network_def#strides": h["strides"], "epochs": h["epochs"], "seed": self.args.seed,
+        }  # fmt: skip
+        if self.args.device:
+            overrides["device"] = self.args.device
+        configs = [SEGQ_BUNDLE / "configs" / "train_quality.json", OVERLAYS / "fit_train.json"]
+        _run(configs, SEGQ_BUNDLE, "run", overrides, "2/3 train the quality head")
+        self._done("head")
+
+    def calibrate(self) -> None:
+        if "calibration" in self.fit["steps"]:
+            return
+        self._host_step(["segq_overlay.json", "fit_labelled.json", "fit_calibrate.json"],
+                        "3/3 run the fitted pipeline on the calibration cases")  # fmt: skip
+        table = self.dir / "calibration" / "quality.csv"
+        rows = read_quality_csv(table)
+        classes = quality_columns(rows)
+        pred = [min(float(r["_".join(filter(None, ("pred_dice", c)))]) for c in classes) for r in rows]
+        true = [min(float(r["_".join(filter(None, ("true_dice", c)))]) for c in classes) for r in rows]
+        s = self.fit["calibration"]
+        cal = calibrate_selective_threshold(pred, true, tau=s["tau"], alpha=s["alpha"], delta=s["delta"])
+        self.fit["calibration"] = {
+            **s,
+            "accept_threshold": cal.threshold if math.isfinite(cal.threshold) else None,
+            "feasible": cal.feasible,
+            "bound": cal.bound,
+            "n_calibration": cal.n_calibration,
+            "fraction_accepted": cal.fraction_accepted,
+            "failures_accepted": cal.failures_accepted,
+            "table": os.path.relpath(table, self.dir),
+        }
+        self._done("calibration")
+
+    def deploy_command(self) -> str:
+        configs = [self.host.config, OVERLAYS / "segq_overlay.json"]
+        return _command(configs, self.host.root, self.host.run_id, {**self.host.overrides, "segq#fit_dir": str(self.dir)})
+
+
+def _spatial_dims(stage2_datalist: Path) -> int:
+    """The data's spatial dimensions (the quality head follows them, not the host network's): those of the first
+    sampled case's entropy map, ``[*spatial]``."""
+    from monai.transforms import LoadImage
+
+    entry = load_datalist(stage2_datalist, "training", ("entropy",))[0]
+    return int(LoadImage(image_only=True, ensure_channel_first=True)(entry["entropy"]).ndim - 1)
+
+
+def fit(args: argparse.Namespace) -> dict[str, Any]:
+    """Run (or continue) the fit; prints the deploy command and returns the content of ``fit.json``."""
+    job = _Fit(args)
+    job.sample()
+    job.train()
+    job.calibrate()
+    cal = job.fit["calibration"]
+    print(
+        f"== fit done: {job.dir / FIT_FILE}\nguaranteed flag: accept a case when its predicted Dice >= "
+        f"{cal['accept_threshold']} (certified: {cal['feasible']}; {cal['fraction_accepted']:.0%} of the "
+        f"{cal['n_calibration']} calibration cases accepted)\ndeploy (add the host's own input arguments, e.g. "
+        f"--dataset_dir or --datalist):\n{job.deploy_command()}",
+        flush=True,
+    )
+    return job.fit
+
+
+def add_parser(sub: Any) -> None:
+    """Register the ``fit`` subcommand on the subparsers of ``python -m segq_monai``."""
+    p = sub.add_parser(
+        "fit", help="fit a quality head to your own MONAI bundle (labelled cases it did not train on)",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    p.add_argument("--host_bundle", required=True, help="your bundle folder (model-zoo layout), never edited")
+    p.add_argument("--datalist", required=True, help="Decathlon datalist of labelled cases the host did not train on")
+    p.add_argument("--datalist_key", default=None, help="its section (default: validation if present, else training)")
+    p.add_argument("--output_dir", required=True, help="the fit folder FIT (continued when it exists)")
+    p.add_argument("--host_config", default=None, help="default: HOST/configs/inference.json")
+    p.add_argument("--run_id", default=None, help="the host's run id (default: run, or the list that runs the evaluator)")
+    p.add_argument("--host_override", action="append", default=[], metavar="ID=VALUE",
+                   help="an id of the host config to set in every step and at deployment (VALUE: JSON or a string)")
+    p.add_argument("--activation", choices=["softmax", "sigmoid"], default=None,
+                   help="default: sigmoid when the host's postprocessing applies one (multi-label), else softmax")
+    p.add_argument("--class_names", nargs="+", default=None, help="foreground classes (default: host metadata)")
+    p.add_argument("--label_transforms", default="[]",
+                   help="JSON list of transforms for key 'label' after loading, e.g. the host's label conversion")
+    p.add_argument("--sampler", default="mc_dropout", choices=["mc_dropout", "tta", "ensemble", "softmax"])
+    p.add_argument("--num_samples", type=int, default=20, help="T, samples per case")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quality_variant", default="image_seg_entropy")
+    p.add_argument("--epochs", type=int, default=60, help="epochs of the quality head")
+    p.add_argument("--head_channels", type=int, nargs="+", default=None)
+    p.add_argument("--head_strides", type=int, nargs="+", default=None)
+    p.add_argument("--calibration_fraction", type=float, default=0.5,
+                   help="share of the cases kept for calibration (unless the datalist has a calibration section)")
+    p.add_argument("--alpha", type=float, default=0.1, help="target failure rate among auto-accepted cases")
+    p.add_argument("--delta", type=float, default=0.1, help="allowed probability that the guarantee fails")
+    p.add_argument("--tau", type=float, default=0.8, help="a case fails when its true Dice is below tau")
+    p.add_argument("--device", default=None, help="device of the quality head's training (e.g. cpu, cuda:0)")
+    p.set_defaults(func=fit)

@@ -1,0 +1,172 @@
+"""The fit folder: everything a deployment needs to run a quality head fitted to a user's own MONAI bundle.
+
+Layout (written by ``python -m segq_monai fit``, read by ``configs/segq_overlay.json`` through ``segq#fit_dir``)::
+
+    FIT/fit.json              settings and results (below); written atomically after every step
+    FIT/datalist.json         the labelled cases used: "training" (stage-2 cases), "calibration"
+    FIT/sample/               stage 1 on the "training" cases: maps, quality.csv, stage2_datalist.json
+    FIT/quality_head.pt       the quality head's weights ({"model": state_dict, ...})
+    FIT/calibration/          the deployed pipeline on the "calibration" cases: quality.csv (pred and true Dice)
+
+``fit.json`` keys: ``host_bundle`` (name, version, bundle_root, config_file, run_id), ``host_network``
+(``spatial_dims``, ``in_channels``, ``out_channels`` of the host's network), ``activation`` (``softmax`` or
+``sigmoid``), ``num_classes`` (the network's output channels), ``class_names`` (foreground classes), ``spatial_dims``
+(the data's, which the head follows), ``in_channels``, ``sampler``, ``num_samples``, ``seed``, ``label_transforms``,
+``datalist`` (source file, section, cases per split), ``head`` (checkpoint, quality variant and keys, channels,
+strides, dropout, epochs), ``calibration`` (``alpha``, ``delta``, ``tau``; once calibrated also ``accept_threshold``
+λ̂ (``null`` when no threshold is certified: every case is flagged), ``feasible``, ``bound``, ``n_calibration``,
+``fraction_accepted``, ``failures_accepted``, ``table``) and ``steps``: the steps done (``sample``, ``head``,
+``calibration``), in order.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from segq_monai.utils.atomic import atomic_write_text
+
+__all__ = [
+    "FIT_FILE",
+    "HEAD_FILE",
+    "load_fit",
+    "load_quality_head",
+    "min_calibration_cases",
+    "network_signature",
+    "write_fit",
+]
+
+FIT_FILE = "fit.json"
+HEAD_FILE = "quality_head.pt"
+_STAGES = ("head", "calibration")
+_SIGNATURE = ("spatial_dims", "in_channels", "out_channels")
+
+
+def network_signature(network: nn.Module) -> dict[str, int]:
+    """``spatial_dims``, ``in_channels`` and ``out_channels`` of a segmentation network, from its convolutions.
+
+    The first convolution (in registration order) gives the input channels and the dimensionality, the last one
+    the output channels: true of MONAI's ``UNet``, ``SegResNet``, ``SwinUNETR``, ``DynUNet``, ``BasicUNet``...,
+    also when the config does not name these arguments.
+
+    Raises:
+        ValueError: the network has no convolution; the message names the ids to set instead.
+    """
+    convs = [m for m in network.modules() if isinstance(m, nn.modules.conv._ConvNd)]
+    if not convs:
+        raise ValueError(
+            f"Cannot tell the spatial_dims / in_channels / out_channels of the host network "
+            f"({type(network).__name__}: it has no convolution); set them with --segq#host "
+            "\"{'spatial_dims': 3, 'in_channels': 1, 'out_channels': 2}\"."
+        )
+    return {
+        "spatial_dims": len(convs[0].kernel_size),
+        "in_channels": int(convs[0].in_channels),
+        "out_channels": int(convs[-1].out_channels),
+    }
+
+
+def min_calibration_cases(alpha: float, delta: float, grid_size: int = 101) -> int:
+    """The fewest calibration cases with which the guaranteed flag can certify any threshold.
+
+    With ``n`` accepted cases and no failure among them, the binomial p-value is ``(1 - alpha) ** n``; it must reach
+    ``delta / grid_size`` (:func:`segq_monai.metrics.conformal.calibrate_selective_threshold`, Bonferroni over its grid), so
+    ``n >= log(delta / grid_size) / log(1 - alpha)``: 66 for ``alpha = delta = 0.1``.
+    """
+    return math.ceil(math.log(delta / grid_size) / math.log(1.0 - alpha) - 1e-9)
+
+
+def write_fit(fit_dir: str | os.PathLike, content: Mapping[str, Any]) -> Path:
+    """Write ``fit_dir/fit.json`` atomically; returns its path."""
+    path = Path(fit_dir) / FIT_FILE
+    atomic_write_text(path, json.dumps(content, indent=2) + "\n")
+    return path
+
+
+def _read(fit_dir: Path) -> dict[str, Any]:
+    path = fit_dir / FIT_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{fit_dir} is not a fit folder ({FIT_FILE} is missing); make one with python -m segq_monai fit "
+            "--host_bundle HOST --datalist FILE --output_dir FIT, and pass that folder as segq#fit_dir."
+        )
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); rerun python -m segq_monai fit to rewrite it.") from e
+
+
+def load_fit(
+    fit_dir: str | os.PathLike | None,
+    host: Mapping[str, int] | None = None,
+    require: Sequence[str] = _STAGES,
+) -> dict[str, Any]:
+    """Read ``fit_dir/fit.json`` for the deploy overlay (``segq#fit``), checked against the host network.
+
+    Args:
+        fit_dir: the fit folder; ``None`` gives ``{}`` (the overlay then uses its own defaults).
+        host: the host network's :func:`network_signature`; a fit made for another network is refused here, before
+            any case is sampled.
+        require: the steps that must be done: ``"sample"``, ``"head"`` (the quality head is trained),
+            ``"calibration"``.
+
+    Returns:
+        the content of ``fit.json`` plus the overlay's ids: ``quality_checkpoint`` (absolute), ``quality_keys``,
+        ``quality_network`` (channels, strides, dropout) from ``head``, and ``quality_threshold``: the calibrated
+        λ̂ (``inf``, flag every case, when none was certified).
+
+    Raises:
+        FileNotFoundError / ValueError: no or an unreadable ``fit.json``; a stage of ``require`` not done (rerun the
+        fit, it continues); the host network differs from the one the head was fitted to (both named).
+    """
+    if fit_dir is None:
+        return {}
+    fit_dir = Path(fit_dir).expanduser().absolute()
+    fit = _read(fit_dir)
+    missing = [stage for stage in require if stage not in fit.get("steps", ())]
+    if missing:
+        raise ValueError(
+            f"The fit in {fit_dir} is unfinished (no {' and no '.join(missing)} yet); rerun the same python -m "
+            "segq_monai fit command: it continues where it stopped."
+        )
+    if host is not None:
+        fitted = {k: fit["host_network"][k] for k in _SIGNATURE}
+        this = {k: int(host[k]) for k in _SIGNATURE}
+        if fitted != this:
+            name = fit.get("host_bundle", {}).get("name")
+            raise ValueError(
+                f"The quality head in {fit_dir} was fitted to a host network with {fitted} (bundle {name!r}), but "
+                f"this host's network has {this}; fit a head to this bundle (python -m segq_monai fit --host_bundle "
+                "...) or point segq#fit_dir at the fit of this bundle."
+            )
+    out = dict(fit)
+    head = fit["head"]
+    out["quality_checkpoint"] = str(fit_dir / head["checkpoint"])
+    out["quality_keys"] = list(head["quality_keys"])
+    out["quality_network"] = {k: head[k] for k in ("channels", "strides", "dropout")}
+    if "calibration" in fit["steps"]:
+        lam = fit["calibration"]["accept_threshold"]
+        out["quality_threshold"] = math.inf if lam is None else float(lam)
+    return out
+
+
+def load_quality_head(network: nn.Module, checkpoint: str | os.PathLike) -> nn.Module:
+    """Load the quality head's weights (``{"model": state_dict}`` or a plain state dict) with
+    ``torch.load(..., weights_only=True)`` onto the device of ``network``; returns ``network`` in eval mode."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Quality head checkpoint {path} does not exist; point segq#fit_dir at a fit folder (python -m segq_monai "
+            "fit) or segq#quality_checkpoint at trained weights (train_quality.json writes them)."
+        )
+    device = next(network.parameters()).device
+    state = torch.load(path, map_location=device, weights_only=True)
+    network.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
+    return network.eval()

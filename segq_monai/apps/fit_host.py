@@ -1,0 +1,143 @@
+"""The host bundle of a fit: a user's model-zoo bundle, read (never edited) for what the segq overlays need."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from monai.bundle import ConfigParser
+
+from segq_monai.apps.fit_folder import network_signature
+
+__all__ = ["HOST_IDS", "HostBundle"]
+
+#: ids of the host's inference.json the overlays use: what for, and an override that supplies a missing one.
+HOST_IDS = {
+    "network_def": ("the network sampled by stage 1", "--host_override 'network_def={\"_target_\": ...}'"),
+    "network": ("the network on its device", "--host_override 'network=$@network_def.to(@device)'"),
+    "preprocessing": ("the transforms whose inverse brings the maps to the input grid",
+                      "--host_override 'preprocessing={\"_target_\": \"Compose\", \"transforms\": [...]}'"),
+    "inferer": ("the inferer wrapped by UncertaintyInferer",
+                "--host_override 'inferer={\"_target_\": \"SlidingWindowInferer\", ...}'"),
+    "postprocessing": ("the host's own outputs, kept at deployment",
+                       "--host_override 'postprocessing={\"_target_\": \"Compose\", \"transforms\": []}'"),
+    "dataset": ("the cases to run (its data is replaced by the labelled datalist)",
+                "--host_override 'dataset={\"_target_\": \"Dataset\", \"data\": [], \"transform\": \"@preprocessing\"}'"),
+    "handlers": ("the evaluator's handlers (segq appends its writer)", "--host_override 'handlers=[]'"),
+    "evaluator": ("the SupervisedEvaluator whose inferer and postprocessing segq replaces",
+                  "--host_override 'evaluator={\"_target_\": \"SupervisedEvaluator\", ...}'"),
+    "output_dir": ("where the host writes its outputs", "--host_override output_dir=OUT"),
+}  # fmt: skip
+
+
+def _parse_override(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--host_override takes ID=VALUE (VALUE as JSON, else a string), got {text!r}.")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+class HostBundle:
+    """The host bundle: its inference config, checked for the ids the overlays use, and what the fit records.
+
+    Args:
+        root: the bundle folder (model-zoo layout).
+        config_file: its inference config; default ``root/configs/inference.json``.
+        overrides: ``ID=VALUE`` strings (``VALUE`` JSON, else a string) applied in every step and at deployment.
+        run_id: the id that runs the evaluator; default ``run``, or the one top-level list calling ``.run()``.
+        activation: ``softmax`` / ``sigmoid``; default ``sigmoid`` when the postprocessing applies one.
+        class_names: foreground class names; default from ``configs/metadata.json``'s ``channel_def``.
+
+    Raises:
+        FileNotFoundError: no config. ValueError: an id the overlays need is missing (the id and an override
+            that supplies it are named), or the run id cannot be told.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        config_file: str | os.PathLike | None = None,
+        overrides: Sequence[str] = (),
+        run_id: str | None = None,
+        activation: str | None = None,
+        class_names: Sequence[str] | None = None,
+    ) -> None:
+        self.root = Path(root).expanduser().resolve()
+        self.config = Path(config_file).resolve() if config_file else self.root / "configs" / "inference.json"
+        if not self.config.is_file():
+            raise FileNotFoundError(
+                f"No host config at {self.config}; --host_bundle takes a bundle folder in model-zoo layout "
+                "(configs/inference.json), or name the config with --host_config."
+            )
+        self.overrides = dict(_parse_override(o) for o in overrides)
+        parser = ConfigParser()
+        parser.read_config(str(self.config))
+        parser.update(self.overrides)
+        for key, (what, override) in HOST_IDS.items():
+            if key not in parser:
+                raise ValueError(
+                    f"Host config {self.config} has no id {key!r}, which the segq overlays need ({what}); supply it "
+                    f"with {override}."
+                )
+        for key in ("evaluator#inferer", "evaluator#postprocessing"):
+            if key not in parser:
+                raise ValueError(
+                    f"Host config {self.config} has no id {key!r} (segq replaces it with its own); supply it with "
+                    f"--host_override '{key}=@{key.split('#')[1]}'."
+                )
+        self.run_id = run_id or self._run_id(parser)
+        self.signature = network_signature(parser.get_parsed_content("network_def"))
+        self.activation = activation or self._activation(parser.get("postprocessing"))
+        meta = self.root / "configs" / "metadata.json"
+        self.metadata = json.loads(meta.read_text()) if meta.is_file() else {}
+        self.class_names = list(class_names) if class_names else self._class_names()
+
+    def _run_id(self, parser: ConfigParser) -> str:
+        """``run``, or the one top-level list that runs the evaluator (model-zoo bundles also use ``evaluating``)."""
+        if "run" in parser:
+            return "run"
+        found = [
+            k for k, v in parser.get().items()
+            if isinstance(v, list) and any(isinstance(x, str) and ".run()" in x for x in v)
+        ]  # fmt: skip
+        if len(found) != 1:
+            raise ValueError(
+                f"Cannot tell which id of {self.config} runs the evaluator (no 'run'; candidates {found}); pass "
+                "--run_id."
+            )
+        return found[0]
+
+    @staticmethod
+    def _activation(postprocessing: Any) -> str:
+        """``sigmoid`` when the host's postprocessing applies a sigmoid (a multi-label network), else ``softmax``."""
+        text = json.dumps(postprocessing)
+        return "sigmoid" if re.search(r'"sigmoid":\s*true', text) else "softmax"
+
+    def _class_names(self) -> list[str] | None:
+        """Foreground class names from the host metadata's ``network_data_format.outputs.pred.channel_def``."""
+        outputs = self.metadata.get("network_data_format", {}).get("outputs", {})
+        channel_def = next((o.get("channel_def") for o in outputs.values() if isinstance(o, dict)), None)
+        if not isinstance(channel_def, dict):
+            return None
+        first = 0 if self.activation == "sigmoid" else 1
+        indices = range(first, self.signature["out_channels"])
+        if any(str(i) not in channel_def for i in indices):
+            return None
+        return [re.sub(r"\W+", "_", str(channel_def[str(i)]).strip()).strip("_").lower() for i in indices]
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "name": self.metadata.get("name", self.root.name),
+            "version": self.metadata.get("version"),
+            "bundle_root": str(self.root),
+            "config_file": str(self.config),
+            "run_id": self.run_id,
+            "overrides": self.overrides,
+        }

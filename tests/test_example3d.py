@@ -1,0 +1,162 @@
+"""``python -m segq_monai example3d`` end to end through its real command line, at toy size, and its report's maths.
+
+Toy size: cases of 24³ voxels (4 mm); 4 host-training, 6 validation (fit), 4 calibration and 3 test cases; 1 epoch
+per network, T = 2; alpha = 0.9 (3 calibration cases suffice). The numbers checked do not depend on training:
+true Dice in the tables against a Dice computed here with numpy from the saved segmentation and the label file,
+the per-class columns named from the host's metadata, the grids of the saved outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from segq_monai.apps.example3d import example3d
+from segq_monai.apps.example3d_report import bootstrap_interval, summary_table
+from segq_testing import REPO, read_csv
+
+HOST_METADATA = REPO / "examples" / "colin27_regions3d" / "configs" / "metadata.json"
+
+
+def _numpy_dice(seg: np.ndarray, label: np.ndarray, k: int) -> float:
+    s, lab = seg == k, label == k
+    total = s.sum() + lab.sum()
+    return 1.0 if total == 0 else 2.0 * np.logical_and(s, lab).sum() / total
+
+
+def _case(path: str) -> str:
+    return Path(path).name.removesuffix(".nii.gz")
+
+
+class TestExample3dCommand(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = Path(tempfile.mkdtemp())
+        cls.out = cls.tmp / "out"
+        cls.result = subprocess.run(
+            [sys.executable, "-m", "segq_monai", "example3d", "--output_dir", str(cls.out), "--cases", "4", "6", "4",
+             "3", "--spatial_size", "24", "24", "24", "--epochs", "1", "--epochs_quality", "1", "--num_samples", "2",
+             "--alpha", "0.9", "--device", "cpu"],
+            capture_output=True, text=True, cwd=cls.tmp,
+        )  # fmt: skip
+        channel_def = json.loads(HOST_METADATA.read_text())["network_data_format"]["outputs"]["pred"]["channel_def"]
+        cls.classes = [channel_def[str(k)] for k in range(1, len(channel_def))]
+        dataset = json.loads((cls.out / "data" / "dataset.json").read_text()) if cls.result.returncode == 0 else {}
+        cls.labels = {
+            _case(i["image"]): cls.out / "data" / i["label"] for split in ("validation", "testing")
+            for i in dataset.get(split, [])
+        }  # fmt: skip
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def setUp(self):
+        self.assertEqual(self.result.returncode, 0, self.result.stdout[-3000:] + self.result.stderr[-3000:])
+
+    def _check_true_dice(self, table: Path, outputs: Path, n: int) -> None:
+        rows = read_csv(table)
+        self.assertEqual(len(rows), n)
+        for row in rows:
+            case = _case(row["image"])
+            seg_nii = nib.load(outputs / case / f"{case}_seg.nii.gz")
+            label_nii = nib.load(self.labels[case])
+            self.assertEqual(seg_nii.shape[:3], label_nii.shape)  # saved on the input grid
+            np.testing.assert_allclose(seg_nii.affine, label_nii.affine, atol=1e-4)
+            seg = np.asarray(seg_nii.dataobj).reshape(label_nii.shape)
+            label = np.asarray(label_nii.dataobj)
+            for k, name in enumerate(self.classes, start=1):
+                self.assertAlmostEqual(float(row[f"true_dice_{name}"]), _numpy_dice(seg, label, k), places=5)
+
+    def test_fit_sample_true_dice(self):
+        self._check_true_dice(self.out / "fit" / "sample" / "quality.csv", self.out / "fit" / "sample", 6)
+
+    def test_deploy_table_and_report_true_dice(self):
+        deploy = read_csv(self.out / "deploy" / "quality.csv")
+        expected = ["image", *(f"pred_dice_{c}" for c in self.classes), *(f"pred_iou_{c}" for c in self.classes)]
+        self.assertEqual(list(deploy[0])[: len(expected)], expected)
+        self.assertIn("flagged", deploy[0])
+        self.assertEqual(sorted(_case(r["image"]) for r in deploy), [f"colin3d_testing_{i:03d}" for i in range(3)])
+        for row in deploy:
+            for c in self.classes:
+                self.assertTrue(0.0 <= float(row[f"pred_dice_{c}"]) <= 1.0)
+        self._check_true_dice(self.out / "report" / "quality.csv", self.out / "deploy", 3)
+
+    def test_report_files_and_times(self):
+        text = (self.out / "report" / "report.md").read_text()
+        for name in [*self.classes, "mean over classes"]:
+            self.assertIn(f"| {name} | 3 |", text)
+        times = json.loads((self.out / "times.json").read_text())
+        self.assertEqual(list(times)[0], "data")
+        self.assertEqual(len(times), 5)  # data, host training, fit, deploy, report
+        for step in times:
+            self.assertIn(f"| {step} |", text)
+        for png in ("predicted_vs_true.png", "overlay_worst_1.png"):
+            self.assertTrue((self.out / "report" / png).is_file(), png)
+        fit = json.loads((self.out / "fit" / "fit.json").read_text())
+        self.assertEqual(fit["class_names"], self.classes)
+        self.assertEqual(fit["spatial_dims"], 3)
+
+    def test_rerun_skips_finished_steps(self):
+        times = json.loads((self.out / "times.json").read_text())
+        again = subprocess.run(
+            [sys.executable, "-m", "segq_monai", "example3d", "--output_dir", str(self.out), "--cases", "4", "6", "4",
+             "3", "--spatial_size", "24", "24", "24", "--epochs", "1", "--epochs_quality", "1", "--num_samples", "2",
+             "--alpha", "0.9", "--device", "cpu"],
+            capture_output=True, text=True, cwd=self.tmp,
+        )  # fmt: skip
+        self.assertEqual(again.returncode, 0, again.stderr[-3000:])
+        self.assertNotIn("== host training", again.stdout)
+        self.assertNotIn("== fit", again.stdout)
+        rerun = json.loads((self.out / "times.json").read_text())
+        for step in ("host training (the host's own train.json)",):
+            self.assertEqual(rerun[step], times[step])
+
+
+class TestExample3dBadInput(unittest.TestCase):
+    def test_too_few_calibration_cases(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            args = argparse.Namespace(output_dir=tmp, cases=[4, 6, 10, 3], alpha=0.2, delta=0.1)
+            with self.assertRaisesRegex(ValueError, "needs at least 32 calibration cases at alpha=0.2, delta=0.1"):
+                example3d(args)  # (1 - 0.2) ** n <= 0.1 / 101 from n = 32 on
+            self.assertFalse((Path(tmp) / "data").exists())
+
+
+class TestBootstrap(unittest.TestCase):
+    def test_mean_interval_matches_normal_theory(self):
+        rng = np.random.default_rng(1)
+        x = rng.normal(0.0, 1.0, 400)
+        value, low, high = bootstrap_interval(lambda p, t: float(np.mean(p - t)), x, np.zeros_like(x), 4000)
+        half = 1.96 * x.std() / np.sqrt(len(x))  # analytic 95 % half-width of a mean
+        self.assertAlmostEqual(value, x.mean())
+        self.assertAlmostEqual(high - value, half, delta=0.12 * half)
+        self.assertAlmostEqual(value - low, half, delta=0.12 * half)
+
+    def test_undefined_statistic_gives_no_interval(self):
+        pred, true = np.array([0.5, 0.5, 0.5]), np.array([0.1, 0.2, 0.3])
+        value, low, high = bootstrap_interval(lambda p, t: float("nan"), pred, true, 100)
+        self.assertTrue(np.isnan(value) and np.isnan(low) and np.isnan(high))
+
+    def test_summary_table_by_hand(self):
+        rows = [{"pred_dice_a": p, "true_dice_a": t} for p, t in ((0.9, 0.95), (0.5, 0.4), (0.7, 0.85), (0.3, 0.2))]
+        text = summary_table(rows, ["a"], threshold=0.8, num_resamples=200)
+        # MAE = mean(|0.05|, |0.1|, |0.15|, |0.1|) = 0.1; failures: 0.4 and 0.2; AUROC: both failures have the
+        # lowest predictions -> 1.0
+        line = next(line for line in text.splitlines() if line.startswith("| a |"))
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        self.assertEqual(cells[:5], ["a", "4", "0.600", "0.600", "2"])
+        self.assertTrue(cells[5].startswith("0.100 ["), cells[5])
+        self.assertTrue(cells[7].startswith("1.000"), cells[7])
+
+
+if __name__ == "__main__":
+    unittest.main()
