@@ -60,7 +60,7 @@ class TestReportIntervals(unittest.TestCase):
         out = report_intervals(rows, report, groups, n_resamples=300, seed=0)
         self.assertEqual((out["n_groups"], out["n_resamples"], out["level"]), (6, 300, 0.95))
         head = out["methods"]["quality_head"]
-        np.testing.assert_allclose(head["mae"], [0.05, 0.05], atol=1e-12)  # every case is off by exactly 0.05: no spread at all
+        np.testing.assert_allclose(head["mae"], [0.05, 0.05], atol=1e-12)  # every case is off by 0.05: no spread
         for method, block in (("quality_head", report["quality_head"]["mean"]),
                               ("mean_entropy", report["baselines"]["mean_entropy"]["mean"])):  # fmt: skip
             for key in ("pearson", "spearman", "aurc"):

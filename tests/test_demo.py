@@ -24,7 +24,8 @@ def run_demo(tmp: Path, *extra: str) -> tuple[subprocess.CompletedProcess, Path,
     root = copy_bundle(tmp)
     out = tmp / "out"
     result = subprocess.run(
-        [sys.executable, "-m", "segq_monai", "demo", "--output_dir", str(out), "--bundle_root", str(root), *TOY, *extra],
+        [sys.executable, "-m", "segq_monai", "demo", "--output_dir", str(out), "--bundle_root", str(root), *TOY,
+         *extra],
         capture_output=True, text=True, cwd=tmp,
     )  # fmt: skip
     return result, root, out
@@ -38,7 +39,8 @@ def fmt(value: float | None) -> str:
 def table_rows(text: str, heading: str) -> dict[str, list[str]]:
     """``{method: [cells]}`` of the Markdown table under the ``## heading...`` line of ``comparison.md``."""
     section = text.split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
-    rows = [line.strip("|").split(" | ") for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    lines = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    rows = [line.strip("|").split(" | ") for line in lines]
     return {r[0].strip(): [c.strip() for c in r[1:]] for r in rows[1:]}
 
 
@@ -89,9 +91,11 @@ class TestDemoDefault(unittest.TestCase):
             self.assertEqual(boot["n_groups"], 8)  # the 8 test slices, not the 16 or 24 copies
 
     def test_recalibration_table(self):
-        """The recalibration rows are trust's ``interval_scores`` of each split recalibrated on the calibration split."""
-        calibration = calibrate_quality_table(read_quality_csv(self.out / "report" / "calibration_split" / "quality.csv"),
-                                              head_fingerprint(self.root / "models" / "quality_image_seg_entropy" / "model.pt"))  # fmt: skip
+        """The recalibration rows are trust's ``interval_scores`` of each split, recalibrated on the calibration
+        split."""
+        head = self.root / "models" / "quality_image_seg_entropy" / "model.pt"
+        cal_rows = read_quality_csv(self.out / "report" / "calibration_split" / "quality.csv")
+        calibration = calibrate_quality_table(cal_rows, head_fingerprint(head))
         rows = table_rows(self.text, "Recalibration to the site")
         for label, folder in (("test (in-distribution)", "report"), ("shift", "report/shift_split")):
             scores = interval_scores(calibration.recalibrate_rows(read_quality_csv(self.out / folder / "quality.csv")))
@@ -107,8 +111,8 @@ class TestDemoDefault(unittest.TestCase):
         self.assertEqual(report["n_cases"], 16)  # 8 test slices x 2
         flag = report["guaranteed_flag"]
         self.assertEqual((flag["alpha"], flag["n_calibration"], flag["n"]), (0.1, 32, 16))
-        tables = {s: read_csv(self.out / "report" / d / "quality.csv")
-                  for s, d in (("calibration", "calibration_split"), ("testing", "."), ("shift", "shift_split"))}  # fmt: skip
+        folders = (("calibration", "calibration_split"), ("testing", "."), ("shift", "shift_split"))
+        tables = {s: read_csv(self.out / "report" / d / "quality.csv") for s, d in folders}
         self.assertEqual({s: len(t) for s, t in tables.items()}, {"calibration": 32, "testing": 16, "shift": 24})
         images = {s: {r["image"] for r in t} for s, t in tables.items()}
         self.assertFalse(images["calibration"] & images["testing"] or images["shift"] & images["testing"])
@@ -172,7 +176,8 @@ class TestDemoFull(unittest.TestCase):
         mean, sd = sum(maes) / 2, abs(maes[0] - maes[1]) / math.sqrt(2)  # sample sd of two values
         row = table_rows(text, "Test split")["quality head (seg_entropy)"]
         self.assertEqual(row[1], f"{mean:.3f} ± {sd:.3f}")
-        for heading in ("Uncertainty estimators of stage 1, Test split", "Uncertainty estimators of stage 1, Shift split"):
+        for split in ("Test split", "Shift split"):
+            heading = f"Uncertainty estimators of stage 1, {split}"
             self.assertEqual(set(table_rows(text, heading)), {"mc dropout, T=2; image_seg_entropy", "softmax, T=1; "
                              "image_seg_entropy", "learned confidence + MC dropout; image_seg_confidence"})  # fmt: skip
         self.assertIn("evaluate seg_entropy on the shift split (saved maps)", text)

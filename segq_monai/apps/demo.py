@@ -166,14 +166,17 @@ class _Demo:
         results = {}
         for split in self.splits:
             split_dir = (report_dir / SPLIT_DIRS[split]).resolve()
-            extra: dict[str, Any] = {} if split == "calibration" else {"alpha": a.alpha, "conformal_csvs": [calibration_csv]}
+            extra: dict[str, Any] = {}
+            if split != "calibration":
+                extra.update(alpha=a.alpha, conformal_csvs=[calibration_csv])
             if split == "shift":
                 extra["batch_size"] = 1  # turned slices have another shape than the others
             if maps_from is not None:
                 extra["maps_dir"] = str((maps_from / SPLIT_DIRS[split]).resolve())
             how = "saved maps" if maps_from is not None else "sampling"
             with self.timed(f"{tag}evaluate {variant} on the {split} split ({how})"):
-                run_workflow(self.bundle_root, configs, datalist_key=split, output_dir=str(split_dir), **extra, **common)
+                run_workflow(self.bundle_root, configs, datalist_key=split, output_dir=str(split_dir), **extra,
+                             **common)  # fmt: skip
             report = json.loads((split_dir / "report.json").read_text())
             intervals = None
             if split != "calibration" and a.seeds == 1:
@@ -257,10 +260,10 @@ class _Demo:
             f"{a.epochs_quality} epochs, guaranteed flag at alpha={a.alpha}; {a.seeds} seed(s); "
             f"{sum(s for _, s in self.steps) / 60:.1f} min.\n\n"
             f"Spread: {spread}. Scores on the per-case mean Dice over classes; failure: true Dice < 0.8; AURC/e-AURC "
-            "with risk = 1 − Dice (lower is better); baseline MAE after a least-squares map onto the Dice scale fitted "
-            "on the out-of-fold cases. Guaranteed flag: acceptance threshold calibrated on the calibration split so "
-            f"that the failure rate among accepted cases is at most α = {a.alpha} with probability 1 − δ; accepted = "
-            "fraction of the evaluated cases auto-accepted, then the realised failures among them.\n\n"
+            "with risk = 1 − Dice (lower is better); baseline MAE after a least-squares map onto the Dice scale "
+            "fitted on the out-of-fold cases. Guaranteed flag: acceptance threshold calibrated on the calibration "
+            f"split so that the failure rate among accepted cases is at most α = {a.alpha} with probability 1 − δ; "
+            "accepted = fraction of the evaluated cases auto-accepted, then the realised failures among them.\n\n"
         )
         titles = {
             "testing": "Test split (in-distribution)",
@@ -269,7 +272,8 @@ class _Demo:
         }  # fmt: skip
         for split in ("testing", "shift"):
             if f"variants/{split}" in tables:
-                text += f"## {titles[split]}: quality head and scalar baselines\n\n{spread_table(tables[f'variants/{split}'])}\n"
+                table = spread_table(tables[f"variants/{split}"])
+                text += f"## {titles[split]}: quality head and scalar baselines\n\n{table}\n"
         if "recalibration" in tables:
             labels = {"testing": "test (in-distribution)", "shift": "shift"}
             text += (
@@ -279,7 +283,8 @@ class _Demo:
             )
         for split in ("testing", "shift"):
             if len(tables.get(f"estimators/{split}", {})) > 1:
-                text += f"## Uncertainty estimators of stage 1, {titles[split]}\n\n{spread_table(tables[f'estimators/{split}'])}\n"
+                table = spread_table(tables[f"estimators/{split}"])
+                text += f"## Uncertainty estimators of stage 1, {titles[split]}\n\n{table}\n"
         text += _temperature_table(self.bundle_root / "models", a.num_folds)
         text += f"## Time of each step\n\n{time_table(self.steps, self.reference_ms)}"
         return text

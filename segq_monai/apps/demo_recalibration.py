@@ -20,7 +20,9 @@ __all__ = ["RECALIBRATION_KEYS", "fit_site_calibration", "recalibration_scores",
 RECALIBRATION_KEYS = ("mae_raw", "mae_recalibrated", "coverage", "mean_width")
 
 
-def fit_site_calibration(calibration_rows: Sequence[Mapping[str, Any]], checkpoint: str | os.PathLike) -> QualityCalibration:
+def fit_site_calibration(
+    calibration_rows: Sequence[Mapping[str, Any]], checkpoint: str | os.PathLike
+) -> QualityCalibration:
     """The calibration of the head at ``checkpoint`` (90 % intervals, the default split) on the calibration split."""
     return calibrate_quality_table(calibration_rows, head_fingerprint(checkpoint))
 
@@ -51,7 +53,9 @@ def recalibration_scores(
     out.update(n=int(keep.sum()), promised=calibration.coverage)
     if groups is not None:
         resamples = [i[keep[i]] for i in grouped_resamples(groups, n_resamples)]
-        out["interval"] = {k: list(percentile_interval([v[i].mean() for i in resamples if len(i)])) for k, v in cases.items()}
+        out["interval"] = {
+            k: list(percentile_interval([v[i].mean() for i in resamples if len(i)])) for k, v in cases.items()
+        }
     return out
 
 

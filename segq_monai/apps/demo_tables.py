@@ -33,7 +33,8 @@ def results_of(
     """``{label: Result}`` of the quality head (as ``head_label``) and, with ``baselines``, every baseline of one
     ``report.json`` and its ``bootstrap.json`` (``intervals``, or None)."""
     methods = (intervals or {}).get("methods", {})
-    out = {head_label: Result(report["quality_head"]["mean"], methods.get("quality_head"), report.get("guaranteed_flag"))}
+    head = report["quality_head"]["mean"]
+    out = {head_label: Result(head, methods.get("quality_head"), report.get("guaranteed_flag"))}
     if baselines:
         for name, entry in report["baselines"].items():
             out[name] = Result(entry["mean"], methods.get(name), entry.get("guaranteed_flag"))
@@ -82,7 +83,8 @@ def spread_table(results: Mapping[str, Sequence[Result]]) -> str:
     for label, seeds in results.items():
         cells = [str(seeds[0].point["n"])]
         for key in INTERVAL_KEYS:
-            cells.append(_spread_cell([_num(r.point.get(key)) for r in seeds], seeds[0].interval and seeds[0].interval[key]))
+            interval = seeds[0].interval[key] if seeds[0].interval else None
+            cells.append(_spread_cell([_num(r.point.get(key)) for r in seeds], interval))
         cells += _flag_cells([r.flag for r in seeds])
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

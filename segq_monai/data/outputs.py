@@ -141,7 +141,8 @@ def saved_items(
         if missing:
             raise FileNotFoundError(
                 f"Case {case!r} ({item[image_key]}) has no saved outputs in {maps_dir}: {missing} do not exist. "
-                "Pass as maps_dir the output_dir of an inference run over the same datalist section with these map_keys."
+                "Pass as maps_dir the output_dir of an inference run over the same datalist section with these "
+                "map_keys."
             )
         row = json.loads(sidecar.read_text())["row"]
         baselines = {k[len("baseline_") :]: float(v) for k, v in row.items() if k.startswith("baseline_")}

@@ -45,7 +45,8 @@ def grouped_resamples(groups: Sequence[Hashable], n_resamples: int = 1000, seed:
     _, inverse = np.unique(np.asarray([str(g) for g in groups]), return_inverse=True)
     members = [np.flatnonzero(inverse == g) for g in range(int(inverse.max()) + 1)]
     rng = np.random.default_rng(seed)
-    return [np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))]) for _ in range(n_resamples)]
+    draws = rng.integers(0, len(members), (n_resamples, len(members)))
+    return [np.concatenate([members[g] for g in draw]) for draw in draws]
 
 
 def percentile_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
