@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -14,84 +15,195 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
-from segq_testing import read_csv
+from segq_testing import copy_bundle, read_csv, workflow
+
+from segq_monai.evaluation.columns import read_quality_csv
+from segq_monai.evaluation.quality_calibration import calibrate_quality_table, head_fingerprint, interval_scores
+
+TOY = ["--num_folds", "2", "--epochs_segmentation", "1", "--epochs_quality", "1", "--num_samples", "2",
+       "--variants_per_slice", "1", "--held_out_variants", "2", "--shift_variants", "3", "--device", "cpu"]  # fmt: skip
 
 
-class TestDemoCommand(unittest.TestCase):
-    """2 folds, 1 epoch per stage, T = 2, one quality variant and every other estimator; 48 development slices x 1
-    artifact copy, 16 calibration and 8 test slices x 2 copies."""
+def run_demo(tmp: Path, *extra: str) -> tuple[subprocess.CompletedProcess, Path, Path]:
+    root = copy_bundle(tmp)
+    out = tmp / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "segq_monai", "demo", "--output_dir", str(out), "--bundle_root", str(root), *TOY,
+         *extra],
+        capture_output=True, text=True, cwd=tmp,
+    )  # fmt: skip
+    return result, root, out
+
+
+def fmt(value: float | None) -> str:
+    """A number as the tables write it; ``–`` for an undefined one (``null`` in the JSON files)."""
+    return "–" if value is None else f"{value:.3f}"
+
+
+def table_rows(text: str, heading: str) -> dict[str, list[str]]:
+    """``{method: [cells]}`` of the Markdown table under the ``## heading...`` line of ``comparison.md``."""
+    section = text.split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    rows = [line.strip("|").split(" | ") for line in lines]
+    return {r[0].strip(): [c.strip() for c in r[1:]] for r in rows[1:]}
+
+
+class TestDemoDefault(unittest.TestCase):
+    """The default run at toy size: 2 folds, 1 epoch per stage, T = 2, the main quality head; 48 development slices
+    x 1 artifact copy, 16 calibration and 8 test slices x 2 copies, the 8 test slices x 3 shifted copies."""
 
     @classmethod
     def setUpClass(cls):
         cls.tmp = Path(tempfile.mkdtemp())
-        cls.out = cls.tmp / "out"
-        cls.result = subprocess.run(  # the shipped bundle (the checkout's bundle/), only read; weights go to out/models
-            [sys.executable, "-m", "segq_monai", "demo", "--output_dir", str(cls.out),
-             "--num_folds", "2", "--epochs_segmentation", "1", "--epochs_quality", "1", "--num_samples", "2",
-             "--variants_per_slice", "1", "--held_out_variants", "2", "--quality_variants", "image_seg_entropy",
-             "--device", "cpu"],
-            capture_output=True, text=True, cwd=cls.tmp,
-        )  # fmt: skip
+        cls.result, cls.root, cls.out = run_demo(cls.tmp)
+        cls.text = (cls.out / "report" / "comparison.md").read_text() if cls.result.returncode == 0 else ""
 
     @classmethod
     def tearDownClass(cls):
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
-    def test_completes_with_every_table(self):
+    def setUp(self):
         self.assertEqual(self.result.returncode, 0, self.result.stderr[-3000:])
-        text = (self.out / "report" / "comparison.md").read_text()
-        for heading in ("Quality-head inputs", "Temperature scaling of stage 1", "Uncertainty estimators of stage 1"):
-            self.assertIn(f"## {heading}", text)
-        for row in ("quality head (image_seg_entropy) | 16 |", "softmax, T=1; image_seg_entropy", "aleatoric + MC dropout",
-                    "learned confidence + MC dropout; image_seg_confidence", "| pairwise_dice | 16 |"):
-            self.assertIn(row, text)
-        self.assertIn("| accepted | failures among accepted |", text)
 
-    def test_calibration_and_test_splits(self):
-        self.assertEqual(self.result.returncode, 0, self.result.stderr[-3000:])
+    def assert_same_table(self, got: list[dict], expected: list[dict], tol: float) -> None:
+        """Same columns in the same order, same images and flags, numbers within ``tol``."""
+        self.assertEqual([list(r) for r in got], [list(r) for r in expected])
+        for g, e in zip(got, expected):
+            self.assertEqual((g["image"], g["flagged"]), (e["image"], e["flagged"]))
+            for column in e:
+                if column not in ("image", "flagged"):
+                    self.assertTrue(math.isclose(float(g[column]), float(e[column]), abs_tol=tol), (column, g, e))
+
+    def test_tables_match_the_reports(self):
+        """Every cell of the head's and the baselines' rows is the report's value with its bootstrap interval."""
+        for heading, folder in (("Test split", "report"), ("Shift split", "report/shift_split")):
+            report = json.loads((self.out / folder / "report.json").read_text())
+            boot = json.loads((self.out / folder / "bootstrap.json").read_text())
+            rows = table_rows(self.text, heading)
+            blocks = {"quality head (image_seg_entropy)": ("quality_head", report["quality_head"]["mean"])}
+            blocks.update({name: (name, e["mean"]) for name, e in report["baselines"].items()})
+            self.assertEqual(set(rows), set(blocks))
+            for label, (key, block) in blocks.items():
+                cells = rows[label]
+                self.assertEqual(cells[0], str(report["n_cases"]))
+                for cell, metric in zip(cells[1:7], ("mae", "pearson", "spearman", "auroc", "aurc", "eaurc")):
+                    value, lo, hi = (fmt(v) for v in (block[metric], *boot["methods"][key][metric]))
+                    self.assertEqual(cell, f"{value} [{lo}, {hi}]", (heading, label, metric))
+            flag = report["guaranteed_flag"]
+            self.assertEqual(rows["quality head (image_seg_entropy)"][8].split(" = ")[0],
+                             f"{flag['failures_accepted']}/{flag['n_accepted']}")  # fmt: skip
+            self.assertEqual(boot["n_groups"], 8)  # the 8 test slices, not the 16 or 24 copies
+
+    def test_recalibration_table(self):
+        """The recalibration rows are trust's ``interval_scores`` of each split, recalibrated on the calibration
+        split."""
+        head = self.out / "models" / "quality_image_seg_entropy" / "model.pt"
+        cal_rows = read_quality_csv(self.out / "report" / "calibration_split" / "quality.csv")
+        calibration = calibrate_quality_table(cal_rows, head_fingerprint(head))
+        rows = table_rows(self.text, "Recalibration to the site")
+        for label, folder in (("test (in-distribution)", "report"), ("shift", "report/shift_split")):
+            scores = interval_scores(calibration.recalibrate_rows(read_quality_csv(self.out / folder / "quality.csv")))
+            s = scores["foreground"]
+            cells = rows[label]
+            self.assertEqual(cells[0], str(s["n"]))
+            for cell, key in zip(cells[1:], ("mae_raw", "mae_recalibrated", "coverage", "mean_width")):
+                self.assertTrue(cell.startswith(f"{s[key]:.3f} ["), (label, key, cell))
+            self.assertTrue(cells[3].endswith("(0.90)"))
+
+    def test_splits_apart(self):
         report = json.loads((self.out / "report" / "report.json").read_text())
         self.assertEqual(report["n_cases"], 16)  # 8 test slices x 2
         flag = report["guaranteed_flag"]
         self.assertEqual((flag["alpha"], flag["n_conformal"], flag["n"]), (0.1, 32, 16))
-        calibration = read_csv(self.out / "report" / "calibration_split" / "quality.csv")
-        test = read_csv(self.out / "report" / "quality.csv")
-        self.assertEqual((len(calibration), len(test)), (32, 16))
-        self.assertFalse({r["image"] for r in calibration} & {r["image"] for r in test})
+        folders = (("calibration", "calibration_split"), ("testing", "."), ("shift", "shift_split"))
+        tables = {s: read_csv(self.out / "report" / d / "quality.csv") for s, d in folders}
+        self.assertEqual({s: len(t) for s, t in tables.items()}, {"calibration": 32, "testing": 16, "shift": 24})
+        images = {s: {r["image"] for r in t} for s, t in tables.items()}
+        self.assertFalse(images["calibration"] & images["testing"] or images["shift"] & images["testing"])
+        dataset = json.loads((self.out / "data" / "dataset.json").read_text())
+        groups = {s: {item["group"] for item in dataset[s]} for s in ("training", "calibration", "testing", "shift")}
+        self.assertEqual(groups["shift"], groups["testing"])  # held-out test slices only: nothing stage 1 or 2 saw
+        self.assertFalse(groups["shift"] & (groups["training"] | groups["calibration"]))
+        self.assertEqual({item["shift"] for item in dataset["shift"]}, {"rotate90", "zoom_out", "zoom_in"})
+
+    def test_time_section(self):
+        rows = table_rows(self.text, "Time of each step")
+        steps = {k: float(v[0]) for k, v in rows.items() if not k.startswith("**")}
+        for step in ("prepare the demo data", "stage 1, fold 2/2: train the segmentation network",
+                     "evaluate image_seg_entropy on the shift split (sampling)"):  # fmt: skip
+            self.assertIn(step, steps)
+        total = float(rows["**total**"][0].split("**")[1])
+        self.assertAlmostEqual(total, sum(steps.values()), delta=0.05 * len(steps) + 0.1)
+        passes = int(re.search(r"total / reference = (\d+) passes", self.text).group(1))
+        self.assertGreater(passes, 0)
 
     def test_quality_table_unchanged_by_the_layout_move(self):
         """The test split's quality.csv equals, at the same seeds, the one the code made before the package was laid
         out in rooms by kind (issue #14; ``testing_data/toy_demo_quality.csv``, written by commit bc29d04 with these
         arguments and ``--estimators`` empty). Regenerate it only with a change that means to alter the demo's numbers,
         and say so in the commit."""
-        self.assertEqual(self.result.returncode, 0, self.result.stderr[-3000:])
         expected = read_csv(Path(__file__).parent / "testing_data" / "toy_demo_quality.csv")
-        got = read_csv(self.out / "report" / "quality.csv")
-        self.assertEqual([list(r) for r in got], [list(r) for r in expected])  # same columns, same order
-        for g, e in zip(got, expected):
-            self.assertEqual((g["image"], g["flagged"]), (e["image"], e["flagged"]))
-            for column in e:
-                if column not in ("image", "flagged"):
-                    self.assertTrue(math.isclose(float(g[column]), float(e[column]), abs_tol=1e-4), (column, g, e))
+        self.assert_same_table(read_csv(self.out / "report" / "quality.csv"), expected, 1e-4)
 
-    def test_estimator_weights_apart_and_temperatures(self):
+    def test_head_on_saved_maps_equals_sampling(self):
+        """``evaluate_maps.json`` runs the trained head on the test split's saved maps: the same table as sampling."""
+        sampled = read_csv(self.out / "report" / "quality.csv")
+        again = self.tmp / "again"
+        workflow(["inference.json", "evaluate.json", "evaluate_maps.json"], self.root,
+                 datalist=str(self.out / "data" / "dataset.json"), datalist_key="testing", output_dir=str(again),
+                 maps_dir=str(self.out / "report"), ckpt_dir=str(self.out / "models"), baseline_fit_csvs=[],
+                 device="cpu")  # fmt: skip
+        self.assert_same_table(read_csv(again / "quality.csv"), sampled, 1e-6)
+
+
+class TestDemoFull(unittest.TestCase):
+    """``--full`` at toy size with 2 seeds, two quality variants and the softmax and confidence estimators."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = Path(tempfile.mkdtemp())
+        cls.result, cls.root, cls.out = run_demo(
+            cls.tmp, "--full", "--seeds", "2", "--quality_variants", "image_seg_entropy", "seg_entropy",
+            "--estimators", "softmax", "confidence")  # fmt: skip
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def setUp(self):
         self.assertEqual(self.result.returncode, 0, self.result.stderr[-3000:])
+
+    def test_mean_and_sd_over_seeds(self):
+        text = (self.out / "report" / "comparison.md").read_text()
+        reports = [json.loads((self.out / d / "report_seg_entropy" / "report.json").read_text())
+                   for d in (".", "seeds/seed1")]  # fmt: skip
+        maes = [r["quality_head"]["mean"]["mae"] for r in reports]
+        mean, sd = sum(maes) / 2, abs(maes[0] - maes[1]) / math.sqrt(2)  # sample sd of two values
+        row = table_rows(text, "Test split")["quality head (seg_entropy)"]
+        self.assertEqual(row[1], f"{mean:.3f} ± {sd:.3f}")
+        for split in ("Test split", "Shift split"):
+            heading = f"Uncertainty estimators of stage 1, {split}"
+            self.assertEqual(set(table_rows(text, heading)), {"mc dropout, T=2; image_seg_entropy", "softmax, T=1; "
+                             "image_seg_entropy", "learned confidence + MC dropout; image_seg_confidence"})  # fmt: skip
+        self.assertIn("evaluate seg_entropy on the shift split (saved maps)", text)
+        self.assertNotIn("evaluate seg_entropy on the testing split (sampling)", text)
+
+    def test_seed_weights_apart(self):
         models = self.out / "models"
         for fold in range(2):
-            t = json.loads((models / f"fold{fold}" / "temperature.json").read_text())
-            self.assertGreater(t["temperature"], 0.0)
-            self.assertEqual(t["n_cases"], 24)  # the fold's held-out half of the 48 clean development slices
+            self.assertEqual(json.loads((models / f"fold{fold}" / "temperature.json").read_text())["n_cases"], 24)
+            self.assertTrue((models / "seeds" / "seed1" / f"fold{fold}" / "model.pt").is_file())
+
         def last_conv(path: Path) -> torch.Tensor:
             state = torch.load(path, weights_only=True)["model"]
             return [v for k, v in state.items() if k.endswith("conv.weight") and v.ndim == 4][-1]
 
         self.assertEqual(last_conv(models / "fold1" / "model.pt").shape[0], 2)  # the main UNet: C = 2 logits
-        for name, channels in (("aleatoric", 4), ("confidence", 3)):  # 2C (mean, log-variance); C + 1 (confidence)
-            self.assertEqual(last_conv(models / "estimators" / name / "fold1" / "model.pt").shape[0], channels, name)
+        confidence = models / "estimators" / "confidence" / "fold1" / "model.pt"
+        self.assertEqual(last_conv(confidence).shape[0], 3)  # C + 1 (the confidence logit)
         self.assertFalse((models / "estimators" / "softmax" / "fold0").exists())  # reuses the main networks
         report = self.out / "estimators" / "confidence" / "report"
-        rows = read_csv(report / "quality.csv")
-        self.assertEqual(len(rows), 16)
-        for row in rows:  # every case has a 1 - c map on its segmentation's grid, strictly inside (0, 1)
+        for row in read_csv(report / "quality.csv"):  # every case has a 1 - c map on its segmentation's grid
             case = Path(row["image"]).name.split(".")[0]
             u = nib.load(report / case / f"{case}_confidence.nii.gz")
             self.assertEqual(u.shape, nib.load(report / case / f"{case}_seg.nii.gz").shape, case)

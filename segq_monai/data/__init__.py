@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from .datalist import DEFAULT_PATH_KEYS, default_section, demo_datalist_path, load_datalist, write_datalist
 from .folds import contiguous_folds, holdout_split, split_fold
-from .outputs import case_name, pending_items
+from .outputs import case_name, pending_items, saved_items
 
 __all__ = [
     "DEFAULT_PATH_KEYS",
     "case_name",
     "pending_items",
+    "saved_items",
     "REGION_NAMES",
     "contiguous_folds",
     "default_section",

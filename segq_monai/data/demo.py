@@ -6,14 +6,16 @@ block as held-out slices, and writes copies of each slice with a graded MR artif
 ringing, k-space spikes, contrast; severities 0 to 1) so that the segmentation quality spreads from near perfect
 to failed, as on scans from other scanners. Stage 1 trains on the clean development slices; out-of-fold sampling
 sees their artifact copies. The held-out slices are split at random, by slice, into a calibration split (for the
-guaranteed failure flag) and the test split; both get ``held_out_variants`` artifact copies per slice.
+guaranteed failure flag) and the test split; both get ``held_out_variants`` artifact copies per slice. The shift
+split holds further artifact copies of the test slices, each also turned or resampled
+(:mod:`segq_monai.data.shift`: an orientation and resolutions that neither stage saw), ``shift_variants`` per slice.
 
 Outputs under ``output_dir``:
 
 - ``stage1.json``: ``training`` = the clean development slices (``image``, ``label``, ``group``);
 - ``dataset.json``: ``training`` = artifact copies of the development slices, ``calibration`` and ``testing`` =
   artifact copies of the held-out slices (all with ``label``, ``group`` = source slice, ``artifact``,
-  ``severity``);
+  ``severity``); ``shift`` = the shifted copies of the test slices (also ``shift``: the kind of shift);
 - ``images/`` and ``labels/``: the NIfTI files they name (float32 images, uint8 labels, the source affines).
 """
 
@@ -26,6 +28,7 @@ import nibabel as nib
 import numpy as np
 
 from segq_monai.data.datalist import demo_datalist_path, load_datalist, write_datalist
+from segq_monai.data.shift import SHIFT_KINDS, shift_slice
 from segq_monai.transforms.artifacts import apply_mr_artifact, graded_artifact_plan
 from segq_monai.utils.atomic import atomic_path
 
@@ -40,6 +43,25 @@ def save_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
         nib.save(nib.Nifti1Image(array, affine), tmp)
 
 
+def _shifted_copies(
+    image: np.ndarray, label: np.ndarray, affine: np.ndarray, name: str, task: str, out: Path,
+    plan: list[tuple[str, float]], seed: int,
+) -> list[dict]:
+    """Artifact copies of one test slice ``[H, W]``, each shifted by the next kind of :data:`SHIFT_KINDS`; the
+    files keep the slice's affine (the arrays are turned or resampled, not the world grid)."""
+    entries = []
+    for v, (kind, severity) in enumerate(plan):
+        shift = SHIFT_KINDS[v % len(SHIFT_KINDS)]
+        corrupted = apply_mr_artifact(image[None], kind, severity, seed=seed + v)[0].numpy()
+        shifted, shifted_label = shift_slice(corrupted, label, shift)
+        path, label_path = out / "images" / f"{name}_s{v}.nii.gz", out / "labels" / f"{name}_s{v}_{task}.nii.gz"
+        save_nifti(shifted, affine, path)
+        save_nifti(shifted_label.astype(np.uint8), affine, label_path)
+        entries.append({"image": str(path), "label": str(label_path), "group": name, "artifact": kind,
+                        "severity": severity, "shift": shift})  # fmt: skip
+    return entries
+
+
 def prepare_demo(
     output_dir: str | os.PathLike,
     task: str = "brain",
@@ -48,6 +70,7 @@ def prepare_demo(
     test_every: int = 3,
     held_out_variants: int = 12,
     calibration_fraction: float = 2 / 3,
+    shift_variants: int = 12,
     seed: int = 0,
 ) -> dict[str, Path]:
     """Write the demo's datalists and images (see the module docstring).
@@ -61,6 +84,8 @@ def prepare_demo(
         held_out_variants: artifact copies per held-out slice.
         calibration_fraction: fraction of the held-out slices (rounded down, at least one left for testing) that
             form the calibration split; chosen at random with ``seed``.
+        shift_variants: shifted artifact copies per test slice (``shift`` section); the shift kinds take turns.
+            0: no shift split.
         seed: seed of the split, the artifact plan and the artifacts.
 
     Returns:
@@ -68,8 +93,10 @@ def prepare_demo(
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {sorted(TASKS)}, got {task!r}.")
-    if variants < 1 or held_out_variants < 1 or block_size < 1 or test_every < 2:
-        raise ValueError("variants, held_out_variants and block_size must be >= 1 and test_every >= 2.")
+    if variants < 1 or held_out_variants < 1 or block_size < 1 or test_every < 2 or shift_variants < 0:
+        raise ValueError(
+            "variants, held_out_variants and block_size must be >= 1, shift_variants >= 0 and test_every >= 2."
+        )
     if not 0.0 <= calibration_fraction < 1.0:
         raise ValueError(f"calibration_fraction must be in [0, 1), got {calibration_fraction}.")
     out = Path(output_dir)
@@ -85,7 +112,9 @@ def prepare_demo(
     copies = [variants if name == "training" else held_out_variants for name in section]
     plan = graded_artifact_plan(sum(copies), seed=seed)
     first = np.cumsum([0] + copies)
-    clean, sections = [], {"training": [], "calibration": [], "testing": []}
+    tests = [i for i in range(len(slices)) if section[i] == "testing"]
+    shift_plan = graded_artifact_plan(shift_variants * len(tests), seed=seed + 1)
+    clean, sections = [], {"training": [], "calibration": [], "testing": [], "shift": []}
     for i, item in enumerate(slices):
         name = Path(item["image"]).name.replace("_image.nii.gz", "")
         image_nii = nib.load(item["image"])
@@ -103,6 +132,14 @@ def prepare_demo(
             save_nifti(corrupted.astype(np.float32), image_nii.affine, path)
             entry = {"image": str(path), "label": str(label_path), "group": name, "artifact": kind, "severity": severity}
             sections[section[i]].append(entry)
+        if section[i] == "testing":
+            sections["shift"] += _shifted_copies(
+                image, np.asarray(nib.load(label_path).dataobj), image_nii.affine, name, task, out,
+                shift_plan[tests.index(i) * shift_variants : (tests.index(i) + 1) * shift_variants],
+                seed + 1 + (tests.index(i) + len(slices)) * shift_variants,
+            )  # fmt: skip
+    if not shift_variants:
+        del sections["shift"]
     write_datalist(out / "stage1.json", {"training": clean})
     write_datalist(out / "dataset.json", sections)
     return {"stage1": out / "stage1.json", "dataset": out / "dataset.json"}

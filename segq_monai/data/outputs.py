@@ -12,6 +12,7 @@ maps all exist is complete: :func:`pending_items` drops it from a rerun, and the
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -24,7 +25,7 @@ from monai.data import MetaTensor, NibabelWriter
 
 from segq_monai.utils.atomic import atomic_path
 
-__all__ = ["case_name", "first_path", "map_path", "pending_items", "save_map", "sidecar_path"]
+__all__ = ["case_name", "first_path", "map_path", "pending_items", "save_map", "saved_items", "sidecar_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -111,3 +112,39 @@ def pending_items(
         f"{len(items) - len(pending)} of {len(items)} cases already written in {output_dir}; computing {len(pending)}."
     )
     return pending
+
+
+def saved_items(
+    items: Sequence[Mapping[str, Any]],
+    maps_dir: str | os.PathLike,
+    map_keys: Sequence[str],
+    image_key: str = "image",
+    prefix: str = "saved_",
+) -> list[dict[str, Any]]:
+    """The items of a cohort with the maps an earlier run wrote for them, to run a quality head without sampling.
+
+    For each item, adds ``item[prefix + key] = maps_dir/<case>/<case>_<key>.nii.gz`` for every key of ``map_keys``
+    and ``item[prefix + "baselines"] = {name: value}``: the scalar baselines of the case's sidecar row (its
+    ``baseline_<name>`` columns; ``{}`` when the run computed none). The prefix keeps them apart from the keys a
+    workflow computes (``evaluate_maps.json`` copies them to ``seg``, ``entropy``, ... in its postprocessing, so
+    that they are outputs of the run, as the maps of a sampling run are).
+
+    Raises:
+        FileNotFoundError: a case's sidecar or map is missing, naming the case and the file.
+    """
+    out = []
+    for item in items:
+        case = case_name(first_path(item[image_key]))
+        paths = {key: map_path(maps_dir, case, key) for key in map_keys}
+        sidecar = sidecar_path(maps_dir, case)
+        missing = [str(p) for p in [sidecar, *paths.values()] if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"Case {case!r} ({item[image_key]}) has no saved outputs in {maps_dir}: {missing} do not exist. "
+                "Pass as maps_dir the output_dir of an inference run over the same datalist section with these "
+                "map_keys."
+            )
+        row = json.loads(sidecar.read_text())["row"]
+        baselines = {k[len("baseline_") :]: float(v) for k, v in row.items() if k.startswith("baseline_")}
+        out.append({**item, **{prefix + k: str(p) for k, p in paths.items()}, prefix + "baselines": baselines})
+    return out

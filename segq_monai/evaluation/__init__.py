@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .bootstrap import grouped_resamples, percentile_interval, report_intervals, write_intervals
 from .columns import quality_columns, read_quality_csv, write_quality_csv
 from .quality_calibration import (
     QualityCalibration,

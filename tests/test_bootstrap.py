@@ -1,0 +1,82 @@
+"""Grouped bootstrap (segq_monai.evaluation.bootstrap): whole groups are resampled, intervals on known answers."""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import unittest
+from pathlib import Path
+
+import numpy as np
+
+from segq_monai.evaluation.bootstrap import grouped_resamples, percentile_interval, report_intervals, write_intervals
+from segq_monai.evaluation.report import evaluate_quality
+
+
+class TestGroupedResamples(unittest.TestCase):
+    def test_whole_groups_only(self):
+        # group "a" has 1 case, "b" 3 cases: a resample is (a, a), (a, b), (b, a) or (b, b), so the mean of the
+        # values 0 (a) and 1 (b) takes only the values 0, 3/4 and 1; resampling cases would give 1/4 and 1/2 too
+        values = np.array([0.0, 1.0, 1.0, 1.0])
+        resamples = grouped_resamples(["a", "b", "b", "b"], n_resamples=400, seed=1)
+        means = {round(float(values[i].mean()), 6) for i in resamples}
+        self.assertEqual(means, {0.0, 0.75, 1.0})
+        for idx in resamples:
+            self.assertEqual(int(np.sum(idx > 0)) % 3, 0)  # b's three copies always travel together
+            self.assertEqual(len(set(idx[idx > 0].tolist())), int(np.sum(idx > 0) > 0) * 3)
+
+    def test_frequencies(self):
+        # two groups of equal size: the resampled mean is 0, 1/2 or 1 with probability 1/4, 1/2, 1/4
+        values = np.array([0.0, 0.0, 1.0, 1.0])
+        means = np.array([values[i].mean() for i in grouped_resamples([0, 0, 1, 1], n_resamples=4000, seed=0)])
+        np.testing.assert_allclose([np.mean(means == v) for v in (0.0, 0.5, 1.0)], [0.25, 0.5, 0.25], atol=0.03)
+        self.assertEqual(percentile_interval(means, 0.95), (0.0, 1.0))  # P(0) = 1/4 > 2.5 %
+
+    def test_reproducible_and_bad_input(self):
+        a = grouped_resamples(list("xxyz"), 5, seed=3)
+        b = grouped_resamples(list("xxyz"), 5, seed=3)
+        self.assertTrue(all(np.array_equal(x, y) for x, y in zip(a, b)))
+        with self.assertRaises(ValueError):
+            grouped_resamples([], 10)
+
+    def test_percentile_interval(self):
+        np.testing.assert_allclose(percentile_interval(np.arange(101.0), 0.9), (5.0, 95.0))
+        self.assertTrue(all(math.isnan(v) for v in percentile_interval([float("nan")])))
+
+
+class TestReportIntervals(unittest.TestCase):
+    def rows(self):
+        # 6 slices x 2 identical copies; the head predicts true + 0.05 on slices 0-2 and true - 0.05 on 3-5
+        true = np.repeat([0.2, 0.5, 0.7, 0.85, 0.9, 0.95], 2)
+        pred = true + np.repeat([0.05, 0.05, 0.05, -0.05, -0.05, -0.05], 2)
+        score = -np.repeat([3.0, 2.0, 2.5, 1.0, 0.5, 0.2], 2)
+        return [{"image": f"c{i}", "pred_dice": p, "true_dice": t, "baseline_mean_entropy": s}
+                for i, (p, t, s) in enumerate(zip(pred, true, score))], [f"s{i // 2}" for i in range(12)]  # fmt: skip
+
+    def test_intervals_contain_the_point_and_exact_mae(self):
+        rows, groups = self.rows()
+        report = evaluate_quality(rows, tau=0.8)
+        out = report_intervals(rows, report, groups, n_resamples=300, seed=0)
+        self.assertEqual((out["n_groups"], out["n_resamples"], out["level"]), (6, 300, 0.95))
+        head = out["methods"]["quality_head"]
+        np.testing.assert_allclose(head["mae"], [0.05, 0.05], atol=1e-12)  # every case is off by 0.05: no spread
+        for method, block in (("quality_head", report["quality_head"]["mean"]),
+                              ("mean_entropy", report["baselines"]["mean_entropy"]["mean"])):  # fmt: skip
+            for key in ("pearson", "spearman", "aurc"):
+                lo, hi = out["methods"][method][key]
+                self.assertLessEqual(lo, block[key] + 1e-12, (method, key))
+                self.assertGreaterEqual(hi, block[key] - 1e-12, (method, key))
+        with tempfile.TemporaryDirectory() as tmp:
+            write_intervals(out, Path(tmp) / "bootstrap.json")
+            written = json.loads((Path(tmp) / "bootstrap.json").read_text())
+        self.assertEqual(written["methods"]["quality_head"]["mae"], head["mae"])
+
+    def test_groups_must_match_rows(self):
+        rows, groups = self.rows()
+        with self.assertRaises(ValueError):
+            report_intervals(rows, evaluate_quality(rows), groups[:-1])
+
+
+if __name__ == "__main__":
+    unittest.main()
