@@ -82,7 +82,7 @@ def report_intervals(
 ) -> dict[str, Any]:
     """Grouped-bootstrap intervals of the per-case mean-Dice metrics of ``report`` (:func:`evaluate_quality` of
     ``rows``): the quality head (``pred_dice``) and each baseline, whose MAE uses the line in
-    ``report["baselines"][name]["calibration"]["mean"]`` (fitted elsewhere, kept fixed over resamples).
+    ``report["baselines"][name]["baseline_fit"]["mean"]`` (fitted elsewhere, kept fixed over resamples).
 
     Args:
         rows: the evaluated table, ``[N]`` rows.
@@ -104,7 +104,7 @@ def report_intervals(
         series["quality_head"] = (pred, pred)
     for name in baseline_names(rows):
         if name in report.get("baselines", {}):
-            line = report["baselines"][name]["calibration"]["mean"]
+            line = report["baselines"][name]["baseline_fit"]["mean"]
             score = column_matrix(rows, [f"baseline_{name}"])[:, 0]
             slope = np.nan if line["slope"] is None else line["slope"]
             intercept = np.nan if line["intercept"] is None else line["intercept"]
