@@ -1,5 +1,5 @@
-"""Temperature scaling wired in: the samplers' ``temperature``, the ``TemperatureCalibration`` handler,
-``load_temperature``, and ``calibrate.json`` -> ``sample.json --temperature_scaling true`` through the bundle."""
+"""Temperature scaling wired in: the samplers' ``temperature``, the ``TemperatureFit`` handler,
+``load_temperature``, and ``fit_temperature.json`` -> ``sample.json --temperature_scaling true`` through the bundle."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from torch import nn
 
 from segq_monai import SAMPLERS
 from segq_monai.data import split_fold, write_datalist
-from segq_monai.handlers import TemperatureCalibration
+from segq_monai.handlers import TemperatureCalibration, TemperatureFit
 from segq_monai.inferers.aleatoric import AleatoricSampler
 from segq_monai.inferers.ensemble import EnsembleSampler
 from segq_monai.inferers.samplers import MCDropoutSampler, SinglePassSampler, TTASampler
@@ -60,7 +60,7 @@ def _synthetic_cases(t_true: float, n: int = 8, size: int = 48, num_classes: int
     return cases
 
 
-def _run_handler(handler: TemperatureCalibration, cases, batch_size: int = 3) -> None:
+def _run_handler(handler: TemperatureFit, cases, batch_size: int = 3) -> None:
     """Run ``handler`` on a real Ignite engine whose outputs are decollated ``{"pred", "label"}`` lists."""
     engine = Engine(lambda e, batch: [{"pred": z, "label": y} for z, y in batch])
     handler.attach(engine)
@@ -117,7 +117,14 @@ class TestSamplerTemperature(unittest.TestCase):
                 make()
 
 
-class TestTemperatureCalibration(unittest.TestCase):
+class TestOldName(unittest.TestCase):
+    def test_temperature_calibration_warns_and_is_the_handler(self):
+        with tempfile.TemporaryDirectory() as tmp, self.assertWarnsRegex(FutureWarning, "renamed TemperatureFit"):
+            handler = TemperatureCalibration(Path(tmp) / "t.json")
+        self.assertIsInstance(handler, TemperatureFit)
+
+
+class TestTemperatureFit(unittest.TestCase):
     def setUp(self):
         self.tmp = Path(tempfile.mkdtemp())
         self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
@@ -126,7 +133,7 @@ class TestTemperatureCalibration(unittest.TestCase):
     def test_recovers_known_temperature(self, _, t_true):
         cases = _synthetic_cases(t_true)
         out = self.tmp / "fold0" / "temperature.json"
-        _run_handler(TemperatureCalibration(out, max_voxels_per_case=2000, checkpoint="m/fold0/model.pt"), cases)
+        _run_handler(TemperatureFit(out, max_voxels_per_case=2000, checkpoint="m/fold0/model.pt"), cases)
         result = json.loads(out.read_text())
         self.assertEqual(
             set(result),
@@ -146,28 +153,28 @@ class TestTemperatureCalibration(unittest.TestCase):
 
     def test_subsampling_is_seeded_and_rerun_resets(self):
         cases = _synthetic_cases(1.5, n=4, size=32)
-        handler = TemperatureCalibration(self.tmp / "a.json", max_voxels_per_case=300, seed=3)
+        handler = TemperatureFit(self.tmp / "a.json", max_voxels_per_case=300, seed=3)
         _run_handler(handler, cases)
         first = (self.tmp / "a.json").read_text()
         _run_handler(handler, cases)  # a second run starts from scratch, with the same draw
         self.assertEqual((self.tmp / "a.json").read_text(), first)
         self.assertEqual(json.loads(first)["n_voxels"], 4 * 300)
-        _run_handler(TemperatureCalibration(self.tmp / "b.json", max_voxels_per_case=300, seed=4), cases)
+        _run_handler(TemperatureFit(self.tmp / "b.json", max_voxels_per_case=300, seed=4), cases)
         self.assertNotEqual(json.loads((self.tmp / "b.json").read_text())["temperature"],
                             json.loads(first)["temperature"])
-        _run_handler(TemperatureCalibration(self.tmp / "all.json"), cases)  # under the cap: every voxel
+        _run_handler(TemperatureFit(self.tmp / "all.json"), cases)  # under the cap: every voxel
         self.assertEqual(json.loads((self.tmp / "all.json").read_text())["n_voxels"], 4 * 32 * 32)
 
     def test_bad_input(self):
         (z, y), (z2, _) = _synthetic_cases(1.0, n=2, size=8)
-        handler = TemperatureCalibration(self.tmp / "t.json")
+        handler = TemperatureFit(self.tmp / "t.json")
         cases = [
             (lambda: handler.write(), "saw no cases"),
             (lambda: handler.add(z, None), "case 0 has no label"),
             (lambda: handler.add(z, y[:, :4]), r"logits \(3, 8, 8\) and label \(1, 4, 8\) do not match"),
             (lambda: handler.add(z[None], y[None]), "do not match"),  # a batch, not decollated
-            (lambda: TemperatureCalibration(self.tmp / "t.json", max_voxels_per_case=0), "max_voxels_per_case"),
-            (lambda: TemperatureCalibration(self.tmp / "t.json", num_bins=0), "num_bins"),
+            (lambda: TemperatureFit(self.tmp / "t.json", max_voxels_per_case=0), "max_voxels_per_case"),
+            (lambda: TemperatureFit(self.tmp / "t.json", num_bins=0), "num_bins"),
         ]
         for call, msg in cases:
             with self.subTest(msg=msg), self.assertRaisesRegex(ValueError, msg):
@@ -183,7 +190,7 @@ class TestTemperatureCalibration(unittest.TestCase):
 class TestLoadTemperature(unittest.TestCase):
     def test_errors_name_the_file_and_the_fix(self):
         with tempfile.TemporaryDirectory() as tmp:
-            fix = "calibrate.json first.*temperature_scaling to false"
+            fix = "fit_temperature.json first.*temperature_scaling to false"
             with self.assertRaisesRegex(FileNotFoundError, f"nowhere.json does not exist; run bundle/configs/{fix}"):
                 load_temperature(Path(tmp) / "nowhere.json")
             for name, text in (("broken", "{"), ("no_key", '{"ece_before": 0.1}'), ("list", "[1.0]"),
@@ -212,7 +219,8 @@ class TestLoadTemperature(unittest.TestCase):
 
 
 class TestTemperatureBundle(unittest.TestCase):
-    """train_segmentation (1 epoch) -> calibrate.json (CLI) -> sample.json with and without temperature_scaling."""
+    """train_segmentation (1 epoch) -> fit_temperature.json (CLI) -> sample.json with and without
+    temperature_scaling."""
 
     @classmethod
     def setUpClass(cls):
@@ -224,7 +232,7 @@ class TestTemperatureBundle(unittest.TestCase):
         cls.held_out = split_fold(items, 0, 2)[1]
         cls.common = {"datalist": str(cls.datalist), "fold": 0, "num_folds": 2, "device": "cpu"}
         workflow(["train_segmentation.json"], cls.root, epochs=1, **cls.common)
-        cls.calibrate = cls._cli(["calibrate.json"])
+        cls.calibrate = cls._cli(["fit_temperature.json"])
         cls.sample_t = cls._cli(["inference.json", "sample.json"], "--temperature_scaling", "true",
                                 "--num_samples", "2", "--output_dir", str(cls.tmp / "mc_t"))
 
@@ -287,7 +295,7 @@ class TestTemperatureBundle(unittest.TestCase):
                      temperature_file=str(self.tmp / "no.json"),
                      output_dir=str(self.tmp / "none"), **self.common)
         text = " ".join(str(e) for e in _chain(ctx.exception))
-        self.assertRegex(text, "no.json does not exist; run bundle/configs/calibrate.json first")
+        self.assertRegex(text, "no.json does not exist; run bundle/configs/fit_temperature.json first")
 
 
 def _chain(e: BaseException):

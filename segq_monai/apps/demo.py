@@ -8,7 +8,7 @@ Each step is one of the bundle's workflows, run as ``python -m monai.bundle run`
    calibration and a test split, artifact copies at graded severities, and the shift split (the test slices'
    copies turned by 90° or resampled: an orientation and resolutions neither stage saw);
 2. ``train_segmentation.json`` once per fold, on the clean development slices of the other folds, then
-   ``calibrate.json``: the temperature of that fold's network, fitted on its held-out clean slices, with the
+   ``fit_temperature.json``: the temperature of that fold's network, fitted on its held-out clean slices, with the
    expected calibration error before and after (reported, not applied: ``--temperature_scaling`` is off);
 3. ``sample.json`` once per fold: that fold's model samples its held-out artifact copies (out-of-fold), writing
    segmentations, uncertainty maps and true Dice/IoU: the training data of stage 2;
@@ -131,7 +131,7 @@ class _Demo:
                                  output_dir=str(self.out), seed=seed, **self.common)  # fmt: skip
                 if not overlay:
                     with self.timed(f"{where}: fit the temperature on its held-out slices"):
-                        run_workflow(self.bundle_root, ["calibrate.json"], datalist=str(self.data["stage1"]),
+                        run_workflow(self.bundle_root, ["fit_temperature.json"], datalist=str(self.data["stage1"]),
                                      group_key="group", fold=fold, num_folds=a.num_folds, ckpt_dir=str(ckpt_dir),
                                      **self.common)  # fmt: skip
             with self.timed(f"{where}: sample the held-out cases (out-of-fold, {sampler})"):
@@ -288,7 +288,7 @@ class _Demo:
 
 
 def _temperature_table(models: Path, num_folds: int) -> str:
-    """Markdown: each fold's fitted temperature and its calibration errors (``calibrate.json`` outputs, seed 0)."""
+    """Markdown: each fold's fitted temperature and its calibration errors (``fit_temperature.json`` outputs, seed 0)."""
     lines = [
         "## Temperature scaling of stage 1 (fitted per fold on its held-out clean slices; seed 0)\n",
         "| fold | cases | T | ECE before | ECE after (cross-fitted) | NLL before | NLL after (cross-fitted) |",

@@ -6,4 +6,4 @@ from .calibration_report import CalibrationReport
 from .quality_metrics import AURC, FailureAUROC, QualityRegression
 from .quality_report import QualityReport
 from .quality_writer import QualityWriter
-from .temperature import TemperatureCalibration
+from .temperature import TemperatureCalibration, TemperatureFit

@@ -1,4 +1,4 @@
-"""``TemperatureCalibration``: an Ignite handler that fits the stage-1 temperature on held-out cases.
+"""``TemperatureFit``: an Ignite handler that fits the stage-1 temperature on held-out cases.
 
 Attach it to a ``SupervisedEvaluator`` that runs the stage-1 network deterministically (eval mode, dropout off:
 ``SimpleInferer``) over labelled cases the network did not train on, with decollated outputs: each case's
@@ -12,7 +12,7 @@ not at all)::
      "cross_fit_temperatures": [1.28, 1.35], "n_cases": 12, "n_voxels": 2400000, "num_bins": 15,
      "checkpoint": "models/fold0/model.pt"}
 
-``bundle/configs/calibrate.json`` uses it; samplers read the file back through
+``bundle/configs/fit_temperature.json`` uses it; samplers read the file back through
 :func:`segq_monai.metrics.temperature.load_temperature`. Single process: under ``torchrun`` run it on one rank.
 """
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 else:
     Engine, _ = optional_import("ignite.engine", "0.4.11", min_version, "Engine")
 
-__all__ = ["TemperatureCalibration"]
+__all__ = ["TemperatureCalibration", "TemperatureFit"]
 
 #: the default ``output_transform``: the ``pred`` and ``label`` lists of decollated outputs
 _PRED_AND_LABEL = from_engine(["pred", "label"])
@@ -50,7 +51,7 @@ def _case_name(value: Any, index: int) -> str:
     return f"case {index} ({path})" if path else f"case {index}"
 
 
-class TemperatureCalibration:
+class TemperatureFit:
     """Collects held-out logits and labels per case; on completion fits the temperature and writes its JSON.
 
     Args:
@@ -147,3 +148,17 @@ class TemperatureCalibration:
         self.output_file.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.output_file, json.dumps(result, indent=2) + "\n")
         return result
+
+
+class TemperatureCalibration(TemperatureFit):
+    """The old name of :class:`TemperatureFit` ("calibration" now names the conformal split only), accepted in this
+    release with a ``FutureWarning``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        warnings.warn(
+            "TemperatureCalibration is renamed TemperatureFit (workflow bundle/configs/fit_temperature.json, formerly "
+            "calibrate.json); the old name is still accepted in this release only.",
+            FutureWarning,
+            stacklevel=2,
+        )
+        super().__init__(*args, **kwargs)

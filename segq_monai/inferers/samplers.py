@@ -70,7 +70,7 @@ class Sampler(ABC):
 
     Every sample is ``activation(logits / temperature)``: temperature scaling (Guo et al. 2017) of the stage-1
     probabilities, with a temperature fitted on held-out cases (:func:`segq_monai.metrics.temperature.fit_temperature`,
-    ``bundle/configs/calibrate.json``). ``temperature > 1`` softens over-confident probabilities, ``< 1`` sharpens
+    ``bundle/configs/fit_temperature.json``). ``temperature > 1`` softens over-confident probabilities, ``< 1`` sharpens
     them; the argmax of each sample is unchanged.
 
     Args:

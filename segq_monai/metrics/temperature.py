@@ -6,7 +6,7 @@ log-likelihood of ``softmax(logits / T)``; every sampler of :mod:`segq_monai.inf
 ``T < 1`` sharpens them;
 the argmax (the segmentation) never changes. :func:`expected_calibration_error` reports the calibration error with
 MONAI's ``monai.metrics.CalibrationErrorMetric``; :func:`cross_fitted_calibration` fits the temperature on held-out
-cases and measures its effect by 2-fold cross-fitting over cases. In the bundle, ``configs/calibrate.json`` writes
+cases and measures its effect by 2-fold cross-fitting over cases. In the bundle, ``configs/fit_temperature.json`` writes
 the temperature next to the stage-1 checkpoint (``temperature.json``), :func:`load_temperature` reads it back,
 and every sampler of :mod:`segq_monai.inferers.samplers` applies it (``temperature`` argument).
 
@@ -42,8 +42,8 @@ __all__ = [
 
 #: how to get a temperature file, for error messages
 _FIX = (
-    "run bundle/configs/calibrate.json first (python -m monai.bundle run --bundle_root bundle --config_file "
-    "bundle/configs/calibrate.json --fold N), or set temperature_scaling to false"
+    "run bundle/configs/fit_temperature.json first (python -m monai.bundle run --bundle_root bundle --config_file "
+    "bundle/configs/fit_temperature.json --fold N), or set temperature_scaling to false"
 )
 
 
@@ -56,7 +56,7 @@ def check_temperature(temperature: Any) -> float:
     if isinstance(temperature, bool) or not (math.isfinite(value) and value > 0):
         raise ValueError(
             f"temperature must be a finite number > 0 (1.0: no scaling), got {temperature!r}; fit one on held-out "
-            "cases with segq_monai.metrics.temperature.fit_temperature (bundle/configs/calibrate.json)."
+            "cases with segq_monai.metrics.temperature.fit_temperature (bundle/configs/fit_temperature.json)."
         )
     return value
 
@@ -227,8 +227,8 @@ def cross_fitted_calibration(
 
 
 def load_temperature(path: str | os.PathLike) -> float:
-    """The fitted temperature in a JSON file written by ``bundle/configs/calibrate.json``
-    (:class:`segq_monai.handlers.TemperatureCalibration`): its ``"temperature"`` value, a float > 0.
+    """The fitted temperature in a JSON file written by ``bundle/configs/fit_temperature.json``
+    (:class:`segq_monai.handlers.TemperatureFit`): its ``"temperature"`` value, a float > 0.
 
     Raises:
         FileNotFoundError: no such file.
