@@ -154,7 +154,7 @@ class TestFitHosts(unittest.TestCase):
         true = np.array([min(float(r[f"true_dice{s}"]) for s in suffix) for r in table])
         cal_fit = fit["calibration"]
         lam = selective_threshold(pred, true, cal_fit["tau"], 0.95, 0.5)
-        self.assertEqual(cal_fit["accept_threshold"], lam)
+        self.assertEqual(cal_fit["acceptance_threshold"], lam)
         self.assertEqual(cal_fit["feasible"], lam is not None)
 
         # the calibration file: λ̂, the head it belongs to, g and q of each class against an independent fit

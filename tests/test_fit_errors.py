@@ -134,7 +134,7 @@ class TestFitErrors(unittest.TestCase):
         self.assertEqual(result.returncode, 0, result.stderr[-3000:])
         rows = read_csv(out / "quality.csv")
         self.assertEqual(sorted(Path(r["image"]).name for r in rows), ["k0.nii.gz", "k1.nii.gz"])
-        lam = fit["calibration"]["accept_threshold"]
+        lam = fit["calibration"]["acceptance_threshold"]
         self.assertIsNotNone(lam)  # tau = 0: no failures, so the most lenient threshold accepting both is certified
         for row in rows:
             self.assertEqual(int(row["flagged"]), int(float(row["pred_dice_raw"]) < lam))

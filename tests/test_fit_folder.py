@@ -61,7 +61,7 @@ class TestLoadFit(unittest.TestCase):
             "host_network": {"spatial_dims": 3, "in_channels": 1, "out_channels": 2},
             "head": {"checkpoint": "quality_head.pt", "quality_keys": ["image", "seg", "entropy"], "channels": [4],
                      "strides": [2], "dropout": 0.2},
-            "calibration": {"alpha": 0.1, "delta": 0.1, "tau": 0.8, "accept_threshold": None},
+            "calibration": {"alpha": 0.1, "delta": 0.1, "tau": 0.8, "acceptance_threshold": None},
             "steps": ["sample", "head", "calibration"],
         }  # fmt: skip
 
@@ -71,7 +71,7 @@ class TestLoadFit(unittest.TestCase):
         self.assertEqual(out["quality_checkpoint"], str(self.dir / "quality_head.pt"))
         self.assertEqual(out["quality_network"], {"channels": [4], "strides": [2], "dropout": 0.2})
         self.assertEqual(out["acceptance_threshold"], math.inf)  # no certified threshold: every case is flagged
-        self.fit["calibration"]["accept_threshold"] = 0.73
+        self.fit["calibration"]["acceptance_threshold"] = 0.73
         write_fit(self.dir, self.fit)
         self.assertEqual(load_fit(self.dir)["acceptance_threshold"], 0.73)
         self.assertEqual(load_fit(None), {})

@@ -339,7 +339,7 @@ class TestMONAILabelHostFit(_ServerCase):
     def test_scores_and_ranks_as_deployed(self):
         self.assertEqual(self.scoring["status"], "DONE", self.server_log())
         fit = json.loads((self.fit_dir / "fit.json").read_text())
-        lam = fit["calibration"]["accept_threshold"]
+        lam = fit["calibration"]["acceptance_threshold"]
         saved = json.loads((self.fit_dir / fit["calibration"]["file"]).read_text())["recalibration"]["foreground"]
         table = {Path(r["image"]).name.removesuffix(".nii.gz"): float(r["pred_dice"])
                  for r in read_csv(self.fit_dir / "calibration" / "quality.csv")}  # fmt: skip

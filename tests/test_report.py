@@ -336,7 +336,7 @@ GF_EVAL = [(0.9, 0.85), (0.6, 0.7), (0.51, 0.9), (0.5, 0.3), (0.3, 0.9)]
 GF_WANT = {
     "alpha": 0.2,
     "delta": 0.1,
-    "lambda": 0.51,
+    "acceptance_threshold": 0.51,
     "feasible": True,
     "n_conformal": 50,
     "conformal_fraction_accepted": 0.8,
@@ -423,7 +423,7 @@ class TestGuaranteedFlag(unittest.TestCase):
         self.assertTrue(any("accept nothing" in str(w.message) for w in caught))
         got = on_disk["guaranteed_flag"]
         self.assertEqual(got, report["guaranteed_flag"])
-        self.assertIsNone(got["lambda"])  # +inf: nothing certified, every case flagged
+        self.assertIsNone(got["acceptance_threshold"])  # +inf: nothing certified, every case flagged
         self.assertIsNone(got["failure_rate_accepted"])  # no accepted case
         self.assertEqual((got["feasible"], got["n_accepted"], got["conformal_bound"]), (False, 0, 1.0))
 

@@ -162,7 +162,7 @@ def example3d(args: argparse.Namespace) -> dict[str, Any]:
 def _report_markdown(report: dict[str, Any], args: argparse.Namespace, fit: dict[str, Any],
                      times: dict[str, float]) -> str:  # fmt: skip
     cal = fit.get("calibration") or {}
-    threshold = cal.get("accept_threshold")
+    threshold = cal.get("acceptance_threshold")
     lines = [
         f"3D example (Colin27 lobes, host `{HOST_NAME}`): cases per split {dict(zip(SPLITS, args.cases))}, "
         f"host {args.epochs} epochs, {fit['sampler']} T={fit['num_samples']}, quality head {args.epochs_quality} "

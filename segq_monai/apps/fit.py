@@ -295,7 +295,7 @@ class _Fit:
         flag = cal.flag
         self.fit["calibration"] = {
             **s,
-            "accept_threshold": flag.threshold if math.isfinite(flag.threshold) else None,
+            "acceptance_threshold": flag.threshold if math.isfinite(flag.threshold) else None,
             "feasible": flag.feasible,
             "bound": flag.bound,
             "n_calibration": flag.n_calibration,
@@ -330,7 +330,7 @@ def fit(args: argparse.Namespace) -> dict[str, Any]:
     cal = job.fit["calibration"]
     print(
         f"== fit done: {job.dir / FIT_FILE}\nguaranteed flag: accept a case when its raw predicted Dice "
-        f"(pred_dice_raw, lowest class) >= {cal['accept_threshold']} (certified: {cal['feasible']}; "
+        f"(pred_dice_raw, lowest class) >= {cal['acceptance_threshold']} (certified: {cal['feasible']}; "
         f"{cal['fraction_accepted']:.0%} of the {cal['n_calibration']} calibration cases accepted)\n"
         f"per-case intervals: coverage {cal['coverage']}, half-width {cal['half_width']} (Dice)\n"
         f"deploy (add the host's own input arguments, e.g. --dataset_dir or --datalist):\n{job.deploy_command()}",

@@ -17,7 +17,7 @@ Layout (written by ``python -m segq_monai fit``, read by ``configs/segq_overlay.
 ``datalist`` (source file, section, cases per split; after ``--recalibrate`` also ``calibration_source``: the
 file and section of the calibration cases), ``head`` (checkpoint, quality variant and keys, channels,
 strides, dropout, epochs), ``calibration`` (``alpha``, ``delta``, ``tau``, ``coverage``; once calibrated also
-``accept_threshold`` λ̂ (``null`` when no threshold is certified: every case is flagged), ``feasible``, ``bound``,
+``acceptance_threshold`` λ̂ (``null`` when no threshold is certified: every case is flagged), ``feasible``, ``bound``,
 ``n_calibration``, ``fraction_accepted``, ``failures_accepted``, ``half_width`` (per class, Dice units), ``file``
 (the calibration file) and ``table``) and ``steps``: the steps done (``sample``, ``head``, ``calibration``), in
 order. A ``fit.json`` whose calibration has no ``file`` (made before intervals existed) deploys with the fixed
@@ -149,7 +149,7 @@ def load_fit(
     out["quality_keys"] = list(head["quality_keys"])
     out["quality_network"] = {k: head[k] for k in ("channels", "strides", "dropout")}
     if "calibration" in fit["steps"]:
-        lam = fit["calibration"]["accept_threshold"]
+        lam = fit["calibration"]["acceptance_threshold"]
         out["acceptance_threshold"] = math.inf if lam is None else float(lam)
         name = fit["calibration"].get("file")
         out["calibration_file"] = None if name is None else str(fit_dir / name)

@@ -39,7 +39,7 @@ def guaranteed_flag(
     return {
         "alpha": float(alpha),
         "delta": float(delta),
-        "lambda": cal.threshold,
+        "acceptance_threshold": cal.threshold,
         "feasible": cal.feasible,
         "n_conformal": cal.n_calibration,
         "conformal_fraction_accepted": cal.fraction_accepted,

@@ -179,7 +179,7 @@ class QualityCalibration:
             {
                 "coverage": self.coverage,
                 "half_width": {class_label(c): r.half_width for c, r in zip(self.classes, self.recalibrations)},
-                "accept_threshold": self.flag.threshold,
+                "acceptance_threshold": self.flag.threshold,
                 "alpha": self.flag.alpha,
                 "delta": self.flag.delta,
                 "tau": self.flag.tau,

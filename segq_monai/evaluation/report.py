@@ -208,7 +208,7 @@ def evaluate_quality(
              "flag": {"n", "true_failures", "true_positives", "false_positives", "false_negatives",
                       "true_negatives", "fraction_flagged"} | None}
 
-            G = {"alpha", "delta", "lambda", "feasible", "n_conformal", "conformal_fraction_accepted",
+            G = {"alpha", "delta", "acceptance_threshold", "feasible", "n_conformal", "conformal_fraction_accepted",
                  "conformal_bound", "n", "n_accepted", "fraction_accepted", "failures_accepted",
                  "failure_rate_accepted"}
 
