@@ -7,13 +7,14 @@ the mean and the sample standard deviation over seeds (``0.072 ± 0.010``).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from segq_monai.evaluation.bootstrap import INTERVAL_KEYS
+from segq_monai.evaluation.columns import as_float
+from segq_monai.evaluation.tables import format_number, guaranteed_cells
 
 __all__ = ["Result", "results_of", "spread_table", "time_table"]
 
@@ -41,24 +42,16 @@ def results_of(
     return out
 
 
-def _num(value: Any) -> float:
-    return float(value) if value is not None else float("nan")
-
-
-def _fmt(value: float) -> str:
-    return f"{value:.3f}" if math.isfinite(value) else "–"
-
-
 def _spread_cell(values: Sequence[float], interval: Sequence[float] | None) -> str:
     if len(values) > 1:
         v = np.asarray(values, dtype=np.float64)
         v = v[np.isfinite(v)]
         if len(v) < 2:
-            return _fmt(float(v[0])) if len(v) else "–"
-        return f"{_fmt(float(v.mean()))} ± {_fmt(float(v.std(ddof=1)))}"
-    cell = _fmt(values[0])
+            return format_number(float(v[0])) if len(v) else "–"
+        return f"{format_number(float(v.mean()))} ± {format_number(float(v.std(ddof=1)))}"
+    cell = format_number(values[0])
     if interval is not None:
-        cell += f" [{_fmt(_num(interval[0]))}, {_fmt(_num(interval[1]))}]"
+        cell += f" [{format_number(as_float(interval[0]))}, {format_number(as_float(interval[1]))}]"
     return cell
 
 
@@ -66,11 +59,9 @@ def _flag_cells(flags: Sequence[Mapping[str, Any] | None]) -> list[str]:
     if not all(flags):
         return ["–", "–"]
     if len(flags) == 1:
-        f = flags[0]
-        rate = _num(f["failure_rate_accepted"])
-        return [_fmt(_num(f["fraction_accepted"])), f"{f['failures_accepted']}/{f['n_accepted']} = {_fmt(rate)}"]
-    return [_spread_cell([_num(f["fraction_accepted"]) for f in flags], None),
-            _spread_cell([_num(f["failure_rate_accepted"]) for f in flags], None)]  # fmt: skip
+        return guaranteed_cells(flags[0])
+    return [_spread_cell([as_float(f["fraction_accepted"]) for f in flags], None),
+            _spread_cell([as_float(f["failure_rate_accepted"]) for f in flags], None)]  # fmt: skip
 
 
 def spread_table(results: Mapping[str, Sequence[Result]]) -> str:
@@ -84,7 +75,7 @@ def spread_table(results: Mapping[str, Sequence[Result]]) -> str:
         cells = [str(seeds[0].point["n"])]
         for key in INTERVAL_KEYS:
             interval = seeds[0].interval[key] if seeds[0].interval else None
-            cells.append(_spread_cell([_num(r.point.get(key)) for r in seeds], interval))
+            cells.append(_spread_cell([as_float(r.point.get(key)) for r in seeds], interval))
         cells += _flag_cells([r.flag for r in seeds])
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -8,21 +8,23 @@ from typing import Any
 
 from segq_monai.evaluation.report import jsonable
 
-__all__ = ["comparison_table"]
+__all__ = ["comparison_table", "format_number", "guaranteed_cells"]
 
 
-def _fmt(value: Any) -> str:
+def format_number(value: Any) -> str:
+    """A table cell: 3 decimals, ``–`` for a missing (None) or non-finite value."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
     return f"{value:.3f}"
 
 
-def _guaranteed_cells(flag: Mapping[str, Any] | None) -> list[str]:
+def guaranteed_cells(flag: Mapping[str, Any] | None) -> list[str]:
     """``[accepted fraction, "k/n = rate"]`` of a guaranteed flag entry, ``–`` where there is none."""
     if not flag:
         return ["–", "–"]
     rate = flag["failure_rate_accepted"]
-    return [_fmt(flag["fraction_accepted"]), f"{flag['failures_accepted']}/{flag['n_accepted']} = {_fmt(rate)}"]
+    counts = f"{flag['failures_accepted']}/{flag['n_accepted']} = {format_number(rate)}"
+    return [format_number(flag["fraction_accepted"]), counts]
 
 
 def comparison_table(
@@ -64,9 +66,9 @@ def comparison_table(
     ]
 
     def add(label: str, m: Mapping[str, Any], flag: Mapping[str, Any] | None) -> None:
-        cells = [_fmt(m.get(k)) for k in ("mae", "pearson", "spearman", "auroc", "aurc", "eaurc")]
+        cells = [format_number(m.get(k)) for k in ("mae", "pearson", "spearman", "auroc", "aurc", "eaurc")]
         if alphas:
-            cells += _guaranteed_cells(flag)
+            cells += guaranteed_cells(flag)
         lines.append(f"| {label} | {m.get('n', '–')} | " + " | ".join(cells) + " |")
 
     for variant, rep in reports.items():
