@@ -101,9 +101,16 @@ class TestQualityCalibration(unittest.TestCase):
         for i, c in enumerate(("brain", "csf")):
             raw = np.array([r[f"pred_dice_{c}"] for r in rows])
             true = np.array([r[f"true_dice_{c}"] for r in rows])
-            ref = IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip").fit(raw[fit], true[fit])
-            np.testing.assert_allclose(cal.recalibrations[i].predict(raw), ref.predict(raw), atol=1e-12)
-            residuals = np.sort(np.abs(true[score] - ref.predict(raw[score])))
+            iso = IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip").fit(raw[fit], true[fit])
+            lo, hi = raw[fit].min(), raw[fit].max()
+
+            def ref(x, iso=iso, lo=lo, hi=hi):  # sklearn inside the fit range, the head's slope (1) outside
+                tail = np.where(x < lo, iso.predict([lo])[0] + x - lo, iso.predict([hi])[0] + x - hi)
+                return np.clip(np.where((x < lo) | (x > hi), tail, iso.predict(x)), 0, 1)
+
+            self.assertTrue(np.any(raw[score] < lo) or np.any(raw[score] > hi))  # the tails are exercised
+            np.testing.assert_allclose(cal.recalibrations[i].predict(raw), ref(raw), atol=1e-12)
+            residuals = np.sort(np.abs(true[score] - ref(raw[score])))
             k = math.ceil(31 * 0.9)  # 30 scored cases: the 28th smallest
             self.assertAlmostEqual(cal.recalibrations[i].half_width, residuals[k - 1], places=12)
         self.assertEqual(cal.classes, ("brain", "csf"))

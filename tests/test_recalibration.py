@@ -14,6 +14,7 @@ from segq_monai.metrics.recalibration import (
     conformal_quantile,
     isotonic_regression,
     minimum_calibration_size,
+    recalibrate,
     split_calibration,
 )
 
@@ -45,7 +46,30 @@ class TestIsotonic(unittest.TestCase):
             kx, ky = isotonic_regression(x, y, w)
             ref = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(x, y, sample_weight=w)
             x_new = np.linspace(-0.2, 1.2, 97)
-            np.testing.assert_allclose(np.interp(x_new, kx, ky), ref.predict(x_new), atol=1e-12)
+            x_in = x_new[(x_new >= kx[0]) & (x_new <= kx[-1])]  # sklearn's clip tail is flat; ours is tested below
+            np.testing.assert_allclose(recalibrate(x_in, kx, ky), ref.predict(x_in), atol=1e-12)
+
+
+class TestRecalibrate(unittest.TestCase):
+    def test_linear_inside_slope_one_outside(self):
+        kx, ky = (0.5, 0.7, 0.9), (0.6, 0.8, 0.85)
+        raw = np.array([0.133, 0.5, 0.6, 0.8, 0.9, 0.95, 0.0, 1.2])
+        # inside: interpolation (0.6 -> 0.7, 0.8 -> 0.825); below 0.5: 0.6 + (x - 0.5) (0.133 -> 0.233, 0 -> 0.1);
+        # above 0.9: 0.85 + (x - 0.9) (0.95 -> 0.9, 1.2 -> 1.15 clipped to 1)
+        np.testing.assert_allclose(
+            recalibrate(raw, kx, ky), [0.233, 0.6, 0.7, 0.825, 0.85, 0.9, 0.1, 1.0], atol=1e-12
+        )
+
+    def test_keeps_the_order_of_cases_below_every_fit_case(self):
+        """The 3D example's worst case: raw 0.133 below a lowest knot at 0.5 was lifted to that knot's value by a
+        flat tail; with the head's own slope, worse raw stays worse."""
+        g = DiceRecalibration((0.5, 0.9), (0.587, 0.9), 0.1, 0.1, 8, 9, False)
+        low = g.predict([0.05, 0.133, 0.3])
+        self.assertTrue(np.all(np.diff(low) > 0))
+        self.assertLess(low[1], 0.25)
+
+    def test_single_knot_is_constant(self):
+        np.testing.assert_allclose(recalibrate([0.0, 0.4, 1.0], (0.4,), (0.7,)), [0.7, 0.7, 0.7])
 
 
 class TestConformal(unittest.TestCase):

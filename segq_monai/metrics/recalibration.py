@@ -7,8 +7,11 @@ with the head's raw predicted Dice ``x_i`` and the true Dice ``y_i`` (both in [0
    part (``floor(fit_fraction * n)`` cases) and a *score* part (the rest).
 2. **Isotonic recalibration** ``g``: the non-decreasing map fitted by least squares on the fit part
    (pool-adjacent-violators, :func:`isotonic_regression`), clipped to [0, 1]; between fitted points ``g`` is
-   linear, outside them constant. It keeps the head's order of cases and corrects its level (e.g. a head that
-   under-predicts by 0.14 at a new site).
+   linear. Outside the fitted range it keeps the offset of the nearest end, ``g(x) = g(x_1) + (x - x_1)`` below
+   the lowest fitted prediction ``x_1`` (likewise above the highest), clipped to [0, 1]: the head's own slope,
+   not a flat line, so a case predicted worse than every fit case stays worse than all of them (a flat tail
+   would lift a raw 0.13 below a lowest knot at 0.5 to that knot's value). It keeps the head's order of cases
+   and corrects its level (e.g. a head that under-predicts by 0.14 at a new site).
 3. **Split-conformal interval**: with the absolute residuals ``s_j = |y_j - g(x_j)|`` of the ``m`` score cases,
    ``q`` is the ``k``-th smallest, ``k = ceil((m + 1)(1 - alpha))``; a new case gets
    ``[max(0, g(x) - q), min(1, g(x) + q)]``.
@@ -46,6 +49,7 @@ __all__ = [
     "isotonic_regression",
     "min_interval_cases",
     "minimum_calibration_size",
+    "recalibrate",
     "split_calibration",
 ]
 
@@ -73,8 +77,7 @@ def isotonic_regression(x: Any, y: Any, weights: Any | None = None) -> tuple[np.
 
     Returns:
         ``(knots_x, knots_y)``: the distinct values of ``x`` in increasing order ``[K]`` and the fitted value at
-        each ``[K]`` (non-decreasing, in [0, 1]). Evaluate with :meth:`DiceRecalibration.predict` or
-        ``numpy.interp(x_new, knots_x, knots_y)``.
+        each ``[K]`` (non-decreasing, in [0, 1]). Evaluate with :func:`recalibrate`.
     """
     xs, ys = _vector(x, "x"), _vector(y, "y")
     ws = np.ones_like(xs) if weights is None else _vector(weights, "weights")
@@ -102,6 +105,20 @@ def isotonic_regression(x: Any, y: Any, weights: Any | None = None) -> tuple[np.
             counts[-2] += counts[-1]
             del means[-1], block_w[-1], counts[-1]
     return knots_x, np.clip(np.repeat(means, counts), 0.0, 1.0)
+
+
+def recalibrate(raw: Any, knots_x: Sequence[float], knots_y: Sequence[float]) -> np.ndarray:
+    """Evaluate an isotonic fit (:func:`isotonic_regression`'s knots) at ``raw`` (any shape): linear between the
+    knots, slope 1 beyond the end knots (``knots_y[0] + raw - knots_x[0]`` below the first), clipped to [0, 1];
+    float64 of the shape of ``raw``. A single knot (constant predictions: the fallback of :func:`calibrate_dice`)
+    gives its value everywhere."""
+    x = np.asarray(raw, np.float64)
+    kx, ky = np.asarray(knots_x, np.float64), np.asarray(knots_y, np.float64)
+    if kx.size == 1:
+        return np.full_like(x, float(np.clip(ky[0], 0.0, 1.0)))
+    inside = np.interp(x, kx, ky)
+    tails = np.where(x < kx[0], ky[0] + x - kx[0], ky[-1] + x - kx[-1])
+    return np.clip(np.where((x < kx[0]) | (x > kx[-1]), tails, inside), 0.0, 1.0)
 
 
 def minimum_calibration_size(alpha: float) -> int:
@@ -157,7 +174,8 @@ class DiceRecalibration:
 
     Attributes:
         knots_x: ``[K]`` raw predicted Dice values of the fit part, increasing.
-        knots_y: ``[K]`` ``g`` at those values (non-decreasing, in [0, 1]); linear in between, constant outside.
+        knots_y: ``[K]`` ``g`` at those values (non-decreasing, in [0, 1]); linear in between, slope 1 outside
+            (the offset of the nearest end kept; see the module docstring).
         half_width: ``q``, the conformal quantile of ``|true - g(raw)|`` (Dice units); the interval is
             ``[g - q, g + q]`` clipped to [0, 1].
         alpha: the miscoverage; the promised coverage is ``1 - alpha``.
@@ -176,7 +194,7 @@ class DiceRecalibration:
 
     def predict(self, raw: Any) -> np.ndarray:
         """Recalibrated Dice ``g(raw)``: float64 of the shape of ``raw`` (any shape), in [0, 1]."""
-        return np.interp(np.asarray(raw, np.float64), self.knots_x, self.knots_y)
+        return recalibrate(raw, self.knots_x, self.knots_y)
 
     def interval(self, raw: Any) -> tuple[np.ndarray, np.ndarray]:
         """``(lo, hi)``: ``g(raw) -/+ half_width`` clipped to [0, 1], each of the shape of ``raw``."""
@@ -216,7 +234,7 @@ def calibrate_dice(
         raise ValueError(f"{what}: no calibration case is left to fit the recalibration on; label more cases.")
     try:
         knots_x, knots_y = isotonic_regression(x[fit], y[fit])
-        half_width = conformal_quantile(np.abs(y[score] - np.interp(x[score], knots_x, knots_y)), alpha)
+        half_width = conformal_quantile(np.abs(y[score] - recalibrate(x[score], knots_x, knots_y)), alpha)
     except ValueError as e:
         raise ValueError(f"{what}: {e} ({len(x)} calibration cases, {len(fit)} of them to fit, fit_fraction "
                          f"{fit_fraction:g})") from e  # fmt: skip
