@@ -94,10 +94,19 @@ class TestPrepareDemo(unittest.TestCase):
         from segq_monai.data.demo import prepare_demo
 
         with tempfile.TemporaryDirectory() as d:
-            paths = prepare_demo(d, variants=1, held_out_variants=2)
+            paths = prepare_demo(d, variants=1, held_out_variants=2, geometric_variants=1)
             stage1 = load_datalist(paths["stage1"], "training")
             sections = {k: load_datalist(paths["dataset"], k) for k in ("training", "calibration", "testing")}
-            self.assertEqual({k: len(v) for k, v in sections.items()}, {"training": 48, "calibration": 32, "testing": 16})
+            self.assertEqual({k: len(v) for k, v in sections.items()}, {"training": 96, "calibration": 32, "testing": 16})
+            # one plain and one turned copy per development slice, next to each other: the folds, cut by groups in
+            # order of first appearance, stay those of stage 1
+            self.assertEqual(list(dict.fromkeys(i["group"] for i in sections["training"])), [i["group"] for i in stage1])
+            turned = [i for i in sections["training"] if "angle" in i]
+            self.assertEqual(len(turned), 48)
+            for item in turned[:3]:
+                self.assertTrue(-180 <= item["angle"] <= 180 and 0.6 <= item["zoom"] <= 1.4)
+                self.assertNotEqual(item["label"], stage1[0]["label"])
+                self.assertEqual(_load(item["image"]).shape, _load(item["label"]).shape)
             groups = {k: {i["group"] for i in v} for k, v in sections.items()}
             self.assertEqual([len(groups[k]) for k in ("training", "calibration", "testing")], [48, 16, 8])
             self.assertEqual({i["group"] for i in stage1}, groups["training"])
@@ -108,5 +117,5 @@ class TestPrepareDemo(unittest.TestCase):
             self.assertEqual(groups["calibration"] | groups["testing"], held_out)
             for item in sections["testing"][:2]:
                 self.assertEqual(_load(item["image"]).shape, _load(item["label"]).shape)
-            again = prepare_demo(Path(d) / "again", variants=1, held_out_variants=2)
+            again = prepare_demo(Path(d) / "again", variants=1, held_out_variants=2, geometric_variants=0)
             self.assertEqual({i["group"] for i in load_datalist(again["dataset"], "calibration")}, groups["calibration"])

@@ -6,7 +6,7 @@ import unittest
 
 import numpy as np
 
-from segq_monai.data.shift import SHIFT_KINDS, shift_slice
+from segq_monai.data.shift import SHIFT_KINDS, random_geometry, shift_slice
 
 
 def box() -> tuple[np.ndarray, np.ndarray]:
@@ -36,12 +36,33 @@ class TestShiftSlice(unittest.TestCase):
             self.assertGreater(shifted[shifted_label == 1].mean(), 90.0, kind)
             self.assertLess(shifted[shifted_label == 0].mean(), 5.0, kind)
 
+    def test_random_geometry_moves_image_and_label_together(self):
+        image, label = box()
+        rng = np.random.default_rng(5)
+        angles = []
+        for _ in range(6):
+            turned, turned_label, angle, zoom = random_geometry(image, label, rng)
+            angles.append(angle)
+            self.assertEqual(turned.shape, image.shape)
+            self.assertEqual(turned_label.dtype, np.uint8)
+            self.assertTrue(-180 <= angle <= 180 and 0.6 <= zoom <= 1.4)
+            # the box stays inside the grid at these zooms: its area scales by zoom² (within its rim of pixels)
+            expected = 30 * 40 * zoom**2
+            self.assertLess(abs(int(turned_label.sum()) - expected), 2 * (30 + 40) * zoom + 4, (angle, zoom))
+            self.assertGreater(turned[turned_label == 1].mean(), 85.0)
+            self.assertLess(turned[turned_label == 0].mean(), 5.0)
+        self.assertGreater(np.ptp(angles), 90)  # the angles vary
+        again = random_geometry(image, label, np.random.default_rng(5))
+        np.testing.assert_array_equal(again[1], random_geometry(image, label, np.random.default_rng(5))[1])
+
     def test_bad_input(self):
         image, label = box()
         with self.assertRaises(ValueError):
             shift_slice(image, label, "shear")
         with self.assertRaises(ValueError):
             shift_slice(image, label[:, :50], SHIFT_KINDS[0])
+        with self.assertRaises(ValueError):
+            random_geometry(image, label[:, :50], np.random.default_rng(0))
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@ Each step is one of the bundle's workflows, run as ``python -m monai.bundle run`
 ``monai.bundle.run`` entry point, in this process):
 
 1. prepare the demo data (``segq_monai.data.demo.prepare_demo``): development slices, held-out slices split into a
-   calibration and a test split, artifact copies at graded severities, and the shift split (the test slices'
-   copies turned by 90° or resampled: an orientation and resolutions neither stage saw);
+   calibration and a test split, artifact copies at graded severities (``--geometric_variants`` of each development
+   slice also turned and zoomed at random, for stage 2), and the shift split (the test slices' copies turned by 90°
+   or resampled: an orientation and resolutions stage 1 never saw);
 2. ``train_segmentation.json`` once per fold, on the clean development slices of the other folds, then
    ``fit_temperature.json``: the temperature of that fold's network, fitted on its held-out clean slices, with the
    expected calibration error before and after (reported, not applied: ``--temperature_scaling`` is off);
@@ -104,7 +105,8 @@ class _Demo:
         self.reference_ms = [reference_pass_ms(self.bundle_root, self.device)]
         with self.timed("prepare the demo data"):
             self.data = prepare_demo(self.out / "data", variants=args.variants_per_slice,
-                                     held_out_variants=args.held_out_variants, shift_variants=args.shift_variants)
+                                     held_out_variants=args.held_out_variants, shift_variants=args.shift_variants,
+                                     geometric_variants=args.geometric_variants)
         sections = json.loads(self.data["dataset"].read_text())
         self.splits = [s for s in SPLIT_DIRS if sections.get(s)]
         self.groups = {s: {item["image"]: item["group"] for item in sections[s]} for s in self.splits}
@@ -265,7 +267,7 @@ class _Demo:
         titles = {
             "testing": "Test split (in-distribution)",
             "shift": "Shift split (the test slices' artifact copies turned by 90° or resampled to 3 mm / 1.5 mm "
-                     "pixels: an orientation and resolutions neither stage saw)",
+                     "pixels: an orientation and resolutions stage 1 never saw)",
         }  # fmt: skip
         for split in ("testing", "shift"):
             if f"variants/{split}" in tables:
@@ -331,6 +333,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     d.add_argument("--held_out_variants", type=int, default=12,
                    help="artifact copies per calibration or test slice")
     d.add_argument("--shift_variants", type=int, default=12, help="shifted artifact copies per test slice (0: none)")
+    d.add_argument("--geometric_variants", type=int, default=2,
+                   help="further artifact copies per development slice, turned and zoomed at random (stage-2 data)")
     d.add_argument("--epochs_segmentation", type=int, default=40)
     d.add_argument("--epochs_quality", type=int, default=60)
     d.add_argument("--num_samples", type=int, default=20, help="T, samples per image")

@@ -5,10 +5,12 @@ contiguous blocks (neighbouring slices are near copies: never split at random), 
 block as held-out slices, and writes copies of each slice with a graded MR artifact (bias field, noise, Gibbs
 ringing, k-space spikes, contrast; severities 0 to 1) so that the segmentation quality spreads from near perfect
 to failed, as on scans from other scanners. Stage 1 trains on the clean development slices; out-of-fold sampling
-sees their artifact copies. The held-out slices are split at random, by slice, into a calibration split (for the
+sees their artifact copies, of which ``geometric_variants`` per slice are also turned by a random angle and zoomed
+(:func:`segq_monai.data.shift.random_geometry`): stage 2 then learns how stage 1 fails on other orientations and
+grids. The held-out slices are split at random, by slice, into a calibration split (for the
 guaranteed failure flag) and the test split; both get ``held_out_variants`` artifact copies per slice. The shift
 split holds further artifact copies of the test slices, each also turned or resampled
-(:mod:`segq_monai.data.shift`: an orientation and resolutions that neither stage saw), ``shift_variants`` per slice.
+(:mod:`segq_monai.data.shift`: an orientation and resolutions that stage 1 never saw), ``shift_variants`` per slice.
 
 Outputs under ``output_dir``:
 
@@ -28,7 +30,7 @@ import nibabel as nib
 import numpy as np
 
 from segq_monai.data.datalist import demo_datalist_path, load_datalist, write_datalist
-from segq_monai.data.shift import SHIFT_KINDS, shift_slice
+from segq_monai.data.shift import SHIFT_KINDS, random_geometry, shift_slice
 from segq_monai.transforms.artifacts import apply_mr_artifact, graded_artifact_plan
 from segq_monai.utils.atomic import atomic_path
 
@@ -62,6 +64,24 @@ def _shifted_copies(
     return entries
 
 
+def _turned_copies(
+    image: np.ndarray, label: np.ndarray, affine: np.ndarray, name: str, task: str, out: Path,
+    plan: list[tuple[str, float]], rng: np.random.Generator, seed: int,
+) -> list[dict]:
+    """Artifact copies of one development slice ``[H, W]``, each turned and zoomed at random
+    (:func:`segq_monai.data.shift.random_geometry`), with their own labels; the files keep the slice's affine."""
+    entries = []
+    for v, (kind, severity) in enumerate(plan):
+        corrupted = apply_mr_artifact(image[None], kind, severity, seed=seed + v)[0].numpy()
+        turned, turned_label, angle, zoom = random_geometry(corrupted, label, rng)
+        path, label_path = out / "images" / f"{name}_g{v}.nii.gz", out / "labels" / f"{name}_g{v}_{task}.nii.gz"
+        save_nifti(turned, affine, path)
+        save_nifti(turned_label.astype(np.uint8), affine, label_path)
+        entries.append({"image": str(path), "label": str(label_path), "group": name, "artifact": kind,
+                        "severity": severity, "angle": round(angle, 2), "zoom": round(zoom, 4)})  # fmt: skip
+    return entries
+
+
 def prepare_demo(
     output_dir: str | os.PathLike,
     task: str = "brain",
@@ -71,6 +91,7 @@ def prepare_demo(
     held_out_variants: int = 12,
     calibration_fraction: float = 2 / 3,
     shift_variants: int = 12,
+    geometric_variants: int = 2,
     seed: int = 0,
 ) -> dict[str, Path]:
     """Write the demo's datalists and images (see the module docstring).
@@ -86,6 +107,8 @@ def prepare_demo(
             form the calibration split; chosen at random with ``seed``.
         shift_variants: shifted artifact copies per test slice (``shift`` section); the shift kinds take turns.
             0: no shift split.
+        geometric_variants: further artifact copies per development slice, each turned and zoomed at random
+            (``training`` section, with ``angle`` in degrees and ``zoom``).
         seed: seed of the split, the artifact plan and the artifacts.
 
     Returns:
@@ -93,9 +116,11 @@ def prepare_demo(
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {sorted(TASKS)}, got {task!r}.")
-    if variants < 1 or held_out_variants < 1 or block_size < 1 or test_every < 2 or shift_variants < 0:
+    if variants < 1 or held_out_variants < 1 or block_size < 1 or test_every < 2 or min(shift_variants,
+                                                                                       geometric_variants) < 0:
         raise ValueError(
-            "variants, held_out_variants and block_size must be >= 1, shift_variants >= 0 and test_every >= 2."
+            "variants, held_out_variants and block_size must be >= 1, shift_variants and geometric_variants >= 0 and "
+            "test_every >= 2."
         )
     if not 0.0 <= calibration_fraction < 1.0:
         raise ValueError(f"calibration_fraction must be in [0, 1), got {calibration_fraction}.")
@@ -114,6 +139,9 @@ def prepare_demo(
     first = np.cumsum([0] + copies)
     tests = [i for i in range(len(slices)) if section[i] == "testing"]
     shift_plan = graded_artifact_plan(shift_variants * len(tests), seed=seed + 1)
+    developments = [i for i in range(len(slices)) if section[i] == "training"]
+    geometric_plan = graded_artifact_plan(geometric_variants * len(developments), seed=seed + 2)
+    geometry = np.random.default_rng(seed + 2)
     clean, sections = [], {"training": [], "calibration": [], "testing": [], "shift": []}
     for i, item in enumerate(slices):
         name = Path(item["image"]).name.replace("_image.nii.gz", "")
@@ -132,6 +160,12 @@ def prepare_demo(
             save_nifti(corrupted.astype(np.float32), image_nii.affine, path)
             entry = {"image": str(path), "label": str(label_path), "group": name, "artifact": kind, "severity": severity}
             sections[section[i]].append(entry)
+        if section[i] == "training" and geometric_variants:
+            j = developments.index(i) * geometric_variants
+            sections["training"] += _turned_copies(
+                image, np.asarray(nib.load(label_path).dataobj), image_nii.affine, name, task, out,
+                geometric_plan[j : j + geometric_variants], geometry, seed + 10_000 + j,  # artifact seeds apart
+            )  # fmt: skip
         if section[i] == "testing":
             sections["shift"] += _shifted_copies(
                 image, np.asarray(nib.load(label_path).dataobj), image_nii.affine, name, task, out,
