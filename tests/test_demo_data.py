@@ -101,11 +101,11 @@ class TestPrepareDemo(unittest.TestCase):
             # one plain and one turned copy per development slice, next to each other: the folds, cut by groups in
             # order of first appearance, stay those of stage 1
             self.assertEqual(list(dict.fromkeys(i["group"] for i in sections["training"])), [i["group"] for i in stage1])
-            turned = [i for i in sections["training"] if "angle" in i]
+            self.assertEqual({frozenset(i) for i in sections["training"]}, {frozenset(stage1[0]) | {"artifact", "severity"}})
+            turned = [i for i in sections["training"] if Path(i["image"]).name.endswith("_g0.nii.gz")]
             self.assertEqual(len(turned), 48)
             for item in turned[:3]:
-                self.assertTrue(-180 <= item["angle"] <= 180 and 0.6 <= item["zoom"] <= 1.4)
-                self.assertNotEqual(item["label"], stage1[0]["label"])
+                self.assertTrue(Path(item["label"]).name.startswith(item["group"] + "_g0"))  # its own label
                 self.assertEqual(_load(item["image"]).shape, _load(item["label"]).shape)
             groups = {k: {i["group"] for i in v} for k, v in sections.items()}
             self.assertEqual([len(groups[k]) for k in ("training", "calibration", "testing")], [48, 16, 8])

@@ -73,12 +73,13 @@ def _turned_copies(
     entries = []
     for v, (kind, severity) in enumerate(plan):
         corrupted = apply_mr_artifact(image[None], kind, severity, seed=seed + v)[0].numpy()
-        turned, turned_label, angle, zoom = random_geometry(corrupted, label, rng)
+        turned, turned_label, _, _ = random_geometry(corrupted, label, rng)
         path, label_path = out / "images" / f"{name}_g{v}.nii.gz", out / "labels" / f"{name}_g{v}_{task}.nii.gz"
         save_nifti(turned, affine, path)
         save_nifti(turned_label.astype(np.uint8), affine, label_path)
+        # no extra keys: a batch of the training section mixes these entries with the plain copies
         entries.append({"image": str(path), "label": str(label_path), "group": name, "artifact": kind,
-                        "severity": severity, "angle": round(angle, 2), "zoom": round(zoom, 4)})  # fmt: skip
+                        "severity": severity})  # fmt: skip
     return entries
 
 
@@ -108,7 +109,7 @@ def prepare_demo(
         shift_variants: shifted artifact copies per test slice (``shift`` section); the shift kinds take turns.
             0: no shift split.
         geometric_variants: further artifact copies per development slice, each turned and zoomed at random
-            (``training`` section, with ``angle`` in degrees and ``zoom``).
+            (``training`` section; files ``<slice>_g<k>``, each with its own label).
         seed: seed of the split, the artifact plan and the artifacts.
 
     Returns:
