@@ -163,3 +163,24 @@ def write_labelled_cases(
         nib.save(nib.Nifti1Image(label, affine), label_folder / f"{name}_label.nii.gz")
         items.append({"image": images if files > 1 else images[0], "label": str(label_folder / f"{name}_label.nii.gz")})
     return items
+
+
+def isotonic_reference(x: np.ndarray, y: np.ndarray):
+    """An independent reference of segq's recalibration ``g`` fitted on ``(x, y)``: scikit-learn's isotonic fit
+    (clipped to [0, 1]) inside the fitted range of ``x``, the head's slope (1) from the end values outside it, clipped
+    to [0, 1]; constant when ``x`` holds one value. Returns ``g``, a function of an array of raw predictions."""
+    from sklearn.isotonic import IsotonicRegression
+
+    iso = IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip").fit(x, y)
+    lo, hi = float(np.min(x)), float(np.max(x))
+
+    def g(raw) -> np.ndarray:
+        v = np.asarray(raw, np.float64)
+        inside = iso.predict(np.clip(v, lo, hi).ravel()).reshape(v.shape)
+        if lo == hi:
+            return inside
+        ends = iso.predict([lo, hi])
+        tail = np.where(v < lo, ends[0] + v - lo, ends[1] + v - hi)
+        return np.clip(np.where((v < lo) | (v > hi), tail, inside), 0.0, 1.0)
+
+    return g

@@ -20,8 +20,7 @@ import numpy as np
 import torch
 from monai.bundle import ConfigParser, ckpt_export, verify_net_in_out
 from parameterized import parameterized
-from segq_testing import copy_bundle, read_csv, workflow, write_cases
-from sklearn.isotonic import IsotonicRegression
+from segq_testing import copy_bundle, isotonic_reference, read_csv, workflow, write_cases
 
 from segq_monai.data import split_fold, write_datalist
 from segq_monai.metrics.recalibration import split_calibration
@@ -179,8 +178,8 @@ class TestTwoStageBundle2D(unittest.TestCase):
         rows = read_csv(cal_csv)
         raw_cal, true_cal = (np.array([float(r[k]) for r in rows]) for k in ("pred_dice", "true_dice"))
         fit, score = split_calibration(12, 0.5, 0)
-        iso = IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip").fit(raw_cal[fit], true_cal[fit])
-        q = np.sort(np.abs(true_cal[score] - iso.predict(raw_cal[score])))[5]
+        iso = isotonic_reference(raw_cal[fit], true_cal[fit])
+        q = np.sort(np.abs(true_cal[score] - iso(raw_cal[score])))[5]
         self.assertAlmostEqual(saved["recalibration"]["foreground"]["half_width"], q, places=6)
         self.assertEqual((saved["coverage"], saved["n_calibration"], saved["classes"]), (0.8, 12, [""]))
         lam = math.inf if saved["flag"]["threshold"] is None else saved["flag"]["threshold"]
@@ -199,7 +198,7 @@ class TestTwoStageBundle2D(unittest.TestCase):
                                              "pred_dice_hi"])  # fmt: skip
         uncalibrated = read_csv(self.report_dir / "quality.csv")  # the same pipeline and cases without the calibration
         for row, plain in zip(rows, uncalibrated, strict=True):
-            raw, g = float(row["pred_dice_raw"]), float(iso.predict([float(row["pred_dice_raw"])])[0])
+            raw, g = float(row["pred_dice_raw"]), float(iso([float(row["pred_dice_raw"])])[0])
             self.assertAlmostEqual(raw, float(plain["pred_dice"]), places=6)
             self.assertAlmostEqual(float(row["pred_dice"]), g, places=6)
             self.assertAlmostEqual(float(row["pred_dice_lo"]), max(0.0, g - q), places=6)

@@ -34,8 +34,7 @@ import numpy as np
 from monai.bundle import run as bundle_run
 from parameterized import parameterized
 from scipy import stats
-from segq_testing import REPO, make_host, read_csv, write_labelled_cases
-from sklearn.isotonic import IsotonicRegression
+from segq_testing import REPO, isotonic_reference, make_host, read_csv, write_labelled_cases
 
 from segq_monai.__main__ import main
 from segq_monai.data import load_datalist, write_datalist
@@ -169,9 +168,9 @@ class TestFitHosts(unittest.TestCase):
         g, q = {}, {}
         for s, label in zip(suffix, names if len(names) > 1 else ["foreground"]):
             x, y = (np.array([float(r[f"{kind}_dice{s}"]) for r in table]) for kind in ("pred", "true"))
-            g[s] = IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip").fit(x[fit_idx], y[fit_idx])
+            g[s] = isotonic_reference(x[fit_idx], y[fit_idx])
             # rank ceil((m + 1) * 0.5) of the m scored residuals: the 1st of 1, the 2nd of 2
-            q[s] = np.sort(np.abs(y[score_idx] - g[s].predict(x[score_idx])))[math.ceil((len(score_idx) + 1) * 0.5) - 1]
+            q[s] = np.sort(np.abs(y[score_idx] - g[s](x[score_idx])))[math.ceil((len(score_idx) + 1) * 0.5) - 1]
             self.assertAlmostEqual(saved["recalibration"][label]["half_width"], q[s], places=6)
             self.assertAlmostEqual(cal_fit["half_width"][label], q[s], places=6)
 
@@ -189,7 +188,7 @@ class TestFitHosts(unittest.TestCase):
             for s in suffix:
                 raw = float(row[f"pred_dice_raw{s}"])
                 self.assertAlmostEqual(raw, float(r[f"pred_dice{s}"]), places=5)
-                recalibrated = float(g[s].predict([raw])[0])
+                recalibrated = float(g[s]([raw])[0])
                 self.assertAlmostEqual(float(row[f"pred_dice{s}"]), recalibrated, places=5)
                 self.assertAlmostEqual(float(row[f"pred_dice_lo{s}"]), max(0.0, recalibrated - q[s]), places=5)
                 self.assertAlmostEqual(float(row[f"pred_dice_hi{s}"]), min(1.0, recalibrated + q[s]), places=5)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.isotonic import IsotonicRegression
+from segq_testing import isotonic_reference
 
 from segq_monai.evaluation.columns import (
     ITEM_KINDS,
@@ -101,13 +101,8 @@ class TestQualityCalibration(unittest.TestCase):
         for i, c in enumerate(("brain", "csf")):
             raw = np.array([r[f"pred_dice_{c}"] for r in rows])
             true = np.array([r[f"true_dice_{c}"] for r in rows])
-            iso = IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip").fit(raw[fit], true[fit])
+            ref = isotonic_reference(raw[fit], true[fit])  # sklearn inside the fit range, the head's slope outside
             lo, hi = raw[fit].min(), raw[fit].max()
-
-            def ref(x, iso=iso, lo=lo, hi=hi):  # sklearn inside the fit range, the head's slope (1) outside
-                tail = np.where(x < lo, iso.predict([lo])[0] + x - lo, iso.predict([hi])[0] + x - hi)
-                return np.clip(np.where((x < lo) | (x > hi), tail, iso.predict(x)), 0, 1)
-
             self.assertTrue(np.any(raw[score] < lo) or np.any(raw[score] > hi))  # the tails are exercised
             np.testing.assert_allclose(cal.recalibrations[i].predict(raw), ref(raw), atol=1e-12)
             residuals = np.sort(np.abs(true[score] - ref(raw[score])))
