@@ -5,8 +5,8 @@ Each step is one of the bundle's workflows, run as ``python -m monai.bundle run`
 ``monai.bundle.run`` entry point, in this process):
 
 1. prepare the demo data (``segq_monai.data.demo.prepare_demo``): development slices, held-out slices split into a
-   calibration and a test split, artifact copies at graded severities (``--geometric_variants`` of each development
-   slice also turned and zoomed at random, for stage 2), and the shift split (the test slices' copies turned by 90°
+   calibration and a test split, artifact copies at graded severities (with ``--geometric_variants``, further
+   development copies turned and zoomed at random, for stage 2), and the shift split (the test slices' copies turned by 90°
    or resampled: an orientation and resolutions stage 1 never saw);
 2. ``train_segmentation.json`` once per fold, on the clean development slices of the other folds, then
    ``fit_temperature.json``: the temperature of that fold's network, fitted on its held-out clean slices, with the
@@ -333,8 +333,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     d.add_argument("--held_out_variants", type=int, default=12,
                    help="artifact copies per calibration or test slice")
     d.add_argument("--shift_variants", type=int, default=12, help="shifted artifact copies per test slice (0: none)")
-    d.add_argument("--geometric_variants", type=int, default=2,
-                   help="further artifact copies per development slice, turned and zoomed at random (stage-2 data)")
+    d.add_argument("--geometric_variants", type=int, default=0,
+                   help="further artifact copies per development slice, turned and zoomed at random (stage-2 data; "
+                        "measured, not the default: README 'Choosing the head')")
     d.add_argument("--epochs_segmentation", type=int, default=40)
     d.add_argument("--epochs_quality", type=int, default=60)
     d.add_argument("--num_samples", type=int, default=20, help="T, samples per image")

@@ -9,10 +9,11 @@ copy of the shift split moves the slice away from that, with its label moved the
 - ``zoom_in``: resampled to 1.5 mm pixels (factor 4/3), centre-cropped back to ``[H, W]``: a finer grid whose
   field of view cuts into the head.
 
-Stage 2 (the quality head) learns what stage 1's segmentations of such slices look like from
-:func:`random_geometry` copies of the development slices (any angle, zoom 0.6 to 1.4), sampled out-of-fold like the
-other copies; the shift split's 90° and 2/3, 4/3 lie inside that range, so for the head the shift split is new
-slices, new artifacts and stage-1 failures of new images, but not a new geometry.
+The quality head trains with random rotations (any angle) and zooms (0.6 to 1.4) of its inputs
+(``train_quality.json``), and :func:`random_geometry` makes turned and zoomed copies of development slices for its
+training data (``prepare_demo(geometric_variants=...)``); the shift split's 90° and 2/3, 4/3 lie inside that range,
+so for the head the shift split is new slices, new artifacts and stage-1 failures of new images, but not a new
+geometry.
 """
 
 from __future__ import annotations
