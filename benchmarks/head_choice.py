@@ -36,13 +36,17 @@ import nibabel as nib
 import numpy as np
 import torch
 from monai.bundle import ConfigParser
-from monai.transforms import Compose
+from monai.transforms import Compose, ScaleIntensity
 from torch import nn
 
 from segq_monai import QualityRegressor
 from segq_monai.metrics import regression
 from segq_monai.metrics.baselines import BASELINES
+from segq_monai.transforms.quality import QualityInput
 from segq_monai.utils.resources import bundle_root
+
+_SCALE = ScaleIntensity()  # min-max to [0, 1], as train_quality.json's ScaleIntensityd
+_QUALITY_INPUT = QualityInput(num_classes=2)
 
 
 def _load(path: str) -> np.ndarray:
@@ -58,9 +62,7 @@ def _cases(folder: Path, plain_only: bool = False) -> list[dict]:
             continue
         saved = json.loads(path.read_text())
         entry, row = saved["entry"], saved["row"]
-        image = _load(entry["image"])
-        image = (image - image.min()) / max(float(image.max() - image.min()), 1e-12)
-        cases.append({"image": image, "seg": _load(entry["seg"]), "entropy": _load(entry["entropy"]),
+        cases.append({"image": _SCALE(_load(entry["image"])), "seg": _load(entry["seg"]), "entropy": _load(entry["entropy"]),
                       "dice": float(row["true_dice"]),
                       "scalars": np.array([float(row[f"baseline_{b}"]) for b in BASELINES], np.float32)})  # fmt: skip
     if not cases:
@@ -94,10 +96,8 @@ class _Head(nn.Module):
 
 
 def _stack(case: dict) -> torch.Tensor:
-    """``[4, H, W]``: image, one-hot segmentation (2), entropy."""
-    seg = torch.as_tensor(np.asarray(case["seg"])).long()
-    return torch.cat([torch.as_tensor(np.asarray(case["image"])), (seg == 0).float(), (seg == 1).float(),
-                      torch.as_tensor(np.asarray(case["entropy"]))])  # fmt: skip
+    """``[4, H, W]``: image, one-hot segmentation (2), entropy (the bundle's ``QualityInputd`` stack)."""
+    return _QUALITY_INPUT(case["image"], case["seg"], case["entropy"])
 
 
 def _rank_loss(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:

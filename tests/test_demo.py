@@ -161,7 +161,7 @@ class TestDemoDefault(unittest.TestCase):
 
 class TestDemoFull(unittest.TestCase):
     """``--full`` at toy size with 2 seeds, two quality variants and the softmax and confidence estimators; without
-    the shift split (``TestDemoDefault`` covers it), which keeps this class to about half its time."""
+    the shift split (``TestDemoDefault`` covers it), which saves this class a shift evaluation per head."""
 
     @classmethod
     def setUpClass(cls):

@@ -25,6 +25,7 @@ Outputs under ``output_dir``:
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
@@ -46,42 +47,31 @@ def save_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
         nib.save(nib.Nifti1Image(array, affine), tmp)
 
 
-def _shifted_copies(
+def _moved_copies(
     image: np.ndarray, label: np.ndarray, affine: np.ndarray, name: str, task: str, out: Path,
-    plan: list[tuple[str, float]], seed: int,
+    plan: list[tuple[str, float]], seed: int, tag: str,
+    move: Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray, dict]],
 ) -> list[dict]:
-    """Artifact copies of one test slice ``[H, W]``, each shifted by the next kind of :data:`SHIFT_KINDS`; the
-    files keep the slice's affine (the arrays are turned or resampled, not the world grid)."""
-    entries = []
-    for v, (kind, severity) in enumerate(plan):
-        shift = SHIFT_KINDS[v % len(SHIFT_KINDS)]
-        corrupted = apply_mr_artifact(image[None], kind, severity, seed=seed + v)[0].numpy()
-        shifted, shifted_label = shift_slice(corrupted, label, shift)
-        path, label_path = out / "images" / f"{name}_s{v}.nii.gz", out / "labels" / f"{name}_s{v}_{task}.nii.gz"
-        save_nifti(shifted, affine, path)
-        save_nifti(shifted_label.astype(np.uint8), affine, label_path)
-        entries.append({"image": str(path), "label": str(label_path), "group": name, "artifact": kind,
-                        "severity": severity, "shift": shift})  # fmt: skip
-    return entries
-
-
-def _turned_copies(
-    image: np.ndarray, label: np.ndarray, affine: np.ndarray, name: str, task: str, out: Path,
-    plan: list[tuple[str, float]], rng: np.random.Generator, seed: int,
-) -> list[dict]:
-    """Artifact copies of one development slice ``[H, W]``, each turned and zoomed at random
-    (:func:`segq_monai.data.shift.random_geometry`), with their own labels; the files keep the slice's affine."""
+    """Artifact copies of one slice ``[H, W]`` (artifact ``plan[v]``, seed ``seed + v``), each then moved with its
+    label by ``move(corrupted, label, v) -> (image, label, extra entry keys)``; saved as ``<name>_<tag><v>`` with
+    their own labels. The files keep the slice's affine (the arrays are turned or resampled, not the world grid)."""
     entries = []
     for v, (kind, severity) in enumerate(plan):
         corrupted = apply_mr_artifact(image[None], kind, severity, seed=seed + v)[0].numpy()
-        turned, turned_label, _, _ = random_geometry(corrupted, label, rng)
-        path, label_path = out / "images" / f"{name}_g{v}.nii.gz", out / "labels" / f"{name}_g{v}_{task}.nii.gz"
-        save_nifti(turned, affine, path)
-        save_nifti(turned_label.astype(np.uint8), affine, label_path)
-        # no extra keys: a batch of the training section mixes these entries with the plain copies
+        moved, moved_label, extra = move(corrupted, label, v)
+        path = out / "images" / f"{name}_{tag}{v}.nii.gz"
+        label_path = out / "labels" / f"{name}_{tag}{v}_{task}.nii.gz"
+        save_nifti(moved, affine, path)
+        save_nifti(moved_label.astype(np.uint8), affine, label_path)
         entries.append({"image": str(path), "label": str(label_path), "group": name, "artifact": kind,
-                        "severity": severity})  # fmt: skip
+                        "severity": severity, **extra})  # fmt: skip
     return entries
+
+
+def _shift(corrupted: np.ndarray, label: np.ndarray, v: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The shift split's move: the next kind of :data:`SHIFT_KINDS`, named in the entry (``shift``)."""
+    kind = SHIFT_KINDS[v % len(SHIFT_KINDS)]
+    return *shift_slice(corrupted, label, kind), {"shift": kind}
 
 
 def prepare_demo(
@@ -150,7 +140,8 @@ def prepare_demo(
         image_nii = nib.load(item["image"])
         image = np.asarray(image_nii.dataobj, dtype=np.float32)
         label_path = out / "labels" / f"{name}_{task}.nii.gz"
-        save_nifti(np.asarray(nib.load(item[TASKS[task]]).dataobj, dtype=np.uint8), image_nii.affine, label_path)
+        label = np.asarray(nib.load(item[TASKS[task]]).dataobj, dtype=np.uint8)
+        save_nifti(label, image_nii.affine, label_path)
         if section[i] == "training":
             clean_path = out / "images" / f"{name}.nii.gz"
             save_nifti(image, image_nii.affine, clean_path)
@@ -164,15 +155,21 @@ def prepare_demo(
             sections[section[i]].append(entry)
         if section[i] == "training" and geometric_variants:
             j = developments.index(i) * geometric_variants
-            sections["training"] += _turned_copies(
-                image, np.asarray(nib.load(label_path).dataobj), image_nii.affine, name, task, out,
-                geometric_plan[j : j + geometric_variants], geometry, seed + 10_000 + j,  # artifact seeds apart
+
+            def turn(corrupted: np.ndarray, label: np.ndarray, v: int) -> tuple[np.ndarray, np.ndarray, dict]:
+                # no extra keys: a batch of the training section mixes these entries with the plain copies
+                return *random_geometry(corrupted, label, geometry)[:2], {}
+
+            sections["training"] += _moved_copies(
+                image, label, image_nii.affine, name, task, out, geometric_plan[j : j + geometric_variants],
+                seed + 10_000 + j, "g", turn,  # artifact seeds apart from the other copies'
             )  # fmt: skip
         if section[i] == "testing":
-            sections["shift"] += _shifted_copies(
-                image, np.asarray(nib.load(label_path).dataobj), image_nii.affine, name, task, out,
-                shift_plan[tests.index(i) * shift_variants : (tests.index(i) + 1) * shift_variants],
-                seed + 1 + (tests.index(i) + len(slices)) * shift_variants,
+            k = tests.index(i)
+            sections["shift"] += _moved_copies(
+                image, label, image_nii.affine, name, task, out,
+                shift_plan[k * shift_variants : (k + 1) * shift_variants],
+                seed + 1 + (k + len(slices)) * shift_variants, "s", _shift,
             )  # fmt: skip
     if not shift_variants:
         del sections["shift"]
