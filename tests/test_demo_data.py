@@ -82,10 +82,6 @@ class TestMakeDemoReproduces(unittest.TestCase):
                     np.testing.assert_allclose(new.affine, old.affine)
 
 
-if __name__ == "__main__":
-    unittest.main()
-
-
 class TestPrepareDemo(unittest.TestCase):
     """The experiment's splits: 72 slices in blocks of 6, every 3rd block held out (blocks 1, 4, 7, 10: 24 slices),
     two thirds of those (16 slices) to calibration, the other 8 to testing, disjoint by slice."""
@@ -119,3 +115,40 @@ class TestPrepareDemo(unittest.TestCase):
                 self.assertEqual(_load(item["image"]).shape, _load(item["label"]).shape)
             again = prepare_demo(Path(d) / "again", variants=1, held_out_variants=2, geometric_variants=0)
             self.assertEqual({i["group"] for i in load_datalist(again["dataset"], "calibration")}, groups["calibration"])
+
+    def test_cross_plane_split(self):
+        """Coronal and sagittal slices (8 each), their own labels, copies of a slice together, no axial slice."""
+        from segq_monai.data.demo import prepare_demo
+
+        with tempfile.TemporaryDirectory() as d:
+            paths = prepare_demo(d, variants=1, held_out_variants=1, shift_variants=0, cross_plane_variants=2)
+            cross = load_datalist(paths["dataset"], "cross_plane")
+            self.assertEqual(len(cross), 32)
+            self.assertEqual({i["plane"] for i in cross}, {"coronal", "sagittal"})
+            self.assertEqual(len({i["group"] for i in cross}), 16)
+            for item in cross[::8]:
+                self.assertTrue(item["group"].startswith(item["plane"]))
+                image, label = _load(item["image"]), _load(item["label"])
+                self.assertEqual(image.shape, label.shape)
+                self.assertEqual(tuple(image.shape[1:]), (96, 96) if item["plane"] == "coronal" else (112, 96))
+                self.assertGreater(float(label.sum()), 0.0)
+
+
+class TestCrossPlaneSlices(unittest.TestCase):
+    def test_planes_and_world_position(self):
+        """A coronal slice's affine maps its pixels to world points of one y; a sagittal one's to one x."""
+        items = load_datalist(demo_datalist_path(), "cross_plane", path_keys=("image", "label", "regions"))
+        self.assertEqual(len(items), 16)
+        for item in items:
+            img = _load(item["image"])
+            world = img.affine.numpy() @ np.array([[0, 0, 0, 1], [95, 0, 0, 1], [0, 95, 0, 1]], dtype=float).T
+            fixed = 1 if item["plane"] == "coronal" else 0
+            index = int(Path(item["image"]).name.split("_")[1][1:])
+            np.testing.assert_allclose(world[fixed], world[fixed][0])  # the plane holds one world coordinate
+            source_origin = {0: -90.0, 1: -125.0}[fixed]  # ch2's affine: x = index - 90, y = index - 125 mm
+            self.assertAlmostEqual(float(world[fixed][0]), index + source_origin)
+            self.assertGreater(float(_load(item["label"]).sum()), 100.0)
+
+
+if __name__ == "__main__":
+    unittest.main()

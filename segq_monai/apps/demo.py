@@ -7,14 +7,16 @@ Each step is one of the bundle's workflows, run as ``python -m monai.bundle run`
 1. prepare the demo data (``segq_monai.data.demo.prepare_demo``): development slices, held-out slices split into a
    calibration and a test split, artifact copies at graded severities (with ``--geometric_variants``, further
    development copies turned and zoomed at random, for stage 2), and the shift split (the test slices' copies turned by 90°
-   or resampled: an orientation and resolutions stage 1 never saw);
+   or resampled: an orientation and resolutions stage 1 never saw), and the cross-plane split (coronal and sagittal
+   slices of the same head with artifacts: real anatomy in planes neither stage saw);
 2. ``train_segmentation.json`` once per fold, on the clean development slices of the other folds, then
    ``fit_temperature.json``: the temperature of that fold's network, fitted on its held-out clean slices, with the
    expected calibration error before and after (reported, not applied: ``--temperature_scaling`` is off);
 3. ``sample.json`` once per fold: that fold's model samples its held-out artifact copies (out-of-fold), writing
    segmentations, uncertainty maps and true Dice/IoU: the training data of stage 2;
 4. ``train_quality.json`` for the quality head (the main input variant);
-5. ``inference.json`` + ``evaluate.json`` on the calibration split, then on the test and the shift split with the
+5. ``inference.json`` + ``evaluate.json`` on the calibration split, then on the test, shift and cross-plane splits
+   with the
    guaranteed flag (``alpha``) calibrated on the first: ``quality.csv``, NIfTI maps, ``report.json``, figures, and
    ``bootstrap.json``: 95 % intervals that resample slices (all artifact copies of a slice together);
 6. ``comparison.md``: the tables with their spread and the time of every step beside a reference time of the
@@ -38,6 +40,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from monai.bundle import ConfigParser
 
@@ -53,7 +56,10 @@ from segq_monai.utils.resources import bundle_root
 MAIN_VARIANT = "image_seg_entropy"
 VARIANTS = ("image_seg_entropy", "image", "image_seg", "seg_entropy")
 #: the report folder of each split, relative to a variant's report folder
-SPLIT_DIRS = {"calibration": "calibration_split", "testing": ".", "shift": "shift_split"}
+SPLIT_DIRS = {"calibration": "calibration_split", "testing": ".", "shift": "shift_split",
+              "cross_plane": "cross_plane_split"}  # fmt: skip
+#: the splits whose images differ in shape (evaluated one case a batch)
+MIXED_SHAPES = ("shift", "cross_plane")
 
 
 class Estimator(NamedTuple):
@@ -106,7 +112,8 @@ class _Demo:
         with self.timed("prepare the demo data"):
             self.data = prepare_demo(self.out / "data", variants=args.variants_per_slice,
                                      held_out_variants=args.held_out_variants, shift_variants=args.shift_variants,
-                                     geometric_variants=args.geometric_variants)
+                                     cross_plane_variants=args.cross_plane_variants,
+                                     geometric_variants=args.geometric_variants)  # fmt: skip
         sections = json.loads(self.data["dataset"].read_text())
         self.splits = [s for s in SPLIT_DIRS if sections.get(s)]
         self.groups = {s: {item["image"]: item["group"] for item in sections[s]} for s in self.splits}
@@ -168,8 +175,8 @@ class _Demo:
             extra: dict[str, Any] = {}
             if split != "calibration":
                 extra.update(alpha=a.alpha, conformal_csvs=[calibration_csv])
-            if split == "shift":
-                extra["batch_size"] = 1  # turned slices have another shape than the others
+            if split in MIXED_SHAPES:
+                extra["batch_size"] = 1  # turned, coronal and sagittal slices differ in shape
             if maps_from is not None:
                 extra["maps_dir"] = str((maps_from / SPLIT_DIRS[split]).resolve())
             how = "saved maps" if maps_from is not None else "sampling"
@@ -231,6 +238,21 @@ class _Demo:
             groups = [self.groups[split][r["image"]] for r in rows] if self.args.seeds == 1 else None
             scores = recalibration_scores(calibration, rows, groups, self.args.bootstrap_resamples)
             tables.setdefault("recalibration", {}).setdefault(split, []).append(scores)
+        if "cross_plane" in self.splits:
+            site = self.site_half("cross_plane")
+            rows = read_quality_csv(report_dir / SPLIT_DIRS["cross_plane"] / "quality.csv")
+            calibration = fit_site_calibration([r for r in rows if r["image"] in site], checkpoint)
+            rows = [r for r in rows if r["image"] not in site]
+            groups = [self.groups["cross_plane"][r["image"]] for r in rows] if self.args.seeds == 1 else None
+            scores = recalibration_scores(calibration, rows, groups, self.args.bootstrap_resamples)
+            tables["recalibration"].setdefault("cross_plane_site", []).append(scores)
+
+    def site_half(self, split: str) -> set[str]:
+        """Half the images of ``split``, by slice (all copies of a slice together; slices in a permutation of seed
+        0): the site's labelled cases that recalibrate; the other half scores it."""
+        groups = sorted(set(self.groups[split].values()))
+        first = set(np.random.RandomState(0).permutation(groups)[: len(groups) // 2].tolist())
+        return {image for image, group in self.groups[split].items() if group in first}
 
     def run(self) -> dict[str, dict[str, list[Any]]]:
         a = self.args
@@ -266,21 +288,24 @@ class _Demo:
         )
         titles = {
             "testing": "Test split (in-distribution)",
+            "cross_plane": "Cross-plane split (coronal and sagittal slices of the same head with graded artifacts: "
+                           "real anatomy in planes neither stage saw)",
             "shift": "Shift split (the test slices' artifact copies turned by 90° or resampled to 3 mm / 1.5 mm "
                      "pixels: an orientation and resolutions stage 1 never saw)",
         }  # fmt: skip
-        for split in ("testing", "shift"):
+        for split in ("testing", "shift", "cross_plane"):
             if f"variants/{split}" in tables:
                 table = spread_table(tables[f"variants/{split}"])
                 text += f"## {titles[split]}: quality head and scalar baselines\n\n{table}\n"
         if "recalibration" in tables:
-            labels = {"testing": "test (in-distribution)", "shift": "shift"}
+            labels = {"testing": "test (in-distribution)", "shift": "shift", "cross_plane": "cross-plane",
+                      "cross_plane_site": "cross-plane, recalibrated on its other half (by slice)"}  # fmt: skip
             text += (
                 f"## Recalibration to the site: the quality head ({a.quality_variants[0]}) recalibrated (isotonic) "
                 "with split-conformal 90 % intervals, both fitted on the calibration split\n\n"
                 + recalibration_table({labels[k]: v for k, v in tables["recalibration"].items()}) + "\n"
             )
-        for split in ("testing", "shift"):
+        for split in ("testing", "shift", "cross_plane"):
             if len(tables.get(f"estimators/{split}", {})) > 1:
                 table = spread_table(tables[f"estimators/{split}"])
                 text += f"## Uncertainty estimators of stage 1, {titles[split]}\n\n{table}\n"
@@ -333,6 +358,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     d.add_argument("--held_out_variants", type=int, default=12,
                    help="artifact copies per calibration or test slice")
     d.add_argument("--shift_variants", type=int, default=12, help="shifted artifact copies per test slice (0: none)")
+    d.add_argument("--cross_plane_variants", type=int, default=6,
+                   help="artifact copies per coronal or sagittal slice, 16 slices (0: no cross-plane split)")
     d.add_argument("--geometric_variants", type=int, default=0,
                    help="further artifact copies per development slice, turned and zoomed at random (stage-2 data; "
                         "measured, not the default: README 'Choosing the head')")

@@ -12,6 +12,9 @@ README, "Choosing the head"). The held-out slices are split at random, by slice,
 guaranteed failure flag) and the test split; both get ``held_out_variants`` artifact copies per slice. The shift
 split holds further artifact copies of the test slices, each also turned or resampled
 (:mod:`segq_monai.data.shift`: an orientation and resolutions that stage 1 never saw), ``shift_variants`` per slice.
+The cross-plane split holds artifact copies of the embedded coronal and sagittal slices (``cross_plane_variants``
+per slice): real anatomy in the planes that stage 1, trained on axial slices, never saw, and that the quality head's
+training data do not hold.
 
 Outputs under ``output_dir``:
 
@@ -19,6 +22,7 @@ Outputs under ``output_dir``:
 - ``dataset.json``: ``training`` = artifact copies of the development slices, ``calibration`` and ``testing`` =
   artifact copies of the held-out slices (all with ``label``, ``group`` = source slice, ``artifact``,
   ``severity``); ``shift`` = the shifted copies of the test slices (also ``shift``: the kind of shift);
+  ``cross_plane`` = the copies of the coronal and sagittal slices (also ``plane``);
 - ``images/`` and ``labels/``: the NIfTI files they name (float32 images, uint8 labels, the source affines).
 """
 
@@ -74,6 +78,26 @@ def _shift(corrupted: np.ndarray, label: np.ndarray, v: int) -> tuple[np.ndarray
     return *shift_slice(corrupted, label, kind), {"shift": kind}
 
 
+def _cross_plane(out: Path, task: str, copies: int, seed: int) -> list[dict]:
+    """Artifact copies (graded plan of seed ``seed + 3``) of the embedded coronal and sagittal slices, saved as
+    ``<slice>_c<v>`` with the slice's label; entries also hold ``plane``."""
+    slices = load_datalist(demo_datalist_path(), "cross_plane", path_keys=("image", "label", TASKS[task]))
+    plan = graded_artifact_plan(copies * len(slices), seed=seed + 3)
+    entries = []
+    for k, item in enumerate(slices):
+        name = Path(item["image"]).name.replace("_image.nii.gz", "")
+        image_nii = nib.load(item["image"])
+        image = np.asarray(image_nii.dataobj, dtype=np.float32)
+        label = np.asarray(nib.load(item[TASKS[task]]).dataobj, dtype=np.uint8)
+
+        def unmoved(corrupted: np.ndarray, label: np.ndarray, v: int, plane: str = item["plane"]) -> tuple:
+            return corrupted.astype(np.float32), label, {"plane": plane}
+
+        entries += _moved_copies(image, label, image_nii.affine, name, task, out, plan[k * copies : (k + 1) * copies],
+                                 seed + 20_000 + k * copies, "c", unmoved)  # fmt: skip
+    return entries
+
+
 def prepare_demo(
     output_dir: str | os.PathLike,
     task: str = "brain",
@@ -83,6 +107,7 @@ def prepare_demo(
     held_out_variants: int = 12,
     calibration_fraction: float = 2 / 3,
     shift_variants: int = 12,
+    cross_plane_variants: int = 6,
     geometric_variants: int = 0,
     seed: int = 0,
 ) -> dict[str, Path]:
@@ -99,6 +124,8 @@ def prepare_demo(
             form the calibration split; chosen at random with ``seed``.
         shift_variants: shifted artifact copies per test slice (``shift`` section); the shift kinds take turns.
             0: no shift split.
+        cross_plane_variants: artifact copies per coronal or sagittal slice of the embedded set (``cross_plane``
+            section; 16 slices). 0: no cross-plane split.
         geometric_variants: further artifact copies per development slice, each turned and zoomed at random
             (``training`` section; files ``<slice>_g<k>``, each with its own label).
         seed: seed of the split, the artifact plan and the artifacts.
@@ -108,11 +135,12 @@ def prepare_demo(
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {sorted(TASKS)}, got {task!r}.")
-    if variants < 1 or held_out_variants < 1 or block_size < 1 or test_every < 2 or min(shift_variants,
-                                                                                       geometric_variants) < 0:
+    if variants < 1 or held_out_variants < 1 or block_size < 1 or test_every < 2 or min(
+        shift_variants, cross_plane_variants, geometric_variants
+    ) < 0:
         raise ValueError(
-            "variants, held_out_variants and block_size must be >= 1, shift_variants and geometric_variants >= 0 and "
-            "test_every >= 2."
+            "variants, held_out_variants and block_size must be >= 1, shift_variants, cross_plane_variants and "
+            "geometric_variants >= 0 and test_every >= 2."
         )
     if not 0.0 <= calibration_fraction < 1.0:
         raise ValueError(f"calibration_fraction must be in [0, 1), got {calibration_fraction}.")
@@ -173,6 +201,8 @@ def prepare_demo(
             )  # fmt: skip
     if not shift_variants:
         del sections["shift"]
+    if cross_plane_variants:
+        sections["cross_plane"] = _cross_plane(out, task, cross_plane_variants, seed)
     write_datalist(out / "stage1.json", {"training": clean})
     write_datalist(out / "dataset.json", sections)
     return {"stage1": out / "stage1.json", "dataset": out / "dataset.json"}

@@ -50,7 +50,12 @@ REGION_GROUPS: dict[int, tuple[str, tuple[str, ...]]] = {
 #: class index -> name, including background (also insula, limbic, deep grey nuclei, white matter, CSF, outside).
 REGION_NAMES: dict[int, str] = {0: "background", **{k: v[0] for k, v in REGION_GROUPS.items()}}
 
-_SLICE_PATTERN = re.compile(r"^slice_z\d{3}_(image|brain|regions)\.nii\.gz$")
+_SLICE_PATTERN = re.compile(r"^(slice_z|coronal_y|sagittal_x)\d{3}_(image|brain|regions)\.nii\.gz$")
+#: the cross-plane slices: plane -> (source axis held fixed, the two in-plane source axes, padded size in 2 mm pixels)
+CROSS_PLANES: dict[str, tuple[int, tuple[int, int], tuple[int, int]]] = {
+    "coronal": (1, (0, 2), (96, 96)),  # x by z
+    "sagittal": (0, (1, 2), (112, 96)),  # y by z
+}
 _BOX_2MM = np.array([0.25, 0.5, 0.25])  # 2 mm box centred on a 1 mm voxel: half of each neighbour, all of itself
 
 
@@ -109,7 +114,14 @@ def write_nifti_reproducible(array: np.ndarray, affine: np.ndarray, path: Path, 
     path.write_bytes(gzip.compress(img.to_bytes(), compresslevel=9, mtime=0))
 
 
-def _readme(cases: int, size: Sequence[int], z_first: int, z_last: int, z_step: int, mb: float) -> str:
+def _readme(
+    cases: int, size: Sequence[int], z_first: int, z_last: int, z_step: int, mb: float, cross: list[dict[str, str]]
+) -> str:
+    planes = "\n".join(
+        f"- {plane}: {', '.join(i['image'].split('_')[1] for i in cross if i['plane'] == plane)} "
+        f"({CROSS_PLANES[plane][2][0]}x{CROSS_PLANES[plane][2][1]} pixels)"
+        for plane in CROSS_PLANES
+    )
     groups = "\n".join(
         f"| {cls} | {name} | {', '.join(p + 'xxx' for p in prefixes)} |"
         for cls, (name, prefixes) in REGION_GROUPS.items()
@@ -136,6 +148,15 @@ AAL labels only grey matter, so classes 1-4 are cortical / cerebellar grey-matte
 (54xx) counts as occipital as in AAL's own coding.
 `dataset.json` is a Decathlon datalist (`training`: `image`, `label` = brain mask, `regions`), ordered by z.
 
+**Cross-plane slices** (`cross_plane` section, `plane` = coronal or sagittal): {len(cross)} slices of the same head
+in the two planes that the axial slices do not show, made the same way (2 mm lattice, area-averaged image,
+nearest-neighbour masks, zero padding), `<plane>_<axis><index>_*.nii.gz` with the fixed source voxel index, spread
+evenly over the range whose brain area is at least 30 % of the largest:
+{planes}
+
+A model trained on the axial slices has seen this head's tissue, but never an image in these planes: the demo's
+cross-plane split tests the quality head on real anatomy in another plane (not axial slices turned).
+
 ## Provenance
 Source: Debian package `mricron-data` 1.2.20211006+dfsg-4, folder `templates`: `ch2.nii.gz` (Colin27 T1, Holmes
 et al., J Comput Assist Tomogr 1998), `ch2bet.nii.gz` (the same after FSL BET skull stripping; brain mask =
@@ -148,7 +169,8 @@ Made by `segq_monai/data/make_demo.py`:
 1. kept axial slices with a brain-mask area of at least 1 % of the largest one, every {z_step} mm;
 2. in-plane 2 mm grid on the even source voxels; image: area average (2 mm box kernel), rounded to uint8;
    masks: nearest neighbour;
-3. zero padding to {size[0]}x{size[1]} (divisible by 16); AAL index -> class by the table above.
+3. zero padding to {size[0]}x{size[1]} (divisible by 16); AAL index -> class by the table above;
+4. the cross-plane slices as above.
 Re-running the command reproduces these files byte for byte.
 
 ## Licence
@@ -173,6 +195,41 @@ Distributed with Debian's `mricron-data` (see debian-copyright.txt).
 """
 
 
+def _cross_plane_slices(
+    image: np.ndarray, masks: dict[str, np.ndarray], affine: np.ndarray, out: Path, sform_code: int, per_plane: int,
+    min_brain_fraction: float = 0.3,
+) -> list[dict[str, str]]:
+    """Write ``per_plane`` coronal and sagittal slices (:data:`CROSS_PLANES`) on the 2 mm lattice, made as the axial
+    ones are (area-averaged image, nearest-neighbour masks, zero padding), at even source indices spread evenly over
+    the range whose brain area is at least ``min_brain_fraction`` of the largest; returns their datalist items
+    (file names, ``plane``)."""
+    items = []
+    for plane, (axis, (u, v), size) in CROSS_PLANES.items():
+        smooth = ndimage.convolve1d(image, _BOX_2MM, axis=u, mode="nearest")
+        smooth = ndimage.convolve1d(smooth, _BOX_2MM, axis=v, mode="nearest")
+        area = masks["brain"].sum(axis=tuple(a for a in range(3) if a != axis))
+        kept = np.flatnonzero(area >= min_brain_fraction * area.max())
+        positions = sorted({2 * round(p / 2) for p in np.linspace(kept[0], kept[-1], per_plane)})
+        for p in positions:
+            index: list[slice | int] = [slice(None, None, 2)] * 3
+            index[axis] = p
+            arrays = {"image": np.clip(np.rint(smooth[tuple(index)]), 0, 255).astype(np.uint8),
+                      **{k: m[tuple(index)].astype(np.uint8) for k, m in masks.items()}}  # fmt: skip
+            pads = [_pad_widths(n, s) for n, s in zip(arrays["image"].shape, size)]
+            aff = np.eye(4)
+            aff[:3, 0], aff[:3, 1], aff[:3, 2] = affine[:3, u] * 2, affine[:3, v] * 2, affine[:3, axis] * 2
+            origin = np.zeros(4)
+            origin[[u, v, axis, 3]] = -pads[0][0] * 2, -pads[1][0] * 2, p, 1.0
+            aff[:3, 3] = (affine @ origin)[:3]
+            names = {}
+            for key, arr in arrays.items():
+                names[key] = f"{plane}_{'xyz'[axis]}{p:03d}_{key}.nii.gz"
+                write_nifti_reproducible(np.pad(arr, pads), aff, out / names[key], sform_code)
+            items.append({"image": names["image"], "label": names["brain"], "regions": names["regions"],
+                          "plane": plane})  # fmt: skip
+    return items
+
+
 def make_demo_data(
     source_dir: str | Path,
     out_dir: str | Path,
@@ -180,6 +237,7 @@ def make_demo_data(
     size: tuple[int, int] = (96, 112),
     z_step: int = 2,
     min_brain_fraction: float = 0.01,
+    cross_plane_slices: int = 8,
 ) -> Path:
     """Write the 2D demo set (NIfTI slices, ``dataset.json``, README, licences) into ``out_dir``.
 
@@ -191,6 +249,8 @@ def make_demo_data(
         z_step: distance between kept slices, in source voxels (mm); even keeps the 2 mm lattice.
         min_brain_fraction: keep the contiguous z range whose brain area is at least this fraction of the
             largest slice's.
+        cross_plane_slices: coronal slices, and as many sagittal ones, for the ``cross_plane`` section (real anatomy
+            in the planes that stage 1, trained on axial slices, never sees).
 
     Returns:
         path of the written ``dataset.json``.
@@ -249,11 +309,17 @@ def make_demo_data(
         "region_labels": {str(k): v for k, v in REGION_NAMES.items()},
         "numTraining": len(items),
     }
-    sections = {"training": [{k: str(out / v) for k, v in item.items()} for item in items]}
+    cross = _cross_plane_slices(image, {"brain": brain, "regions": regions}, affine, out, sform_code,
+                                cross_plane_slices)  # fmt: skip
+    path_keys = ("image", "label", "regions")
+    sections = {
+        "training": [{k: str(out / v) for k, v in item.items()} for item in items],
+        "cross_plane": [{k: str(out / v) if k in path_keys else v for k, v in item.items()} for item in cross],
+    }
     path_keys = ("image", "label", "regions")
     json_path = write_datalist(out / "dataset.json", sections, metadata=dataset, path_keys=path_keys)
     mb = sum(f.stat().st_size for f in out.iterdir() if _SLICE_PATTERN.match(f.name)) / 1e6
-    (out / "README.md").write_text(_readme(len(items), size, zs[0], zs[-1], z_step, mb))
+    (out / "README.md").write_text(_readme(len(items), size, zs[0], zs[-1], z_step, mb, cross))
     return json_path
 
 
