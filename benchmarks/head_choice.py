@@ -1,51 +1,47 @@
-"""Benchmark: which quality-head recipe holds up on the shift split (issue #12 item 3).
+"""Benchmark: which quality-head recipe ranks failures it has never seen (issue #18; rule: docs/head_choice_rule.md).
 
-Reads the saved outputs of a demo run (``python -m segq_monai demo --output_dir RUN``): the out-of-fold stage-2
-cases (``RUN/stage2_data/fold*/``, image + segmentation + entropy + true Dice + the scalar baselines) to train on,
-and the test and shift splits' saved maps (``RUN/report/``, ``RUN/report/shift_split/``) to score on. Each recipe
-trains a ``QualityRegressor`` (the bundle's: channels 16-128, strides 2, dropout 0.2; input image + one-hot
-segmentation + entropy) in this process with the optimiser and loss of ``train_quality.json`` (AdamW, lr 1e-3,
-weight decay 1e-4, batch 16, MSE), then prints MAE, Pearson, Spearman and AURC of its predicted Dice on both
-splits, per seed, and the mean ± sd over seeds. Options (combine freely):
+Reads the saved outputs of a demo run (``python -m segq_monai demo --output_dir RUN``): its out-of-fold stage-2 data
+(``RUN/stage2_data/fold*/``) to train on, and the saved maps of its test, shift and cross-plane splits
+(``RUN/report/``, ``RUN/report/shift_split/``, ``RUN/report/cross_plane_split/``) to score on. Each recipe is a set of
+overrides of ``train_quality.json``: the head is trained by the bundle's own workflow (``monai.bundle.run``, the
+loop the demo and the fit use), once per head seed, then scored in this process on every split: MAE, Pearson,
+Spearman and AURC (risk = 1 - Dice) of its predicted Dice (eval mode), per seed, then mean ± sd over seeds.
+Results go to ``--out`` (JSON, one record per recipe and seed; a rerun skips the records it finds).
 
-- ``--augment flip|shipped|narrow``: flips only (the head before issue #12), the random rotations and zooms of
-  ``train_quality.json`` (``train#random_transforms``, read from the shipped bundle: any angle, zoom 0.6-1.4), or
-  the same at ±45° and zoom 0.8-1.2 (a range that excludes the shift split's 90°, 2/3 and 4/3);
-- ``--plain_only``: leave out the turned and zoomed development copies (``--geometric_variants``; files
-  ``<slice>_g<k>``), i.e. the stage-2 data before issue #12;
-- ``--extra_train RUN2``: also train on the stage-2 cases of another run;
-- ``--scalars``: the five scalar baselines (standardised) join the pooled features before the head's first layer;
-- ``--rank W``: adds W × a pairwise logistic ranking loss to the MSE.
-
-The shipped head is trained by ``train_quality.json``; this script re-implements only its loop, so that recipes
-the bundle has no option for (``--scalars``, ``--rank``) are compared under the same conditions.
-
-    python -m benchmarks.head_choice --run segq_output --augment shipped --seeds 0 1 2   # about 2 min per seed
+    python -m benchmarks.head_choice --run segq_output --recipes shipped failures_prob --seeds 0 1 2
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
-import re
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
 import torch
 from monai.bundle import ConfigParser
-from monai.transforms import Compose, ScaleIntensity
-from torch import nn
+from monai.transforms import ScaleIntensity
 
-from segq_monai import QualityRegressor
+from segq_monai.apps.workflows import run_workflow
 from segq_monai.metrics import regression
-from segq_monai.metrics.baselines import BASELINES
 from segq_monai.transforms.quality import QualityInput
 from segq_monai.utils.resources import bundle_root
 
-_SCALE = ScaleIntensity()  # min-max to [0, 1], as train_quality.json's ScaleIntensityd
+#: recipe name -> overrides of train_quality.json
+RECIPES: dict[str, dict[str, Any]] = {
+    "shipped": {},
+    "failures_prob": {"synthetic_failures": 3, "failure_source": "prob", "epochs": 30},
+    "failures_label": {"synthetic_failures": 3, "failure_source": "label", "epochs": 30},
+    "failures_prob_old_entropy": {"synthetic_failures": 3, "failure_source": "prob", "failure_entropy": "original",
+                                  "epochs": 30},  # fmt: skip
+}
+SPLITS = {"test": ".", "shift": "shift_split", "cross_plane": "cross_plane_split"}
+METRICS = ("mae", "pearson", "spearman", "aurc")
+_SCALE = ScaleIntensity()  # min-max to [0, 1], as the bundle's ScaleIntensityd
 _QUALITY_INPUT = QualityInput(num_classes=2)
 
 
@@ -53,124 +49,85 @@ def _load(path: str) -> np.ndarray:
     return np.asarray(nib.load(path).dataobj, dtype=np.float32)[None]
 
 
-def _cases(folder: Path, plain_only: bool = False) -> list[dict]:
-    """Every case ``folder/*/*_quality.json`` names (``plain_only``: not the turned copies ``<slice>_g<k>``): image
-    (min-max scaled), seg, entropy ``[1, H, W]``, true Dice, the scalar baselines ``[5]``."""
-    cases = []
+def cases(folder: Path) -> tuple[list[torch.Tensor], np.ndarray]:
+    """Every case ``folder/*/*_quality.json`` names: the head's input stacks ``[4, H, W]`` (scaled image, one-hot
+    segmentation, entropy; the bundle's ``QualityInputd``) and the true Dice ``[N]``."""
+    stacks, dice = [], []
     for path in sorted(folder.glob("*/*_quality.json")):
-        if plain_only and re.fullmatch(r".*_g\d+", path.parent.name):
-            continue
         saved = json.loads(path.read_text())
-        entry, row = saved["entry"], saved["row"]
-        cases.append({"image": _SCALE(_load(entry["image"])), "seg": _load(entry["seg"]), "entropy": _load(entry["entropy"]),
-                      "dice": float(row["true_dice"]),
-                      "scalars": np.array([float(row[f"baseline_{b}"]) for b in BASELINES], np.float32)})  # fmt: skip
-    if not cases:
+        entry = saved["entry"]
+        stacks.append(_QUALITY_INPUT(_SCALE(_load(entry["image"])), _load(entry["seg"]), _load(entry["entropy"])))
+        dice.append(float(saved["row"]["true_dice"]))
+    if not stacks:
         raise FileNotFoundError(f"no saved cases (*/*_quality.json) under {folder}; run the demo first.")
-    return cases
+    return stacks, np.array(dice)
 
 
-def _augmentation(kind: str) -> Compose:
+def train_head(run: Path, recipe: str, seed: int, workdir: Path) -> tuple[torch.nn.Module, float]:
+    """Train the head of ``recipe`` with ``train_quality.json`` on ``run``'s stage-2 data; returns it (eval mode)
+    and the training time in s."""
+    overrides = dict(RECIPES[recipe])
+    datalists = sorted(str(p) for p in (run / "stage2_data").glob("fold*/stage2_datalist.json"))
+    start = time.perf_counter()
+    run_workflow(bundle_root(), ["train_quality.json"], stage2_datalists=datalists, ckpt_dir=str(workdir),
+                 output_dir=str(workdir), seed=seed, **overrides)  # fmt: skip
+    seconds = time.perf_counter() - start
     parser = ConfigParser()
     parser.read_config(str(bundle_root() / "configs" / "train_quality.json"))
-    parser["loaded_keys"] = ["image", "seg", "entropy"]
-    if kind == "narrow":
-        parser["augment_rotate"], parser["augment_scale"] = math.pi / 4, 0.2
-    transforms = parser.get_parsed_content("train#random_transforms")
-    return Compose(transforms if kind != "flip" else transforms[:2])
+    parser.update(overrides)
+    net = parser.get_parsed_content("quality_network_def")
+    state = torch.load(workdir / "quality_image_seg_entropy" / "model.pt", map_location="cpu", weights_only=True)
+    net.load_state_dict(state["model"] if "model" in state else state)
+    return net.eval(), seconds
 
 
-class _Head(nn.Module):
-    """The bundle's ``QualityRegressor``, with ``n_scalars`` inputs joined to its pooled features."""
-
-    def __init__(self, n_scalars: int) -> None:
-        super().__init__()
-        self.net = QualityRegressor(2, 4, 1, dropout=0.2)
-        self.n_scalars = n_scalars
-        self.head = nn.Sequential(nn.Linear(128 + n_scalars, 128), nn.PReLU(), nn.Dropout(0.2), nn.Linear(128, 1),
-                                  nn.Sigmoid())  # fmt: skip
-
-    def forward(self, x: torch.Tensor, scalars: torch.Tensor) -> torch.Tensor:
-        features = self.net.pool(self.net.encoder(x)).flatten(1)
-        return self.head(torch.cat([features, scalars], 1) if self.n_scalars else features)[:, 0]
-
-
-def _stack(case: dict) -> torch.Tensor:
-    """``[4, H, W]``: image, one-hot segmentation (2), entropy (the bundle's ``QualityInputd`` stack)."""
-    return _QUALITY_INPUT(case["image"], case["seg"], case["entropy"])
-
-
-def _rank_loss(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
-    """Pairwise logistic loss over the batch's pairs whose true Dice differ by more than 0.02."""
-    dp, dt = pred[:, None] - pred[None, :], true[:, None] - true[None, :]
-    pairs = (dt.abs() > 0.02).float()
-    return (nn.functional.softplus(-10 * dp * torch.sign(dt)) * pairs).sum() / pairs.sum().clamp(min=1) / 10
-
-
-def _train(cases: list[dict], args: argparse.Namespace, seed: int, norm: tuple[torch.Tensor, torch.Tensor]) -> _Head:
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    model = _Head(len(BASELINES) if args.scalars else 0)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
-    augment = _augmentation(args.augment)
-    augment.set_random_state(seed)
-    for _ in range(args.epochs):
-        model.train()
-        order = rng.permutation(len(cases))
-        for start in range(0, len(order), 16):
-            batch = [cases[i] for i in order[start : start + 16]]
-            x = torch.stack([_stack(augment({k: c[k] for k in ("image", "seg", "entropy")})) for c in batch])
-            scalars = (torch.as_tensor(np.stack([c["scalars"] for c in batch])) - norm[0]) / norm[1]
-            true = torch.tensor([c["dice"] for c in batch])
-            pred = model(x, scalars)
-            loss = nn.functional.mse_loss(pred, true) + (args.rank * _rank_loss(pred, true) if args.rank else 0)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    return model.eval()
-
-
-def _scores(model: _Head, cases: list[dict], norm: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
+def scores(net: torch.nn.Module, stacks: list[torch.Tensor], true: np.ndarray) -> dict[str, float]:
     with torch.no_grad():
-        pred = np.array([float(model(_stack(c)[None], ((torch.as_tensor(c["scalars"]) - norm[0]) / norm[1])[None]))
-                         for c in cases])  # fmt: skip
-    true = np.array([c["dice"] for c in cases])
+        pred = np.array([float(net(x[None])[0, 0]) for x in stacks])
     return {"mae": float(np.mean(np.abs(pred - true))), "pearson": float(regression.pearson_correlation(pred, true)),
             "spearman": float(regression.spearman_correlation(pred, true)),
             "aurc": float(regression.aurc(pred, 1 - true))}  # fmt: skip
 
 
+def summary(records: list[dict]) -> str:
+    """Markdown: one row per recipe, mean ± sd over seeds of every metric on every split, and the rule's score."""
+    lines = ["| recipe | seeds | head s | " + " | ".join(f"{s} {m}" for s in SPLITS for m in METRICS) + " | score |",
+             "| --- | ---: | ---: | " + " | ".join("---:" for _ in SPLITS for _ in METRICS) + " | ---: |"]  # fmt: skip
+    for recipe in dict.fromkeys(r["recipe"] for r in records):
+        rows = [r for r in records if r["recipe"] == recipe]
+
+        def cell(values: list[float]) -> str:
+            return f"{np.mean(values):.3f}" + (f" ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else "")
+
+        cells = [cell([r[s][m] for r in rows]) for s in SPLITS for m in METRICS]
+        score = cell([(r["shift"]["spearman"] + r["cross_plane"]["spearman"]) / 2 for r in rows])
+        lines.append(f"| {recipe} | {len(rows)} | {np.mean([r['seconds'] for r in rows]):.0f} | "
+                     + " | ".join(cells) + f" | {score} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", required=True, help="output_dir of a demo run")
-    p.add_argument("--augment", choices=["flip", "shipped", "narrow"], default="shipped")
-    p.add_argument("--plain_only", action="store_true", help="leave out the turned development copies")
-    p.add_argument("--extra_train", nargs="*", default=[], help="further runs whose stage2_data to train on")
-    p.add_argument("--scalars", action="store_true")
-    p.add_argument("--rank", type=float, default=0.0)
-    p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=list(RECIPES))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--out", default="head_choice.json", help="JSON file of the records (read, then extended)")
     args = p.parse_args()
-    run = Path(args.run)
-    train = [c for r in [run, *map(Path, args.extra_train)] for f in sorted((r / "stage2_data").glob("fold*"))
-             for c in _cases(f, args.plain_only)]  # fmt: skip
-    splits = {"test": _cases(run / "report"), "shift": _cases(run / "report" / "shift_split")}
-    scalars = torch.as_tensor(np.stack([c["scalars"] for c in train]))
-    norm = (scalars.mean(0), scalars.std(0) + 1e-6)
-    print(f"{len(train)} training cases; " + ", ".join(f"{k}: {len(v)}" for k, v in splits.items()))
-    results = []
-    for seed in args.seeds:
-        start = time.perf_counter()
-        model = _train(train, args, seed, norm)
-        results.append({k: _scores(model, v, norm) for k, v in splits.items()})
-        print(f"seed {seed} ({time.perf_counter() - start:.0f} s): {json.dumps(results[-1])}")
-    for split in splits:
-        cells = []
-        for metric in ("mae", "pearson", "spearman", "aurc"):
-            values = [r[split][metric] for r in results]
-            sd = f" ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else ""
-            cells.append(f"{metric} {np.mean(values):.3f}{sd}")
-        print(f"{split}: " + ", ".join(cells))
+    run, out = Path(args.run), Path(args.out)
+    records = json.loads(out.read_text()) if out.is_file() else []
+    splits = {name: cases(run / "report" / folder) for name, folder in SPLITS.items()}
+    print(", ".join(f"{k}: {len(v[1])} cases" for k, v in splits.items()))
+    for recipe in args.recipes:
+        for seed in args.seeds:
+            if any(r["recipe"] == recipe and r["seed"] == seed for r in records):
+                continue
+            with tempfile.TemporaryDirectory() as tmp:
+                net, seconds = train_head(run, recipe, seed, Path(tmp))
+            records.append({"recipe": recipe, "seed": seed, "seconds": seconds,
+                            **{k: scores(net, *v) for k, v in splits.items()}})  # fmt: skip
+            out.write_text(json.dumps(records, indent=1))
+            print(f"{recipe}, seed {seed} ({seconds:.0f} s): {json.dumps(records[-1])}")
+    print(summary(records))
 
 
 if __name__ == "__main__":

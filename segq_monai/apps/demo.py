@@ -161,7 +161,8 @@ class _Demo:
         a = self.args
         with self.timed(f"{tag}stage 2: train the quality head on {variant.replace('_', ' + ')}"):
             run_workflow(self.bundle_root, ["train_quality.json"], stage2_datalists=stage2_datalists,
-                         quality_variant=variant, epochs=a.epochs_quality, ckpt_dir=str(head_dir),
+                         quality_variant=variant, ckpt_dir=str(head_dir),
+                         **({"epochs": a.epochs_quality} if a.epochs_quality else {}),
                          output_dir=str(report_dir.parent), seed=seed, **self.common)  # fmt: skip
         oof_tables = [str(Path(p).with_name("quality.csv")) for p in stage2_datalists]
         common = dict(datalist=str(self.data["dataset"]), quality_variant=variant, num_samples=a.num_samples,
@@ -278,7 +279,7 @@ class _Demo:
         )  # fmt: skip
         text = (
             f"Demo: {a.num_folds} folds, T={a.num_samples}, stage 1 {a.epochs_segmentation} epochs, stage 2 "
-            f"{a.epochs_quality} epochs, guaranteed flag at alpha={a.alpha}; {a.seeds} seed(s); "
+            f"{a.epochs_quality or 'train_quality.json'} epochs, guaranteed flag at alpha={a.alpha}; {a.seeds} seed(s); "
             f"{sum(s for _, s in self.steps) / 60:.1f} min.\n\n"
             f"Spread: {spread}. Scores on the per-case mean Dice over classes; failure: true Dice < 0.8; AURC/e-AURC "
             "with risk = 1 − Dice (lower is better); baseline MAE after a least-squares map onto the Dice scale "
@@ -364,7 +365,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                    help="further artifact copies per development slice, turned and zoomed at random (stage-2 data; "
                         "measured, not the default: README 'Choosing the head')")
     d.add_argument("--epochs_segmentation", type=int, default=40)
-    d.add_argument("--epochs_quality", type=int, default=60)
+    d.add_argument("--epochs_quality", type=int, default=None,
+                   help="epochs of the quality head (default: train_quality.json's, chosen with its recipe)")
     d.add_argument("--num_samples", type=int, default=20, help="T, samples per image")
     d.add_argument("--sampler", default="mc_dropout", choices=["mc_dropout", "tta", "ensemble", "single_pass"])
     d.add_argument("--quality_variants", nargs="+", default=None, choices=list(VARIANTS),
