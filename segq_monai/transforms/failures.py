@@ -23,7 +23,7 @@ kind                    what severity ``s`` sets
                         ``k``, moved from ``k`` to background
 ``remove_component``    one connected component of ``k``, cut away from one side over ``s x`` its length along a
                         random direction (``s = 1``: the whole component) and moved to background
-``spurious_component``  a smooth blob of radius ``s x (r + 1)`` in the background, set to class ``k``
+``spurious_component``  a smooth blob of radius ``s x (2 r + 1)`` in the background, set to class ``k``
 ``boundary_noise``      a smooth random displacement field (Gaussian-filtered noise), amplitude ``s x r`` voxels
 ``class_swap``          a blob in class ``a`` (radius ``s x`` its farthest voxel of ``a``) reassigned to another
                         foreground class ``b``; needs ``num_classes >= 3``
@@ -92,7 +92,8 @@ class FailureCase(NamedTuple):
 
     ``prob`` ``[C, *spatial]`` (sums to 1 over C), ``seg`` ``[1, *spatial]`` class indices (``argmax(prob)``),
     ``entropy`` ``[1, *spatial]`` nats, ``dice`` and ``iou`` ``[C - 1]`` of ``seg`` against the label, ``kind``
-    the failure kind (``""``: passed through unchanged).
+    the failure kind (``""``: passed through unchanged), ``target`` the mean foreground Dice that was drawn (for
+    diagnostics only: ``dice`` is what the case has).
     """
 
     prob: torch.Tensor
@@ -101,6 +102,7 @@ class FailureCase(NamedTuple):
     dice: torch.Tensor
     iou: torch.Tensor
     kind: str
+    target: float = float("nan")
 
 
 class _Unusable(ValueError):
@@ -330,7 +332,7 @@ def failure_function(
         own = comps[tuple(nearest)] == j
         proj = np.tensordot(u, _grid(shape), axes=1)
         lo, hi = proj[comps == j].min(), proj[comps == j].max()
-        d = proj - lo + _RAMP
+        d = np.clip(proj - lo, 0.0, None) + _RAMP  # 0 at severity 0, also in the soft rim before lo
         r_max = float(hi - lo) + 2 * _RAMP
         return lambda s: _move(prob, _ramp(s * r_max, d) * own, k, 0)
 
@@ -340,7 +342,7 @@ def failure_function(
         if not far.any():
             raise _Unusable("no_background", "no background voxel lies away from the foreground")
         d = _blob_distance(shape, _random_voxel(far, rng), r_eq / 2, rng)
-        r_max = r_eq + 1.0 + _RAMP
+        r_max = 2.0 * r_eq + 1.0 + _RAMP
         return lambda s: _move(prob, _ramp(s * r_max, d), 0, k)
 
     # boundary_noise
@@ -481,7 +483,7 @@ class SegmentationFailure(Randomizable, Transform):
         p, lab_np = _check_inputs(prob, label, self.num_classes)
         lab = torch.as_tensor(lab_np[None])
         self.randomize()
-        base = self._case(p, lab, "")
+        base = self._case(p, lab, "")._replace(target=self._target)
         if not (lab_np > 0).any():
             self._skip("empty_label", "the label has no foreground; the case passes through unchanged")
             return base
@@ -497,7 +499,7 @@ class SegmentationFailure(Randomizable, Transform):
                 continue
             best = self._bisect(fn, target, base, lab)
             if abs(float(best.dice.mean()) - target) <= tol:
-                return best._replace(kind=kind)
+                return best._replace(kind=kind, target=target)
             self._skip(f"{kind}:unreachable", f"best Dice {float(best.dice.mean()):.3f} for target {target:.3f}")
         self._skip("pass_through", f"no kind of {self._order} reached target Dice {target:.3f}")
         return base
