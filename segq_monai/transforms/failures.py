@@ -38,6 +38,7 @@ that the interpolation or a blob leaves missing are given to the background, so 
 from __future__ import annotations
 
 import collections
+import logging
 import math
 import warnings
 from collections.abc import Callable, Hashable, Mapping, Sequence
@@ -67,6 +68,8 @@ __all__ = [
     "soft_one_hot",
     "translate_prob",
 ]
+
+logger = logging.getLogger(__name__)
 
 FAILURE_KINDS: tuple[str, ...] = (
     "erode",
@@ -470,8 +473,10 @@ class SegmentationFailure(Randomizable, Transform):
         self._seed = int(self.R.randint(2**31 - 1))
 
     def _skip(self, reason: str, detail: str) -> None:
+        """Count a skip; warn with a fixed text per reason (Python shows each once), log the details."""
         self.skipped[reason] += 1
-        warnings.warn(f"SegmentationFailure skipped ({reason}): {detail}", stacklevel=3)
+        warnings.warn(f"SegmentationFailure skipped ({reason}); counts by reason in .skipped", stacklevel=3)
+        logger.debug("SegmentationFailure skipped (%s): %s", reason, detail)
 
     def _case(self, p: np.ndarray, lab: torch.Tensor, kind: str) -> FailureCase:
         prob = torch.as_tensor(p, dtype=torch.float32)
