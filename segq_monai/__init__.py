@@ -49,6 +49,7 @@ from segq_monai.metrics import (
 )
 from segq_monai.networks import AleatoricNet, ConfidenceNet, QualityRegressor
 from segq_monai.transforms import (
+    FAILURE_KINDS,
     CheckImaged,
     CheckLabeld,
     FailureFlagd,
@@ -58,8 +59,11 @@ from segq_monai.transforms import (
     RecalibrateQualityd,
     SafeLoadImaged,
     ScalarBaselinesd,
+    SegmentationFailure,
+    SegmentationFailured,
     SegmentationQualityd,
     quality_input_channels,
+    soft_one_hot,
 )
 
 __version__ = "0.1.0"
@@ -87,6 +91,7 @@ __all__ = [
     "network_signature",
     "MAPS",
     "SAMPLERS",
+    "FAILURE_KINDS",
     "FailureFlagd",
     "MRArtifactd",
     "PredictQualityd",
@@ -95,11 +100,14 @@ __all__ = [
     "RecalibrateQualityd",
     "SafeLoadImaged",
     "ScalarBaselinesd",
+    "SegmentationFailure",
+    "SegmentationFailured",
     "SegmentationQualityd",
     "dice_to_iou",
     "iou_to_dice",
     "quality_input_channels",
     "segmentation_quality",
+    "soft_one_hot",
     "EnsembleSampler",
     "MCDropoutSampler",
     "Sampler",
