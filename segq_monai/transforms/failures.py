@@ -533,7 +533,7 @@ class SegmentationFailured(RandomizableTransform, MapTransform):
 
     Args:
         num_classes: classes including background (>= 2).
-        prob_key: ``[C, *spatial]`` softmax probabilities (read when ``source="prob"``; always written).
+        prob_key: ``[C, *spatial]`` softmax probabilities (read when ``source="prob"``; written when corrupted).
         label_key: ``[1, *spatial]`` ground-truth class indices.
         prob: probability of corrupting a case; otherwise it passes through unchanged (``failure = ""``).
         source: ``"prob"`` corrupts ``d[prob_key]`` (a stage-1 output); ``"label"`` corrupts
@@ -541,12 +541,15 @@ class SegmentationFailured(RandomizableTransform, MapTransform):
         sigma: Gaussian smoothing of the label's one-hot map, voxels (``source="label"`` only).
         kinds, dice_range, tolerance, multi_label: as :class:`SegmentationFailure`.
         seg_key, entropy_key, dice_key, iou_key, failure_key: output keys: ``seg`` ``[1, *spatial]`` float32 class
-            indices, ``entropy`` ``[1, *spatial]`` nats, ``dice``/``iou`` float32 ``[C - 1]``, ``failure`` the kind.
+            indices, ``entropy`` ``[1, *spatial]`` nats (``None``: keep the loaded map of the uncorrupted
+            prediction; the measured alternative of docs/results.md), ``dice``/``iou`` float32 ``[C - 1]``,
+            ``failure`` the kind.
         allow_missing_keys: return the data unchanged when an input key is missing.
 
-    Every case gets all output keys (a pass-through writes ``argmax``, entropy and Dice of the uncorrupted
-    probabilities), so batches collate. MetaTensor inputs give MetaTensor ``prob``/``seg``/``entropy`` with the
-    label's metadata. ``skipped`` is the array transform's counter.
+    A case that is not drawn (probability ``1 - prob``), or that no kind could bring to its target Dice, passes
+    through unchanged (the real stage-1 case with its own ``seg``, maps and Dice) with ``failure = ""``: the real
+    cases must already hold the output keys, so batches collate. MetaTensor inputs give MetaTensor
+    ``prob``/``seg``/``entropy`` with the label's metadata. ``skipped`` is the array transform's counter.
     """
 
     def __init__(
@@ -562,7 +565,7 @@ class SegmentationFailured(RandomizableTransform, MapTransform):
         tolerance: float = 0.05,
         multi_label: bool = False,
         seg_key: str = "seg",
-        entropy_key: str = "entropy",
+        entropy_key: str | None = "entropy",
         dice_key: str = "dice",
         iou_key: str = "iou",
         failure_key: str = "failure",
@@ -598,15 +601,16 @@ class SegmentationFailured(RandomizableTransform, MapTransform):
         label = d[self.label_key]
         src = d[self.prob_key] if self.source == "prob" else soft_one_hot(label, self.num_classes, self.sigma)
         self.randomize(None)
-        if self._do_transform:
-            case = self.failure(src, label)
-        else:
-            p, lab = _check_inputs(src, label, self.num_classes)
-            case = self.failure._case(p, torch.as_tensor(lab[None]), "")
+        case = self.failure(src, label) if self._do_transform else None
+        d[self.failure_key] = case.kind if case is not None else ""
+        if not d[self.failure_key]:  # not drawn, or no kind could make the target: the real case as it is
+            return d
         ref = label if isinstance(label, MetaTensor) else None
-        for key, value in ((self.prob_key, case.prob), (self.seg_key, case.seg), (self.entropy_key, case.entropy)):
-            d[key] = value if ref is None else convert_to_dst_type(value, ref, dtype=torch.float32)[0]
-        d[self.dice_key], d[self.iou_key], d[self.failure_key] = case.dice, case.iou, case.kind
+        outputs = ((self.prob_key, case.prob), (self.seg_key, case.seg), (self.entropy_key, case.entropy))
+        for key, value in outputs:
+            if key is not None:
+                d[key] = value if ref is None else convert_to_dst_type(value, ref, dtype=torch.float32)[0]
+        d[self.dice_key], d[self.iou_key] = case.dice, case.iou
         return d
 
 
