@@ -146,7 +146,11 @@ class TestDemoDefault(unittest.TestCase):
         baselines are those of before. Regenerate it only with a change that means to alter the demo's numbers, and
         say so in the commit."""
         expected = read_csv(Path(__file__).parent / "testing_data" / "toy_demo_quality.csv")
-        self.assert_same_table(read_csv(self.out / "report" / "quality.csv"), expected, 1e-4)
+        got = read_csv(self.out / "report" / "quality.csv")
+        # the head's spread (issue #18 item 3, pred_dice_sd) came later: its passes are seeded apart from the pinned
+        # values, which stay as they were; the spread itself is a standard deviation
+        self.assertTrue(all(float(r.pop("pred_dice_sd")) >= 0 for r in got))
+        self.assert_same_table(got, expected, 1e-4)
 
     def test_head_on_saved_maps_equals_sampling(self):
         """``evaluate_maps.json`` runs the trained head on the test split's saved maps: the same table as sampling."""
