@@ -32,9 +32,12 @@ with the head's raw predicted Dice ``x_i`` and the true Dice ``y_i`` (both in [0
      :data:`SD_FLOOR`), ``q_n`` their ``k``-th smallest, and the interval ``g(x) -/+ q_n max(sd, eps)``, clipped to
      [0, 1]: narrow where the head's passes agree, wide where they do not, at the same promised coverage.
 
-   Normalised when every calibration case has a spread and it varies (its standard deviation over the score cases
-   at least :data:`MIN_SD_SPREAD` of its mean); otherwise absolute (a constant spread only rescales the absolute
-   interval). Both ``q`` are kept, so a new case without a spread still gets the absolute interval.
+   Normalised when every calibration case has a spread, it varies (its standard deviation over the score cases
+   at least :data:`MIN_SD_SPREAD` of its mean; a constant spread only rescales the absolute interval) and, where the
+   fit part is large enough for the map choice, the fit part's out-of-fold residuals give a narrower mean interval
+   normalised than absolute (the map's own error does not scale with the spread, and can make the normalised one
+   wider); otherwise absolute. The kind is chosen on the fit part alone, so the promise below holds for it. Both
+   ``q`` are kept, so a new case without a spread still gets the absolute interval.
 
 Promise. If the calibration cases and a new case are exchangeable (e.g. i.i.d. from one site), the new case's true
 Dice lies in its interval with probability at least ``1 - alpha``, the probability taken over the calibration
@@ -269,18 +272,19 @@ def cross_validated_mae(
     """Out-of-fold mean absolute error of each map in ``maps``: each fold predicted by the map fitted on the other
     folds (:func:`fit_map`, :func:`apply_map`), ``|y - g(x)|`` averaged over all cases. ``x``, ``y``, ``folds``:
     ``[N]`` (``folds`` from :func:`cv_folds`, at least two distinct). Dice units."""
+    return {name: float(_out_of_fold_errors(x, y, folds, name).mean()) for name in maps}
+
+
+def _out_of_fold_errors(x: Any, y: Any, folds: Any, name: str) -> np.ndarray:
+    """``[N]`` ``|y - g(x)|`` of each case under the map ``name`` fitted on the other folds."""
     xs, ys, fs = _vector(x, "x"), _vector(y, "y"), np.asarray(folds)
     if len(np.unique(fs)) < 2:
         raise ValueError("cross-validation needs at least two folds.")
-    out = {}
-    for name in maps:
-        errors = np.empty_like(xs)
-        for f in np.unique(fs):
-            held = fs == f
-            params = fit_map(name, xs[~held], ys[~held])
-            errors[held] = np.abs(ys[held] - apply_map(name, xs[held], params))
-        out[name] = float(errors.mean())
-    return out
+    errors = np.empty_like(xs)
+    for f in np.unique(fs):
+        held = fs == f
+        errors[held] = np.abs(ys[held] - apply_map(name, xs[held], fit_map(name, xs[~held], ys[~held])))
+    return errors
 
 
 def _spread(sd: Any, n: int) -> np.ndarray:
@@ -402,8 +406,8 @@ def calibrate_dice(
     n_groups = len(fit) if fit_groups is None else len(set(fit_groups))
     cv_mae = None
     chosen = "isotonic" if "isotonic" in maps else maps[0]
-    if len(maps) > 1 and n_groups >= 2 * n_folds:
-        folds = cv_folds(len(fit), fit_groups, n_folds, seed)
+    folds = cv_folds(len(fit), fit_groups, n_folds, seed) if n_groups >= 2 * n_folds else None
+    if len(maps) > 1 and folds is not None:
         cv_mae = cross_validated_mae(x[fit], y[fit], folds, maps)
         chosen = min(maps, key=lambda m: (cv_mae[m], maps.index(m)))
     params = {k: tuple(v) for k, v in fit_map(chosen, x[fit], y[fit]).items()}
@@ -417,6 +421,12 @@ def calibrate_dice(
         raise ValueError(f"{what}: {e} ({len(x)} calibration cases, {len(fit)} of them to fit, fit_fraction "
                          f"{fit_fraction:g})") from e  # fmt: skip
     varies = sd is not None and float(np.std(sd[score])) >= MIN_SD_SPREAD * float(np.mean(sd[score]))
+    if varies and folds is not None:  # the kind whose out-of-fold interval on the fit part is the narrower
+        errors = _out_of_fold_errors(x[fit], y[fit], folds, chosen)
+        level = min(1.0, math.ceil((len(fit) + 1) * (1.0 - alpha)) / len(fit))
+        width_absolute = float(np.quantile(errors, level, method="inverted_cdf"))
+        width_normalised = float(np.quantile(errors / sd[fit], level, method="inverted_cdf") * np.mean(sd[fit]))
+        varies = width_normalised < width_absolute
     fallback = chosen != "identity" and np.ptp(x[fit]) == 0
     if fallback:
         warnings.warn(
