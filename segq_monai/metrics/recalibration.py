@@ -34,8 +34,8 @@ with the head's raw predicted Dice ``x_i`` and the true Dice ``y_i`` (both in [0
 
    Normalised when every calibration case has a spread, it varies (its standard deviation over the score cases
    at least :data:`MIN_SD_SPREAD` of its mean; a constant spread only rescales the absolute interval) and, where the
-   fit part is large enough for the map choice, the fit part's out-of-fold residuals give a narrower mean interval
-   normalised than absolute (the map's own error does not scale with the spread, and can make the normalised one
+   fit part is large enough for the map choice (else absolute, as before), the fit part's out-of-fold residuals
+   give a narrower mean interval normalised than absolute (the map's own error does not scale with the spread, and can make the normalised one
    wider); otherwise absolute. The kind is chosen on the fit part alone, so the promise below holds for it. Both
    ``q`` are kept, so a new case without a spread still gets the absolute interval.
 
@@ -421,7 +421,8 @@ def calibrate_dice(
         raise ValueError(f"{what}: {e} ({len(x)} calibration cases, {len(fit)} of them to fit, fit_fraction "
                          f"{fit_fraction:g})") from e  # fmt: skip
     varies = sd is not None and float(np.std(sd[score])) >= MIN_SD_SPREAD * float(np.mean(sd[score]))
-    if varies and folds is not None:  # the kind whose out-of-fold interval on the fit part is the narrower
+    varies = varies and folds is not None  # too few fit cases to tell which kind is narrower: absolute, as before
+    if varies:  # the kind whose out-of-fold interval on the fit part is the narrower
         errors = _out_of_fold_errors(x[fit], y[fit], folds, chosen)
         level = min(1.0, math.ceil((len(fit) + 1) * (1.0 - alpha)) / len(fit))
         width_absolute = float(np.quantile(errors, level, method="inverted_cdf"))
