@@ -100,16 +100,23 @@ class TestDemoDefault(unittest.TestCase):
         split."""
         head = self.out / "models" / "quality_image_seg_entropy" / "model.pt"
         cal_rows = read_quality_csv(self.out / "report" / "calibration_split" / "quality.csv")
-        calibration = calibrate_quality_table(cal_rows, head_fingerprint(head))
+        dataset = json.loads((self.out / "data" / "dataset.json").read_text())
+        group_of = {item["image"]: item["group"] for item in dataset["calibration"]}
+        calibration = calibrate_quality_table(cal_rows, head_fingerprint(head),
+                                              groups=[group_of[r["image"]] for r in cal_rows])  # fmt: skip
         rows = table_rows(self.text, "Recalibration to the site")
         for label, folder in (("test (in-distribution)", "report"), ("shift", "report/shift_split")):
-            scores = interval_scores(calibration.recalibrate_rows(read_quality_csv(self.out / folder / "quality.csv")))
+            scores = interval_scores(calibration.recalibrate_rows(read_quality_csv(self.out / folder / "quality.csv")),
+                                     calibration)  # fmt: skip
             s = scores["foreground"]
             cells = rows[label]
             self.assertEqual(cells[0], str(s["n"]))
             for cell, key in zip(cells[1:], ("mae_raw", "mae_recalibrated", "coverage", "mean_width")):
                 self.assertTrue(cell.startswith(f"{s[key]:.3f} ["), (label, key, cell))
             self.assertTrue(cells[3].endswith("(0.90)"))
+            for cell, (kind, key) in zip(cells[5:], [(k, v) for k in ("absolute", "normalised")
+                                                      for v in ("coverage", "mean_width")]):  # fmt: skip
+                self.assertTrue(cell.startswith(f"{s[kind][key]:.3f} ["), (label, kind, key, cell))
 
     def test_splits_apart(self):
         report = json.loads((self.out / "report" / "report.json").read_text())
@@ -146,7 +153,11 @@ class TestDemoDefault(unittest.TestCase):
         baselines are those of before. Regenerate it only with a change that means to alter the demo's numbers, and
         say so in the commit."""
         expected = read_csv(Path(__file__).parent / "testing_data" / "toy_demo_quality.csv")
-        self.assert_same_table(read_csv(self.out / "report" / "quality.csv"), expected, 1e-4)
+        got = read_csv(self.out / "report" / "quality.csv")
+        # the head's spread (issue #18 item 3, pred_dice_sd) came later: its passes are seeded apart from the pinned
+        # values, which stay as they were; the spread itself is a standard deviation
+        self.assertTrue(all(float(r.pop("pred_dice_sd")) >= 0 for r in got))
+        self.assert_same_table(got, expected, 1e-4)
 
     def test_head_on_saved_maps_equals_sampling(self):
         """``evaluate_maps.json`` runs the trained head on the test split's saved maps: the same table as sampling."""

@@ -96,7 +96,9 @@ class TestQualityCalibration(unittest.TestCase):
 
     def test_table_against_sklearn_and_sorted_residuals(self):
         rows = site_rows(60, classes=("brain", "csf"))
-        cal = calibrate_quality_table(rows, "abc", coverage=0.9, alpha=0.2, delta=0.2, tau=0.7, seed=3)
+        # isotonic only: this head's bias is a shift, so the choice would take the linear map (TestMapChoice)
+        cal = calibrate_quality_table(rows, "abc", coverage=0.9, alpha=0.2, delta=0.2, tau=0.7, seed=3,
+                                      maps=("isotonic",))  # fmt: skip
         fit, score = split_calibration(60, 0.5, seed=3)
         for i, c in enumerate(("brain", "csf")):
             raw = np.array([r[f"pred_dice_{c}"] for r in rows])
@@ -227,6 +229,65 @@ class TestQualityCalibration(unittest.TestCase):
         cal = calibrate_quality_csvs([csv], self.ckpt, [""], out, coverage=0.8)
         self.assertEqual(QualityCalibration.load(out), cal)
         self.assertEqual(cal.n_calibration, len(read_quality_csv(csv)))
+
+
+class TestCalibrationFileRecords(unittest.TestCase):
+    """The map choice and the interval kind in the file; files written before them."""
+
+    def setUp(self):
+        self.tmp = Path(tempfile.mkdtemp())
+
+    def spread_rows(self, n, seed):
+        rng = np.random.default_rng(seed)
+        rows = []
+        for i, r in enumerate(site_rows(n, seed=seed)):
+            sd = 0.02 * np.exp(rng.normal(0, 1))
+            rows.append(dict(r, pred_dice_sd=sd, true_dice=float(np.clip(r["pred_dice"] + sd * rng.normal(), 0, 1))))
+        return rows
+
+    def test_round_trip_keeps_map_scores_and_interval_kind(self):
+        # seed 3: a split whose fit part finds the normalised interval narrower (at seeds 1, 2, 4 the absolute one)
+        cal = calibrate_quality_table(self.spread_rows(200, 3), "abc", coverage=0.8, tau=0.5)
+        r = cal.recalibrations[0]
+        self.assertEqual((r.map, r.interval_kind), ("identity", "normalised"), r)
+        path = self.tmp / "c.json"
+        cal.save(path)
+        saved = json.loads(path.read_text())["recalibration"]["foreground"]
+        self.assertEqual((saved["map"], saved["interval"]), ("identity", "normalised"))
+        self.assertEqual(set(saved["cv_mae"]), {"identity", "linear", "isotonic"})
+        self.assertEqual((saved["half_width"], saved["half_width_normalised"]), (r.half_width, r.half_width_normalised))
+        self.assertEqual(QualityCalibration.load(path), cal)
+        # the transform: normalised with the case's spread, absolute without it
+        g = r.predict(0.6)
+        out = RecalibrateQualityd(cal)({"pred_dice": torch.tensor([0.6]), "pred_dice_sd": torch.tensor([0.05])})
+        self.assertAlmostEqual(float(out["pred_dice_hi"]), min(1, g + r.half_width_normalised * 0.05), places=6)
+        out = RecalibrateQualityd(cal)({"pred_dice": torch.tensor([0.6])})
+        self.assertAlmostEqual(float(out["pred_dice_hi"]), min(1, g + r.half_width), places=6)
+        # interval_scores with the calibration: both kinds, each by hand
+        test = cal.recalibrate_rows(self.spread_rows(300, 2))
+        scores = interval_scores(test, cal)["foreground"]
+        raw, sd, true = (np.array([row[k] for row in test]) for k in ("pred_dice_raw", "pred_dice_sd", "true_dice"))
+        for kind, half in (("absolute", r.half_width), ("normalised", r.half_width_normalised * np.maximum(sd, 1e-3))):
+            lo, hi = np.clip(r.predict(raw) - half, 0, 1), np.clip(r.predict(raw) + half, 0, 1)
+            self.assertAlmostEqual(scores[kind]["coverage"], np.mean((lo <= true) & (true <= hi)))
+            self.assertAlmostEqual(scores[kind]["mean_width"], np.mean(hi - lo))
+        self.assertEqual(scores["coverage"], scores["normalised"]["coverage"])  # the written kind
+
+    def test_old_format_loads_as_isotonic_absolute(self):
+        cal = calibrate_quality_table(site_rows(60, seed=3), "abc", coverage=0.8, maps=("isotonic",))
+        path = self.tmp / "old.json"
+        cal.save(path)
+        data = json.loads(path.read_text())
+        old_keys = {"knots_x", "knots_y", "half_width", "alpha", "n_fit", "n_score", "fallback"}
+        data["recalibration"]["foreground"] = {k: v for k, v in data["recalibration"]["foreground"].items()
+                                               if k in old_keys}  # fmt: skip
+        path.write_text(json.dumps(data))
+        old = QualityCalibration.load(path)
+        r = old.recalibrations[0]
+        self.assertEqual((r.map, r.interval_kind, r.cv_mae, r.half_width_normalised), ("isotonic", "absolute", None, None))
+        x = np.linspace(0, 1, 11)
+        np.testing.assert_allclose(r.predict(x), cal.recalibrations[0].predict(x))
+        np.testing.assert_allclose(old.apply([0.6], [0.05]), cal.apply([0.6]))  # a spread does not matter to it
 
 
 class TestDrift(unittest.TestCase):

@@ -198,14 +198,15 @@ class TestPredictQuality(unittest.TestCase):
         rng = np.random.default_rng(2)
         seg, label = rng.integers(0, 4, (1, 10, 10)), rng.integers(0, 4, (1, 10, 10))
         dice, iou = segmentation_quality(seg, label, 4)
-        _, pred_iou = PredictQuality(_FixedDice(dice.tolist()))(torch.rand(1, 10, 10))
+        _, pred_iou, sd = PredictQuality(_FixedDice(dice.tolist()))(torch.rand(1, 10, 10))
+        self.assertIsNone(sd)
         torch.testing.assert_close(pred_iou, iou)
 
     def test_runs_the_regressor_in_eval_mode_and_restores_it(self):
         net = QualityRegressor(2, 3, 2, channels=(4, 8), strides=(2, 2), dropout=0.5)
         net.train()
         x = torch.rand(3, 16, 16)
-        dice, _ = PredictQuality(net)(x)
+        dice, _, _ = PredictQuality(net)(x)
         self.assertTrue(net.training)
         net.eval()
         with torch.no_grad():
@@ -218,6 +219,53 @@ class TestPredictQuality(unittest.TestCase):
     def test_out_of_range(self):
         with self.assertRaisesRegex(ValueError, r"\[0, 1\]"):
             PredictQuality(_FixedDice([1.2]))(torch.rand(1, 4, 4))
+
+
+class TestHeadSpread(unittest.TestCase):
+    """``num_samples``: the head's MC-dropout spread, against passes made by hand."""
+
+    @parameterized.expand([(5, 3), (20, 0)])
+    def test_sd_is_the_std_of_dropout_passes_by_hand(self, num_samples, seed):
+        net = QualityRegressor(2, 3, 2, channels=(4, 8), strides=(2, 2), dropout=0.5)
+        net.train()
+        x = torch.rand(3, 16, 16)
+        state = torch.get_rng_state()
+        dice, iou, sd = PredictQuality(net, num_samples=num_samples, seed=seed)(x)
+        torch.testing.assert_close(torch.get_rng_state(), state)  # the caller's random state is left as it was
+        self.assertTrue(net.training and all(m.training for m in net.modules()))  # modes restored
+        # by hand: eval mode for the point prediction; then eval mode with the dropout layers in train mode
+        net.eval()
+        with torch.no_grad():
+            point = net(x[None])[0]
+            for m in net.modules():
+                if isinstance(m, torch.nn.Dropout):
+                    m.train()
+            torch.manual_seed(seed)
+            passes = np.array([net(x[None])[0].numpy() for _ in range(num_samples)], np.float64)
+        torch.testing.assert_close(dice, point)  # unchanged by the passes
+        torch.testing.assert_close(iou, point / (2 - point))
+        self.assertEqual(tuple(sd.shape), (2,))
+        np.testing.assert_allclose(sd.numpy(), passes.std(axis=0), rtol=1e-5, atol=1e-7)
+        self.assertTrue(np.all(passes.std(axis=0) > 0))  # dropout 0.5 does spread the passes
+        again = PredictQuality(net, num_samples=num_samples, seed=seed)(x)[2]
+        torch.testing.assert_close(again, sd)  # seeded: the same spread every time
+
+    def test_dict_twin_writes_the_spread(self):
+        net = QualityRegressor(2, 3, 1, channels=(4, 8), strides=(2, 2), dropout=0.2)
+        x = torch.rand(3, 16, 16)
+        plain = PredictQualityd(net)({"quality_input": x})
+        self.assertNotIn("pred_dice_sd", plain)
+        out = PredictQualityd(net, num_samples=4, seed=1)({"quality_input": x})
+        torch.testing.assert_close(out["pred_dice"], plain["pred_dice"])
+        torch.testing.assert_close(out["pred_dice_sd"], PredictQuality(net, 4, 1)(x)[2])
+
+    def test_refuses_a_head_without_dropout(self):
+        net = QualityRegressor(2, 3, 1, channels=(4, 8), strides=(2, 2), dropout=0.0)
+        with self.assertRaisesRegex(ValueError, "no dropout module with p > 0; set num_samples=0"):
+            PredictQuality(net, num_samples=20)
+        self.assertIsNone(PredictQuality(net, num_samples=0)(torch.rand(3, 16, 16))[2])
+        with self.assertRaisesRegex(ValueError, r"num_samples is 0 \(no spread\) or .* \(>= 2\), got 1"):
+            PredictQuality(net, num_samples=1)
 
 
 if __name__ == "__main__":

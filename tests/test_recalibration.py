@@ -140,11 +140,14 @@ class TestConformal(unittest.TestCase):
         self.assertLess(mae_cal, 0.04)
 
     def test_constant_predictions_fall_back(self):
+        """A constant head far below every true Dice (0.4; at 0.7, the middle of the true Dice, the identity wins the
+        map choice and nothing falls back): linear and isotonic both give the fit part's mean, the first wins."""
         true = np.linspace(0.5, 0.9, 30)
         with self.assertWarnsRegex(UserWarning, "falls back to their mean true Dice"):
-            cal = calibrate_dice(np.full(30, 0.7), true, alpha=0.2)
+            cal = calibrate_dice(np.full(30, 0.4), true, alpha=0.2)
         fit, score = split_calibration(30, 0.5, 0)
         self.assertTrue(cal.fallback)
+        self.assertEqual(cal.map, "linear")
         np.testing.assert_allclose(cal.predict([0.1, 0.7, 0.99]), true[fit].mean())
         # the half-width is the k-th smallest |true - mean|, k = ceil(16 * 0.8) = 13 of the 15 scores
         np.testing.assert_allclose(cal.half_width, np.sort(np.abs(true[score] - true[fit].mean()))[12])
@@ -154,8 +157,9 @@ class TestConformal(unittest.TestCase):
             warnings.simplefilter("error")
             cal = calibrate_dice(np.linspace(0, 1, 20), np.linspace(0, 1, 20), alpha=0.1)
         self.assertIsInstance(cal, DiceRecalibration)
-        inside = np.linspace(cal.knots_x[0], cal.knots_x[-1], 7)
-        np.testing.assert_allclose(cal.predict(inside), inside, atol=1e-12)  # a perfect head stays the identity
+        self.assertEqual(cal.map, "identity")  # a perfect head stays the identity (it ties linear: the simpler wins)
+        x = np.linspace(0, 1, 7)
+        np.testing.assert_allclose(cal.predict(x), x, atol=1e-12)
 
 
 if __name__ == "__main__":

@@ -233,7 +233,7 @@ class _Demo:
     def recalibrate(self, report_dir: Path, checkpoint: Path, tables: dict[str, dict[str, list[Any]]]) -> None:
         """Fit the site calibration of the head on its calibration split; score it on the other splits."""
         rows = read_quality_csv(report_dir / SPLIT_DIRS["calibration"] / "quality.csv")
-        calibration = fit_site_calibration(rows, checkpoint)
+        calibration = fit_site_calibration(rows, checkpoint, [self.groups["calibration"][r["image"]] for r in rows])
         for split in self.splits[1:]:
             rows = read_quality_csv(report_dir / SPLIT_DIRS[split] / "quality.csv")
             groups = [self.groups[split][r["image"]] for r in rows] if self.args.seeds == 1 else None

@@ -11,7 +11,9 @@ The evaluate workflow writes one row per case (``quality.csv``). A quality colum
 * ``bound``: optional, one of :data:`QUALIFIERS`: ``lo``, ``hi`` (:data:`BOUNDS`), the ends of an interval around the
   value of ``kind`` (e.g. ``pred_dice_lo``), or ``raw`` (:data:`RAW`), the head's own value where ``kind`` holds a
   recalibrated one (``pred_dice_raw``); both are written with a quality calibration
-  (:mod:`segq_monai.evaluation.quality_calibration`);
+  (:mod:`segq_monai.evaluation.quality_calibration`); or ``sd`` (:data:`SPREAD`), the head's own spread of the raw
+  value, the standard deviation (ddof 0) of its MC-dropout passes, in the units of ``kind`` (``pred_dice_sd``, written
+  when the head is sampled: ``PredictQualityd(num_samples > 1)``);
 * ``class``: absent for binary tasks (``pred_dice``); for multi-class tasks each foreground class name or index
   (``pred_dice_2``, ``true_dice_brain``, ``pred_dice_lo_brain``). :data:`QUALIFIERS` and ``"mean"`` are reserved
   and cannot name a class;
@@ -45,6 +47,7 @@ __all__ = [
     "QUALIFIERS",
     "QUALITY_KINDS",
     "RAW",
+    "SPREAD",
     "QualityColumn",
     "as_float",
     "baseline_column",
@@ -70,8 +73,10 @@ QUALITY_KINDS = ("pred_dice", "pred_iou", "true_dice", "true_iou")
 BOUNDS = ("lo", "hi")
 #: the head's own value where the plain column holds a recalibrated one: ``<kind>_raw``
 RAW = "raw"
+#: the head's own spread of a predicted value (standard deviation of its MC-dropout passes): ``<kind>_sd``
+SPREAD = "sd"
 #: every optional part between ``kind`` and ``class``
-QUALIFIERS = (*BOUNDS, RAW)
+QUALIFIERS = (*BOUNDS, RAW, SPREAD)
 #: keys of a postprocessed case that hold quality values, and the ``(kind, bound)`` of the columns each becomes
 ITEM_KINDS = {
     "pred_dice": ("pred_dice", ""),
@@ -79,6 +84,7 @@ ITEM_KINDS = {
     "pred_dice_raw": ("pred_dice", RAW),
     "pred_dice_lo": ("pred_dice", "lo"),
     "pred_dice_hi": ("pred_dice", "hi"),
+    "pred_dice_sd": ("pred_dice", SPREAD),
     "dice": ("true_dice", ""),
     "iou": ("true_iou", ""),
 }

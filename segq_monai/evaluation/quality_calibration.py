@@ -13,8 +13,14 @@ The file (strict JSON; ``null`` for an infinite threshold)::
      "classes": ["", ] | ["brain", "ventricles", ...],     # column suffixes; "" = binary (plain pred_dice)
      "n_calibration": n, "fit_fraction": 0.5, "seed": 0,
      "coverage": 0.9, "promise": "<the coverage statement>",
-     "recalibration": {"<class or foreground>": {"knots_x": [...], "knots_y": [...], "half_width": q,
-                                                 "alpha": 0.1, "n_fit": .., "n_score": .., "fallback": false}},
+     "recalibration": {"<class or foreground>": {
+         "map": "identity" | "linear" | "isotonic",           # the recalibration g, chosen on the fit part
+         "cv_mae": {"identity": .., "linear": .., "isotonic": ..} | null,   # each candidate's cross-validated MAE
+         "knots_x": [...], "knots_y": [...],                   # isotonic g (else empty)
+         "coef": [slope, intercept],                           # linear g (else empty)
+         "interval": "normalised" | "absolute",                # the kind of pred_dice_lo/hi
+         "half_width": q, "half_width_normalised": q_n | null, # the conformal q of both kinds
+         "sd_floor": 0.001, "alpha": 0.1, "n_fit": .., "n_score": .., "fallback": false}},
      "flag": {"threshold": λ̂ | null, "alpha", "delta", "tau", "feasible", "bound", "fraction_accepted",
               "n_calibration", "n_accepted", "failures_accepted", "method": "selective"},
      "reference": {"pred_dice": [n raw per-case mean predicted Dice], "mean_entropy": [n, nats] | null}}
@@ -25,6 +31,9 @@ probability at least ``coverage``; if they are i.i.d., with probability at least
 split, at most a fraction ``alpha`` of the cases the flag accepts are failures (true Dice of some class
 ``< tau``). The flag's threshold ``λ̂`` is on the per-case minimum over classes of the *raw* predicted Dice and is
 calibrated on all ``n`` cases (the raw head did not see them); the intervals use the fit / score split.
+
+Files written before the map choice and the normalised intervals (no ``"map"``, no ``"interval"``) load as what they
+were: isotonic maps with absolute intervals.
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ import json
 import math
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -43,6 +52,7 @@ import numpy as np
 from segq_monai.evaluation.columns import (
     FLAG_COLUMN,
     RAW,
+    SPREAD,
     class_label,
     column_matrix,
     column_name,
@@ -52,7 +62,14 @@ from segq_monai.evaluation.columns import (
 from segq_monai.evaluation.report import jsonable
 from segq_monai.metrics.conformal import AcceptanceThreshold, calibrate_selective_threshold, min_calibration_cases
 from segq_monai.metrics.quality import dice_to_iou
-from segq_monai.metrics.recalibration import DiceRecalibration, calibrate_dice, split_calibration
+from segq_monai.metrics.recalibration import (
+    DEFAULT_FOLDS,
+    INTERVAL_KINDS,
+    MAPS,
+    DiceRecalibration,
+    calibrate_dice,
+    split_calibration,
+)
 from segq_monai.utils.atomic import atomic_write_text
 
 __all__ = [
@@ -125,13 +142,25 @@ class QualityCalibration:
         """The promised coverage ``1 - alpha`` of the intervals."""
         return 1.0 - self.recalibrations[0].alpha
 
-    def apply(self, raw_dice: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(pred_dice, lo, hi)`` for one case's raw predicted Dice ``[K]`` (K classes, in order): each ``[K]``."""
+    def apply(
+        self, raw_dice: Any, sd: Any | None = None, kind: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(pred_dice, lo, hi)`` for one case's raw predicted Dice ``[K]`` (K classes, in order): each ``[K]``.
+
+        ``sd``: the case's ``pred_dice_sd`` ``[K]`` (Dice units) or None; ``kind``: one of ``"absolute"``,
+        ``"normalised"``, or None for each class's recorded kind (absolute where ``sd`` is None or not finite).
+        """
         raw = np.asarray(raw_dice, np.float64).reshape(-1)
         if raw.size != len(self.classes):
             raise ValueError(f"the calibration has {len(self.classes)} class(es), the prediction {raw.size}.")
+        sds: list[float | None] = [None] * raw.size
+        if sd is not None:
+            sds = [float(v) if np.isfinite(v) else None for v in np.asarray(sd, np.float64).reshape(-1)]
+            if len(sds) != raw.size:
+                raise ValueError(f"pred_dice_sd has {len(sds)} value(s), the prediction {raw.size}.")
         dice = np.array([r.predict(v) for r, v in zip(self.recalibrations, raw)], np.float64)
-        lo, hi = np.array([r.interval(v) for r, v in zip(self.recalibrations, raw)], np.float64).reshape(-1, 2).T
+        bounds = [r.interval(v, s, kind) for r, v, s in zip(self.recalibrations, raw, sds)]
+        lo, hi = np.array(bounds, np.float64).reshape(-1, 2).T
         return dice, lo, hi
 
     def flagged(self, raw_dice: Any) -> bool:
@@ -141,8 +170,9 @@ class QualityCalibration:
     def recalibrate_rows(self, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """``quality.csv`` rows as a run with this calibration writes them: ``pred_dice`` (and ``pred_iou``)
         recalibrated, ``pred_dice_raw``, ``pred_dice_lo`` / ``pred_dice_hi`` and the calibrated ``flagged``, per
-        class; the raw prediction is read from ``pred_dice_raw`` where present, else ``pred_dice``. Other columns
-        are kept. For scoring a table offline, e.g. ``interval_scores(calibration.recalibrate_rows(rows))``."""
+        class; the raw prediction is read from ``pred_dice_raw`` where present, else ``pred_dice``, the head's spread
+        from ``pred_dice_sd`` where present. Other columns are kept. For scoring a table offline, e.g.
+        ``interval_scores(calibration.recalibrate_rows(rows), calibration)``."""
         classes = list(self.classes)
         if rows and quality_columns(rows) != classes:
             raise ValueError(f"the rows hold classes {[class_label(c) for c in quality_columns(rows)]}, the "
@@ -151,7 +181,8 @@ class QualityCalibration:
         for row in rows:
             bound = RAW if column_name("pred_dice", classes[0], RAW) in row else ""
             raw = column_matrix([row], [column_name("pred_dice", c, bound) for c in classes])[0]
-            dice, lo, hi = self.apply(raw)
+            sd = _spreads([row], classes)
+            dice, lo, hi = self.apply(raw, None if sd is None else sd[0])
             new = dict(row, **{FLAG_COLUMN: int(self.flagged(raw))})
             for i, c in enumerate(classes):
                 new[column_name("pred_dice", c)] = float(dice[i])
@@ -179,6 +210,11 @@ class QualityCalibration:
             {
                 "coverage": self.coverage,
                 "half_width": {class_label(c): r.half_width for c, r in zip(self.classes, self.recalibrations)},
+                "interval": {class_label(c): r.interval_kind for c, r in zip(self.classes, self.recalibrations)},
+                "half_width_normalised": {
+                    class_label(c): r.half_width_normalised for c, r in zip(self.classes, self.recalibrations)
+                },
+                "map": {class_label(c): r.map for c, r in zip(self.classes, self.recalibrations)},
                 "acceptance_threshold": self.flag.threshold,
                 "alpha": self.flag.alpha,
                 "delta": self.flag.delta,
@@ -200,7 +236,7 @@ class QualityCalibration:
                 "seed": self.seed,
                 "coverage": self.coverage,
                 "promise": _promise(self.coverage, self.flag),
-                "recalibration": {class_label(c): asdict(r) for c, r in zip(self.classes, self.recalibrations)},
+                "recalibration": {class_label(c): _record(r) for c, r in zip(self.classes, self.recalibrations)},
                 "flag": asdict(self.flag),
                 "reference": self.reference,
             }
@@ -224,10 +260,7 @@ class QualityCalibration:
             raise ValueError(f"{os.fspath(path)!r} is not a quality calibration ({FORMAT}); write one with "
                              "bundle/configs/calibrate_quality.json.")  # fmt: skip
         classes = tuple(d["classes"])
-        recal = tuple(
-            DiceRecalibration(**{**r, "knots_x": tuple(r["knots_x"]), "knots_y": tuple(r["knots_y"])})
-            for r in (d["recalibration"][class_label(c)] for c in classes)
-        )
+        recal = tuple(_from_record(d["recalibration"][class_label(c)], path) for c in classes)
         flag = dict(d["flag"])
         flag["threshold"] = math.inf if flag["threshold"] is None else flag["threshold"]
         return cls(
@@ -240,6 +273,34 @@ class QualityCalibration:
             seed=d["seed"],
             reference=d["reference"],
         )
+
+
+def _record(r: DiceRecalibration) -> dict[str, Any]:
+    """One class's entry of the file: the dataclass's fields, ``interval_kind`` written as ``"interval"``."""
+    record = asdict(r)
+    record["interval"] = record.pop("interval_kind")
+    return record
+
+
+def _from_record(r: Mapping[str, Any], path: str | os.PathLike) -> DiceRecalibration:
+    """The inverse of :func:`_record`; an entry without ``"map"`` / ``"interval"`` (an older file) is an isotonic map
+    with an absolute interval."""
+    r = dict(r)
+    kind = r.pop("interval", "absolute")
+    if r.get("map", "isotonic") not in MAPS or kind not in INTERVAL_KINDS:
+        raise ValueError(f"{os.fspath(path)!r}: unknown recalibration map {r.get('map')!r} or interval {kind!r}; "
+                         f"maps are {MAPS}, intervals {INTERVAL_KINDS}. Rewrite it with this version.")  # fmt: skip
+    for key in ("knots_x", "knots_y", "coef"):
+        r[key] = tuple(r.get(key, ()))
+    return DiceRecalibration(**r, interval_kind=kind)
+
+
+def _spreads(rows: Sequence[Mapping[str, Any]], classes: Sequence[str]) -> np.ndarray | None:
+    """``[N, K]`` the head's ``pred_dice_sd`` of each row and class (NaN where empty); None without the columns."""
+    columns = [column_name("pred_dice", c, SPREAD) for c in classes]
+    if not rows or not all(col in rows[0] for col in columns):
+        return None
+    return column_matrix(rows, columns)
 
 
 def _calibrate_flag(conf: np.ndarray, true: np.ndarray, tau: float, alpha: float, delta: float) -> AcceptanceThreshold:
@@ -269,6 +330,9 @@ def calibrate_quality_table(
     tau: float = 0.8,
     fit_fraction: float = 0.5,
     seed: int = 0,
+    groups: Sequence[Hashable] | None = None,
+    maps: Sequence[str] = MAPS,
+    n_folds: int = DEFAULT_FOLDS,
 ) -> QualityCalibration:
     """Calibrate a quality head on the ``quality.csv`` rows of a labelled calibration split.
 
@@ -282,6 +346,12 @@ def calibrate_quality_table(
         alpha, delta, tau: the guaranteed flag (failure rate among accepted ``<= alpha`` w.p. ``>= 1 - delta``,
             failure: true Dice ``< tau``), :func:`~segq_monai.metrics.conformal.calibrate_selective_threshold`.
         fit_fraction, seed: the fit / score split of the recalibration (:func:`calibrate_dice`).
+        groups: ``[N]`` a group label per row (e.g. the slice its artifact copies were made of), kept in one fold of
+            the cross-validation that chooses the map; None: each row its own.
+        maps, n_folds: the candidate maps and the folds of that choice (:func:`calibrate_dice`).
+
+    With ``pred_dice_sd`` columns (the head run with ``num_samples > 1``) the intervals are normalised by the head's
+    spread where it varies (see :mod:`segq_monai.metrics.recalibration`).
 
     Raises:
         ValueError: no rows, no ``pred_dice`` / ``true_dice`` columns, or too few cases for the coverage (the
@@ -300,15 +370,26 @@ def calibrate_quality_table(
         )
     raw = column_matrix(rows, raw_columns)
     true = column_matrix(rows, [column_name("true_dice", c) for c in classes])
+    sd = _spreads(rows, classes)
     keep = np.all(np.isfinite(raw) & np.isfinite(true), axis=1)
     if not keep.all():
         warnings.warn(f"calibration: {int((~keep).sum())} case(s) without a finite value are left out.", UserWarning, 2)
     raw, true = raw[keep], true[keep]
+    if sd is not None:
+        sd = sd[keep]
+        if not np.all(np.isfinite(sd)):
+            warnings.warn("calibration: some cases have no pred_dice_sd; the intervals are absolute.", UserWarning, 2)
+            sd = None
+    if groups is not None:
+        if len(groups) != len(keep):
+            raise ValueError(f"groups has {len(groups)} labels for {len(keep)} rows; give one per row.")
+        groups = [g for g, k in zip(groups, keep) if k]
     split = split_calibration(len(raw), fit_fraction, seed)
     recal = tuple(
-        calibrate_dice(raw[:, i], true[:, i], 1.0 - coverage, split=split, what=f"class {class_label(c)!r}")
+        calibrate_dice(raw[:, i], true[:, i], 1.0 - coverage, seed=seed, split=split, what=f"class {class_label(c)!r}",
+                       pred_sd=None if sd is None else sd[:, i], groups=groups, maps=maps, n_folds=n_folds)
         for i, c in enumerate(classes)
-    )
+    )  # fmt: skip
     flag = _calibrate_flag(raw.min(axis=1), true.min(axis=1), tau, alpha, delta)
     entropy = None
     if any("baseline_mean_entropy" in row for row in rows):
@@ -340,7 +421,7 @@ def calibrate_quality_csvs(
         classes: the column suffixes this pipeline writes (:func:`segq_monai.evaluation.columns.class_suffixes`);
             the tables must have the same.
         output_file: the calibration JSON to write.
-        kwargs: ``coverage``, ``alpha``, ``delta``, ``tau``, ``fit_fraction``, ``seed`` of
+        kwargs: ``coverage``, ``alpha``, ``delta``, ``tau``, ``fit_fraction``, ``seed``, ``maps``, ``n_folds`` of
             :func:`calibrate_quality_table`.
     """
     if not csvs:
@@ -372,28 +453,43 @@ def load_quality_calibration(
     return calibration
 
 
-def interval_scores(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]] | None:
+def interval_scores(
+    rows: Sequence[Mapping[str, Any]], calibration: QualityCalibration | None = None
+) -> dict[str, dict[str, Any]] | None:
     """How the calibrated columns of a labelled table did: per class, the realised coverage of
     ``[pred_dice_lo, pred_dice_hi]`` and its mean width, and the MAE of ``pred_dice_raw`` and of ``pred_dice``.
 
+    With the ``calibration`` the table was written with, also the coverage and mean width that each kind of interval
+    would have had on these cases (from ``pred_dice_raw`` and ``pred_dice_sd``): ``"absolute"`` and
+    ``"normalised"`` (None without ``pred_dice_sd`` columns or a normalised ``q``).
+
     Returns:
-        ``{class label: {"n", "coverage", "mean_width", "mae_raw", "mae_recalibrated"}}`` (Dice units; coverage a
-        fraction of the ``n`` cases with every value finite), or None when the table has no ``pred_dice_lo``.
+        ``{class label: {"n", "coverage", "mean_width", "mae_raw", "mae_recalibrated"[, "absolute": {"coverage",
+        "mean_width"}, "normalised": {...} | None]}}`` (Dice units; coverage a fraction of the ``n`` cases with every
+        value finite), or None when the table has no ``pred_dice_lo``.
     """
     classes = quality_columns(rows) if rows else []
     if not classes or not any(column_name("pred_dice", classes[0], "lo") in row for row in rows):
         return None
-    out = {}
-    for c in classes:
+    spreads = _spreads(rows, classes)
+    out: dict[str, dict[str, Any]] = {}
+    for i, c in enumerate(classes):
         parts = (("pred_dice", RAW), ("pred_dice", ""), ("pred_dice", "lo"), ("pred_dice", "hi"), ("true_dice", ""))
         raw, pred, lo, hi, true = column_matrix(rows, [column_name(k, c, b) for k, b in parts]).T
         keep = np.isfinite(raw) & np.isfinite(pred) & np.isfinite(lo) & np.isfinite(hi) & np.isfinite(true)
+        sd = None if spreads is None else spreads[keep, i]
         raw, pred, lo, hi, true = (a[keep] for a in (raw, pred, lo, hi, true))
-        out[class_label(c)] = {
-            "n": int(keep.sum()),
-            "coverage": float(np.mean((lo <= true) & (true <= hi))),
-            "mean_width": float(np.mean(hi - lo)),
-            "mae_raw": float(np.mean(np.abs(raw - true))),
-            "mae_recalibrated": float(np.mean(np.abs(pred - true))),
-        }
+        out[class_label(c)] = scores = {"n": int(keep.sum()), **_coverage(lo, hi, true),
+                                        "mae_raw": float(np.mean(np.abs(raw - true))),
+                                        "mae_recalibrated": float(np.mean(np.abs(pred - true)))}  # fmt: skip
+        if calibration is None:
+            continue
+        r = calibration.recalibrations[calibration.classes.index(c)]
+        scores["absolute"] = _coverage(*r.interval(raw, kind="absolute"), true)
+        normalised = sd is not None and np.all(np.isfinite(sd)) and r.half_width_normalised is not None
+        scores["normalised"] = _coverage(*r.interval(raw, sd, "normalised"), true) if normalised else None
     return out
+
+
+def _coverage(lo: np.ndarray, hi: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    return {"coverage": float(np.mean((lo <= true) & (true <= hi))), "mean_width": float(np.mean(hi - lo))}

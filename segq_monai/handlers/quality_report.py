@@ -148,5 +148,5 @@ class QualityReport:
         return {
             "calibration": self.calibration_report.calibration.promise(),
             "drift": self.calibration_report.result,
-            "intervals": interval_scores(self.writer.rows),
+            "intervals": interval_scores(self.writer.rows, self.calibration_report.calibration),
         }

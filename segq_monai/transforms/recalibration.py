@@ -29,18 +29,21 @@ class RecalibrateQuality(Transform):
     Args:
         calibration: the site's calibration (its classes must be the head's ``K`` foreground classes).
 
-    ``__call__(pred_dice)``: raw ``[K]`` in [0, 1] -> dict of float32 ``[K]`` tensors ``pred_dice`` (isotonic
-    recalibration), ``pred_dice_raw`` (the input), ``pred_iou`` (``= pred_dice / (2 - pred_dice)``),
-    ``pred_dice_lo`` / ``pred_dice_hi`` (conformal interval at ``calibration.coverage``), and ``flagged``, a bool
-    ``[]`` tensor: the minimum raw Dice over classes is below the calibrated ``λ̂``.
+    ``__call__(pred_dice, pred_sd=None)``: raw ``[K]`` in [0, 1] (and the head's spread ``[K]``, Dice units, as
+    ``PredictQuality(num_samples > 1)`` gives it) -> dict of float32 ``[K]`` tensors ``pred_dice`` (the recorded
+    recalibration map), ``pred_dice_raw`` (the input), ``pred_iou`` (``= pred_dice / (2 - pred_dice)``),
+    ``pred_dice_lo`` / ``pred_dice_hi`` (conformal interval at ``calibration.coverage``: normalised by ``pred_sd``
+    where the calibration is, absolute without ``pred_sd``), and ``flagged``, a bool ``[]`` tensor: the minimum raw
+    Dice over classes is below the calibrated ``λ̂``.
     """
 
     def __init__(self, calibration: QualityCalibration) -> None:
         self.calibration = calibration
 
-    def __call__(self, pred_dice: NdarrayOrTensor) -> dict[str, torch.Tensor]:
+    def __call__(self, pred_dice: NdarrayOrTensor, pred_sd: NdarrayOrTensor | None = None) -> dict[str, torch.Tensor]:
         raw = convert_to_numpy(pred_dice).reshape(-1)
-        dice, lo, hi = (torch.as_tensor(a, dtype=torch.float32) for a in self.calibration.apply(raw))
+        sd = None if pred_sd is None else convert_to_numpy(pred_sd).reshape(-1)
+        dice, lo, hi = (torch.as_tensor(a, dtype=torch.float32) for a in self.calibration.apply(raw, sd))
         return {
             "pred_dice": dice,
             "pred_dice_raw": torch.as_tensor(raw, dtype=torch.float32),
@@ -53,17 +56,18 @@ class RecalibrateQuality(Transform):
 
 class RecalibrateQualityd(MapTransform):
     """Dictionary twin of :class:`RecalibrateQuality`: reads ``key`` (raw ``[K]`` predicted Dice, as
-    :class:`~segq_monai.transforms.PredictQualityd` writes it) and writes ``pred_dice`` (recalibrated),
-    ``pred_dice_raw``, ``pred_iou``, ``pred_dice_lo``, ``pred_dice_hi`` and ``flagged``."""
+    :class:`~segq_monai.transforms.PredictQualityd` writes it) and, where present, ``sd_key`` (the head's spread),
+    and writes ``pred_dice`` (recalibrated), ``pred_dice_raw``, ``pred_iou``, ``pred_dice_lo``, ``pred_dice_hi`` and
+    ``flagged``."""
 
-    def __init__(self, calibration: QualityCalibration, key: str = "pred_dice") -> None:
+    def __init__(self, calibration: QualityCalibration, key: str = "pred_dice", sd_key: str = "pred_dice_sd") -> None:
         super().__init__(keys=[key])
-        self.key = key
+        self.key, self.sd_key = key, sd_key
         self.recalibrate = RecalibrateQuality(calibration)
 
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
         d = dict(data)
-        d.update(self.recalibrate(d[self.key]))
+        d.update(self.recalibrate(d[self.key], d.get(self.sd_key)))
         return d
 
 
