@@ -10,7 +10,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
-from monai.bundle import ConfigWorkflow
+from monai.bundle import ConfigParser, ConfigWorkflow
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundle"
@@ -44,6 +44,17 @@ def copy_bundle(folder: Path) -> Path:
     root = folder / "bundle"
     shutil.copytree(BUNDLE / "configs", root / "configs")
     return root
+
+
+def untrained_weights(config: Path, ckpt_dir: Path) -> None:
+    """Seeded, untrained weights of both networks of ``config``, saved as the training writes them."""
+    parser = ConfigParser()
+    parser.read_config(str(config))
+    parser["device"] = "cpu"
+    for key, folder in (("network_def", "fold0"), ("quality_network_def", "quality_image_seg_entropy")):
+        torch.manual_seed(0)
+        (ckpt_dir / folder).mkdir(parents=True)
+        torch.save({"model": parser.get_parsed_content(key).state_dict()}, ckpt_dir / folder / "model.pt")
 
 
 def workflow(configs: list[str], bundle_root: Path, **overrides) -> ConfigWorkflow:

@@ -131,6 +131,8 @@ class TestSegqOverlay(unittest.TestCase):
             self.assertLessEqual(entropy.max(), np.log(2) + 1e-5)
             self.assertGreater(mi.max(), 0.0)  # two dropout samples disagree somewhere
         self.assert_quality_csv(out)
+        page = (out / "index.html").read_text()  # the cohort page, with a thumbnail per case (no browser here)
+        self.assertEqual(page.count('<img class="thumb" src="data:image/png;base64,'), len(CASES))
         self.assert_host_unchanged()
 
     def test_overlay_softmax_keeps_host_segmentation(self):

@@ -19,9 +19,7 @@ import unittest
 import zipfile
 from pathlib import Path
 
-import torch
-from monai.bundle import ConfigParser
-from segq_testing import REPO, read_csv
+from segq_testing import REPO, read_csv, untrained_weights
 
 # What a user runs, by its path in the wheel and in the repository (the one source).
 SHIPPED = {
@@ -37,6 +35,7 @@ SHIPPED = {
     "segq_monai/_bundle/configs/aleatoric_network.json": "bundle/configs/aleatoric_network.json",
     "segq_monai/_configs/schema/meta_schema.json": "configs/schema/meta_schema.json",
     "segq_monai/demo_data/dataset.json": "segq_monai/demo_data/dataset.json",
+    "segq_monai/evaluation/templates/cohort.html.j2": "segq_monai/evaluation/templates/cohort.html.j2",
     "segq_monai/monailabel/app/main.py": "segq_monai/monailabel/app/main.py",
 }
 OVERLAYS = sorted(p.stem for p in (REPO / "configs").glob("*.json"))
@@ -62,17 +61,6 @@ def _tree(folder: Path) -> dict[str, tuple[int, int]]:
     """Every file under ``folder`` with its size and modification time (ns)."""
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")
             if p.is_file() and "__pycache__" not in p.parts}  # fmt: skip
-
-
-def _untrained_weights(config: Path, ckpt_dir: Path) -> None:
-    """Seeded, untrained weights of both networks of ``config``, saved as the training writes them."""
-    parser = ConfigParser()
-    parser.read_config(str(config))
-    parser["device"] = "cpu"
-    for key, folder in (("network_def", "fold0"), ("quality_network_def", "quality_image_seg_entropy")):
-        torch.manual_seed(0)
-        (ckpt_dir / folder).mkdir(parents=True)
-        torch.save({"model": parser.get_parsed_content(key).state_dict()}, ckpt_dir / folder / "model.pt")
 
 
 class TestWheel(unittest.TestCase):
@@ -136,7 +124,7 @@ class TestWheel(unittest.TestCase):
         found = json.loads(self.paths.stdout)
         root, configs = Path(found["bundle_root"]), Path(found["bundle_configs"])
         models, out = self.tmp / "models", self.tmp / "inference"
-        _untrained_weights(configs / "inference.json", models)
+        untrained_weights(configs / "inference.json", models)
         demo = json.loads(Path(found["demo_datalist"]).read_text())
         base = Path(found["demo_datalist"]).parent
         datalist = self.tmp / "two_cases.json"

@@ -273,10 +273,6 @@ class TestEnsembleSampler(unittest.TestCase):
             EnsembleSampler(checkpoints=["/nonexistent/missing.pt"])
 
 
-if __name__ == "__main__":
-    unittest.main()
-
-
 class TestBuildSampler(unittest.TestCase):
     @parameterized.expand(
         [
@@ -312,3 +308,7 @@ class TestBuildSampler(unittest.TestCase):
             build_sampler("dropout")
         with self.assertRaisesRegex(ValueError, "softmax probabilities"):
             build_sampler("aleatoric", activation="sigmoid")
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .bootstrap import grouped_resamples, percentile_interval, report_intervals, write_intervals
+from .cohort_page import write_cohort_page
 from .columns import quality_columns, read_quality_csv, write_quality_csv
 from .quality_calibration import (
     QualityCalibration,

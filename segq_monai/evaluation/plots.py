@@ -4,12 +4,15 @@
 * :func:`plot_risk_coverage`: selective risk (mean ``1 - Dice`` of the accepted cases) against coverage.
 * :func:`plot_uncertainty_overlay`: image with contours, uncertainty heat map (nats), segmentation.
 * :func:`plot_best_and_worst`: overlays of the cases with the highest and lowest Dice.
+* :func:`thumbnail_png`, :func:`dice_histogram_png`: small figures as PNG bytes, for the cohort page
+  (:mod:`segq_monai.evaluation.cohort_page`).
 
 Dice is dimensionless, in [0, 1]; entropy and mutual information are in nats.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -28,7 +31,14 @@ from matplotlib.figure import Figure  # noqa: E402
 from segq_monai import metrics  # noqa: E402
 from segq_monai.evaluation.columns import class_mean  # noqa: E402
 
-__all__ = ["plot_predicted_vs_true", "plot_risk_coverage", "plot_uncertainty_overlay", "plot_best_and_worst"]
+__all__ = [
+    "plot_predicted_vs_true",
+    "plot_risk_coverage",
+    "plot_uncertainty_overlay",
+    "plot_best_and_worst",
+    "thumbnail_png",
+    "dice_histogram_png",
+]
 
 
 def _save(fig: Figure, path: str | os.PathLike) -> str:
@@ -40,6 +50,15 @@ def _save(fig: Figure, path: str | os.PathLike) -> str:
     finally:
         plt.close(fig)
     return path
+
+
+def _png_bytes(fig: Figure, **kwargs: Any) -> bytes:
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", **kwargs)
+    finally:
+        plt.close(fig)
+    return buf.getvalue()
 
 
 def _np(x: Any) -> np.ndarray:
@@ -300,3 +319,66 @@ def plot_best_and_worst(
             path = os.path.join(os.fspath(output_dir), f"overlay_{which}_{rank}.png")
             paths.append(plot_uncertainty_overlay(image, seg, unc, path, title=title, label=label))
     return paths
+
+
+def thumbnail_png(image: Any, seg: Any, uncertainty: Any, size: int = 96, transpose: bool = True) -> bytes:
+    """A ``size`` × ``size`` pixel PNG of one case: the image (grey), the uncertainty map as a translucent heat map
+    (scaled to the case's own maximum) and the segmentation's contour (cyan); no axes, no text.
+
+    Args:
+        image, seg, uncertainty: as :func:`plot_uncertainty_overlay` takes them (3D: the middle slice along the
+            last axis; ``seg`` as class indices, or ``[C, H, W, D]`` binary channels).
+        size: width and height in pixels (the slice is stretched to a square).
+        transpose: as in :func:`plot_uncertainty_overlay`.
+    """
+    if size < 8:
+        raise ValueError(f"size must be at least 8 pixels, got {size}.")
+    img = _slice2d(image, "image")
+    sg = _slice2d(seg, "seg", "labels")
+    unc = _slice2d(uncertainty, "uncertainty")
+    for name, a in (("seg", sg), ("uncertainty", unc)):
+        if a.shape != img.shape:
+            raise ValueError(f"{name} has spatial shape {a.shape} but image has {img.shape}; resample onto one grid.")
+    if transpose:
+        img, sg, unc = img.T, sg.T, unc.T
+    show = {"origin": "lower" if transpose else "upper", "interpolation": "nearest", "aspect": "auto"}
+    fig = plt.figure(figsize=(size / 100, size / 100), dpi=100)
+    ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
+    ax.set_axis_off()
+    ax.imshow(img, cmap="gray", **show)
+    vmax = float(unc.max()) if unc.size and float(unc.max()) > 0 else 1.0
+    ax.imshow(np.ma.masked_less_equal(unc, 0.0), cmap="inferno", alpha=0.6, vmin=0.0, vmax=vmax, **show)
+    for c in np.unique(sg):
+        if c != 0:
+            ax.contour((sg == c).astype(float), levels=[0.5], colors=["tab:cyan"], linewidths=0.8)
+    ax.set_xlim(-0.5, img.shape[1] - 0.5)
+    ax.set_ylim(*((-0.5, img.shape[0] - 0.5) if transpose else (img.shape[0] - 0.5, -0.5)))
+    return _png_bytes(fig, dpi=100)
+
+
+def dice_histogram_png(cohort: Any, reference: Any | None = None, tau: float | None = None) -> bytes:
+    """A PNG histogram of the cohort's per-case predicted Dice (dimensionless, [0, 1]) over 20 bins, as densities;
+    with ``reference`` (the calibration split's values) both, so that their shapes compare whatever the sizes.
+
+    Args:
+        cohort: ``[N]`` per-case predicted Dice; non-finite values are left out.
+        reference: optional ``[M]``, the same quantity on the calibration split.
+        tau: optional acceptance threshold drawn as a vertical line.
+    """
+    bins = np.linspace(0.0, 1.0, 21)
+    fig, ax = plt.subplots(figsize=(4.8, 2.6), layout="constrained")
+    for values, name, colour in ((cohort, "this cohort", "tab:blue"), (reference, "calibration split", "tab:orange")):
+        if values is None:
+            continue
+        v = _np(values).reshape(-1)
+        v = v[np.isfinite(v)]
+        if v.size:
+            ax.hist(np.clip(v, 0.0, 1.0), bins=bins, density=True, alpha=0.55, color=colour, label=f"{name} (n={v.size})")
+    if tau is not None and np.isfinite(tau):
+        ax.axvline(tau, color="tab:red", ls="--", lw=1, label=f"threshold {tau:.2f}")
+    ax.set_xlim(0.0, 1.0)
+    ax.set_xlabel("predicted Dice (dimensionless)", fontsize=8)
+    ax.set_ylabel("density", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7, loc="upper left")
+    return _png_bytes(fig, dpi=100)

@@ -1,0 +1,70 @@
+"""``CohortPage``: an Ignite handler that writes the run's cohort page ``output_dir/index.html`` when it completes
+(:func:`segq_monai.evaluation.cohort_page.write_cohort_page`).
+
+Ignite runs the handlers of one event in the order they were attached: attach this one after the
+:class:`QualityWriter` (``quality.csv``), the :class:`CalibrationReport` (``drift.json``) and the
+:class:`QualityReport` (``report.json``, figures), as the bundle does by listing it last in ``val_handlers``.
+Under ``torchrun`` rank 0 alone writes (the writer's ``quality.csv`` is rank 0's too).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import ignite.distributed as idist
+from monai.utils import min_version, optional_import
+
+from segq_monai.evaluation.cohort_page import write_cohort_page
+from segq_monai.evaluation.quality_calibration import QualityCalibration
+
+Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+else:
+    Engine, _ = optional_import("ignite.engine", "0.4.11", min_version, "Engine")
+
+__all__ = ["CohortPage"]
+
+
+class CohortPage:
+    """Writes ``output_dir/index.html`` at ``Events.COMPLETED``.
+
+    Args:
+        output_dir: the run's output folder (the :class:`QualityWriter`'s).
+        calibration: the run's quality calibration (object or file) or None; its split's predicted Dice is drawn
+            against the cohort's.
+        seg_key, uncertainty_key: the saved maps drawn in the thumbnails.
+        thumbnail_size: thumbnail width and height, pixels.
+        title: the page's title; default: the folder's name.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        calibration: QualityCalibration | str | os.PathLike | None = None,
+        seg_key: str = "seg",
+        uncertainty_key: str = "entropy",
+        thumbnail_size: int = 96,
+        title: str | None = None,
+    ) -> None:
+        if thumbnail_size < 8:
+            raise ValueError(f"thumbnail_size must be at least 8 pixels, got {thumbnail_size}.")
+        self.output_dir = Path(output_dir)
+        self.calibration = calibration
+        self.seg_key = seg_key
+        self.uncertainty_key = uncertainty_key
+        self.thumbnail_size = thumbnail_size
+        self.title = title
+        self.path: Path | None = None
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Engine | None = None) -> None:
+        if idist.get_rank() != 0:
+            return
+        self.path = write_cohort_page(
+            self.output_dir, self.calibration, self.seg_key, self.uncertainty_key, self.thumbnail_size, self.title
+        )
