@@ -41,8 +41,8 @@ from segq_monai.data import load_datalist, write_datalist
 from segq_monai.metrics.recalibration import split_calibration
 
 OVERLAY = REPO / "configs" / "segq_overlay.json"
-TINY = ["--num_samples", "2", "--epochs", "1", "--head_channels", "4", "--head_strides", "2", "--alpha", "0.95",
-        "--delta", "0.5", "--coverage", "0.5"]  # fmt: skip
+TINY = ["--num_samples", "2", "--epochs", "1", "--head_channels", "4", "4", "--alpha", "0.95", "--delta", "0.5",
+        "--coverage", "0.5"]  # fmt: skip
 LPS = np.array([[-1.2, 0.0, 0.0, 20.0], [0.0, -1.0, 0.0, 10.0], [0.0, 0.0, 2.5, -5.0], [0.0, 0.0, 0.0, 1.0]])
 
 # name: (shape, label values, files per case, affine, fit arguments, run id, class names, ensemble members)
@@ -64,7 +64,7 @@ HOSTS = {
     "prostate_like": ((20, 18, 10), (0, 1, 2), 1, LPS, ["--tau", "0.0"], "run", ["transition_zone", "peripheral_zone"], 0),
 }  # fmt: skip
 #: calibration cases per host (default 2: one fits the recalibration, one is scored; 4: an isotonic fit of 2 cases)
-CAL_CASES = {"spleen_like": 4, "brats_like": 4}
+CAL_CASES = {"spleen_like": 20, "brats_like": 4}
 
 
 def sha256(path: Path) -> str:
