@@ -1,16 +1,19 @@
 """``python -m segq_monai fit`` then deployment, on host bundles of the kinds found in the MONAI model zoo.
 
 Each host is a model-zoo style ``configs/inference.json`` (+ ``metadata.json``) in ``tests/testing_data/hosts/``,
-given random weights (``models/model.pt``) and tiny labelled volumes. Each test fits a quality head to it (sample,
+given random weights (``models/model.pt``) and tiny labelled cases of several shapes and file kinds (a 10-slice
+stack, 5x coarse slices, 2D RGB JPEG frames with PNG labels, 2D NIfTI, 105 classes, a YAML config), 20 calibration
+cases each, some failing tau. Each test fits a quality head to it (sample,
 train one epoch, calibrate) with the same ``monai.bundle.run`` entry point as ``python -m monai.bundle run``,
 deploys it with ``configs/segq_overlay.json`` and ``segq#fit_dir`` on the calibration images, and checks:
 
-* ``fit.json``: the host network, the data's dimensionality (the head follows it), the class names of the host's
-  metadata, the settings;
+* ``fit.json``: the host network, the data's dimensionality (the head follows it), the head's per-axis strides
+  (worked by hand from the first case's shape and spacing), the class names of the host's metadata, the settings;
 * the true Dice of every sampled case against numpy on the saved segmentation and the label file;
 * λ̂ against a direct binomial computation on the calibration table, the same in ``fit.json`` and in the
-  calibration file ``FIT/quality_calibration.json``; the file's recalibration ``g`` and half-width ``q`` of each class
-  against scikit-learn's isotonic regression on the seeded fit half and the conformal rank on the other half;
+  calibration file ``FIT/quality_calibration.json``; the recalibration ``g`` of each class against scikit-learn's
+  isotonic regression on the seeded fit half inside its range (monotone and in [0, 1] outside it), the half-width
+  ``q`` against the conformal rank on the other half;
 * the deployment: ``quality.csv`` columns named from the metadata, ``pred_dice_raw`` = the predicted Dice of the
   calibration run of the same cases, ``pred_dice`` = g(raw), ``pred_dice_lo/hi`` = g(raw) -/+ q clipped to [0, 1],
   ``flagged`` = (min raw predicted Dice < λ̂), ``calibration.json`` (the promise) and ``drift.json`` written, maps on
