@@ -47,7 +47,7 @@ from segq_monai.metrics import (
     iou_to_dice,
     segmentation_quality,
 )
-from segq_monai.networks import AleatoricNet, ConfidenceNet, QualityRegressor
+from segq_monai.networks import AleatoricNet, ConfidenceNet, QualityRegressor, quality_strides
 from segq_monai.transforms import (
     FAILURE_KINDS,
     CheckImaged,
@@ -106,6 +106,7 @@ __all__ = [
     "dice_to_iou",
     "iou_to_dice",
     "quality_input_channels",
+    "quality_strides",
     "segmentation_quality",
     "soft_one_hot",
     "EnsembleSampler",

@@ -148,10 +148,13 @@ def write_labelled_cases(
     affine: np.ndarray | None = None,
     seed: int = 0,
     label_folder: Path | None = None,
+    image_format: str = "nifti",
 ) -> list[dict]:
     """Random images of concentric shells, one per label value (the outermost shell is ``label_values[1]``), with
     noise; ``files`` image files per case (one per "modality"); labels in ``label_folder`` (default: beside).
-    Returns Decathlon items (absolute paths)."""
+    ``image_format="jpeg"``: 2D RGB JPEG images (``files`` ignored) and PNG labels, as endoscopy bundles read them
+    (``shape`` is MONAI's ``PILReader`` order ``(W, H)``: the arrays are written transposed). Returns Decathlon
+    items (absolute paths)."""
     rng = np.random.default_rng(seed)
     label_folder = folder if label_folder is None else label_folder
     for f in (folder, label_folder):
@@ -165,6 +168,14 @@ def write_labelled_cases(
         label = np.zeros(shape, np.uint8)
         for value, edge in zip(label_values[1:], edges):
             label[radius < edge] = value
+        if image_format == "jpeg":
+            from PIL import Image
+
+            rgb = np.stack([label * (60.0 + 30 * c) + rng.normal(40, 20, shape) for c in range(3)], -1)
+            Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8).transpose(1, 0, 2)).save(folder / f"{name}.jpg")
+            Image.fromarray(label.T).save(label_folder / f"{name}_label.png")
+            items.append({"image": str(folder / f"{name}.jpg"), "label": str(label_folder / f"{name}_label.png")})
+            continue
         images = []
         for f in range(files):
             image = (label * (40.0 + 10 * f) + rng.normal(0, 20, shape)).astype(np.float32)

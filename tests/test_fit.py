@@ -1,16 +1,19 @@
 """``python -m segq_monai fit`` then deployment, on host bundles of the kinds found in the MONAI model zoo.
 
 Each host is a model-zoo style ``configs/inference.json`` (+ ``metadata.json``) in ``tests/testing_data/hosts/``,
-given random weights (``models/model.pt``) and tiny labelled volumes. Each test fits a quality head to it (sample,
+given random weights (``models/model.pt``) and tiny labelled cases of several shapes and file kinds (a 10-slice
+stack, 5x coarse slices, 2D RGB JPEG frames with PNG labels, 2D NIfTI, 105 classes, a YAML config), 20 calibration
+cases each, some failing tau. Each test fits a quality head to it (sample,
 train one epoch, calibrate) with the same ``monai.bundle.run`` entry point as ``python -m monai.bundle run``,
 deploys it with ``configs/segq_overlay.json`` and ``segq#fit_dir`` on the calibration images, and checks:
 
-* ``fit.json``: the host network, the data's dimensionality (the head follows it), the class names of the host's
-  metadata, the settings;
+* ``fit.json``: the host network, the data's dimensionality (the head follows it), the head's per-axis strides
+  (worked by hand from the first case's shape and spacing), the class names of the host's metadata, the settings;
 * the true Dice of every sampled case against numpy on the saved segmentation and the label file;
 * λ̂ against a direct binomial computation on the calibration table, the same in ``fit.json`` and in the
-  calibration file ``FIT/quality_calibration.json``; the file's recalibration ``g`` and half-width ``q`` of each class
-  against scikit-learn's isotonic regression on the seeded fit half and the conformal rank on the other half;
+  calibration file ``FIT/quality_calibration.json``; the recalibration ``g`` of each class against scikit-learn's
+  isotonic regression on the seeded fit half inside its range (monotone and in [0, 1] outside it), the half-width
+  ``q`` against the conformal rank on the other half;
 * the deployment: ``quality.csv`` columns named from the metadata, ``pred_dice_raw`` = the predicted Dice of the
   calibration run of the same cases, ``pred_dice`` = g(raw), ``pred_dice_lo/hi`` = g(raw) -/+ q clipped to [0, 1],
   ``flagged`` = (min raw predicted Dice < λ̂), ``calibration.json`` (the promise) and ``drift.json`` written, maps on
@@ -26,45 +29,67 @@ import json
 import math
 import shutil
 import tempfile
+import time
 import unittest
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import yaml
 from monai.bundle import run as bundle_run
 from parameterized import parameterized
+from PIL import Image
 from scipy import stats
-from segq_testing import REPO, isotonic_reference, make_host, read_csv, write_labelled_cases
+from sklearn.isotonic import IsotonicRegression
+from segq_testing import REPO, make_host, read_csv, write_labelled_cases
 
 from segq_monai.__main__ import main
 from segq_monai.data import load_datalist, write_datalist
+from segq_monai.data.outputs import case_name
 from segq_monai.metrics.recalibration import split_calibration
 
 OVERLAY = REPO / "configs" / "segq_overlay.json"
-TINY = ["--num_samples", "2", "--epochs", "1", "--head_channels", "4", "--head_strides", "2", "--alpha", "0.95",
-        "--delta", "0.5", "--coverage", "0.5"]  # fmt: skip
+TINY = ["--num_samples", "2", "--epochs", "1", "--head_channels", "4", "4", "--alpha", "0.95", "--delta", "0.5",
+        "--coverage", "0.5"]  # fmt: skip
 LPS = np.array([[-1.2, 0.0, 0.0, 20.0], [0.0, -1.0, 0.0, 10.0], [0.0, 0.0, 2.5, -5.0], [0.0, 0.0, 0.0, 1.0]])
+SHORT_AXIS = np.diag([1.25, 1.25, 8.0, 1.0])  # cardiac cine: 10 slices 8 mm apart
+COARSE_Z = np.array([[-1.0, 0.0, 0.0, 20.0], [0.0, -1.0, 0.0, 10.0], [0.0, 0.0, 5.0, -5.0], [0.0, 0.0, 0.0, 1.0]])
+WHOLEBODY = ["spleen", "kidney_right", "kidney_left", "gallbladder", "liver", "stomach", "aorta"] + [
+    f"structure_{i}" for i in range(8, 105)]  # fmt: skip
 
-# name: (shape, label values, files per case, affine, fit arguments, run id, class names, ensemble members)
+
+def _host(shape, values, names, strides, files=1, affine=None, args=(), run_id="run", members=0, fmt="nifti",
+          host_dims=3, yaml=False):  # fmt: skip
+    return dict(shape=shape, values=tuple(values), names=names, strides=strides, files=files, affine=affine,
+                args=list(args), run_id=run_id, members=members, fmt=fmt, host_dims=host_dims, yaml=yaml)  # fmt: skip
+
+
+# Each fit has 20 calibration cases and a tau that some of them fail (the random host network segments badly).
+# ``strides``: the head's per-axis strides for its 2 levels (--head_channels 4 4), worked by hand from the shape and
+# spacing: halve an axis while ceil(size / 2) >= 4 and its spacing is <= 2x the finest.
 HOSTS = {
-    "spleen_like": ((16, 16, 12), (0, 1), 1, LPS, ["--tau", "0.0"], "run", ["spleen"], 0),
-    "brats_like": (
-        (16, 16, 16), (0, 2, 1, 4), 4, None,
-        ["--label_transforms", '[{"_target_": "ConvertToMultiChannelBasedOnBratsClassesd", "keys": "label"}]'],
-        "evaluating", ["tumor_core", "whole_tumor", "enhancing_tumor"], 0,
+    "spleen_like": _host((16, 16, 12), (0, 1), ["spleen"], [[2, 2, 1], [2, 2, 2]], affine=LPS, args=["--tau", "0.5"],
+                         yaml=True),  # a YAML host config (--host_config)
+    "brats_like": _host(
+        (16, 16, 16), (0, 2, 1, 4), ["tumor_core", "whole_tumor", "enhancing_tumor"], [[2, 2, 2], [2, 2, 2]], files=4,
+        args=["--tau", "0.3",
+              "--label_transforms", '[{"_target_": "ConvertToMultiChannelBasedOnBratsClassesd", "keys": "label"}]'],
+        run_id="evaluating",
     ),
-    "ventricular_like": (
-        (16, 16, 5), (0, 1, 2, 3), 1, None, ["--sampler", "tta", "--tau", "0.0"], "evaluating",
-        ["left_ventricle", "myocardium", "right_ventricle"], 0,
+    "ventricular_like": _host(  # a 10-slice short-axis stack, a 2D network slice by slice
+        (32, 32, 10), (0, 1, 2, 3), ["left_ventricle", "myocardium", "right_ventricle"], [[2, 2, 1], [2, 2, 1]],
+        affine=SHORT_AXIS, args=["--sampler", "tta", "--tau", "0.2"], run_id="evaluating", host_dims=2,
     ),
-    "wholebody_like": (
-        (16, 16, 16), tuple(range(8)), 1, None, ["--sampler", "ensemble"], "run",
-        ["spleen", "kidney_right", "kidney_left", "gallbladder", "liver", "stomach", "aorta"], 2,
-    ),
-    "prostate_like": ((20, 18, 10), (0, 1, 2), 1, LPS, ["--tau", "0.0"], "run", ["transition_zone", "peripheral_zone"], 0),
-}  # fmt: skip
-#: calibration cases per host (default 2: one fits the recalibration, one is scored; 4: an isotonic fit of 2 cases)
-CAL_CASES = {"spleen_like": 4, "brats_like": 4}
+    "wholebody_like": _host((16, 16, 16), range(105), WHOLEBODY, [[2, 2, 2], [2, 2, 2]],
+                            args=["--sampler", "ensemble", "--tau", "0.1"], members=2),  # 104 structures
+    "prostate_like": _host((20, 18, 10), (0, 1, 2), ["transition_zone", "peripheral_zone"], [[2, 2, 1], [2, 2, 1]],
+                           affine=COARSE_Z, args=["--tau", "0.3"]),  # 5x coarser along z
+    "endoscopic_like": _host((24, 20), (0, 1), ["tools"], [[2, 2], [2, 2]], args=["--tau", "0.5"], fmt="jpeg",
+                             host_dims=2),  # RGB JPEG frames, PNG labels
+    "slice2d_like": _host((20, 9), (0, 1, 2), ["organ", "lesion"], [[2, 2], [2, 1]], args=["--tau", "0.3"],
+                          host_dims=2),  # 2D NIfTI files
+}
+N_CAL = 20
 
 
 def sha256(path: Path) -> str:
@@ -94,6 +119,13 @@ def true_dice(seg: np.ndarray, label: np.ndarray, values: tuple[int, ...], multi
     return [1.0 if not (s.sum() + m.sum()) else 2 * (s & m).sum() / (s.sum() + m.sum()) for s, m in pairs]
 
 
+def read_label(path: str) -> np.ndarray:
+    """A label file as MONAI reads it: NIfTI as stored, PNG transposed (``PILReader``: first axis = columns)."""
+    if path.endswith(".png"):
+        return np.asarray(Image.open(path)).T
+    return np.asarray(nib.load(path).dataobj)
+
+
 def run_fit(host: Path, datalist: Path, fit_dir: Path, *extra: str) -> str:
     """``python -m segq_monai fit`` in this process; returns what it printed."""
     out = io.StringIO()
@@ -110,69 +142,82 @@ class TestFitHosts(unittest.TestCase):
 
     @parameterized.expand(list(HOSTS))
     def test_fit_and_deploy(self, name):
-        shape, values, files, affine, args, run_id, names, members = HOSTS[name]
-        host = make_host(name, self.tmp, ensemble=members)
+        h = HOSTS[name]
+        shape, values, files, names = h["shape"], h["values"], h["files"], h["names"]
+        host = make_host(name, self.tmp, ensemble=h["members"])
         host_config = host / "configs" / "inference.json"
         config_sha = sha256(host_config)
+        extra = list(h["args"])
+        if h["yaml"]:  # the same config as YAML, named with --host_config
+            host_config = host / "configs" / "inference.yaml"
+            host_config.write_text(yaml.safe_dump(json.loads((host / "configs" / "inference.json").read_text())))
+            extra += ["--host_config", str(host_config)]
+            config_sha = sha256(host_config)
         data = self.tmp / "data"
-        train = write_labelled_cases(data / "train", ["t0", "t1"], shape, values, files, affine, seed=1)
-        cal = write_labelled_cases(data / "cal", [f"k{i}" for i in range(CAL_CASES.get(name, 2))], shape, values,
-                                   files, affine, seed=2, label_folder=data / "cal_labels")  # fmt: skip
+        kw = dict(files=files, affine=h["affine"], image_format=h["fmt"])
+        train = write_labelled_cases(data / "train", ["t0", "t1"], shape, values, seed=1, **kw)
+        cal = write_labelled_cases(data / "cal", [f"k{i}" for i in range(N_CAL)], shape, values, seed=2,
+                                   label_folder=data / "cal_labels", **kw)  # fmt: skip
         datalist = write_datalist(data / "datalist.json", {"validation": train, "calibration": cal})
         fit_dir = self.tmp / "FIT"
-        printed = run_fit(host, datalist, fit_dir, *args)
+        started = time.monotonic()
+        printed = run_fit(host, datalist, fit_dir, *extra)
+        self.assertLess(time.monotonic() - started, 40)
 
         fit = json.loads((fit_dir / "fit.json").read_text())
         multi_label = name == "brats_like"
         self.assertEqual(fit["steps"], ["sample", "head", "calibration"])
-        self.assertEqual(fit["spatial_dims"], 3)  # the data's, also for the 2D network run by SliceInferer
-        self.assertEqual(fit["host_network"]["spatial_dims"], 2 if name == "ventricular_like" else 3)
-        self.assertEqual(fit["host_network"]["in_channels"], files)
+        self.assertEqual(fit["spatial_dims"], len(shape))  # the data's, also for the 2D network run by SliceInferer
+        self.assertEqual(fit["head"]["strides"], h["strides"])  # chosen from the first case's grid, recorded
+        first = train[0]["image"][0] if files > 1 else train[0]["image"]
+        self.assertEqual(fit["head"]["grid"]["image"], first)
+        self.assertEqual(fit["head"]["grid"]["shape"], list(shape))
+        spacing = [1.0] * len(shape) if h["fmt"] == "jpeg" else list(np.linalg.norm(kw["affine"] if kw["affine"] is not None else np.diag([1.5] * 3 + [1.0]), axis=0)[: len(shape)])  # fmt: skip
+        np.testing.assert_allclose(fit["head"]["grid"]["spacing"], spacing, rtol=1e-5)
+        self.assertEqual(fit["host_network"]["spatial_dims"], h["host_dims"])
+        self.assertEqual(fit["host_network"]["in_channels"], 3 if h["fmt"] == "jpeg" else files)
         self.assertEqual(fit["class_names"], names)
         self.assertEqual(fit["activation"], "sigmoid" if multi_label else "softmax")
-        self.assertEqual(fit["host_bundle"]["run_id"], run_id)
+        self.assertEqual(fit["host_bundle"]["run_id"], h["run_id"])
         self.assertIn("--segq#fit_dir", printed)
         self.assertIn(str(OVERLAY), printed)
 
         # true Dice of the sampled cases, on the input grid, against numpy
         for entry in load_datalist(fit_dir / "sample" / "stage2_datalist.json", "training", ("image", "seg", "label")):
             seg = nib.load(entry["seg"])
-            label = nib.load(entry["label"])
-            self.assertEqual(seg.shape[:3], label.shape)
-            np.testing.assert_allclose(seg.affine, label.affine, atol=1e-4)
-            expected = true_dice(np.asarray(seg.dataobj), np.asarray(label.dataobj), values, multi_label)
+            label = read_label(entry["label"])
+            self.assertEqual(seg.shape[: len(shape)], label.shape)
+            if h["fmt"] == "nifti":
+                np.testing.assert_allclose(seg.affine, nib.load(entry["label"]).affine, atol=1e-4)
+            expected = true_dice(np.asarray(seg.dataobj), label, values, multi_label)
             np.testing.assert_allclose(entry["dice"], expected, atol=1e-6)
-            self.assertEqual(nib.load(entry["image"]).shape[-1] if files > 1 else 1, files)
+            channels = 3 if h["fmt"] == "jpeg" else files
+            self.assertEqual(nib.load(entry["image"]).shape[-1] if channels > 1 else 1, channels)
 
-        # λ̂ against a direct computation on the calibration table
+        # λ̂ against a direct computation on the calibration table, with failing cases (true Dice < tau) in it
         table = read_csv(fit_dir / "calibration" / "quality.csv")
+        self.assertEqual(len(table), N_CAL)
         columns = [f"{kind}_dice_{n}" for n in names for kind in ("pred", "true")] if len(names) > 1 else ["pred_dice"]
         self.assertTrue(set(columns) <= set(table[0]), table[0].keys())
         suffix = [f"_{n}" for n in names] if len(names) > 1 else [""]
         pred = np.array([min(float(r[f"pred_dice{s}"]) for s in suffix) for r in table])
         true = np.array([min(float(r[f"true_dice{s}"]) for s in suffix) for r in table])
         cal_fit = fit["calibration"]
+        self.assertGreater(cal_fit["tau"], 0)
+        self.assertGreater(int((true < cal_fit["tau"]).sum()), 0, true)  # some cases fail
         lam = selective_threshold(pred, true, cal_fit["tau"], 0.95, 0.5)
         self.assertEqual(cal_fit["acceptance_threshold"], lam)
         self.assertEqual(cal_fit["feasible"], lam is not None)
 
-        # the calibration file: λ̂, the head it belongs to, g and q of each class against an independent fit
+        # the calibration file: λ̂, the head it belongs to, g of each class against scikit-learn's isotonic fit inside
+        # the fit half's range (monotone outside it), q against the conformal rank of the other half
         saved = json.loads((fit_dir / cal_fit["file"]).read_text())
         self.assertEqual(saved["format"], "segq-quality-calibration/1")
         self.assertEqual(saved["flag"]["threshold"], lam)
         self.assertEqual(saved["head_fingerprint"], sha256(fit_dir / "quality_head.pt"))
-        self.assertEqual((saved["coverage"], saved["n_calibration"]), (0.5, len(cal)))
-        n_fit = len(cal) // 2
-        fit_idx, score_idx = split_calibration(len(cal), 0.5, 0)
-        self.assertEqual(len(fit_idx), n_fit)
-        g, q = {}, {}
-        for s, label in zip(suffix, names if len(names) > 1 else ["foreground"]):
-            x, y = (np.array([float(r[f"{kind}_dice{s}"]) for r in table]) for kind in ("pred", "true"))
-            g[s] = isotonic_reference(x[fit_idx], y[fit_idx])
-            # rank ceil((m + 1) * 0.5) of the m scored residuals: the 1st of 1, the 2nd of 2
-            q[s] = np.sort(np.abs(y[score_idx] - g[s](x[score_idx])))[math.ceil((len(score_idx) + 1) * 0.5) - 1]
-            self.assertAlmostEqual(saved["recalibration"][label]["half_width"], q[s], places=6)
-            self.assertAlmostEqual(cal_fit["half_width"][label], q[s], places=6)
+        self.assertEqual((saved["coverage"], saved["n_calibration"]), (0.5, N_CAL))
+        fit_idx, score_idx = split_calibration(N_CAL, 0.5, 0)
+        self.assertEqual(len(fit_idx), N_CAL // 2)
 
         # deployment on the calibration images: the same predicted Dice, flagged by λ̂, maps on the input grid
         out = self.tmp / "deploy"
@@ -180,33 +225,51 @@ class TestFitHosts(unittest.TestCase):
         if name == "brats_like":
             test_list = write_datalist(self.tmp / "test.json", {"testing": [{"image": c["image"]} for c in cal]})
             inputs.update(data_list_file_path=str(test_list), dataset_dir=str(test_list.parent))  # paths relative to it
-        bundle_run(run_id=run_id, config_file=[str(host_config), str(OVERLAY)], bundle_root=str(host),
+        bundle_run(run_id=h["run_id"], config_file=[str(host_config), str(OVERLAY)], bundle_root=str(host),
                    **{"segq#fit_dir": str(fit_dir)}, **inputs)  # fmt: skip
         rows = {Path(r["image"]).name: r for r in read_csv(out / "quality.csv")}
-        for r in table:
-            row = rows[Path(r["image"]).name]
-            for s in suffix:
-                raw = float(row[f"pred_dice_raw{s}"])
-                self.assertAlmostEqual(raw, float(r[f"pred_dice{s}"]), places=5)
-                recalibrated = float(g[s]([raw])[0])
-                self.assertAlmostEqual(float(row[f"pred_dice{s}"]), recalibrated, places=5)
-                self.assertAlmostEqual(float(row[f"pred_dice_lo{s}"]), max(0.0, recalibrated - q[s]), places=5)
-                self.assertAlmostEqual(float(row[f"pred_dice_hi{s}"]), min(1.0, recalibrated + q[s]), places=5)
+        deployed = [rows[Path(r["image"]).name] for r in table]
+        for s, label in zip(suffix, names if len(names) > 1 else ["foreground"]):
+            x, y = (np.array([float(r[f"{kind}_dice{s}"]) for r in table]) for kind in ("pred", "true"))
+            raw = np.array([float(r[f"pred_dice_raw{s}"]) for r in deployed])
+            np.testing.assert_allclose(raw, x, atol=1e-5)  # the calibration run's predicted Dice
+            g = np.array([float(r[f"pred_dice{s}"]) for r in deployed])  # g(raw), segq's recalibration
+            iso = IsotonicRegression(y_min=0, y_max=1).fit(x[fit_idx], y[fit_idx])
+            lo, hi = x[fit_idx].min(), x[fit_idx].max()
+            inside = (raw >= lo) & (raw <= hi)
+            if lo < hi:
+                np.testing.assert_allclose(g[inside], iso.predict(raw[inside]), atol=1e-5)
+            order = np.argsort(raw, kind="stable")
+            self.assertTrue(np.all(np.diff(g[order]) >= -1e-6), (raw, g))  # monotone, the tails too
+            self.assertTrue(np.all((g >= 0) & (g <= 1)))
+            # rank ceil((m + 1) * 0.5) of the m scored residuals
+            q = np.sort(np.abs(y[score_idx] - g[score_idx]))[math.ceil((len(score_idx) + 1) * 0.5) - 1]
+            self.assertAlmostEqual(saved["recalibration"][label]["half_width"], q, places=5)
+            self.assertAlmostEqual(cal_fit["half_width"][label], q, places=5)
+            for r, gi in zip(deployed, g):
+                self.assertAlmostEqual(float(r[f"pred_dice_lo{s}"]), max(0.0, gi - q), places=5)
+                self.assertAlmostEqual(float(r[f"pred_dice_hi{s}"]), min(1.0, gi + q), places=5)
+        for row in deployed:
             worst = min(float(row[f"pred_dice_raw{s}"]) for s in suffix)
             self.assertEqual(int(row["flagged"]), int(lam is None or worst < lam))
         self.assertEqual(json.loads((out / "calibration.json").read_text())["coverage"], 0.5)
         drift = json.loads((out / "drift.json").read_text())
-        self.assertEqual(drift["statistics"]["pred_dice"]["n"], len(cal))
-        self.assertEqual(drift["statistics"]["pred_dice"]["n_reference"], len(cal))
+        self.assertEqual(drift["statistics"]["pred_dice"]["n"], N_CAL)
+        self.assertEqual(drift["statistics"]["pred_dice"]["n_reference"], N_CAL)
         self.assertIsNotNone(drift["statistics"]["mean_entropy"])
-        for item in cal:
+        for item in cal[:3]:
             image = item["image"][0] if files > 1 else item["image"]
-            case = Path(image).name.removesuffix(".nii.gz")
-            ref = nib.load(image)
+            case = case_name(image)
             for key in ("entropy", "mutual_information"):
-                saved = nib.load(out / case / f"{case}_{key}.nii.gz")
-                self.assertEqual(saved.shape, ref.shape, key)
-                np.testing.assert_allclose(saved.affine, ref.affine, atol=1e-4)
+                saved_map = nib.load(out / case / f"{case}_{key}.nii.gz")
+                if h["fmt"] == "jpeg":  # the input grid, identity affine, and a PNG beside it
+                    self.assertEqual(saved_map.shape, shape, key)
+                    np.testing.assert_allclose(saved_map.affine, np.eye(4))
+                    self.assertEqual(Image.open(out / case / f"{case}_{key}.png").size, Image.open(image).size)
+                else:
+                    ref = nib.load(image)
+                    self.assertEqual(saved_map.shape, ref.shape, key)
+                    np.testing.assert_allclose(saved_map.affine, ref.affine, atol=1e-4)
         self.assertEqual(sha256(host_config), config_sha)
 
 

@@ -89,9 +89,42 @@ class TestFitErrors(unittest.TestCase):
         self.assertIn(f"Label {label} does not lie on the grid of its image {train[1]['image']}", message)
         self.assertIn("(16, 16, 10)", message)
         self.assertIn("(16, 16, 12)", message)
-        fit = json.loads((self.fit_dir / "fit.json").read_text())
-        self.assertEqual(fit["steps"], [])
-        self.assertFalse((self.fit_dir / "sample" / "quality.csv").exists())
+        self.assertIn("ResampleToMatch", message)
+        self.assertFalse(self.fit_dir.exists())  # refused from the headers, before anything is written
+
+    def test_one_slice_volume(self):
+        for section, index in (("train", 0), ("cal", 1)):  # the case the strides come from, then another case
+            datalist, train, cal = self.datalist()
+            case = {"train": train, "cal": cal}[section][index]
+            where = f"{section}[{index}]"
+            for key in ("image", "label"):
+                nib.save(nib.Nifti1Image(np.zeros((16, 16, 1), np.float32), np.diag([1.5, 1.5, 3.0, 1.0])), case[key])
+            with self.assertRaises(ValueError) as raised:
+                run_fit(self.host, datalist, self.fit_dir)
+            message = str(raised.exception)
+            self.assertIn(f"Case {case['image']}", message, where)
+            self.assertIn("(16, 16, 1)", message, where)
+            self.assertIn("2D data as 2D files", message, where)
+            self.assertFalse(self.fit_dir.exists())
+
+    def test_evaluator_not_supervised(self):
+        config = self.host / "configs" / "inference.json"
+        content = json.loads(config.read_text())
+        content["evaluator"]["_target_"] = "Workflow"
+        config.write_text(json.dumps(content))
+        datalist, _, _ = self.datalist()
+        with self.assertRaisesRegex(ValueError, rf"Host config {config}: its 'evaluator' is 'Workflow', not a "
+                                                r"monai.engines.SupervisedEvaluator.*--host_config"):  # fmt: skip
+            run_fit(self.host, datalist, self.fit_dir)
+        self.assertFalse(self.fit_dir.exists())
+
+    def test_host_without_weights(self):
+        (self.host / "models" / "model.pt").unlink()
+        datalist, _, _ = self.datalist()
+        with self.assertRaisesRegex(FileNotFoundError, rf"The host bundle {self.host} has no saved weights at "
+                                                       rf".*models/model.pt .*--host_override 'handlers#0#load_path="):
+            run_fit(self.host, datalist, self.fit_dir)
+        self.assertFalse(self.fit_dir.exists())
 
     def test_interrupted_fit_continues_and_deploys(self):
         datalist, _, cal = self.datalist()

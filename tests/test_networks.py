@@ -1,4 +1,4 @@
-"""Tests for segq_monai.networks.QualityRegressor: shapes, range, input checks, and that it learns."""
+"""Tests for segq_monai.networks.QualityRegressor (shapes, range, input checks, that it learns) and quality_strides."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import unittest
 import torch
 from parameterized import parameterized
 
-from segq_monai.networks import QualityRegressor
+from segq_monai.networks import QualityRegressor, quality_strides
 
 SHAPE_CASES = [
     # (name, constructor kwargs, input shape, output shape)
@@ -34,6 +34,25 @@ SHAPE_CASES = [
         (2, 2),
     ),
     ("3d_default", {"spatial_dims": 3, "in_channels": 2, "out_channels": 1}, (1, 2, 16, 32, 16), (1, 1)),
+    (
+        "3d_thin_stack_per_axis",
+        {"spatial_dims": 3, "in_channels": 2, "out_channels": 3, "strides": [[2, 2, 1], [2, 2, 1], [2, 2, 2], [2, 2, 1]]},
+        (2, 2, 32, 32, 10),
+        (2, 3),
+    ),
+    ("3d_three_slices", {"spatial_dims": 3, "in_channels": 1, "out_channels": 1, "channels": (4, 8),
+                         "strides": [(2, 2, 1), (2, 1, 1)]}, (1, 1, 8, 5, 3), (1, 1)),  # fmt: skip
+]
+
+# (name, shape, spacing, levels, expected strides), worked by hand: halve an axis while ceil(size / 2) >= 4 and its
+# spacing is <= 2x the finest (spacings double with each halving)
+STRIDE_CASES = [
+    ("isotropic_big", (512, 512, 120), None, 4, [[2, 2, 2]] * 4),
+    ("short_axis", (128, 128, 10), (1.25, 1.25, 8.0), 4, [[2, 2, 1], [2, 2, 1], [2, 2, 2], [2, 2, 1]]),
+    ("thin_stack_small", (32, 32, 10), (1.0, 1.0, 1.0), 4, [[2, 2, 2], [2, 2, 1], [2, 2, 1], [1, 1, 1]]),
+    ("five_x_coarse", (24, 24, 24), (1.0, 1.0, 5.0), 3, [[2, 2, 1], [2, 2, 1], [1, 1, 2]]),
+    ("2d_odd", (17, 45), (1.0, 1.0), 4, [[2, 2], [2, 2], [1, 2], [1, 1]]),
+    ("three_slices", (16, 16, 3), None, 2, [[2, 2, 1], [2, 2, 1]]),
 ]
 
 
@@ -52,7 +71,7 @@ class TestQualityRegressorShapes(unittest.TestCase):
             ("rank_too_low", (4, 32, 32), "rank 4"),
             ("rank_3d_for_2d", (1, 4, 16, 16, 16), "rank 4"),
             ("wrong_channels", (1, 3, 32, 32), "expects 4 input channels, got 3"),
-            ("too_small", (1, 4, 8, 32), r"prod\(strides\) = 16"),
+            ("too_small", (1, 4, 8, 32), r"product of its axis' strides = \(16, 16\)"),
             ("instance_norm_single_element", (1, 4, 16, 16), r"shrinks to \(1, 1\)"),
         ]
     )
@@ -67,6 +86,8 @@ class TestQualityRegressorShapes(unittest.TestCase):
             ("in_channels", {"in_channels": 0}),
             ("lengths", {"channels": (8, 16), "strides": (2,)}),
             ("res_units", {"num_res_units": -1}),
+            ("stride_axes", {"channels": (8,), "strides": [[2, 2, 2]]}),
+            ("stride_zero", {"channels": (8,), "strides": [0]}),
             ("dropout", {"dropout": 1.0}),
         ]
     )
@@ -74,6 +95,21 @@ class TestQualityRegressorShapes(unittest.TestCase):
         kwargs = {"spatial_dims": 2, "in_channels": 1, "out_channels": 1, **override}
         with self.assertRaises(ValueError):
             QualityRegressor(**kwargs)
+
+
+class TestQualityStrides(unittest.TestCase):
+    @parameterized.expand(STRIDE_CASES)
+    def test_strides(self, _, shape, spacing, levels, expected):
+        strides = quality_strides(shape, spacing, levels=levels)
+        self.assertEqual(strides, expected)
+        net = QualityRegressor(len(shape), 1, 1, channels=[4] * levels, strides=strides).eval()
+        with torch.no_grad():  # the head takes the shape it was chosen for
+            self.assertEqual(tuple(net(torch.zeros(1, 1, *shape)).shape), (1, 1))
+
+    @parameterized.expand([("one_slice", (16, 16, 1)), ("below_kernel", (2, 40))])
+    def test_shape_refused(self, _, shape):
+        with self.assertRaisesRegex(ValueError, rf"cannot read spatial shape \({shape[0]}, .*at least 3 voxels.*2D files"):
+            quality_strides(shape)
 
 
 def _corrupted_discs(n: int, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,6 +18,10 @@ point, in this process); the command prints each step's command line, so every s
 ``--recalibrate`` reruns the calibrate step alone on the cases of ``--datalist`` (e.g. labelled cases of a new
 site), keeping the quality head: the fit's calibration cases, table and file are replaced.
 
+Before anything is written, every labelled case is checked from its file headers (:mod:`segq_monai.apps.fit_grid`):
+the head's per-axis strides are chosen from the first case's shape and spacing (the input grid, which the head
+reads), and a case the head cannot read, or a label on another grid than its image, is refused, named.
+
 ``FIT/fit.json`` holds the settings and each step's result (:mod:`segq_monai.apps.fit_folder`). A rerun of the same
 command continues: finished steps are skipped, sampling skips finished cases, training resumes from its last epoch.
 """
@@ -39,6 +43,7 @@ from monai.bundle import ConfigParser
 from monai.bundle import run as bundle_run
 
 from segq_monai.apps.fit_folder import CALIBRATION_FILE, FIT_FILE, HEAD_FILE, write_fit
+from segq_monai.apps.fit_grid import check_case_grids, head_strides
 from segq_monai.apps.fit_host import HostBundle
 from segq_monai.data.datalist import load_datalist, write_datalist
 from segq_monai.data.outputs import first_path
@@ -173,12 +178,20 @@ class _Fit:
         train_config = ConfigParser()
         train_config.read_config(str(SEGQ_BUNDLE / "configs" / "train_quality.json"))
         head_def = train_config.get("quality_network_def")
+        channels = args.head_channels or head_def["channels"]
+        if args.head_strides and len(args.head_strides) != len(channels):
+            raise ValueError(
+                f"--head_strides {args.head_strides} needs one stride per --head_channels level ({len(channels)}: "
+                f"{channels}); or leave it out: the fit then chooses per-axis strides from the first case's grid."
+            )
+        strides, grid = head_strides(split["training"] or split["calibration"], len(channels), args.head_strides)
         self.head = {
             "checkpoint": HEAD_FILE,
             "quality_variant": args.quality_variant,
             "quality_keys": train_config.get("quality_variants")[args.quality_variant],
-            "channels": args.head_channels or head_def["channels"],
-            "strides": args.head_strides or head_def["strides"],
+            "channels": channels,
+            "strides": strides,
+            "grid": grid,
             "dropout": head_def["dropout"],
             "epochs": args.epochs,
         }
@@ -195,6 +208,7 @@ class _Fit:
             "label_transforms": _json_list(args.label_transforms, "--label_transforms"),
             "datalist": {"source": str(Path(args.datalist).resolve()), "key": key, "file": "datalist.json",
                          "n_training": len(split["training"]), "n_calibration": len(split["calibration"])},
+            "spatial_dims": len(grid["shape"]),
             "head": self.head,
             "calibration": {"alpha": args.alpha, "delta": args.delta, "tau": args.tau, "coverage": args.coverage},
         }  # fmt: skip
@@ -211,6 +225,10 @@ class _Fit:
             )
         if path.is_file():
             fit = json.loads(path.read_text())
+            if self.args.recalibrate:  # the fitted head is kept: the new cases must fit its strides
+                settings["head"], settings["spatial_dims"] = fit["head"], fit["spatial_dims"]
+            check_case_grids(split["training"] + split["calibration"], settings["head"]["strides"],
+                             settings["spatial_dims"])  # fmt: skip
             kept = [k for k in settings if not (self.args.recalibrate and k in ("datalist", "calibration"))]
             recorded = {k: fit.get(k) for k in settings}
             recorded["calibration"] = {k: fit["calibration"].get(k) for k in settings["calibration"]}
@@ -223,6 +241,8 @@ class _Fit:
             if self.args.recalibrate:
                 self._replace_calibration(fit, settings, split["calibration"])
             return fit
+        check_case_grids(split["training"] + split["calibration"], settings["head"]["strides"],
+                         settings["spatial_dims"])  # before the fit folder is made
         write_datalist(self.dir / "datalist.json", split)
         fit = {**settings, "steps": []}
         write_fit(self.dir, fit)
@@ -258,7 +278,6 @@ class _Fit:
             return
         self._host_step(["segq_overlay.json", "fit_labelled.json", "fit_sample.json"],
                         "1/3 sample the labelled cases with the host network")  # fmt: skip
-        self.fit["spatial_dims"] = _spatial_dims(self.dir / "sample" / "stage2_datalist.json")
         self._done("sample")
 
     def train(self) -> None:
@@ -312,15 +331,6 @@ class _Fit:
         return _command(configs, self.host.root, self.host.run_id, {**self.host.overrides, "segq#fit_dir": str(self.dir)})
 
 
-def _spatial_dims(stage2_datalist: Path) -> int:
-    """The data's spatial dimensions (the quality head follows them, not the host network's): those of the first
-    sampled case's entropy map, ``[*spatial]``."""
-    from monai.transforms import LoadImage
-
-    entry = load_datalist(stage2_datalist, "training", ("entropy",))[0]
-    return int(LoadImage(image_only=True, ensure_channel_first=True)(entry["entropy"]).ndim - 1)
-
-
 def fit(args: argparse.Namespace) -> dict[str, Any]:
     """Run (or continue) the fit; prints the deploy command and returns the content of ``fit.json``."""
     job = _Fit(args)
@@ -364,7 +374,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--quality_variant", default="image_seg_entropy")
     p.add_argument("--epochs", type=int, default=60, help="epochs of the quality head")
     p.add_argument("--head_channels", type=int, nargs="+", default=None)
-    p.add_argument("--head_strides", type=int, nargs="+", default=None)
+    p.add_argument("--head_strides", type=int, nargs="+", default=None,
+                   help="one stride per level for every axis (default: per-axis strides chosen from the first case's "
+                        "shape and spacing, segq_monai.quality_strides, recorded in fit.json)")
     p.add_argument("--calibration_fraction", type=float, default=0.5,
                    help="share of the cases kept for calibration (unless the datalist has a calibration section)")
     p.add_argument("--alpha", type=float, default=0.1, help="target failure rate among auto-accepted cases")

@@ -13,10 +13,12 @@ Layout (written by ``python -m segq_monai fit``, read by ``configs/segq_overlay.
 ``fit.json`` keys: ``host_bundle`` (name, version, bundle_root, config_file, run_id), ``host_network``
 (``spatial_dims``, ``in_channels``, ``out_channels`` of the host's network), ``activation`` (``softmax`` or
 ``sigmoid``), ``num_classes`` (the network's output channels), ``class_names`` (foreground classes), ``spatial_dims``
-(the data's, which the head follows), ``in_channels``, ``sampler``, ``num_samples``, ``seed``, ``label_transforms``,
+(the data's input grid's, which the head follows), ``in_channels``, ``sampler``, ``num_samples``, ``seed``, ``label_transforms``,
 ``datalist`` (source file, section, cases per split; after ``--recalibrate`` also ``calibration_source``: the
 file and section of the calibration cases), ``head`` (checkpoint, quality variant and keys, channels,
-strides, dropout, epochs), ``calibration`` (``alpha``, ``delta``, ``tau``, ``coverage``; once calibrated also
+``strides``: one per level, each an int or one per axis, chosen from ``grid``: ``{"image", "shape", "spacing"}`` of
+the first labelled case (:func:`~segq_monai.networks.quality_regressor.quality_strides`; the deployment builds the
+head with them), dropout, epochs), ``calibration`` (``alpha``, ``delta``, ``tau``, ``coverage``; once calibrated also
 ``acceptance_threshold`` λ̂ (``null`` when no threshold is certified: every case is flagged), ``feasible``, ``bound``,
 ``n_calibration``, ``fraction_accepted``, ``failures_accepted``, ``half_width`` (per class, Dice units), ``file``
 (the calibration file) and ``table``) and ``steps``: the steps done (``sample``, ``head``, ``calibration``), in

@@ -92,12 +92,55 @@ class HostBundle:
                     f"Host config {self.config} has no id {key!r} (segq replaces it with its own); supply it with "
                     f"--host_override '{key}=@{key.split('#')[1]}'."
                 )
+        self._check_evaluator(parser)
+        self._check_weights(parser)
         self.run_id = run_id or self._run_id(parser)
         self.signature = network_signature(parser.get_parsed_content("network_def"))
         self.activation = activation or self._activation(parser.get("postprocessing"))
         meta = self.root / "configs" / "metadata.json"
         self.metadata = json.loads(meta.read_text()) if meta.is_file() else {}
         self.class_names = list(class_names) if class_names else self._class_names()
+
+    def _check_evaluator(self, parser: ConfigParser) -> None:
+        """The host's ``evaluator`` is a MONAI ``SupervisedEvaluator`` (segq replaces its inferer and postprocessing)."""
+        from monai.bundle.config_item import ComponentLocator
+        from monai.engines import SupervisedEvaluator
+
+        target = parser.get("evaluator#_target_") if isinstance(parser.get("evaluator"), dict) else None
+        cls = ComponentLocator().get_component_module_name(target) if isinstance(target, str) else None
+        if isinstance(cls, str):
+            import importlib
+
+            cls = getattr(importlib.import_module(cls), target.rsplit(".", 1)[-1], None)
+        elif isinstance(target, str) and "." in target:
+            import pydoc
+
+            cls = pydoc.locate(target)
+        if not (isinstance(cls, type) and issubclass(cls, SupervisedEvaluator)):
+            raise ValueError(
+                f"Host config {self.config}: its 'evaluator' is {target!r}, not a monai.engines.SupervisedEvaluator; "
+                "segq samples the host network by replacing the evaluator's inferer and postprocessing. Give the "
+                "fit an inference config whose evaluator is a SupervisedEvaluator (--host_config), or supply one with "
+                "--host_override 'evaluator={\"_target_\": \"SupervisedEvaluator\", ...}'."
+            )
+
+    def _check_weights(self, parser: ConfigParser) -> None:
+        """Each ``CheckpointLoader`` of the host's ``handlers`` finds its weights file."""
+        handlers = parser.get("handlers")
+        if "bundle_root" in parser:
+            parser["bundle_root"] = str(self.root)  # as the fit's runs set it
+        for i, h in enumerate(handlers if isinstance(handlers, list) else []):
+            if not (isinstance(h, dict) and str(h.get("_target_", "")).endswith("CheckpointLoader")):
+                continue
+            path = Path(str(parser.get_parsed_content(f"handlers#{i}#load_path")))
+            if not path.is_absolute():
+                path = self.root / path
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"The host bundle {self.root} has no saved weights at {path} (its CheckpointLoader's load_path); "
+                    "train the host network first or download its weights into models/, or point the loader at "
+                    "them with --host_override 'handlers#" + str(i) + "#load_path=/path/to/model.pt'."
+                )
 
     def _run_id(self, parser: ConfigParser) -> str:
         """``run``, or the one top-level list that runs the evaluator (model-zoo bundles also use ``evaluating``)."""

@@ -8,6 +8,11 @@ Layout written by :class:`segq_monai.handlers.QualityWriter`::
 ``<case>`` is the input image's file name without its extension. Each file is written whole or not at all (a
 temporary name, then ``os.replace``) and the JSON sidecar is written after the maps, so a case whose sidecar and
 maps all exist is complete: :func:`pending_items` drops it from a rerun, and the writer reads its row back.
+
+Inputs without NIfTI-like metadata (PNG / JPEG frames read by MONAI's ``PILReader``: no ``original_affine``) get
+their maps on the input's pixel grid with an identity affine (1 mm pixels, as the reader reports them), said in the
+log; 2D maps of such inputs are also written as an 8-bit PNG beside the NIfTI (``<case>_<key>.png``, the map scaled
+to 0..255 over its own range, pixel (0, 0) top left as in the input) to lay over the input frame.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from monai.data import MetaTensor, NibabelWriter
 
 from segq_monai.utils.atomic import atomic_path
 
-__all__ = ["case_name", "first_path", "map_path", "pending_items", "save_map", "saved_items", "sidecar_path"]
+__all__ = ["case_name", "first_path", "map_path", "pending_items", "save_map", "save_png", "saved_items", "sidecar_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,18 +50,43 @@ def first_path(value: Any) -> Any:
     return value[0] if isinstance(value, (list, tuple)) and value else value
 
 
-def save_map(array: MetaTensor, path: Path) -> None:
-    """Save a channel-first map ``[C, *spatial]`` with its affine; a temporary file, then ``os.replace``."""
-    data = array.detach().cpu()
+def save_map(array: MetaTensor | torch.Tensor, path: Path) -> None:
+    """Save a channel-first map ``[C, *spatial]`` with its affine; a temporary file, then ``os.replace``.
+
+    Without NIfTI-like metadata (no ``original_affine``, e.g. a PNG / JPEG input) the affine is the identity and the
+    map of a 2D input is also written as a PNG, ``path`` with ``.png`` (:func:`save_png`)."""
+    meta = array.meta if isinstance(array, MetaTensor) else {}
+    affine = array.affine if isinstance(array, MetaTensor) else torch.eye(4, dtype=torch.float64)  # PIL: identity
+    nifti_like = meta.get("original_affine") is not None
+    if not nifti_like:
+        logger.info(f"{meta.get('filename_or_obj', 'the input')} has no NIfTI affine: {path.name} gets an identity "
+                    "affine (1 mm pixels on the input's grid).")  # fmt: skip
+    data = torch.as_tensor(array).detach().cpu().as_subclass(torch.Tensor)
     if not data.is_floating_point():
         data = data.to(torch.uint8 if data.numel() == 0 or int(data.max()) < 256 else torch.int16)
     else:
         data = data.to(torch.float32)
     writer = NibabelWriter(output_dtype=data.numpy().dtype)
     writer.set_data_array(data, channel_dim=0, squeeze_end_dims=True)
-    writer.set_metadata(dict(array.meta, affine=array.affine), resample=False)
+    # the data are on their grid already: no resampling (MONAI's set_metadata would resample, and fails on the
+    # metadata of PIL-read inputs), only the affine
+    writer.affine = torch.as_tensor(affine, dtype=torch.float64).numpy()
     with atomic_path(path, suffix=".nii.gz") as tmp:
         writer.write(tmp)
+    if not nifti_like and data.ndim == 3:
+        save_png(data, Path(str(path).removesuffix(".nii.gz") + ".png"))
+
+
+def save_png(array: torch.Tensor, path: Path) -> None:
+    """Save a 2D map ``[C, W, H]`` (MONAI's ``PILReader`` order: first axis = image columns) as an 8-bit grey PNG:
+    the first channel scaled to 0..255 over its range (a constant map: 0); a temporary file, then ``os.replace``."""
+    from PIL import Image
+
+    v = array[0].to(torch.float64)
+    span = float(v.max() - v.min()) if v.numel() else 0.0
+    pixels = ((v - v.min()) / span * 255).round() if span > 0 else torch.zeros_like(v)
+    with atomic_path(path, suffix=".png") as tmp:
+        Image.fromarray(pixels.to(torch.uint8).numpy().T).save(tmp, format="PNG")
 
 
 def map_path(output_dir: str | os.PathLike, case: str, key: str) -> Path:

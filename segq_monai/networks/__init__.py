@@ -5,4 +5,4 @@ from __future__ import annotations
 from .aleatoric import AleatoricNet, split_mean_log_var
 from .confidence import ConfidenceNet
 from .extra_output import ExtraOutputNet
-from .quality_regressor import QualityRegressor
+from .quality_regressor import QualityRegressor, quality_strides
