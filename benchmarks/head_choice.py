@@ -3,7 +3,8 @@
 Reads the saved outputs of a demo run (``python -m segq_monai demo --output_dir RUN``): its out-of-fold stage-2 data
 (``RUN/stage2_data/fold*/``) to train on, and the saved maps of its test, shift and cross-plane splits
 (``RUN/report/``, ``RUN/report/shift_split/``, ``RUN/report/cross_plane_split/``) to score on. Each recipe is a set of
-overrides of ``train_quality.json``: the head is trained by the bundle's own workflow (``monai.bundle.run``, the
+synthetic failures (:func:`segq_monai.data.write_synthetic_failures`, written once per setting under
+``RUN/head_choice/``) and overrides of ``train_quality.json``: the head is trained by the bundle's own workflow (``monai.bundle.run``, the
 loop the demo and the fit use), once per head seed, then scored in this process on every split: MAE, Pearson,
 Spearman and AURC (risk = 1 - Dice) of its predicted Dice (eval mode), per seed, then mean ± sd over seeds.
 Results go to ``--out`` (JSON, one record per recipe and seed; a rerun skips the records it finds).
@@ -27,17 +28,18 @@ from monai.bundle import ConfigParser
 from monai.transforms import ScaleIntensity
 
 from segq_monai.apps.workflows import run_workflow
+from segq_monai.data.synthetic import SYNTHETIC_DATALIST, write_synthetic_failures
 from segq_monai.metrics import regression
 from segq_monai.transforms.quality import QualityInput
 from segq_monai.utils.resources import bundle_root
 
-#: recipe name -> overrides of train_quality.json
-RECIPES: dict[str, dict[str, Any]] = {
-    "shipped": {},
-    "failures_prob": {"synthetic_failures": 3, "failure_source": "prob", "epochs": 30},
-    "failures_label": {"synthetic_failures": 3, "failure_source": "label", "epochs": 30},
-    "failures_prob_old_entropy": {"synthetic_failures": 3, "failure_source": "prob", "failure_entropy": "original",
-                                  "epochs": 30},  # fmt: skip
+#: recipe name -> synthetic failures (arguments of write_synthetic_failures, or None) and overrides of
+#: train_quality.json; every recipe sees about the same number of training samples (cases x epochs ~ 11,500)
+RECIPES: dict[str, tuple[dict[str, Any] | None, dict[str, Any]]] = {
+    "shipped": (None, {}),
+    "failures_prob": ({"copies": 5, "source": "prob"}, {"epochs": 12}),
+    "failures_label": ({"copies": 5, "source": "label"}, {"epochs": 12}),
+    "failures_prob_old_entropy": ({"copies": 5, "source": "prob", "recompute_entropy": False}, {"epochs": 12}),
 }
 SPLITS = {"test": ".", "shift": "shift_split", "cross_plane": "cross_plane_split"}
 METRICS = ("mae", "pearson", "spearman", "aurc")
@@ -63,18 +65,33 @@ def cases(folder: Path) -> tuple[list[torch.Tensor], np.ndarray]:
     return stacks, np.array(dice)
 
 
+def synthetic_datalist(run: Path, recipe: str) -> list[str]:
+    """The recipe's synthetic-failure datalist (written once under ``RUN/head_choice/``), or none."""
+    synthetic = RECIPES[recipe][0]
+    if synthetic is None:
+        return []
+    folder = run / "head_choice" / "_".join(f"{k}{v}" for k, v in sorted(synthetic.items()))
+    path = folder / SYNTHETIC_DATALIST
+    if not path.is_file():
+        write_synthetic_failures(stage2_datalists(run), folder, num_classes=2, **synthetic)
+    return [str(path)]
+
+
+def stage2_datalists(run: Path) -> list[str]:
+    return sorted(str(p) for p in (run / "stage2_data").glob("fold*/stage2_datalist.json"))
+
+
 def train_head(run: Path, recipe: str, seed: int, workdir: Path) -> tuple[torch.nn.Module, float]:
-    """Train the head of ``recipe`` with ``train_quality.json`` on ``run``'s stage-2 data; returns it (eval mode)
-    and the training time in s."""
-    overrides = dict(RECIPES[recipe])
-    datalists = sorted(str(p) for p in (run / "stage2_data").glob("fold*/stage2_datalist.json"))
+    """Train the head of ``recipe`` with ``train_quality.json`` on ``run``'s stage-2 data (and the recipe's
+    synthetic failures); returns it (eval mode) and the training time in s."""
+    overrides = RECIPES[recipe][1]
+    datalists = stage2_datalists(run) + synthetic_datalist(run, recipe)
     start = time.perf_counter()
     run_workflow(bundle_root(), ["train_quality.json"], stage2_datalists=datalists, ckpt_dir=str(workdir),
                  output_dir=str(workdir), seed=seed, **overrides)  # fmt: skip
     seconds = time.perf_counter() - start
     parser = ConfigParser()
     parser.read_config(str(bundle_root() / "configs" / "train_quality.json"))
-    parser.update(overrides)
     net = parser.get_parsed_content("quality_network_def")
     state = torch.load(workdir / "quality_image_seg_entropy" / "model.pt", map_location="cpu", weights_only=True)
     net.load_state_dict(state["model"] if "model" in state else state)

@@ -12,7 +12,7 @@ from segq_testing import isotonic_reference
 from sklearn.linear_model import LinearRegression
 from sklearn.model_selection import GroupKFold, KFold
 
-from segq_monai.metrics.recalibration import calibrate_dice, cv_folds, split_calibration
+from segq_monai.metrics.recalibration import apply_map, calibrate_dice, cv_folds, fit_map, split_calibration
 
 
 def reference_cv_mae(x, y, groups, n_folds, seed):
@@ -26,11 +26,18 @@ def reference_cv_mae(x, y, groups, n_folds, seed):
     for _, test_pos in KFold(n_splits=min(n_folds, len(codes))).split(order):
         held = np.isin(case_group, order[test_pos])
         xt, yt, xh = x[~held], y[~held], x[held]
-        lin = LinearRegression().fit(xt[:, None], yt)
         errors["identity"][held] = np.abs(y[held] - np.clip(xh, 0, 1))
-        errors["linear"][held] = np.abs(y[held] - np.clip(lin.predict(xh[:, None]), 0, 1))
+        errors["linear"][held] = np.abs(y[held] - nonnegative_line(xt, yt)(xh))
         errors["isotonic"][held] = np.abs(y[held] - isotonic_reference(xt, yt)(xh))
     return {m: float(e.mean()) for m, e in errors.items()}
+
+
+def nonnegative_line(x, y):
+    """Least squares under slope >= 0 (sklearn's line, or the mean where its slope is negative), clipped to [0, 1]."""
+    lin = LinearRegression().fit(x[:, None], y)
+    if lin.coef_[0] <= 0:
+        return lambda new: np.clip(np.full(len(new), y.mean()), 0, 1)
+    return lambda new: np.clip(lin.predict(np.asarray(new)[:, None]), 0, 1)
 
 
 def calibrated(rng, n):
@@ -64,10 +71,17 @@ class TestMapChoice(unittest.TestCase):
         if expected == "identity":
             np.testing.assert_allclose(cal.predict(new), new)
         elif expected == "linear":
-            lin = LinearRegression().fit(x[fit][:, None], y[fit])
-            np.testing.assert_allclose(cal.predict(new), np.clip(lin.predict(new[:, None]), 0, 1), atol=1e-10)
+            np.testing.assert_allclose(cal.predict(new), nonnegative_line(x[fit], y[fit])(new), atol=1e-10)
         else:
             np.testing.assert_allclose(cal.predict(new), isotonic_reference(x[fit], y[fit])(new), atol=1e-12)
+
+    def test_linear_map_never_turns_the_order_round(self):
+        """A fit part whose Dice falls as the head's rises gets the constant mean, not a decreasing line."""
+        x = np.linspace(0.2, 0.9, 30)
+        y = 0.9 - 0.5 * x
+        params = fit_map("linear", x, y)
+        self.assertEqual(params["coef"], (0.0, float(np.mean(y))))
+        np.testing.assert_allclose(apply_map("linear", [0.0, 1.0], params), [np.mean(y)] * 2)
 
     def test_groups_stay_in_one_fold(self):
         """Four artifact copies per slice: a slice's copies share a fold (the invariant of sklearn's GroupKFold)

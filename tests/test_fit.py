@@ -41,6 +41,7 @@ from parameterized import parameterized
 from PIL import Image
 from scipy import stats
 from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LinearRegression
 from segq_testing import REPO, make_host, read_csv, write_labelled_cases
 
 from segq_monai.__main__ import main
@@ -234,21 +235,36 @@ class TestFitHosts(unittest.TestCase):
             raw = np.array([float(r[f"pred_dice_raw{s}"]) for r in deployed])
             np.testing.assert_allclose(raw, x, atol=1e-5)  # the calibration run's predicted Dice
             g = np.array([float(r[f"pred_dice{s}"]) for r in deployed])  # g(raw), segq's recalibration
-            iso = IsotonicRegression(y_min=0, y_max=1).fit(x[fit_idx], y[fit_idx])
+            record = saved["recalibration"][label]
+            scored = {k: v for k, v in record["cv_mae"].items() if v is not None}
+            self.assertEqual(record["map"], min(scored, key=scored.get) if scored else "isotonic")
+            # the recorded map against an independent fit on the seeded fit half: scikit-learn's isotonic regression
+            # (inside its range; monotone and in [0, 1] outside), least squares, or the head as it is
             lo, hi = x[fit_idx].min(), x[fit_idx].max()
             inside = (raw >= lo) & (raw <= hi)
-            if lo < hi:
+            if record["map"] == "isotonic" and lo < hi:
+                iso = IsotonicRegression(y_min=0, y_max=1).fit(x[fit_idx], y[fit_idx])
                 np.testing.assert_allclose(g[inside], iso.predict(raw[inside]), atol=1e-5)
+            elif record["map"] == "linear" and lo < hi:
+                line = LinearRegression().fit(x[fit_idx, None], y[fit_idx])  # least squares under slope >= 0
+                expected = line.predict(raw[:, None]) if line.coef_[0] > 0 else np.full_like(raw, y[fit_idx].mean())
+                np.testing.assert_allclose(g, np.clip(expected, 0, 1), atol=1e-5)
+            elif record["map"] == "identity":
+                np.testing.assert_allclose(g, np.clip(raw, 0, 1), atol=1e-6)
             order = np.argsort(raw, kind="stable")
             self.assertTrue(np.all(np.diff(g[order]) >= -1e-6), (raw, g))  # monotone, the tails too
             self.assertTrue(np.all((g >= 0) & (g <= 1)))
-            # rank ceil((m + 1) * 0.5) of the m scored residuals
-            q = np.sort(np.abs(y[score_idx] - g[score_idx]))[math.ceil((len(score_idx) + 1) * 0.5) - 1]
-            self.assertAlmostEqual(saved["recalibration"][label]["half_width"], q, places=5)
-            self.assertAlmostEqual(cal_fit["half_width"][label], q, places=5)
-            for r, gi in zip(deployed, g):
-                self.assertAlmostEqual(float(r[f"pred_dice_lo{s}"]), max(0.0, gi - q), places=5)
-                self.assertAlmostEqual(float(r[f"pred_dice_hi{s}"]), min(1.0, gi + q), places=5)
+            # rank ceil((m + 1) * 0.5) of the m scored residuals, in Dice units or in units of the head's spread
+            sd = np.ones_like(g)
+            if record["interval"] == "normalised":
+                sd = np.maximum([float(r[f"pred_dice_sd{s}"]) for r in deployed], record["sd_floor"])
+            residuals = np.abs(y[score_idx] - g[score_idx]) / sd[score_idx]
+            q = np.sort(residuals)[math.ceil((len(score_idx) + 1) * 0.5) - 1]
+            key = "half_width_normalised" if record["interval"] == "normalised" else "half_width"
+            self.assertAlmostEqual(record[key], q, places=5)
+            for r, gi, si in zip(deployed, g, sd):
+                self.assertAlmostEqual(float(r[f"pred_dice_lo{s}"]), max(0.0, gi - q * si), places=5)
+                self.assertAlmostEqual(float(r[f"pred_dice_hi{s}"]), min(1.0, gi + q * si), places=5)
         for row in deployed:
             worst = min(float(row[f"pred_dice_raw{s}"]) for s in suffix)
             self.assertEqual(int(row["flagged"]), int(lam is None or worst < lam))

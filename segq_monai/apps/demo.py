@@ -49,6 +49,7 @@ from segq_monai.apps.demo_recalibration import fit_site_calibration, recalibrati
 from segq_monai.apps.demo_tables import results_of, spread_table, time_table
 from segq_monai.apps.workflows import run_workflow
 from segq_monai.data.demo import prepare_demo
+from segq_monai.data.synthetic import FAILURE_SOURCE, SYNTHETIC_DATALIST, SYNTHETIC_FAILURES, write_synthetic_failures
 from segq_monai.evaluation.bootstrap import report_intervals, write_intervals
 from segq_monai.evaluation.columns import read_quality_csv
 from segq_monai.utils.resources import bundle_root
@@ -151,6 +152,19 @@ class _Demo:
                              output_dir=str(stage2 / f"fold{fold}"), **self.common)  # fmt: skip
         return [str(stage2 / f"fold{f}" / "stage2_datalist.json") for f in range(a.num_folds)]
 
+    def synthetic_failures(self, stage2_datalists: list[str], tag: str) -> list[str]:
+        """``--synthetic_failures`` copies of every out-of-fold case (:mod:`segq_monai.data.synthetic`), written once
+        beside the folds; returns their datalist (none without the option)."""
+        a = self.args
+        if not a.synthetic_failures:
+            return []
+        folder = Path(stage2_datalists[0]).parent.parent / "synthetic"
+        if not (folder / SYNTHETIC_DATALIST).is_file():
+            with self.timed(f"{tag}stage 2: {a.synthetic_failures} synthetic failures per out-of-fold case"):
+                write_synthetic_failures(stage2_datalists, folder, a.synthetic_failures, num_classes=2,
+                                         source=FAILURE_SOURCE, seed=0)  # fmt: skip
+        return [str(folder / SYNTHETIC_DATALIST)]
+
     def stage2(
         self, variant: str, stage2_datalists: list[str], head_dir: Path, report_dir: Path, sampler: str,
         overlay: list[str], stage1_checkpoint: Path, seed: int, tag: str, maps_from: Path | None = None,
@@ -159,8 +173,9 @@ class _Demo:
         splits with the guaranteed flag calibrated on the first. ``maps_from``: the report folder of a run whose
         saved maps to read (no sampling). Returns ``{split: (report, bootstrap intervals or None)}``."""
         a = self.args
+        training = stage2_datalists + self.synthetic_failures(stage2_datalists, tag)
         with self.timed(f"{tag}stage 2: train the quality head on {variant.replace('_', ' + ')}"):
-            run_workflow(self.bundle_root, ["train_quality.json"], stage2_datalists=stage2_datalists,
+            run_workflow(self.bundle_root, ["train_quality.json"], stage2_datalists=training,
                          quality_variant=variant, ckpt_dir=str(head_dir),
                          **({"epochs": a.epochs_quality} if a.epochs_quality else {}),
                          output_dir=str(report_dir.parent), seed=seed, **self.common)  # fmt: skip
@@ -364,6 +379,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     d.add_argument("--geometric_variants", type=int, default=0,
                    help="further artifact copies per development slice, turned and zoomed at random (stage-2 data; "
                         "measured, not the default: README 'Choosing the head')")
+    d.add_argument("--synthetic_failures", type=int, default=SYNTHETIC_FAILURES,
+                   help="synthetic failures per out-of-fold case for the quality head's training (0: none; "
+                        "the default is the recipe chosen in docs/results.md)")
     d.add_argument("--epochs_segmentation", type=int, default=40)
     d.add_argument("--epochs_quality", type=int, default=None,
                    help="epochs of the quality head (default: train_quality.json's, chosen with its recipe)")

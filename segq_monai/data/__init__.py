@@ -22,6 +22,7 @@ __all__ = [
     "prepare_volume3d",
     "split_fold",
     "write_datalist",
+    "write_synthetic_failures",
 ]
 
 
@@ -32,6 +33,7 @@ _LAZY = {
     "make_demo_data": "make_demo",
     "make_volume3d_data": "make_volume3d",
     "prepare_volume3d": "volume3d",
+    "write_synthetic_failures": "synthetic",
 }
 
 

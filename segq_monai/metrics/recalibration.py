@@ -11,8 +11,8 @@ with the head's raw predicted Dice ``x_i`` and the true Dice ``y_i`` (both in [0
    simplest winning ties, then refitted on the whole fit part:
 
    * ``identity``: ``g(x) = x``, the head as it is;
-   * ``linear``: the least-squares line (``numpy.polyfit`` degree 1; the fit part's mean when its predictions are
-     all equal), clipped to [0, 1];
+   * ``linear``: the least-squares line under slope >= 0 (``numpy.polyfit`` degree 1; the fit part's mean when the slope
+     is negative or its predictions are all equal), clipped to [0, 1];
    * ``isotonic``: the non-decreasing map fitted by least squares (pool-adjacent-violators,
      :func:`isotonic_regression`), clipped to [0, 1]; between fitted points ``g`` is linear. Outside the fitted
      range it keeps the offset of the nearest end, ``g(x) = g(x_1) + (x - x_1)`` below the lowest fitted prediction
@@ -210,7 +210,8 @@ def fit_map(name: str, x: Any, y: Any) -> dict[str, tuple[float, ...]]:
     """Fit the recalibration map ``name`` (one of :data:`MAPS`) of ``y`` on ``x`` (both ``[N]``, Dice units).
 
     Returns its parameters for :func:`apply_map`: ``{}`` for identity, ``{"coef": (slope, intercept)}`` for linear
-    (``numpy.polyfit`` degree 1; slope 0 and the mean of ``y`` when ``x`` holds one value), ``{"knots_x", "knots_y"}``
+    (``numpy.polyfit`` degree 1, under slope >= 0 like the isotonic map: slope 0 and the mean of ``y`` when the
+    least-squares slope is negative or ``x`` holds one value), ``{"knots_x", "knots_y"}``
     for isotonic (:func:`isotonic_regression`).
     """
     xs, ys = _vector(x, "x"), _vector(y, "y")
@@ -219,9 +220,9 @@ def fit_map(name: str, x: Any, y: Any) -> dict[str, tuple[float, ...]]:
     if name == "linear":
         if xs.size == 0:
             raise ValueError("a linear recalibration needs at least one case.")
-        if np.ptp(xs) == 0:
+        slope, intercept = np.polyfit(xs, ys, 1) if np.ptp(xs) > 0 else (0.0, 0.0)
+        if slope <= 0:  # least squares under slope >= 0: a recalibration never turns the head's order round
             return {"coef": (0.0, float(np.mean(ys)))}
-        slope, intercept = np.polyfit(xs, ys, 1)
         return {"coef": (float(slope), float(intercept))}
     if name == "isotonic":
         knots_x, knots_y = isotonic_regression(xs, ys)
