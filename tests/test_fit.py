@@ -289,5 +289,46 @@ class TestFitHosts(unittest.TestCase):
         self.assertEqual(sha256(host_config), config_sha)
 
 
+
+class TestFitSyntheticFailures(unittest.TestCase):
+    """``--synthetic_failures N``: N synthetic failures of every sampled case join the head's training cases, their
+    true Dice exact against the label as the host's label transforms leave it; multi-label hosts get none."""
+
+    def setUp(self):
+        self.tmp = Path(tempfile.mkdtemp(prefix="segq_fit_synthetic_"))
+        self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
+
+    def _fit(self, name: str, *extra: str) -> tuple[Path, str]:
+        h = HOSTS[name]
+        host = make_host(name, self.tmp)
+        kw = dict(files=h["files"], affine=h["affine"], image_format=h["fmt"])
+        train = write_labelled_cases(self.tmp / "train", ["t0", "t1", "t2"], h["shape"], h["values"], seed=1, **kw)
+        cal = write_labelled_cases(self.tmp / "cal", [f"k{i}" for i in range(4)], h["shape"], h["values"], seed=2,
+                                   label_folder=self.tmp / "cal_labels", **kw)  # fmt: skip
+        datalist = write_datalist(self.tmp / "datalist.json", {"validation": train, "calibration": cal})
+        fit_dir = self.tmp / "FIT"
+        return fit_dir, run_fit(host, datalist, fit_dir, *h["args"], "--alpha", "0.95", *extra)
+
+    def test_softmax_host(self):
+        fit_dir, _ = self._fit("slice2d_like", "--synthetic_failures", "4", "--coverage", "0.5")
+        fit = json.loads((fit_dir / "fit.json").read_text())
+        self.assertEqual(fit["head"]["synthetic_failures"], 4)
+        self.assertEqual(fit["head"]["epochs"], 1)  # --epochs given
+        entries = load_datalist(fit_dir / "synthetic" / "synthetic_datalist.json", "training", ("seg", "label"))
+        self.assertGreater(len(entries), 0)
+        self.assertLessEqual(len(entries), 3 * 4)
+        for entry in entries:
+            seg, label = np.asarray(nib.load(entry["seg"]).dataobj), np.asarray(nib.load(entry["label"]).dataobj)
+            np.testing.assert_allclose(entry["dice"], true_dice(seg, label, (0, 1, 2), False), atol=1e-6)
+            self.assertIn(entry["failure"], ("erode", "dilate", "shift", "affine", "hole", "remove_component",
+                                             "spurious_component", "boundary_noise", "class_swap"))  # fmt: skip
+        self.assertEqual(fit["steps"], ["sample", "head", "calibration"])
+
+    def test_multi_label_host_gets_none(self):
+        fit_dir, printed = self._fit("brats_like", "--synthetic_failures", "4", "--coverage", "0.5")
+        self.assertIn("no synthetic failures", printed)
+        self.assertEqual(json.loads((fit_dir / "fit.json").read_text())["head"]["synthetic_failures"], 0)
+        self.assertFalse((fit_dir / "synthetic").exists())
+
 if __name__ == "__main__":
     unittest.main()

@@ -7,8 +7,10 @@ point, in this process); the command prints each step's command line, so every s
    ``fit_sample.json``: the host's preprocessing, network and inferer (wrapped by ``UncertaintyInferer``) over the
    labelled ``training`` cases of ``FIT/datalist.json``; per case the segmentation, the maps, the image as the
    network saw it and the true Dice/IoU on the input grid -> ``FIT/sample/quality.csv``, ``stage2_datalist.json``;
-2. **train**: the segq bundle's ``train_quality.json`` + ``fit_train.json``: the quality head, with the data's
-   dimensionality, the host's classes and input channels -> ``FIT/quality_head.pt``;
+2. **train**: with ``--synthetic_failures N``, N synthetic failures of every sampled case
+   (:func:`segq_monai.data.write_synthetic_failures` -> ``FIT/synthetic/``); then the segq bundle's
+   ``train_quality.json`` + ``fit_train.json``: the quality head, with the data's dimensionality, the host's classes
+   and input channels, on the sampled and the synthetic cases -> ``FIT/quality_head.pt``;
 3. **calibrate**: the deployment itself (host + ``segq_overlay.json`` with ``segq#fit_dir``) plus the labels
    (``fit_labelled.json`` + ``fit_calibrate.json``) on the ``calibration`` cases -> ``FIT/calibration/quality.csv``;
    on it :func:`~segq_monai.evaluation.quality_calibration.calibrate_quality_table` fits the recalibration, the
@@ -47,6 +49,7 @@ from segq_monai.apps.fit_grid import check_case_grids, head_strides
 from segq_monai.apps.fit_host import HostBundle
 from segq_monai.data.datalist import load_datalist, write_datalist
 from segq_monai.data.outputs import first_path
+from segq_monai.data.synthetic import FAILURE_SOURCE, SYNTHETIC_FAILURES, write_synthetic_failures
 from segq_monai.evaluation.columns import class_label, read_quality_csv
 from segq_monai.evaluation.quality_calibration import calibrate_quality_table, head_fingerprint
 from segq_monai.metrics.conformal import min_calibration_cases
@@ -57,6 +60,8 @@ __all__ = ["add_parser", "check_calibration_size", "fit"]
 
 SEGQ_BUNDLE = bundle_root()
 OVERLAYS = configs_dir()
+#: epochs of the quality head on the sampled cases alone
+FULL_EPOCHS = 60
 
 
 def _command(configs: Sequence[Path], bundle_root: Path, run_id: str, overrides: Mapping[str, Any]) -> str:
@@ -185,6 +190,10 @@ class _Fit:
                 f"{channels}); or leave it out: the fit then chooses per-axis strides from the first case's grid."
             )
         strides, grid = head_strides(split["training"] or split["calibration"], len(channels), args.head_strides)
+        synthetic = args.synthetic_failures if self.host.activation == "softmax" else 0
+        if synthetic != args.synthetic_failures:
+            print(f"== no synthetic failures: they corrupt softmax probabilities, and {self.host.root} is multi-label "
+                  "(sigmoid); the head trains on the sampled cases alone", flush=True)  # fmt: skip
         self.head = {
             "checkpoint": HEAD_FILE,
             "quality_variant": args.quality_variant,
@@ -193,7 +202,8 @@ class _Fit:
             "strides": strides,
             "grid": grid,
             "dropout": head_def["dropout"],
-            "epochs": args.epochs,
+            "synthetic_failures": synthetic,
+            "epochs": args.epochs or max(1, round(FULL_EPOCHS / (1 + synthetic))),
         }
         settings = {
             "host_bundle": self.host.record(),
@@ -261,10 +271,11 @@ class _Fit:
         training = load_datalist(self.dir / "datalist.json", "training")
         write_datalist(self.dir / "datalist.json", {"training": training, "calibration": cases})
 
-    def _host_step(self, overlays: Sequence[str], step: str) -> None:
-        """A step on the host's config with ``overlays`` (files of ``configs/``): the fit folder, continued."""
+    def _host_step(self, overlays: Sequence[str], step: str, **extra: Any) -> None:
+        """A step on the host's config with ``overlays`` (files of ``configs/``) and ``extra`` overrides: the fit
+        folder, continued."""
         configs = [self.host.config, *(OVERLAYS / o for o in overlays)]
-        overrides = {**self.host.overrides, "segq#fit_dir": str(self.dir), "segq#skip_existing": True}
+        overrides = {**self.host.overrides, "segq#fit_dir": str(self.dir), "segq#skip_existing": True, **extra}
         if self.fit["label_transforms"]:
             overrides["segq#label_transforms"] = self.fit["label_transforms"]
         _run(configs, self.host.root, self.host.run_id, overrides, step)
@@ -276,8 +287,11 @@ class _Fit:
     def sample(self) -> None:
         if "sample" in self.fit["steps"]:
             return
+        # synthetic failures read the label as the host's label transforms left it (and the mean probabilities)
+        keys = (["label"] + (["prob"] if FAILURE_SOURCE == "prob" else [])) if self.head["synthetic_failures"] else []
         self._host_step(["segq_overlay.json", "fit_labelled.json", "fit_sample.json"],
-                        "1/3 sample the labelled cases with the host network")  # fmt: skip
+                        "1/3 sample the labelled cases with the host network",
+                        **({"segq#synthetic_keys": keys} if keys else {}))  # fmt: skip
         self._done("sample")
 
     def train(self) -> None:
@@ -290,6 +304,12 @@ class _Fit:
             "quality_variant": h["quality_variant"], "quality_network_def#channels": h["channels"],
             "quality_network_def#strides": h["strides"], "epochs": h["epochs"], "seed": self.args.seed,
         }  # fmt: skip
+        if h["synthetic_failures"]:
+            sampled = str(self.dir / "sample" / "stage2_datalist.json")
+            print(f"== stage-2 cases: {h['synthetic_failures']} synthetic failures per sampled case", flush=True)
+            synthetic = write_synthetic_failures([sampled], self.dir / "synthetic", h["synthetic_failures"],
+                                                 self.fit["num_classes"], source=FAILURE_SOURCE, seed=self.args.seed)
+            overrides["stage2_datalists"] = [sampled, str(synthetic)]
         if self.args.device:
             overrides["device"] = self.args.device
         configs = [SEGQ_BUNDLE / "configs" / "train_quality.json", OVERLAYS / "fit_train.json"]
@@ -372,7 +392,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--num_samples", type=int, default=20, help="T, samples per case")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quality_variant", default="image_seg_entropy")
-    p.add_argument("--epochs", type=int, default=60, help="epochs of the quality head")
+    p.add_argument("--synthetic_failures", type=int, default=SYNTHETIC_FAILURES,
+                   help="synthetic failures per sampled case (segq_monai.SegmentationFailured, true Dice exact) "
+                        "added to the head's training cases; softmax hosts only (default: the demo's chosen recipe)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"epochs of the quality head (default: {FULL_EPOCHS} / (1 + synthetic_failures), as many "
+                        f"training draws as {FULL_EPOCHS} epochs of the sampled cases)")
     p.add_argument("--head_channels", type=int, nargs="+", default=None)
     p.add_argument("--head_strides", type=int, nargs="+", default=None,
                    help="one stride per level for every axis (default: per-axis strides chosen from the first case's "
