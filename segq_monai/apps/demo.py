@@ -317,8 +317,10 @@ class _Demo:
             labels = {"testing": "test (in-distribution)", "shift": "shift", "cross_plane": "cross-plane",
                       "cross_plane_site": "cross-plane, recalibrated on its other half (by slice)"}  # fmt: skip
             text += (
-                f"## Recalibration to the site: the quality head ({a.quality_variants[0]}) recalibrated (isotonic) "
-                "with split-conformal 90 % intervals, both fitted on the calibration split\n\n"
+                f"## Recalibration to the site: the quality head ({a.quality_variants[0]}) recalibrated (identity, "
+                "linear or isotonic map, chosen by cross-validated MAE) with split-conformal 90 % intervals (the "
+                "kind in use, then both kinds), fitted on the calibration split; the last row is recalibrated on half "
+                "the cross-plane slices instead and scored on the other half\n\n"
                 + recalibration_table({labels[k]: v for k, v in tables["recalibration"].items()}) + "\n"
             )
         for split in ("testing", "shift", "cross_plane"):
