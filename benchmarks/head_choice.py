@@ -89,13 +89,26 @@ def train_head(run: Path, recipe: str, seed: int, workdir: Path) -> tuple[torch.
     start = time.perf_counter()
     run_workflow(bundle_root(), ["train_quality.json"], stage2_datalists=datalists, ckpt_dir=str(workdir),
                  output_dir=str(workdir), seed=seed, **overrides)  # fmt: skip
-    seconds = time.perf_counter() - start
+    return load_head(workdir / "quality_image_seg_entropy" / "model.pt"), time.perf_counter() - start
+
+
+def load_head(checkpoint: Path) -> torch.nn.Module:
+    """The bundle's quality head (``train_quality.json``'s ``quality_network_def``) with the weights of
+    ``checkpoint``, in eval mode."""
     parser = ConfigParser()
     parser.read_config(str(bundle_root() / "configs" / "train_quality.json"))
     net = parser.get_parsed_content("quality_network_def")
-    state = torch.load(workdir / "quality_image_seg_entropy" / "model.pt", map_location="cpu", weights_only=True)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     net.load_state_dict(state["model"] if "model" in state else state)
-    return net.eval(), seconds
+    return net.eval()
+
+
+def step_seconds(run: Path, step: str) -> float:
+    """The time of a step of the demo run, from its ``comparison.md``."""
+    for line in (run / "report" / "comparison.md").read_text().splitlines():
+        if line.startswith(f"| {step}"):
+            return float(line.rsplit("|", 2)[1])
+    raise ValueError(f"no step {step!r} in {run / 'report' / 'comparison.md'}")
 
 
 def scores(net: torch.nn.Module, stacks: list[torch.Tensor], true: np.ndarray) -> dict[str, float]:
@@ -129,13 +142,22 @@ def main() -> None:
     p.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=list(RECIPES))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--out", default="head_choice.json", help="JSON file of the records (read, then extended)")
+    p.add_argument("--run_head", action="store_true",
+                   help="score the demo run's own head (RUN/models/quality_image_seg_entropy/model.pt) as 'shipped', "
+                        "seed 0: the same recipe, data, seed and workflow, without training it again")
     args = p.parse_args()
     run, out = Path(args.run), Path(args.out)
     records = json.loads(out.read_text()) if out.is_file() else []
     splits = {name: cases(run / "report" / folder) for name, folder in SPLITS.items()}
     print(", ".join(f"{k}: {len(v[1])} cases" for k, v in splits.items()))
-    for recipe in args.recipes:
-        for seed in args.seeds:
+    if args.run_head and not any(r["recipe"] == "shipped" and r["seed"] == 0 for r in records):
+        net = load_head(run / "models" / "quality_image_seg_entropy" / "model.pt")
+        seconds = step_seconds(run, "stage 2: train the quality head")
+        records.append({"recipe": "shipped", "seed": 0, "seconds": seconds, "from_run": True,
+                        **{k: scores(net, *v) for k, v in splits.items()}})  # fmt: skip
+        out.write_text(json.dumps(records, indent=1))
+    for seed in args.seeds:  # seed-major: every recipe's first seed before any recipe's second
+        for recipe in args.recipes:
             if any(r["recipe"] == recipe and r["seed"] == seed for r in records):
                 continue
             with tempfile.TemporaryDirectory() as tmp:
