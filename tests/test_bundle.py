@@ -137,22 +137,19 @@ class TestTwoStageBundle2D(unittest.TestCase):
         for png in ("predicted_vs_true.png", "risk_coverage.png", "overlay_best_1.png", "overlay_worst_1.png"):
             self.assertTrue((self.report_dir / png).stat().st_size > 1000, png)
 
-    def test_cli_old_config_ids(self):
-        # renamed ids are accepted for one release, with a warning naming the new id: quality_threshold -> tau,
-        # calibration_csvs -> baseline_fit_csvs
-        out = self.tmp / "report_old_ids"
+    def test_cli_config_ids(self):
+        # tau and baseline_fit_csvs set from the command line
+        out = self.tmp / "report_ids"
         fit_csv = self.root / "stage2_data" / "fold0" / "quality.csv"
         configs = [str(self.root / "configs" / c) for c in ("inference.json", "evaluate.json")]
         cli = subprocess.run(
             [sys.executable, "-m", "monai.bundle", "run", "--bundle_root", str(self.root),
              "--config_file", str(configs), "--meta_file", str(self.root / "configs" / "metadata.json"), "--datalist", str(self.datalist),
              "--output_dir", str(out), "--num_samples", "3", "--device", "cpu",
-             "--quality_threshold", "0.3", "--calibration_csvs", str([str(fit_csv)])],
+             "--tau", "0.3", "--baseline_fit_csvs", str([str(fit_csv)])],
             capture_output=True, text=True, cwd=self.tmp,
         )  # fmt: skip
         self.assertEqual(cli.returncode, 0, cli.stderr[-3000:])
-        self.assertIn("'quality_threshold' is renamed 'tau'", cli.stdout + cli.stderr)
-        self.assertIn("'calibration_csvs' is renamed 'baseline_fit_csvs'", cli.stdout + cli.stderr)
         report = json.loads((out / "report.json").read_text())
         self.assertEqual((report["tau"], report["n_baseline_fit"]), (0.3, len(read_csv(fit_csv))))
         self.assertEqual(report["baseline_fit_split"], "held-out")

@@ -166,12 +166,6 @@ class TestFailureFlag(unittest.TestCase):
         out = FailureFlagD(key="q", tau=0.5, output_key="f")({"q": torch.tensor([0.3])})
         self.assertTrue(bool(out["f"]))
 
-    def test_old_name_threshold(self):
-        with self.assertWarnsRegex(FutureWarning, "'threshold' is renamed 'tau'"):
-            flag = FailureFlagd(threshold=0.5)
-        self.assertEqual(flag.flag.tau, 0.5)
-        self.assertTrue(bool(flag({"pred_dice": torch.tensor([0.45])})["flagged"]))
-
     def test_bad_tau(self):
         with self.assertRaisesRegex(ValueError, "tau"):
             FailureFlag(1.5)

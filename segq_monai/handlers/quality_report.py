@@ -16,7 +16,6 @@ from segq_monai.evaluation.quality_calibration import interval_scores
 from segq_monai.evaluation.report import write_report
 from segq_monai.handlers.calibration_report import CalibrationReport
 from segq_monai.handlers.quality_writer import QualityWriter
-from segq_monai.utils.renamed import renamed
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 if TYPE_CHECKING:
@@ -55,8 +54,6 @@ class QualityReport:
             and ``"intervals"`` (per class: realised coverage and mean width of ``[pred_dice_lo, pred_dice_hi]``,
             MAE of ``pred_dice_raw`` and of the recalibrated ``pred_dice``,
             :func:`~segq_monai.evaluation.quality_calibration.interval_scores`).
-        threshold, calibration_csvs: the old names of ``tau`` and ``baseline_fit_csvs``, accepted in this release
-            with a ``FutureWarning``.
     """
 
     def __init__(
@@ -70,13 +67,10 @@ class QualityReport:
         delta: float = 0.1,
         conformal_csvs: Sequence[str | os.PathLike] = (),
         calibration_report: CalibrationReport | None = None,
-        threshold: float | None = None,
-        calibration_csvs: Sequence[str | os.PathLike] | None = None,
     ) -> None:
         self.writer = writer
-        self.tau = renamed(threshold, "threshold", "tau", tau)
-        fit_csvs = renamed(calibration_csvs, "calibration_csvs", "baseline_fit_csvs", baseline_fit_csvs)
-        self.baseline_fit_csvs = list(fit_csvs)
+        self.tau = tau
+        self.baseline_fit_csvs = list(baseline_fit_csvs)
         self.overlays = overlays
         self.uncertainty_key = uncertainty_key
         self.alpha = alpha

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,7 +38,7 @@ if TYPE_CHECKING:
 else:
     Engine, _ = optional_import("ignite.engine", "0.4.11", min_version, "Engine")
 
-__all__ = ["TemperatureCalibration", "TemperatureFit"]
+__all__ = ["TemperatureFit"]
 
 #: the default ``output_transform``: the ``pred`` and ``label`` lists of decollated outputs
 _PRED_AND_LABEL = from_engine(["pred", "label"])
@@ -149,16 +148,3 @@ class TemperatureFit:
         atomic_write_text(self.output_file, json.dumps(result, indent=2) + "\n")
         return result
 
-
-class TemperatureCalibration(TemperatureFit):
-    """The old name of :class:`TemperatureFit` ("calibration" now names the conformal split only), accepted in this
-    release with a ``FutureWarning``."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        warnings.warn(
-            "TemperatureCalibration is renamed TemperatureFit (workflow bundle/configs/fit_temperature.json, formerly "
-            "calibrate.json); the old name is still accepted in this release only.",
-            FutureWarning,
-            stacklevel=2,
-        )
-        super().__init__(*args, **kwargs)

@@ -9,5 +9,5 @@ from .confidence import confidence_map
 from .ensemble import EnsembleSampler
 from .factory import SAMPLERS, build_sampler
 from .inferer import UncertaintyInferer
-from .samplers import MCDropoutSampler, Sampler, SinglePassSampler, SoftmaxSampler, TTASampler
+from .samplers import MCDropoutSampler, Sampler, SinglePassSampler, TTASampler
 from .streaming import MAPS, StreamingUncertainty, entropy

@@ -8,7 +8,7 @@ Every sampler takes a ``temperature``: each sample is ``softmax(logits / tempera
 temperature scaling of :mod:`segq_monai.metrics.temperature`.
 
 - :class:`SinglePassSampler`: the single deterministic pass (one sample, softmax or sigmoid): the baseline of DeVries
-  & Taylor. ``SoftmaxSampler`` is its old name, accepted in this release with a ``FutureWarning``.
+  & Taylor.
 - :class:`MCDropoutSampler`: Monte-Carlo dropout (Gal & Ghahramani 2016): only dropout modules are switched to
   train mode; BatchNorm, InstanceNorm and every other module stay in eval mode. When dropout sits late in the
   network, the part before it is computed once and only the rest T times (:func:`split_at_dropout`).
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import warnings
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -41,7 +40,6 @@ from segq_monai.metrics.temperature import check_temperature
 __all__ = [
     "Sampler",
     "SinglePassSampler",
-    "SoftmaxSampler",
     "MCDropoutSampler",
     "TTASampler",
     "check_num_samples",
@@ -126,19 +124,6 @@ class SinglePassSampler(Sampler):
         with network_modes(network), torch.no_grad():
             yield self.activate(inferer(inputs, network, *args, **kwargs))
 
-
-class SoftmaxSampler(SinglePassSampler):
-    """The old name of :class:`SinglePassSampler` (it was never softmax only), accepted in this release with a
-    ``FutureWarning``."""
-
-    def __init__(self, activation: str = "softmax", temperature: float = 1.0) -> None:
-        warnings.warn(
-            "SoftmaxSampler is renamed SinglePassSampler (sampler name 'single_pass'); the old name is still accepted "
-            "in this release only.",
-            FutureWarning,
-            stacklevel=2,
-        )
-        super().__init__(activation, temperature)
 
 
 class MCDropoutSampler(Sampler):

@@ -19,7 +19,6 @@ from monai.utils import convert_to_tensor, ensure_tuple
 
 from segq_monai.inferers.modes import dropout_modules, network_modes, seeded
 from segq_monai.metrics.quality import as_class_indices, dice_to_iou, segmentation_quality
-from segq_monai.utils.renamed import renamed
 
 __all__ = [
     "SegmentationQuality",
@@ -268,17 +267,12 @@ class FailureFlag(Transform):
 
 
 class FailureFlagd(MapTransform):
-    """Dictionary twin of :class:`FailureFlag`: reads ``key`` (``[K]`` predicted Dice), writes ``output_key``.
+    """Dictionary twin of :class:`FailureFlag`: reads ``key`` (``[K]`` predicted Dice), writes ``output_key``."""
 
-    ``threshold``: the old name of ``tau``, accepted in this release with a ``FutureWarning``.
-    """
-
-    def __init__(
-        self, key: str = "pred_dice", tau: float = 0.8, output_key: str = "flagged", threshold: float | None = None
-    ) -> None:
+    def __init__(self, key: str = "pred_dice", tau: float = 0.8, output_key: str = "flagged") -> None:
         super().__init__(keys=[key])
         self.key, self.output_key = key, output_key
-        self.flag = FailureFlag(renamed(threshold, "threshold", "tau", tau))
+        self.flag = FailureFlag(tau)
 
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
         d = dict(data)
