@@ -23,7 +23,7 @@ from parameterized import parameterized
 from segq_testing import copy_bundle, isotonic_reference, read_csv, workflow, write_cases
 
 from segq_monai.data import split_fold, write_datalist
-from segq_monai.metrics.recalibration import split_calibration
+from segq_monai.calibration.recalibration import split_calibration
 
 
 class TestTwoStageBundle2D(unittest.TestCase):

@@ -12,7 +12,7 @@ from segq_testing import isotonic_reference
 from sklearn.linear_model import LinearRegression
 from sklearn.model_selection import GroupKFold, KFold
 
-from segq_monai.metrics.recalibration import apply_map, calibrate_dice, cv_folds, fit_map, split_calibration
+from segq_monai.calibration.recalibration import apply_map, calibrate_dice, cv_folds, fit_map, split_calibration
 
 
 def reference_cv_mae(x, y, groups, n_folds, seed):

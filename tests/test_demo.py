@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from segq_testing import copy_bundle, read_csv, workflow
 
-from segq_monai.evaluation.columns import read_quality_csv
-from segq_monai.evaluation.quality_calibration import calibrate_quality_table, head_fingerprint, interval_scores
+from segq_monai.data.columns import read_quality_csv
+from segq_monai.calibration.quality_calibration import calibrate_quality_table, head_fingerprint, interval_scores
 
 TOY = ["--num_folds", "2", "--epochs_segmentation", "1", "--epochs_quality", "1", "--num_samples", "2",
        "--variants_per_slice", "1", "--geometric_variants", "1", "--held_out_variants", "2", "--shift_variants", "3",

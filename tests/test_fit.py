@@ -47,7 +47,7 @@ from segq_testing import REPO, make_host, read_csv, write_labelled_cases
 from segq_monai.__main__ import main
 from segq_monai.data import load_datalist, write_datalist
 from segq_monai.data.outputs import case_name
-from segq_monai.metrics.recalibration import split_calibration
+from segq_monai.calibration.recalibration import split_calibration
 
 OVERLAY = REPO / "configs" / "segq_overlay.json"
 TINY = ["--num_samples", "2", "--epochs", "1", "--head_channels", "4", "4", "--alpha", "0.95", "--delta", "0.5",

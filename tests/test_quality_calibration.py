@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from segq_testing import isotonic_reference
 
-from segq_monai.evaluation.columns import (
+from segq_monai.data.columns import (
     ITEM_KINDS,
     class_columns,
     class_suffixes,
@@ -22,7 +22,7 @@ from segq_monai.evaluation.columns import (
     read_quality_csv,
     write_quality_csv,
 )
-from segq_monai.evaluation.quality_calibration import (
+from segq_monai.calibration.quality_calibration import (
     QualityCalibration,
     calibrate_quality_csvs,
     calibrate_quality_table,
@@ -31,8 +31,8 @@ from segq_monai.evaluation.quality_calibration import (
     load_quality_calibration,
 )
 from segq_monai.handlers import CalibrationReport, QualityReport
-from segq_monai.metrics.drift import distribution_shift
-from segq_monai.metrics.recalibration import split_calibration
+from segq_monai.calibration.drift import distribution_shift
+from segq_monai.calibration.recalibration import split_calibration
 from segq_monai.transforms import RecalibrateQualityd
 
 

@@ -8,7 +8,7 @@ import numpy as np
 from parameterized import parameterized
 from sklearn.isotonic import IsotonicRegression
 
-from segq_monai.metrics.recalibration import (
+from segq_monai.calibration.recalibration import (
     DiceRecalibration,
     calibrate_dice,
     conformal_quantile,

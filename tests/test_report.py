@@ -14,7 +14,7 @@ from parameterized import parameterized
 from scipy import stats
 from sklearn import metrics as skm
 
-from segq_monai.evaluation.columns import (
+from segq_monai.data.columns import (
     QualityColumn,
     class_columns,
     column_name,

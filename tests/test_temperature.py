@@ -28,7 +28,7 @@ from segq_monai.handlers import TemperatureFit
 from segq_monai.inferers.aleatoric import AleatoricSampler
 from segq_monai.inferers.ensemble import EnsembleSampler
 from segq_monai.inferers.samplers import MCDropoutSampler, SinglePassSampler, TTASampler
-from segq_monai.metrics.temperature import bundle_temperature, load_temperature
+from segq_monai.calibration.temperature import bundle_temperature, load_temperature
 from segq_monai.networks.aleatoric import AleatoricNet
 
 

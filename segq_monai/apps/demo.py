@@ -51,7 +51,7 @@ from segq_monai.apps.workflows import run_workflow
 from segq_monai.data.demo import prepare_demo
 from segq_monai.data.synthetic import FAILURE_SOURCE, SYNTHETIC_DATALIST, SYNTHETIC_FAILURES, write_synthetic_failures
 from segq_monai.evaluation.bootstrap import report_intervals, write_intervals
-from segq_monai.evaluation.columns import read_quality_csv
+from segq_monai.data.columns import read_quality_csv
 from segq_monai.utils.resources import bundle_root
 
 MAIN_VARIANT = "image_seg_entropy"

@@ -13,7 +13,7 @@ point, in this process); the command prints each step's command line, so every s
    and input channels, on the sampled and the synthetic cases -> ``FIT/quality_head.pt``;
 3. **calibrate**: the deployment itself (host + ``segq_overlay.json`` with ``segq#fit_dir``) plus the labels
    (``fit_labelled.json`` + ``fit_calibrate.json``) on the ``calibration`` cases -> ``FIT/calibration/quality.csv``;
-   on it :func:`~segq_monai.evaluation.quality_calibration.calibrate_quality_table` fits the recalibration, the
+   on it :func:`~segq_monai.calibration.quality_calibration.calibrate_quality_table` fits the recalibration, the
    per-case intervals at ``--coverage`` and the acceptance threshold λ̂ of the guaranteed flag ->
    ``FIT/quality_calibration.json``, which the deployment applies.
 
@@ -50,10 +50,10 @@ from segq_monai.apps.fit_host import HostBundle
 from segq_monai.data.datalist import load_datalist, write_datalist
 from segq_monai.data.outputs import first_path
 from segq_monai.data.synthetic import FAILURE_SOURCE, SYNTHETIC_FAILURES, write_synthetic_failures
-from segq_monai.evaluation.columns import class_label, read_quality_csv
-from segq_monai.evaluation.quality_calibration import calibrate_quality_table, head_fingerprint
-from segq_monai.metrics.conformal import min_calibration_cases
-from segq_monai.metrics.recalibration import min_interval_cases
+from segq_monai.data.columns import class_label, read_quality_csv
+from segq_monai.calibration.quality_calibration import calibrate_quality_table, head_fingerprint
+from segq_monai.calibration.flag import min_calibration_cases
+from segq_monai.calibration.recalibration import min_interval_cases
 from segq_monai.utils.resources import bundle_root, configs_dir
 
 __all__ = ["add_parser", "check_calibration_size", "fit"]

@@ -1,7 +1,9 @@
-"""Data: Decathlon datalists, contiguous folds, the embedded Colin27 demo set and the 3D example's cases."""
+"""Data: Decathlon datalists, contiguous folds, the ``quality.csv`` column scheme, output names, the embedded Colin27
+demo set and the 3D example's cases."""
 
 from __future__ import annotations
 
+from .columns import quality_columns, read_quality_csv, write_quality_csv
 from .datalist import DEFAULT_PATH_KEYS, default_section, demo_datalist_path, load_datalist, write_datalist
 from .folds import contiguous_folds, holdout_split, split_fold
 from .outputs import case_name, pending_items, saved_items
@@ -10,6 +12,8 @@ __all__ = [
     "DEFAULT_PATH_KEYS",
     "case_name",
     "pending_items",
+    "quality_columns",
+    "read_quality_csv",
     "saved_items",
     "REGION_NAMES",
     "contiguous_folds",
@@ -22,6 +26,7 @@ __all__ = [
     "prepare_volume3d",
     "split_fold",
     "write_datalist",
+    "write_quality_csv",
     "write_synthetic_failures",
 ]
 

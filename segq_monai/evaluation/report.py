@@ -9,24 +9,22 @@ ordinary least-squares line ``true_dice ≈ slope * score + intercept`` (``numpy
 a failure is ``true Dice < τ`` (the failure Dice ``tau``).
 
 With ``alpha``, :func:`evaluate_quality` also calibrates a guaranteed acceptance threshold ``λ`` on the predicted
-Dice and on each baseline (:mod:`segq_monai.evaluation.guaranteed`, fitted on ``conformal_rows``, the conformal
+Dice and on each baseline (:mod:`segq_monai.calibration.guaranteed`, fitted on ``conformal_rows``, the conformal
 split) and reports how it does on the evaluated cases (``"guaranteed_flag"``).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
 from segq_monai import metrics
-from segq_monai.evaluation.columns import (
+from segq_monai.data.columns import (
     FLAG_COLUMN,
     baseline_column,
     baseline_names,
@@ -36,10 +34,11 @@ from segq_monai.evaluation.columns import (
     finite_cases,
     quality_columns,
 )
-from segq_monai.evaluation.guaranteed import add_guaranteed_flags
+from segq_monai.calibration.guaranteed import add_guaranteed_flags
 from segq_monai.utils.atomic import atomic_write_text
+from segq_monai.utils.jsonable import jsonable
 
-__all__ = ["METRIC_KEYS", "evaluate_quality", "jsonable", "write_report"]
+__all__ = ["METRIC_KEYS", "evaluate_quality", "write_report"]
 
 #: Keys of one metric block of the report, in table order.
 METRIC_KEYS = ("n", "mae", "rmse", "r2", "pearson", "spearman", "auroc", "aurc", "eaurc")
@@ -177,14 +176,14 @@ def evaluate_quality(
     """Score predicted quality and the scalar baselines against the true Dice of a labelled set.
 
     Args:
-        rows: the per-case table (see :mod:`segq_monai.evaluation.columns`); needs ``true_dice`` (or
+        rows: the per-case table (see :mod:`segq_monai.data.columns`); needs ``true_dice`` (or
             ``true_dice_<c>``) columns. Cells may be numbers or numeric strings.
         tau: the failure Dice τ: a case (class) fails when its true Dice is strictly below it.
         baseline_fit_rows: cases to fit each baseline's baseline fit on (columns ``baseline_<name>`` and the true
             Dice), e.g. the stage-2 training cases. None: fit on ``rows`` (``"baseline_fit_split": "in-sample"``).
         alpha: None (default): no guaranteed flag. Otherwise the target failure rate among auto-accepted cases,
             in (0, 1): an acceptance threshold ``λ`` on a confidence is calibrated on ``conformal_rows`` by
-            :func:`~segq_monai.metrics.calibrate_selective_threshold`, so that with probability >= ``1 - delta``
+            :func:`~segq_monai.calibration.calibrate_selective_threshold`, so that with probability >= ``1 - delta``
             over i.i.d. conformal cases, the failure rate among cases with confidence >= ``λ`` is at most ``alpha``
             (a case fails when any class's true Dice is below ``tau``, as for ``"flag"``). The quality head's
             confidence is the per-case predicted Dice (minimum over classes), reported under ``"guaranteed_flag"``;
@@ -244,22 +243,6 @@ def evaluate_quality(
 
 # -------------------------------------------------------------------------------------------------------- output
 
-
-def jsonable(obj: Any) -> Any:
-    """Plain JSON types; NaN and infinities become None (``null``)."""
-    if isinstance(obj, Mapping):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, torch.Tensor):
-        return jsonable(obj.tolist())
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def _risk_curves(

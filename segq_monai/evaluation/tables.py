@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from segq_monai.evaluation.report import jsonable
+from segq_monai.utils.jsonable import jsonable
 
 __all__ = ["comparison_table", "format_number", "guaranteed_cells"]
 

@@ -11,8 +11,8 @@ import nibabel as nib
 import numpy as np
 from monai.utils import min_version, optional_import
 
-from segq_monai.evaluation.columns import parse_column, read_quality_csv
-from segq_monai.evaluation.quality_calibration import interval_scores
+from segq_monai.data.columns import parse_column, read_quality_csv
+from segq_monai.calibration.quality_calibration import interval_scores
 from segq_monai.evaluation.report import write_report
 from segq_monai.handlers.calibration_report import CalibrationReport
 from segq_monai.handlers.quality_writer import QualityWriter
@@ -53,7 +53,7 @@ class QualityReport:
             one first); ``report.json`` then also holds ``"calibration"`` (its promise), ``"drift"`` (its check)
             and ``"intervals"`` (per class: realised coverage and mean width of ``[pred_dice_lo, pred_dice_hi]``,
             MAE of ``pred_dice_raw`` and of the recalibrated ``pred_dice``,
-            :func:`~segq_monai.evaluation.quality_calibration.interval_scores`).
+            :func:`~segq_monai.calibration.quality_calibration.interval_scores`).
     """
 
     def __init__(

@@ -33,7 +33,7 @@ from monai.utils import min_version, optional_import
 
 from segq_monai.data.datalist import write_datalist
 from segq_monai.data.outputs import case_name, first_path, map_path, save_map, sidecar_path
-from segq_monai.evaluation.columns import FLAG_COLUMN, ITEM_KINDS, baseline_column, class_columns, write_quality_csv
+from segq_monai.data.columns import FLAG_COLUMN, ITEM_KINDS, baseline_column, class_columns, write_quality_csv
 from segq_monai.utils.atomic import atomic_write_text
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")

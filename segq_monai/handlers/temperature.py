@@ -4,7 +4,7 @@ Attach it to a ``SupervisedEvaluator`` that runs the stage-1 network determinist
 ``SimpleInferer``) over labelled cases the network did not train on, with decollated outputs: each case's
 ``pred`` holds the logits ``[C, *spatial]`` and ``label`` the class indices ``[1, *spatial]``. When the run
 completes it fits one temperature on all collected voxels, measures the calibration before and after by 2-fold
-cross-fitting over cases (:func:`~segq_monai.metrics.temperature.cross_fitted_calibration`) and writes a JSON file
+cross-fitting over cases (:func:`~segq_monai.calibration.temperature.cross_fitted_calibration`) and writes a JSON file
 (whole or
 not at all)::
 
@@ -13,7 +13,7 @@ not at all)::
      "checkpoint": "models/fold0/model.pt"}
 
 ``bundle/configs/fit_temperature.json`` uses it; samplers read the file back through
-:func:`segq_monai.metrics.temperature.load_temperature`. Single process: under ``torchrun`` run it on one rank.
+:func:`segq_monai.calibration.temperature.load_temperature`. Single process: under ``torchrun`` run it on one rank.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from monai.data import MetaTensor
 from monai.handlers import from_engine
 from monai.utils import convert_to_tensor, min_version, optional_import
 
-from segq_monai.metrics.temperature import cross_fitted_calibration
+from segq_monai.calibration.temperature import cross_fitted_calibration
 from segq_monai.utils.atomic import atomic_write_text
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")

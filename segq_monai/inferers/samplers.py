@@ -5,7 +5,7 @@ probabilities ``[B, C, *spatial]`` on the grid of ``inputs`` ``[B, C_in, *spatia
 inferer (``SimpleInferer``, ``SlidingWindowInferer``) that maps inputs to logits. Samplers never change the
 network for good: every module's train/eval mode is restored when sampling ends, also after an exception.
 Every sampler takes a ``temperature``: each sample is ``softmax(logits / temperature)`` (or the sigmoid), the
-temperature scaling of :mod:`segq_monai.metrics.temperature`.
+temperature scaling of :mod:`segq_monai.calibration.temperature`.
 
 - :class:`SinglePassSampler`: the single deterministic pass (one sample, softmax or sigmoid): the baseline of DeVries
   & Taylor.
@@ -35,7 +35,7 @@ from torch import nn
 
 from segq_monai.inferers.modes import dropout_modules, mc_dropout_masks, network_modes, seeded
 from segq_monai.inferers.shared_prefix import SharedPrefix, network_fingerprint, split_at_dropout
-from segq_monai.metrics.temperature import check_temperature
+from segq_monai.calibration.temperature import check_temperature
 
 __all__ = [
     "Sampler",
@@ -67,7 +67,7 @@ class Sampler(ABC):
     """Yields class-probability samples ``[B, C, *spatial]`` for a batch of inputs.
 
     Every sample is ``activation(logits / temperature)``: temperature scaling (Guo et al. 2017) of the stage-1
-    probabilities, with a temperature fitted on held-out cases (:func:`segq_monai.metrics.temperature.fit_temperature`,
+    probabilities, with a temperature fitted on held-out cases (:func:`segq_monai.calibration.temperature.fit_temperature`,
     ``bundle/configs/fit_temperature.json``). ``temperature > 1`` softens over-confident probabilities, ``< 1`` sharpens
     them; the argmax of each sample is unchanged.
 

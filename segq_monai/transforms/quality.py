@@ -249,7 +249,7 @@ class FailureFlag(Transform):
     """Predicted failure: any foreground class's predicted Dice is below the failure Dice ``tau`` (τ, in [0, 1]).
 
     ``tau`` is a Dice in [0, 1], or ``inf``: flag every case (a calibrated acceptance threshold that no
-    value could certify, see :mod:`segq_monai.metrics.conformal`).
+    value could certify, see :mod:`segq_monai.calibration.flag`).
 
     ``__call__(pred_dice)``: ``[K]`` -> bool ``[]`` (or ``[B, K]`` -> ``[B]``).
     """

@@ -56,7 +56,7 @@ def check_temperature(temperature: Any) -> float:
     if isinstance(temperature, bool) or not (math.isfinite(value) and value > 0):
         raise ValueError(
             f"temperature must be a finite number > 0 (1.0: no scaling), got {temperature!r}; fit one on held-out "
-            "cases with segq_monai.metrics.temperature.fit_temperature (bundle/configs/fit_temperature.json)."
+            "cases with segq_monai.calibration.temperature.fit_temperature (bundle/configs/fit_temperature.json)."
         )
     return value
 

@@ -1,9 +1,9 @@
 """The guaranteed flag of the evaluation report: an acceptance threshold ``λ`` fitted on the conformal split, scored on
 the evaluated cases.
 
-``λ`` is calibrated by a :class:`segq_monai.metrics.conformal.ConformalFlagger` (``method="selective"``) on
+``λ`` is calibrated by a :class:`segq_monai.calibration.flag.ConformalFlagger` (``method="selective"``) on
 ``conformal_rows`` (labelled cases that neither stage was trained on, run through the same pipeline) and its
-acceptances are counted on the evaluated rows by :func:`segq_monai.metrics.conformal.acceptance_counts`. A case
+acceptances are counted on the evaluated rows by :func:`segq_monai.calibration.flag.acceptance_counts`. A case
 fails when any class's true Dice is below the failure Dice ``τ``. Its confidence is the per-case minimum over classes
 of the predicted Dice (quality head), or a baseline mapped onto the Dice scale by its baseline fit (fitted on other
 cases than the conformal split, so that the candidate thresholds do not depend on the conformal draw).
@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from segq_monai.evaluation.columns import baseline_column, column_matrix, column_name, finite_cases
-from segq_monai.metrics.conformal import ConformalFlagger, acceptance_counts
+from segq_monai.data.columns import baseline_column, column_matrix, column_name, finite_cases
+from segq_monai.calibration.flag import ConformalFlagger, acceptance_counts
 
 __all__ = ["add_guaranteed_flags", "guaranteed_flag"]
 
