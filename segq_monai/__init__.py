@@ -10,7 +10,7 @@ The package is laid out by kind, as MONAI lays out its own:
 * calibration on a labelled calibration split: :mod:`segq_monai.calibration` (the guaranteed flag, recalibration with
   per-case intervals, the drift check, the stage-1 temperature fit, the calibration file);
 * workflows: :mod:`segq_monai.handlers` (Ignite handlers), :mod:`segq_monai.evaluation` (the ``quality.csv`` scheme,
-  ``report.json``, tables, figures), :mod:`segq_monai.data`, :mod:`segq_monai.monailabel`, :mod:`segq_monai.apps`
+  ``report.json``, tables, figures), :mod:`segq_monai.data` (also the fit folder and its loaders), :mod:`segq_monai.monailabel`, :mod:`segq_monai.apps`
   (the ``python -m segq_monai`` commands).
 
 Every public name of a bundle config's ``_target_`` is importable from here.
@@ -18,7 +18,6 @@ Every public name of a bundle config's ``_target_`` is importable from here.
 
 from __future__ import annotations
 
-from segq_monai.apps import load_fit, load_quality_head, network_signature
 from segq_monai.calibration import (
     DiceRecalibration,
     QualityCalibration,
@@ -30,6 +29,7 @@ from segq_monai.calibration import (
     fit_temperature,
     load_quality_calibration,
 )
+from segq_monai.data.fit_folder import load_fit, load_quality_head, network_signature
 from segq_monai.inferers import (
     MAPS,
     SAMPLERS,

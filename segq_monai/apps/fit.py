@@ -24,7 +24,7 @@ Before anything is written, every labelled case is checked from its file headers
 the head's per-axis strides are chosen from the first case's shape and spacing (the input grid, which the head
 reads), and a case the head cannot read, or a label on another grid than its image, is refused, named.
 
-``FIT/fit.json`` holds the settings and each step's result (:mod:`segq_monai.apps.fit_folder`). A rerun of the same
+``FIT/fit.json`` holds the settings and each step's result (:mod:`segq_monai.data.fit_folder`). A rerun of the same
 command continues: finished steps are skipped, sampling skips finished cases, training resumes from its last epoch.
 """
 
@@ -44,7 +44,7 @@ import numpy as np
 from monai.bundle import ConfigParser
 from monai.bundle import run as bundle_run
 
-from segq_monai.apps.fit_folder import CALIBRATION_FILE, FIT_FILE, HEAD_FILE, write_fit
+from segq_monai.data.fit_folder import CALIBRATION_FILE, FIT_FILE, HEAD_FILE, write_fit
 from segq_monai.apps.fit_grid import check_case_grids, head_strides
 from segq_monai.apps.fit_host import HostBundle
 from segq_monai.data.datalist import load_datalist, write_datalist

@@ -1,5 +1,5 @@
-"""Data: Decathlon datalists, contiguous folds, the ``quality.csv`` column scheme, output names, the embedded Colin27
-demo set and the 3D example's cases."""
+"""Data: Decathlon datalists, contiguous folds, the ``quality.csv`` column scheme, output names, the fit folder of
+``python -m segq_monai fit`` and its loaders, the embedded Colin27 demo set and the 3D example's cases."""
 
 from __future__ import annotations
 
@@ -20,9 +20,12 @@ __all__ = [
     "default_section",
     "demo_datalist_path",
     "holdout_split",
+    "load_fit",
+    "load_quality_head",
     "load_datalist",
     "make_demo_data",
     "make_volume3d_data",
+    "network_signature",
     "prepare_volume3d",
     "split_fold",
     "write_datalist",
@@ -35,6 +38,9 @@ __all__ = [
 #: not import its own module twice
 _LAZY = {
     "REGION_NAMES": "make_demo",
+    "load_fit": "fit_folder",
+    "load_quality_head": "fit_folder",
+    "network_signature": "fit_folder",
     "make_demo_data": "make_demo",
     "make_volume3d_data": "make_volume3d",
     "prepare_volume3d": "volume3d",
