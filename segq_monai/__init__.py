@@ -32,6 +32,7 @@ from segq_monai.calibration import (
 from segq_monai.data.fit_folder import load_fit, load_quality_head, network_signature
 from segq_monai.inferers import (
     MAPS,
+    PLAIN_NETWORK_SAMPLERS,
     SAMPLERS,
     AleatoricSampler,
     EnsembleSampler,
@@ -50,6 +51,7 @@ from segq_monai.losses import ConfidenceLoss, SampledLogitLoss
 from segq_monai.metrics import BASELINES, dice_to_iou, iou_to_dice, segmentation_quality
 from segq_monai.networks import AleatoricNet, ConfidenceNet, QualityRegressor, quality_strides
 from segq_monai.transforms import (
+    QUALITY_VARIANTS,
     FAILURE_KINDS,
     CheckImaged,
     CheckLabeld,
@@ -94,6 +96,8 @@ __all__ = [
     "load_quality_calibration",
     "network_signature",
     "MAPS",
+    "QUALITY_VARIANTS",
+    "PLAIN_NETWORK_SAMPLERS",
     "SAMPLERS",
     "FAILURE_KINDS",
     "FailureFlagd",

@@ -54,6 +54,8 @@ from segq_monai.data.columns import class_label, read_quality_csv
 from segq_monai.calibration.quality_calibration import calibrate_quality_table, head_fingerprint
 from segq_monai.calibration.flag import min_calibration_cases
 from segq_monai.calibration.recalibration import min_interval_cases
+from segq_monai.inferers.factory import PLAIN_NETWORK_SAMPLERS
+from segq_monai.transforms.quality import QUALITY_VARIANTS
 from segq_monai.utils.resources import bundle_root, configs_dir
 
 __all__ = ["add_parser", "check_calibration_size", "fit"]
@@ -197,7 +199,7 @@ class _Fit:
         self.head = {
             "checkpoint": HEAD_FILE,
             "quality_variant": args.quality_variant,
-            "quality_keys": train_config.get("quality_variants")[args.quality_variant],
+            "quality_keys": list(QUALITY_VARIANTS[args.quality_variant]),
             "channels": channels,
             "strides": strides,
             "grid": grid,
@@ -388,10 +390,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--class_names", nargs="+", default=None, help="foreground classes (default: host metadata)")
     p.add_argument("--label_transforms", default="[]",
                    help="JSON list of transforms for key 'label' after loading, e.g. the host's label conversion")
-    p.add_argument("--sampler", default="mc_dropout", choices=["mc_dropout", "tta", "ensemble", "single_pass"])
+    p.add_argument("--sampler", default="mc_dropout", choices=PLAIN_NETWORK_SAMPLERS)
     p.add_argument("--num_samples", type=int, default=20, help="T, samples per case")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quality_variant", default="image_seg_entropy")
+    p.add_argument("--quality_variant", default="image_seg_entropy", choices=list(QUALITY_VARIANTS))
     p.add_argument("--synthetic_failures", type=int, default=SYNTHETIC_FAILURES,
                    help="synthetic failures per sampled case (segq_monai.SegmentationFailured, true Dice exact) "
                         "added to the head's training cases; softmax hosts only (default: the demo's chosen recipe)")

@@ -11,7 +11,7 @@ from segq_monai.inferers.aleatoric import AleatoricSampler
 from segq_monai.inferers.ensemble import EnsembleSampler
 from segq_monai.inferers.samplers import MCDropoutSampler, Sampler, SinglePassSampler, TTASampler
 
-__all__ = ["SAMPLERS", "build_sampler"]
+__all__ = ["PLAIN_NETWORK_SAMPLERS", "SAMPLERS", "build_sampler"]
 
 #: The samplers by the names a config's ``sampler`` id takes.
 SAMPLERS: dict[str, type[Sampler]] = {
@@ -21,6 +21,10 @@ SAMPLERS: dict[str, type[Sampler]] = {
     "single_pass": SinglePassSampler,
     "aleatoric": AleatoricSampler,
 }
+
+#: The samplers that run any segmentation network as it is (all but ``aleatoric``, which needs an
+#: :class:`~segq_monai.networks.AleatoricNet`): the ``--sampler`` choices of ``demo`` and ``fit``.
+PLAIN_NETWORK_SAMPLERS: tuple[str, ...] = tuple(name for name in SAMPLERS if name != "aleatoric")
 
 
 def build_sampler(

@@ -21,6 +21,7 @@ from segq_monai.inferers.modes import dropout_modules, network_modes, seeded
 from segq_monai.metrics.quality import as_class_indices, dice_to_iou, segmentation_quality
 
 __all__ = [
+    "QUALITY_VARIANTS",
     "SegmentationQuality",
     "SegmentationQualityd",
     "SegmentationQualityD",
@@ -106,6 +107,17 @@ class SegmentationQualityd(MapTransform):
 
 
 # ------------------------------------------------------------------------------------------ stage-2 input
+#: The quality head's input variants from the literature, by name: the keys :class:`QualityInputd` stacks (one source
+#: for the bundle configs, ``"quality_variants": "$segq_monai.QUALITY_VARIANTS"``, and the command lines).
+#: ``image_seg_confidence`` needs a stage-1 network with a learned-confidence output (``confidence_network.json``).
+QUALITY_VARIANTS: dict[str, tuple[str, ...]] = {
+    "image": ("image",),
+    "image_seg": ("image", "seg"),
+    "seg_entropy": ("seg", "entropy"),
+    "image_seg_entropy": ("image", "seg", "entropy"),
+    "image_seg_confidence": ("image", "seg", "confidence"),
+}
+
 def _stack(
     parts: Sequence[tuple[str, NdarrayOrTensor, bool]], num_classes: int, multi_label: bool = False
 ) -> torch.Tensor:
