@@ -263,6 +263,12 @@ class TestCalibrationFileRecords(unittest.TestCase):
         self.assertAlmostEqual(float(out["pred_dice_hi"]), min(1, g + r.half_width_normalised * 0.05), places=6)
         out = RecalibrateQualityd(cal)({"pred_dice": torch.tensor([0.6])})
         self.assertAlmostEqual(float(out["pred_dice_hi"]), min(1, g + r.half_width), places=6)
+        # the key it is given is the key it writes (and its _raw, _lo, _hi)
+        renamed = RecalibrateQualityd(cal, keys="q", iou_key="qi", flag_key="qf")({"q": torch.tensor([0.6])})
+        self.assertEqual(set(renamed), {"q", "q_raw", "q_lo", "q_hi", "qi", "qf"})
+        for part in ("", "_raw", "_lo", "_hi"):
+            torch.testing.assert_close(renamed["q" + part], out["pred_dice" + part])
+        self.assertEqual(RecalibrateQualityd(cal, allow_missing_keys=True)({}), {})
         # interval_scores with the calibration: both kinds, each by hand
         test = cal.recalibrate_rows(self.spread_rows(300, 2))
         scores = interval_scores(test, cal)["foreground"]

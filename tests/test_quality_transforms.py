@@ -53,10 +53,16 @@ class TestSegmentationQuality(unittest.TestCase):
         torch.testing.assert_close(out["iou"], iou)
 
     def test_custom_keys(self):
-        t = SegmentationQualityd(NUM_CLASSES, seg_key="s", label_key="l", dice_key="D", iou_key="J")
+        t = SegmentationQualityd(NUM_CLASSES, keys=("s", "l"), dice_key="D", iou_key="J")
         out = t({"s": SEG, "l": SEG})
         np.testing.assert_allclose(out["D"], [1.0, 1.0])
         np.testing.assert_allclose(out["J"], [1.0, 1.0])
+
+    def test_missing_label(self):
+        unlabelled = {"seg": SEG}
+        self.assertEqual(SegmentationQualityd(NUM_CLASSES, allow_missing_keys=True)(unlabelled).keys(), {"seg"})
+        with self.assertRaises(KeyError):
+            SegmentationQualityd(NUM_CLASSES)(unlabelled)
 
     def test_same_affine_accepted(self):
         affine = torch.diag(torch.tensor([2.0, 2.0, 1.0, 1.0]))
@@ -155,7 +161,7 @@ class TestFailureFlag(unittest.TestCase):
         ]
     )
     def test_flag(self, _, pred_dice, tau, expected):
-        out = FailureFlagd(tau=tau)({"pred_dice": torch.tensor(pred_dice)})
+        out = FailureFlagd(acceptance_threshold=tau)({"pred_dice": torch.tensor(pred_dice)})
         self.assertEqual(out["flagged"].dtype, torch.bool)
         self.assertEqual(tuple(out["flagged"].shape), ())
         self.assertEqual(bool(out["flagged"]), expected)
@@ -163,11 +169,17 @@ class TestFailureFlag(unittest.TestCase):
     def test_batch_and_keys(self):
         flags = FailureFlag(0.5)(np.array([[0.9, 0.6], [0.4, 0.9]]))
         np.testing.assert_array_equal(flags.numpy(), [False, True])
-        out = FailureFlagD(key="q", tau=0.5, output_key="f")({"q": torch.tensor([0.3])})
+        out = FailureFlagD(keys="q", acceptance_threshold=0.5, output_key="f")({"q": torch.tensor([0.3])})
         self.assertTrue(bool(out["f"]))
 
-    def test_bad_tau(self):
-        with self.assertRaisesRegex(ValueError, "tau"):
+    def test_several_keys_and_missing(self):
+        flag = FailureFlagd(keys=["a", "b"], acceptance_threshold=0.5, allow_missing_keys=True)
+        self.assertTrue(bool(flag({"a": torch.tensor([0.9]), "b": torch.tensor([0.4])})["flagged"]))
+        self.assertFalse(bool(flag({"a": torch.tensor([0.9])})["flagged"]))
+        self.assertNotIn("flagged", flag({}))
+
+    def test_bad_threshold(self):
+        with self.assertRaisesRegex(ValueError, "acceptance_threshold"):
             FailureFlag(1.5)
 
 
@@ -207,8 +219,13 @@ class TestPredictQuality(unittest.TestCase):
             torch.testing.assert_close(dice, net(x[None])[0])
 
     def test_custom_keys(self):
-        out = PredictQualityd(_FixedDice([0.8]), input_key="q", dice_key="d", iou_key="j")({"q": torch.rand(1, 4, 4)})
+        out = PredictQualityd(_FixedDice([0.8]), keys="q", dice_key="d", iou_key="j")({"q": torch.rand(1, 4, 4)})
         torch.testing.assert_close(out["j"], torch.tensor([2 / 3]))
+
+    def test_missing_input(self):
+        self.assertEqual(PredictQualityd(_FixedDice([0.8]), allow_missing_keys=True)({"x": 1}), {"x": 1})
+        with self.assertRaisesRegex(ValueError, "one key"):
+            PredictQualityd(_FixedDice([0.8]), keys=["a", "b"])
 
     def test_out_of_range(self):
         with self.assertRaisesRegex(ValueError, r"\[0, 1\]"):
