@@ -167,7 +167,7 @@ class TestTwoStageBundle2D(unittest.TestCase):
                  output_dir=str(self.tmp / "cal_eval"), **common)
         cal_csv = self.tmp / "cal_eval" / "quality.csv"
         cal_file = self.tmp / "deploy" / "calibration.json"
-        workflow(["inference.json", "calibrate_quality.json"], self.root, conformal_csvs=[str(cal_csv)],
+        workflow(["inference.json", "calibrate_quality.json"], self.root, calibration_csvs=[str(cal_csv)],
                  calibration_file=str(cal_file), coverage=0.8, alpha=0.5, delta=0.5, **common)
         # the file against an independent fit: sklearn's isotonic regression on the seeded fit half, and the
         # ceil((6 + 1) * 0.8) = 6th smallest absolute residual of the 6 scored cases

@@ -122,7 +122,7 @@ class TestDemoDefault(unittest.TestCase):
         report = json.loads((self.out / "report" / "report.json").read_text())
         self.assertEqual(report["n_cases"], 16)  # 8 test slices x 2
         flag = report["guaranteed_flag"]
-        self.assertEqual((flag["alpha"], flag["n_conformal"], flag["n"]), (0.1, 32, 16))
+        self.assertEqual((flag["alpha"], flag["n_calibration"], flag["n"]), (0.1, 32, 16))
         folders = (("calibration", "calibration_split"), ("testing", "."), ("shift", "shift_split"))
         tables = {s: read_csv(self.out / "report" / d / "quality.csv") for s, d in folders}
         self.assertEqual({s: len(t) for s, t in tables.items()}, {"calibration": 32, "testing": 16, "shift": 24})

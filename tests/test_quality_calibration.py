@@ -218,7 +218,7 @@ class TestQualityCalibration(unittest.TestCase):
     def test_report_refuses_a_second_flag(self):
         cal = calibrate_quality_table(site_rows(20), "abc", coverage=0.5)
         check = CalibrationReport(cal, self.tmp)
-        report = QualityReport(writer=None, alpha=0.1, conformal_csvs=[], calibration_report=check)
+        report = QualityReport(writer=None, alpha=0.1, calibration_csvs=[], calibration_report=check)
         with self.assertRaisesRegex(ValueError, "with a calibration_file the flag is the calibrated one"):
             report.attach(None)
 

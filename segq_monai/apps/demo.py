@@ -193,7 +193,7 @@ class _Demo:
             split_dir = (report_dir / SPLIT_DIRS[split]).resolve()
             extra: dict[str, Any] = {}
             if split != "calibration":
-                extra.update(alpha=a.alpha, conformal_csvs=[calibration_csv])
+                extra.update(alpha=a.alpha, calibration_csvs=[calibration_csv])
             if split in MIXED_SHAPES:
                 extra["batch_size"] = 1  # turned, coronal and sagittal slices differ in shape
             if maps_from is not None:

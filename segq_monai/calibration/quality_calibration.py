@@ -426,7 +426,7 @@ def calibrate_quality_csvs(
     """
     if not csvs:
         raise ValueError(
-            "conformal_csvs is empty: pass the quality.csv of an evaluation on a labelled calibration split."
+            "calibration_csvs is empty: pass the quality.csv of an evaluation on a labelled calibration split."
         )
     rows = [row for f in csvs for row in read_quality_csv(f)]
     found = quality_columns(rows) if rows else []

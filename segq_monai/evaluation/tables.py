@@ -97,7 +97,7 @@ def comparison_table(
     )
     if alphas:
         lines[-1] += (
-            f" Guaranteed flag: acceptance threshold λ calibrated on the conformal split so that the failure rate "
+            f" Guaranteed flag: acceptance threshold λ calibrated on the calibration split so that the failure rate "
             f"among accepted cases is at most α = {', '.join(map(str, alphas))} with probability 1 − δ; accepted = "
             "fraction of the evaluated cases auto-accepted, then the realised failures among them."
         )
