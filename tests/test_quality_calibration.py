@@ -284,7 +284,7 @@ class TestCalibrationFileRecords(unittest.TestCase):
         path = self.tmp / "old.json"
         cal.save(path)
         data = json.loads(path.read_text())
-        old_keys = {"knots_x", "knots_y", "half_width", "alpha", "n_fit", "n_score", "fallback"}
+        old_keys = {"knots_x", "knots_y", "half_width", "coverage", "n_fit", "n_score", "fallback"}
         data["recalibration"]["foreground"] = {k: v for k, v in data["recalibration"]["foreground"].items()
                                                if k in old_keys}  # fmt: skip
         path.write_text(json.dumps(data))

@@ -20,7 +20,7 @@ The file (strict JSON; ``null`` for an infinite threshold)::
          "coef": [slope, intercept],                           # linear g (else empty)
          "interval": "normalised" | "absolute",                # the kind of pred_dice_lo/hi
          "half_width": q, "half_width_normalised": q_n | null, # the conformal q of both kinds
-         "sd_floor": 0.001, "alpha": 0.1, "n_fit": .., "n_score": .., "fallback": false}},
+         "sd_floor": 0.001, "coverage": 0.9, "n_fit": .., "n_score": .., "fallback": false}},
      "flag": {"threshold": λ̂ | null, "alpha", "delta", "tau", "feasible", "bound", "fraction_accepted",
               "n_calibration", "n_accepted", "failures_accepted", "method": "selective"},
      "reference": {"pred_dice": [n raw per-case mean predicted Dice], "mean_entropy": [n, nats] | null}}
@@ -139,8 +139,8 @@ class QualityCalibration:
 
     @property
     def coverage(self) -> float:
-        """The promised coverage ``1 - alpha`` of the intervals."""
-        return 1.0 - self.recalibrations[0].alpha
+        """The promised coverage of the intervals."""
+        return self.recalibrations[0].coverage
 
     def apply(
         self, raw_dice: Any, sd: Any | None = None, kind: str | None = None
@@ -386,7 +386,7 @@ def calibrate_quality_table(
         groups = [g for g, k in zip(groups, keep) if k]
     split = split_calibration(len(raw), fit_fraction, seed)
     recal = tuple(
-        calibrate_dice(raw[:, i], true[:, i], 1.0 - coverage, seed=seed, split=split, what=f"class {class_label(c)!r}",
+        calibrate_dice(raw[:, i], true[:, i], coverage, seed=seed, split=split, what=f"class {class_label(c)!r}",
                        pred_sd=None if sd is None else sd[:, i], groups=groups, maps=maps, n_folds=n_folds)
         for i, c in enumerate(classes)
     )  # fmt: skip
