@@ -98,8 +98,8 @@ class TestTwoStageBundle2D(unittest.TestCase):
             stage2 = json.loads((self.root / "stage2_data" / f"fold{fold}" / "stage2_datalist.json").read_text())
             self.assertEqual(len(stage2["training"]), len(held_out))
             for entry, row in zip(stage2["training"], rows):
-                self.assertAlmostEqual(entry["dice"][0], float(row["true_dice"]), places=6)
-                self.assertTrue(0.0 <= entry["dice"][0] <= 1.0)
+                self.assertAlmostEqual(entry["true_dice"][0], float(row["true_dice"]), places=6)
+                self.assertTrue(0.0 <= entry["true_dice"][0] <= 1.0)
 
     def test_cli_inference_contract(self):
         self.assertEqual(self.cli.returncode, 0, self.cli.stderr[-3000:])

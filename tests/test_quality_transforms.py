@@ -49,8 +49,8 @@ class TestSegmentationQuality(unittest.TestCase):
         # class 1: seg {1,4}, label {1,2} -> 2/4; class 2: seg {2,3}, label {3,4} -> 2/4
         np.testing.assert_allclose(dice, [0.5, 0.5])
         out = SegmentationQualityd(NUM_CLASSES)({"seg": SEG, "label": LABEL})
-        torch.testing.assert_close(out["dice"], dice)
-        torch.testing.assert_close(out["iou"], iou)
+        torch.testing.assert_close(out["true_dice"], dice)
+        torch.testing.assert_close(out["true_iou"], iou)
 
     def test_custom_keys(self):
         t = SegmentationQualityd(NUM_CLASSES, keys=("s", "l"), dice_key="D", iou_key="J")

@@ -85,8 +85,8 @@ ITEM_KINDS = {
     "pred_dice_lo": ("pred_dice", "lo"),
     "pred_dice_hi": ("pred_dice", "hi"),
     "pred_dice_sd": ("pred_dice", SPREAD),
-    "dice": ("true_dice", ""),
-    "iou": ("true_iou", ""),
+    "true_dice": ("true_dice", ""),
+    "true_iou": ("true_iou", ""),
 }
 FLAG_COLUMN = "flagged"
 _BASELINE_PREFIX = "baseline_"

@@ -75,7 +75,7 @@ class QualityWriter:
         datalist: the Decathlon datalist the cases came from; the ``image`` column then holds each path as it
             is written there. ``None``: the absolute path.
         datalist_name: if set, also write a datalist ``output_dir/<datalist_name>`` whose ``training`` items
-            hold the image, each saved map and the true ``dice`` / ``iou`` (stage-2 training data). With ``image``
+            hold the image, each saved map and ``true_dice`` / ``true_iou`` (stage-2 training data). With ``image``
             among ``map_keys`` (the image as the network saw it, e.g. after a host bundle's intensity preprocessing)
             the entry's ``image`` names that saved map and ``source`` the input file.
         image_key: the key of the input image in each output item.
@@ -182,7 +182,7 @@ class QualityWriter:
             if key in item:
                 values = _values(item[key])
                 row.update(class_columns(kind, values, self.class_names, bound))
-                if key in ("dice", "iou"):
+                if key in ("true_dice", "true_iou"):
                     entry[key] = values
         if "flagged" in item:
             row[FLAG_COLUMN] = int(bool(torch.as_tensor(item["flagged"]).any()))

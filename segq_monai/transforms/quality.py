@@ -1,7 +1,7 @@
 """Quality transforms: true Dice/IoU, the stage-2 input stack, predicted quality and the failure flag.
 
 Array transforms and their dictionary twins (aliases ``XD = XDict = Xd``). Keys follow the data keys table of
-CONTRIBUTING.md: ``seg``/``label`` are ``[1, H, W[, D]]`` class-index maps, ``dice``/``iou``/``pred_dice``/
+CONTRIBUTING.md: ``seg``/``label`` are ``[1, H, W[, D]]`` class-index maps, ``true_dice``/``true_iou``/``pred_dice``/
 ``pred_iou`` are ``[K]`` with ``K = num_classes - 1`` foreground classes, ``flagged`` is a ``[]`` bool tensor.
 """
 
@@ -93,8 +93,8 @@ class SegmentationQualityd(MapTransform):
         self,
         num_classes: int,
         keys: KeysCollection = ("seg", "label"),
-        dice_key: str = "dice",
-        iou_key: str = "iou",
+        dice_key: str = "true_dice",
+        iou_key: str = "true_iou",
         multi_label: bool = False,
         allow_missing_keys: bool = False,
     ) -> None:
