@@ -39,7 +39,9 @@ def _top_level_imports(tree: ast.Module):
 
 def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
     """Module name -> the package modules its import runs first (see the module docstring)."""
-    files = {_module_name(p): p for p in package.rglob("*.py") if "_bundle" not in p.parts and "_configs" not in p.parts}
+    files = {
+        _module_name(p): p for p in package.rglob("*.py") if "_bundle" not in p.parts and "_configs" not in p.parts
+    }
     graph: dict[str, set[str]] = {}
     for name, path in files.items():
         is_package = path.name == "__init__.py"

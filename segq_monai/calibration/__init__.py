@@ -46,7 +46,13 @@ from .quality_calibration import (
     interval_scores,
     load_quality_calibration,
 )
-from .recalibration import DiceRecalibration, calibrate_dice, conformal_quantile, isotonic_regression, min_interval_cases
+from .recalibration import (
+    DiceRecalibration,
+    calibrate_dice,
+    conformal_quantile,
+    isotonic_regression,
+    min_interval_cases,
+)
 from .temperature import (
     bundle_temperature,
     cross_fitted_calibration,

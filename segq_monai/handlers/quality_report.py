@@ -90,8 +90,8 @@ class QualityReport:
         if self.alpha is not None and self.calibration_report is not None:
             raise ValueError(
                 "with a calibration_file the flag is the calibrated one (its λ̂ is in report.json's 'calibration' "
-                "block), and pred_dice is recalibrated, unlike the calibration tables' raw pred_dice: set alpha to None, "
-                "or evaluate without calibration_file."
+                "block), and pred_dice is recalibrated, unlike the calibration tables' raw pred_dice: set alpha to "
+                "None, or evaluate without calibration_file."
             )
         if self.alpha is not None:
             if not self.calibration_csvs:
