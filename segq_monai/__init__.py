@@ -51,6 +51,7 @@ from segq_monai.losses import ConfidenceLoss, SampledLogitLoss
 from segq_monai.metrics import BASELINES, dice_to_iou, iou_to_dice, segmentation_quality
 from segq_monai.networks import AleatoricNet, ConfidenceNet, QualityRegressor, quality_strides
 from segq_monai.transforms import (
+    PLAIN_NETWORK_VARIANTS,
     QUALITY_VARIANTS,
     FAILURE_KINDS,
     CheckImaged,
@@ -96,6 +97,7 @@ __all__ = [
     "load_quality_calibration",
     "network_signature",
     "MAPS",
+    "PLAIN_NETWORK_VARIANTS",
     "QUALITY_VARIANTS",
     "PLAIN_NETWORK_SAMPLERS",
     "SAMPLERS",

@@ -279,5 +279,22 @@ class TestHeadSpread(unittest.TestCase):
             PredictQuality(net, num_samples=1)
 
 
+class TestOneSource(unittest.TestCase):
+    def test_variants_and_samplers_come_from_their_constants(self):
+        import json
+
+        from segq_monai import PLAIN_NETWORK_SAMPLERS, PLAIN_NETWORK_VARIANTS, QUALITY_VARIANTS, SAMPLERS
+        from segq_monai.apps import demo
+        from segq_testing import REPO
+
+        for name in ("inference.json", "train_quality.json"):
+            config = json.loads((REPO / "bundle" / "configs" / name).read_text())
+            self.assertEqual(config["quality_variants"], "$segq_monai.QUALITY_VARIANTS", name)
+        self.assertEqual(QUALITY_VARIANTS["image_seg_entropy"], ("image", "seg", "entropy"))
+        self.assertEqual(set(demo.VARIANTS), set(PLAIN_NETWORK_VARIANTS))
+        self.assertNotIn("image_seg_confidence", PLAIN_NETWORK_VARIANTS)
+        self.assertEqual(set(PLAIN_NETWORK_SAMPLERS), set(SAMPLERS) - {"aleatoric"})
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -13,6 +13,7 @@ from segq_monai.calibration.recalibration import (
     calibrate_dice,
     conformal_quantile,
     isotonic_regression,
+    min_interval_cases,
     minimum_calibration_size,
     recalibrate,
     split_calibration,
@@ -86,6 +87,11 @@ class TestConformal(unittest.TestCase):
         if minimum > 1:
             with self.assertRaisesRegex(ValueError, f"at least {minimum} scored calibration cases"):
                 conformal_quantile(np.ones(minimum - 1), coverage)
+
+    @parameterized.expand([(0.9, 0.5, 17), (0.8, 0.5, 7), (0.9, 0.25, 11)])
+    def test_min_interval_cases(self, coverage, fit_fraction, n):
+        # n cases: floor(fit_fraction * n) >= 1 fit, and n - that >= minimum_calibration_size(coverage) scored
+        self.assertEqual(min_interval_cases(coverage, fit_fraction), n)
 
     def test_too_small_calibration_names_the_minimum(self):
         rng = np.random.default_rng(0)

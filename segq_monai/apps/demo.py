@@ -52,13 +52,13 @@ from segq_monai.data.demo import prepare_demo
 from segq_monai.data.synthetic import FAILURE_SOURCE, SYNTHETIC_DATALIST, SYNTHETIC_FAILURES, write_synthetic_failures
 from segq_monai.evaluation.bootstrap import report_intervals, write_intervals
 from segq_monai.inferers.factory import PLAIN_NETWORK_SAMPLERS
-from segq_monai.transforms.quality import QUALITY_VARIANTS
+from segq_monai.transforms.quality import PLAIN_NETWORK_VARIANTS
 from segq_monai.data.columns import read_quality_csv
 from segq_monai.utils.resources import bundle_root
 
 MAIN_VARIANT = "image_seg_entropy"
 #: the head variants of ``--full``, the main one first: those the main stage-1 network feeds (no learned confidence)
-VARIANTS = (MAIN_VARIANT, *(v for v, keys in QUALITY_VARIANTS.items() if v != MAIN_VARIANT and "confidence" not in keys))
+VARIANTS = (MAIN_VARIANT, *(v for v in PLAIN_NETWORK_VARIANTS if v != MAIN_VARIANT))
 #: the report folder of each split, relative to a variant's report folder
 SPLIT_DIRS = {"calibration": "calibration_split", "testing": ".", "shift": "shift_split",
               "cross_plane": "cross_plane_split"}  # fmt: skip

@@ -55,7 +55,7 @@ from segq_monai.calibration.quality_calibration import calibrate_quality_table, 
 from segq_monai.calibration.flag import min_calibration_cases
 from segq_monai.calibration.recalibration import min_interval_cases
 from segq_monai.inferers.factory import PLAIN_NETWORK_SAMPLERS
-from segq_monai.transforms.quality import QUALITY_VARIANTS
+from segq_monai.transforms.quality import PLAIN_NETWORK_VARIANTS, QUALITY_VARIANTS
 from segq_monai.utils.resources import bundle_root, configs_dir
 
 __all__ = ["add_parser", "check_calibration_size", "fit"]
@@ -393,7 +393,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--sampler", default="mc_dropout", choices=PLAIN_NETWORK_SAMPLERS)
     p.add_argument("--num_samples", type=int, default=20, help="T, samples per case")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quality_variant", default="image_seg_entropy", choices=list(QUALITY_VARIANTS))
+    p.add_argument("--quality_variant", default="image_seg_entropy", choices=PLAIN_NETWORK_VARIANTS)
     p.add_argument("--synthetic_failures", type=int, default=SYNTHETIC_FAILURES,
                    help="synthetic failures per sampled case (segq_monai.SegmentationFailured, true Dice exact) "
                         "added to the head's training cases; softmax hosts only (default: the demo's chosen recipe)")

@@ -172,7 +172,7 @@ def min_interval_cases(coverage: float, fit_fraction: float = 0.5) -> int:
     scored ones (17 for coverage 0.9 and fit_fraction 0.5)."""
     if not 0.0 < fit_fraction < 1.0:
         raise ValueError(f"fit_fraction must be in (0, 1), got {fit_fraction}.")
-    m = minimum_calibration_size(1.0 - coverage)
+    m = minimum_calibration_size(coverage)
     n = m + 1
     while math.floor(fit_fraction * n) < 1 or n - math.floor(fit_fraction * n) < m:
         n += 1

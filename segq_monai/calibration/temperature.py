@@ -202,7 +202,7 @@ def cross_fitted_calibration(
         raise ValueError(f"got logits of {len(logits)} cases but labels of {len(labels)}.")
     if len(logits) < 2:
         raise ValueError(
-            f"temperature calibration needs at least 2 held-out cases (for the 2-fold cross-fitted ECE), got "
+            f"the temperature fit needs at least 2 held-out cases (for the 2-fold cross-fitted ECE), got "
             f"{len(logits)}; calibrate on a larger held-out fold."
         )
     flat = [_flatten(z, y, f"logits of case {i}") for i, (z, y) in enumerate(zip(logits, labels))]

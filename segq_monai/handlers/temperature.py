@@ -114,7 +114,7 @@ class TemperatureFit:
         name = _case_name(label if label is not None else logits, len(self.logits))
         if label is None:
             raise ValueError(
-                f"{name} has no label; temperature calibration needs labelled held-out cases (a 'label' in every "
+                f"{name} has no label; the temperature fit needs labelled held-out cases (a 'label' in every "
                 "datalist item, loaded by the preprocessing)."
             )
         logits, label = convert_to_tensor(logits, track_meta=False), convert_to_tensor(label, track_meta=False)
@@ -138,7 +138,7 @@ class TemperatureFit:
         """Fit, cross-fit and write the JSON (see the class docstring); return its content."""
         if not self.logits:
             raise ValueError(
-                "temperature calibration saw no cases; check that the held-out fold (datalist, fold, num_folds) "
+                "the temperature fit saw no cases; check that the held-out fold (datalist, fold, num_folds) "
                 "is not empty."
             )
         result = cross_fitted_calibration(self.logits, self.labels, self.num_bins)

@@ -21,6 +21,7 @@ from segq_monai.inferers.modes import dropout_modules, network_modes, seeded
 from segq_monai.metrics.quality import as_class_indices, dice_to_iou, segmentation_quality
 
 __all__ = [
+    "PLAIN_NETWORK_VARIANTS",
     "QUALITY_VARIANTS",
     "SegmentationQuality",
     "SegmentationQualityd",
@@ -124,6 +125,9 @@ QUALITY_VARIANTS: dict[str, tuple[str, ...]] = {
     "image_seg_entropy": ("image", "seg", "entropy"),
     "image_seg_confidence": ("image", "seg", "confidence"),
 }
+#: The variants any segmentation network feeds (all but those reading a learned-confidence map): the
+#: ``--quality_variant(s)`` choices of ``fit`` and ``demo``.
+PLAIN_NETWORK_VARIANTS: tuple[str, ...] = tuple(v for v, keys in QUALITY_VARIANTS.items() if "confidence" not in keys)
 
 def _stack(
     parts: Sequence[tuple[str, NdarrayOrTensor, bool]], num_classes: int, multi_label: bool = False
