@@ -6,9 +6,11 @@ The package is laid out by kind, as MONAI lays out its own:
   maps, the MC-dropout internals);
 * stage 2, the quality head: :mod:`segq_monai.networks` (``QualityRegressor`` and the stage-1 networks with extra
   outputs), :mod:`segq_monai.losses`, :mod:`segq_monai.transforms` (array and dictionary transforms),
-  :mod:`segq_monai.metrics` (true and predicted quality, baselines, guaranteed thresholds, temperature);
+  :mod:`segq_monai.metrics` (true and predicted quality, baselines);
+* calibration on a labelled calibration split: :mod:`segq_monai.calibration` (the guaranteed flag, recalibration with
+  per-case intervals, the drift check, the stage-1 temperature fit, the calibration file);
 * workflows: :mod:`segq_monai.handlers` (Ignite handlers), :mod:`segq_monai.evaluation` (the ``quality.csv`` scheme,
-  ``report.json``, tables, figures), :mod:`segq_monai.data`, :mod:`segq_monai.monailabel`, :mod:`segq_monai.apps`
+  ``report.json``, tables, figures), :mod:`segq_monai.data` (also the fit folder and its loaders), :mod:`segq_monai.monailabel`, :mod:`segq_monai.apps`
   (the ``python -m segq_monai`` commands).
 
 Every public name of a bundle config's ``_target_`` is importable from here.
@@ -16,16 +18,27 @@ Every public name of a bundle config's ``_target_`` is importable from here.
 
 from __future__ import annotations
 
-from segq_monai.apps import load_fit, load_quality_head, network_signature
+from segq_monai.calibration import (
+    DiceRecalibration,
+    QualityCalibration,
+    calibrate_crc_threshold,
+    calibrate_dice,
+    calibrate_quality_csvs,
+    calibrate_selective_threshold,
+    expected_calibration_error,
+    fit_temperature,
+    load_quality_calibration,
+)
+from segq_monai.data.fit_folder import load_fit, load_quality_head, network_signature
 from segq_monai.inferers import (
     MAPS,
+    PLAIN_NETWORK_SAMPLERS,
     SAMPLERS,
     AleatoricSampler,
     EnsembleSampler,
     MCDropoutSampler,
     Sampler,
     SinglePassSampler,
-    SoftmaxSampler,
     StreamingUncertainty,
     TTASampler,
     UncertaintyInferer,
@@ -35,20 +48,11 @@ from segq_monai.inferers import (
     entropy,
 )
 from segq_monai.losses import ConfidenceLoss, SampledLogitLoss
-from segq_monai.metrics import (
-    BASELINES,
-    DiceRecalibration,
-    calibrate_crc_threshold,
-    calibrate_dice,
-    calibrate_selective_threshold,
-    dice_to_iou,
-    expected_calibration_error,
-    fit_temperature,
-    iou_to_dice,
-    segmentation_quality,
-)
+from segq_monai.metrics import BASELINES, dice_to_iou, iou_to_dice, segmentation_quality
 from segq_monai.networks import AleatoricNet, ConfidenceNet, QualityRegressor, quality_strides
 from segq_monai.transforms import (
+    PLAIN_NETWORK_VARIANTS,
+    QUALITY_VARIANTS,
     FAILURE_KINDS,
     CheckImaged,
     CheckLabeld,
@@ -75,11 +79,13 @@ __all__ = [
     "ConfidenceLoss",
     "ConfidenceNet",
     "DiceRecalibration",
+    "QualityCalibration",
     "SampledLogitLoss",
     "aleatoric_variance",
     "build_sampler",
     "calibrate_crc_threshold",
     "calibrate_dice",
+    "calibrate_quality_csvs",
     "calibrate_selective_threshold",
     "confidence_map",
     "expected_calibration_error",
@@ -88,8 +94,12 @@ __all__ = [
     "CheckLabeld",
     "load_fit",
     "load_quality_head",
+    "load_quality_calibration",
     "network_signature",
     "MAPS",
+    "PLAIN_NETWORK_VARIANTS",
+    "QUALITY_VARIANTS",
+    "PLAIN_NETWORK_SAMPLERS",
     "SAMPLERS",
     "FAILURE_KINDS",
     "FailureFlagd",
@@ -113,7 +123,6 @@ __all__ = [
     "MCDropoutSampler",
     "Sampler",
     "SinglePassSampler",
-    "SoftmaxSampler",
     "StreamingUncertainty",
     "TTASampler",
     "UncertaintyInferer",

@@ -23,7 +23,7 @@ from parameterized import parameterized
 from segq_testing import copy_bundle, isotonic_reference, read_csv, workflow, write_cases
 
 from segq_monai.data import split_fold, write_datalist
-from segq_monai.metrics.recalibration import split_calibration
+from segq_monai.calibration.recalibration import split_calibration
 
 
 class TestTwoStageBundle2D(unittest.TestCase):
@@ -98,8 +98,8 @@ class TestTwoStageBundle2D(unittest.TestCase):
             stage2 = json.loads((self.root / "stage2_data" / f"fold{fold}" / "stage2_datalist.json").read_text())
             self.assertEqual(len(stage2["training"]), len(held_out))
             for entry, row in zip(stage2["training"], rows):
-                self.assertAlmostEqual(entry["dice"][0], float(row["true_dice"]), places=6)
-                self.assertTrue(0.0 <= entry["dice"][0] <= 1.0)
+                self.assertAlmostEqual(entry["true_dice"][0], float(row["true_dice"]), places=6)
+                self.assertTrue(0.0 <= entry["true_dice"][0] <= 1.0)
 
     def test_cli_inference_contract(self):
         self.assertEqual(self.cli.returncode, 0, self.cli.stderr[-3000:])
@@ -137,22 +137,19 @@ class TestTwoStageBundle2D(unittest.TestCase):
         for png in ("predicted_vs_true.png", "risk_coverage.png", "overlay_best_1.png", "overlay_worst_1.png"):
             self.assertTrue((self.report_dir / png).stat().st_size > 1000, png)
 
-    def test_cli_old_config_ids(self):
-        # renamed ids are accepted for one release, with a warning naming the new id: quality_threshold -> tau,
-        # calibration_csvs -> baseline_fit_csvs
-        out = self.tmp / "report_old_ids"
+    def test_cli_config_ids(self):
+        # tau and baseline_fit_csvs set from the command line
+        out = self.tmp / "report_ids"
         fit_csv = self.root / "stage2_data" / "fold0" / "quality.csv"
         configs = [str(self.root / "configs" / c) for c in ("inference.json", "evaluate.json")]
         cli = subprocess.run(
             [sys.executable, "-m", "monai.bundle", "run", "--bundle_root", str(self.root),
              "--config_file", str(configs), "--meta_file", str(self.root / "configs" / "metadata.json"), "--datalist", str(self.datalist),
              "--output_dir", str(out), "--num_samples", "3", "--device", "cpu",
-             "--quality_threshold", "0.3", "--calibration_csvs", str([str(fit_csv)])],
+             "--tau", "0.3", "--baseline_fit_csvs", str([str(fit_csv)])],
             capture_output=True, text=True, cwd=self.tmp,
         )  # fmt: skip
         self.assertEqual(cli.returncode, 0, cli.stderr[-3000:])
-        self.assertIn("'quality_threshold' is renamed 'tau'", cli.stdout + cli.stderr)
-        self.assertIn("'calibration_csvs' is renamed 'baseline_fit_csvs'", cli.stdout + cli.stderr)
         report = json.loads((out / "report.json").read_text())
         self.assertEqual((report["tau"], report["n_baseline_fit"]), (0.3, len(read_csv(fit_csv))))
         self.assertEqual(report["baseline_fit_split"], "held-out")
@@ -170,7 +167,7 @@ class TestTwoStageBundle2D(unittest.TestCase):
                  output_dir=str(self.tmp / "cal_eval"), **common)
         cal_csv = self.tmp / "cal_eval" / "quality.csv"
         cal_file = self.tmp / "deploy" / "calibration.json"
-        workflow(["inference.json", "calibrate_quality.json"], self.root, conformal_csvs=[str(cal_csv)],
+        workflow(["inference.json", "calibrate_quality.json"], self.root, calibration_csvs=[str(cal_csv)],
                  calibration_file=str(cal_file), coverage=0.8, alpha=0.5, delta=0.5, **common)
         # the file against an independent fit: sklearn's isotonic regression on the seeded fit half, and the
         # ceil((6 + 1) * 0.8) = 6th smallest absolute residual of the 6 scored cases

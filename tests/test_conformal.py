@@ -9,7 +9,7 @@ import torch
 from parameterized import parameterized
 from scipy import optimize, special, stats
 
-from segq_monai.metrics.conformal import (
+from segq_monai.calibration.flag import (
     ConformalFlagger,
     acceptance_counts,
     calibrate_crc_threshold,

@@ -12,7 +12,7 @@ from segq_testing import isotonic_reference
 from sklearn.linear_model import LinearRegression
 from sklearn.model_selection import GroupKFold, KFold
 
-from segq_monai.metrics.recalibration import apply_map, calibrate_dice, cv_folds, fit_map, split_calibration
+from segq_monai.calibration.recalibration import apply_map, calibrate_dice, cv_folds, fit_map, split_calibration
 
 
 def reference_cv_mae(x, y, groups, n_folds, seed):
@@ -60,7 +60,7 @@ class TestMapChoice(unittest.TestCase):
     def test_chosen_map_and_cv_mae_against_sklearn(self, expected, cases, n):
         rng = np.random.default_rng(7)
         x, y = cases(rng, n)
-        cal = calibrate_dice(x, y, alpha=0.1, seed=2)
+        cal = calibrate_dice(x, y, coverage=0.9, seed=2)
         self.assertEqual(cal.map, expected, cal.cv_mae)
         fit, _ = split_calibration(n, 0.5, 2)
         ref = reference_cv_mae(x[fit], y[fit], list(range(len(fit))), 5, 2)
@@ -96,7 +96,7 @@ class TestMapChoice(unittest.TestCase):
         for _, test in GroupKFold(n_splits=5).split(x, y, groups):  # the same invariant, sklearn's partition
             self.assertEqual(len({groups[i] for i in test} & {groups[i] for i in range(n) if i not in set(test)}), 0)
         self.assertEqual(sorted(np.bincount(folds)), [32] * 5)  # 40 groups of 4: 8 groups per fold
-        cal = calibrate_dice(x, y, alpha=0.1, seed=1, groups=groups)
+        cal = calibrate_dice(x, y, coverage=0.9, seed=1, groups=groups)
         fit, _ = split_calibration(n, 0.5, 1)
         ref = reference_cv_mae(x[fit], y[fit], [groups[i] for i in fit], 5, 1)
         for m, v in ref.items():
@@ -108,7 +108,7 @@ class TestMapChoice(unittest.TestCase):
         gaps = []
         for _ in range(100):
             x, y = calibrated(rng, 40)
-            cal = calibrate_dice(x, y, alpha=0.1, seed=0)
+            cal = calibrate_dice(x, y, coverage=0.9, seed=0)
             xt, yt = calibrated(rng, 400)
             gaps.append(np.abs(cal.predict(xt) - yt).mean() - np.abs(xt - yt).mean())
         self.assertLess(np.mean(gaps), 0.002)
@@ -116,7 +116,7 @@ class TestMapChoice(unittest.TestCase):
     def test_too_few_fit_cases_keep_isotonic(self):
         rng = np.random.default_rng(0)
         x, y = shrunk(rng, 18)  # 9 fit cases < 2 x 5 folds: no choice
-        cal = calibrate_dice(x, y, alpha=0.1)
+        cal = calibrate_dice(x, y, coverage=0.9)
         self.assertEqual((cal.map, cal.cv_mae), ("isotonic", None))
 
 
@@ -133,7 +133,7 @@ class TestNormalisedIntervals(unittest.TestCase):
         rng = np.random.default_rng(4)
         x, y, sd = hetero(rng, 61)
         sd[0] = 0.0  # floored at 1e-3
-        cal = calibrate_dice(x, y, alpha=0.1, seed=5, pred_sd=sd)
+        cal = calibrate_dice(x, y, coverage=0.9, seed=5, pred_sd=sd)
         self.assertEqual(cal.interval_kind, "normalised")
         _, score = split_calibration(61, 0.5, 5)
         m = len(score)  # 31
@@ -150,7 +150,7 @@ class TestNormalisedIntervals(unittest.TestCase):
         np.testing.assert_allclose(hi_abs - lo_abs, np.clip(g + cal.half_width, 0, 1) - np.clip(g - cal.half_width, 0, 1))
 
     def test_coverage_of_both_kinds_and_the_narrower_normalised(self):
-        """2000 draws of 40 calibration cases (20 fit, 20 scored) and a new case, alpha = 0.1. With continuous
+        """2000 draws of 40 calibration cases (20 fit, 20 scored) and a new case, coverage 0.9. With continuous
         scores each kind covers with probability k / (m + 1) = 19 / 21 = 0.9048; the realised fraction of 2000
         Bernoulli outcomes lies within 4 standard deviations of it. The normalised half-width follows the spread:
         narrower on average than the absolute one."""
@@ -161,7 +161,7 @@ class TestNormalisedIntervals(unittest.TestCase):
         kinds = []
         for d in range(draws):
             x, y, sd = hetero(rng, 40)
-            cal = calibrate_dice(x, y, alpha=0.1, seed=d, pred_sd=sd)
+            cal = calibrate_dice(x, y, coverage=0.9, seed=d, pred_sd=sd)
             kinds.append(cal.interval_kind)
             xn, yn, sdn = hetero(rng, 1)
             for kind in hits:
@@ -180,7 +180,7 @@ class TestNormalisedIntervals(unittest.TestCase):
     def test_absolute_without_a_varying_spread(self, _, spread):
         rng = np.random.default_rng(1)
         x, y, _ = hetero(rng, 40)
-        cal = calibrate_dice(x, y, alpha=0.1, pred_sd=spread(40))
+        cal = calibrate_dice(x, y, coverage=0.9, pred_sd=spread(40))
         self.assertEqual(cal.interval_kind, "absolute")
         if spread(40) is None:
             self.assertIsNone(cal.half_width_normalised)

@@ -68,7 +68,7 @@ class TestDatalist(unittest.TestCase):
         path = self._json(
             {
                 "training": [{"image": "imgs/a.nii.gz", "label": "imgs/a_seg.nii.gz", "map": "imgs/a_map.nii.gz"}],
-                "testing": [{"image": ["imgs/a.nii.gz", "imgs/b.nii.gz"], "dice": 0.5}],
+                "testing": [{"image": ["imgs/a.nii.gz", "imgs/b.nii.gz"], "true_dice": 0.5}],
                 "test": ["imgs/b.nii.gz"],
             }
         )
@@ -77,7 +77,7 @@ class TestDatalist(unittest.TestCase):
         self.assertEqual(train[0]["map"], str(self.root / "imgs" / "a_map.nii.gz"))
         test = load_datalist(path, key="testing")
         self.assertEqual(test[0]["image"], [str(self.root / "imgs" / n) for n in ("a.nii.gz", "b.nii.gz")])
-        self.assertEqual(test[0]["dice"], 0.5)
+        self.assertEqual(test[0]["true_dice"], 0.5)
         self.assertEqual(load_datalist(path, key="test"), [{"image": str(self.root / "imgs" / "b.nii.gz")}])
 
     def test_round_trip_relative(self):

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from segq_testing import copy_bundle, read_csv, workflow
 
-from segq_monai.evaluation.columns import read_quality_csv
-from segq_monai.evaluation.quality_calibration import calibrate_quality_table, head_fingerprint, interval_scores
+from segq_monai.data.columns import read_quality_csv
+from segq_monai.calibration.quality_calibration import calibrate_quality_table, head_fingerprint, interval_scores
 
 TOY = ["--num_folds", "2", "--epochs_segmentation", "1", "--epochs_quality", "1", "--num_samples", "2",
        "--variants_per_slice", "1", "--geometric_variants", "1", "--held_out_variants", "2", "--shift_variants", "3",
@@ -122,7 +122,7 @@ class TestDemoDefault(unittest.TestCase):
         report = json.loads((self.out / "report" / "report.json").read_text())
         self.assertEqual(report["n_cases"], 16)  # 8 test slices x 2
         flag = report["guaranteed_flag"]
-        self.assertEqual((flag["alpha"], flag["n_conformal"], flag["n"]), (0.1, 32, 16))
+        self.assertEqual((flag["alpha"], flag["n_calibration"], flag["n"]), (0.1, 32, 16))
         folders = (("calibration", "calibration_split"), ("testing", "."), ("shift", "shift_split"))
         tables = {s: read_csv(self.out / "report" / d / "quality.csv") for s, d in folders}
         self.assertEqual({s: len(t) for s, t in tables.items()}, {"calibration": 32, "testing": 16, "shift": 24})

@@ -85,7 +85,7 @@ class TestMultiGPUOverlays(unittest.TestCase):
         ours, ref = (json.loads((d / "stage2_datalist.json").read_text())["training"] for d in (out, reference))
         self.assertEqual([e["image"] for e in ours], [e["image"] for e in ref])
         for e, r in zip(ours, ref):
-            np.testing.assert_allclose(e["dice"], r["dice"], atol=1e-6)
+            np.testing.assert_allclose(e["true_dice"], r["true_dice"], atol=1e-6)
 
     def test_inference(self):
         out = self.tmp / "infer_ddp"

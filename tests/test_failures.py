@@ -183,13 +183,13 @@ class TestSegmentationFailure(unittest.TestCase):
             for _ in range(6):
                 da, db = a(data), b(dict(data))
                 self.assertEqual(da["failure"], db["failure"])
-                for key in ("prob", "seg", "entropy", "dice", "iou") if da["failure"] else ():
+                for key in ("prob", "seg", "entropy", "true_dice", "true_iou") if da["failure"] else ():
                     np.testing.assert_array_equal(da[key].numpy(), db[key].numpy())
 
     def test_pass_through_when_prob_zero(self):
         """A case not drawn is the real case as loaded: its own seg, maps and Dice (here: stand-in values)."""
         lab = binary_2d()
-        real = {"label": lab, "prob": realistic_prob(lab, 2), "seg": "seg.nii.gz", "entropy": "e", "dice": [0.3]}
+        real = {"label": lab, "prob": realistic_prob(lab, 2), "seg": "seg.nii.gz", "entropy": "e", "true_dice": [0.3]}
         d = SegmentationFailured(2, prob=0.0, source="label").set_random_state(0)(dict(real))
         self.assertEqual(d, {**real, "failure": ""})
 

@@ -47,7 +47,7 @@ from segq_testing import REPO, make_host, read_csv, write_labelled_cases
 from segq_monai.__main__ import main
 from segq_monai.data import load_datalist, write_datalist
 from segq_monai.data.outputs import case_name
-from segq_monai.metrics.recalibration import split_calibration
+from segq_monai.calibration.recalibration import split_calibration
 
 OVERLAY = REPO / "configs" / "segq_overlay.json"
 TINY = ["--num_samples", "2", "--epochs", "1", "--head_channels", "4", "4", "--alpha", "0.95", "--delta", "0.5",
@@ -191,7 +191,7 @@ class TestFitHosts(unittest.TestCase):
             if h["fmt"] == "nifti":
                 np.testing.assert_allclose(seg.affine, nib.load(entry["label"]).affine, atol=1e-4)
             expected = true_dice(np.asarray(seg.dataobj), label, values, multi_label)
-            np.testing.assert_allclose(entry["dice"], expected, atol=1e-6)
+            np.testing.assert_allclose(entry["true_dice"], expected, atol=1e-6)
             channels = 3 if h["fmt"] == "jpeg" else files
             self.assertEqual(nib.load(entry["image"]).shape[-1] if channels > 1 else 1, channels)
 
@@ -319,7 +319,7 @@ class TestFitSyntheticFailures(unittest.TestCase):
         self.assertLessEqual(len(entries), 3 * 4)
         for entry in entries:
             seg, label = np.asarray(nib.load(entry["seg"]).dataobj), np.asarray(nib.load(entry["label"]).dataobj)
-            np.testing.assert_allclose(entry["dice"], true_dice(seg, label, (0, 1, 2), False), atol=1e-6)
+            np.testing.assert_allclose(entry["true_dice"], true_dice(seg, label, (0, 1, 2), False), atol=1e-6)
             self.assertIn(entry["failure"], ("erode", "dilate", "shift", "affine", "hole", "remove_component",
                                              "spurious_component", "boundary_noise", "class_swap"))  # fmt: skip
         self.assertEqual(fit["steps"], ["sample", "head", "calibration"])

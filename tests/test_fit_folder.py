@@ -16,8 +16,8 @@ from monai.networks.nets import BasicUNet, DynUNet, SegResNet, UNet
 from parameterized import parameterized
 
 from segq_monai import load_fit, network_signature
-from segq_monai.apps.fit_folder import write_fit
-from segq_monai.metrics.conformal import calibrate_selective_threshold, min_calibration_cases
+from segq_monai.data.fit_folder import write_fit
+from segq_monai.calibration.flag import calibrate_selective_threshold, min_calibration_cases
 from segq_monai.transforms import CheckLabel, FailureFlag, QualityInput, SegmentationQuality
 
 

@@ -32,7 +32,7 @@ def _case(seed: int = 0) -> dict:
         "image": MetaTensor(torch.as_tensor(inside[None], dtype=torch.float32)),
         "seg": MetaTensor(torch.as_tensor(inside[None], dtype=torch.float32)),
         "entropy": MetaTensor(torch.as_tensor(rim[None] * 0.5, dtype=torch.float32)),
-        "dice": torch.tensor([0.7]),
+        "true_dice": torch.tensor([0.7]),
     }
 
 
@@ -56,7 +56,7 @@ class TestQualityAugmentation(unittest.TestCase):
             out = _augment(parser, _case(), seed)
             x = out["quality_input"]
             self.assertEqual(tuple(x.shape), (4, 64, 80))  # image, one-hot seg (2), entropy; the grid is kept
-            np.testing.assert_allclose(out["dice"].numpy(), [0.7])  # the target is not touched
+            np.testing.assert_allclose(out["true_dice"].numpy(), [0.7])  # the target is not touched
             image, background, foreground, entropy = x
             # the segmentation is resampled by nearest neighbour: still one-hot
             self.assertTrue(torch.all((foreground == 0) | (foreground == 1)))

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from segq_testing import isotonic_reference
 
-from segq_monai.evaluation.columns import (
+from segq_monai.data.columns import (
     ITEM_KINDS,
     class_columns,
     class_suffixes,
@@ -22,7 +22,7 @@ from segq_monai.evaluation.columns import (
     read_quality_csv,
     write_quality_csv,
 )
-from segq_monai.evaluation.quality_calibration import (
+from segq_monai.calibration.quality_calibration import (
     QualityCalibration,
     calibrate_quality_csvs,
     calibrate_quality_table,
@@ -31,8 +31,8 @@ from segq_monai.evaluation.quality_calibration import (
     load_quality_calibration,
 )
 from segq_monai.handlers import CalibrationReport, QualityReport
-from segq_monai.metrics.drift import distribution_shift
-from segq_monai.metrics.recalibration import split_calibration
+from segq_monai.calibration.drift import distribution_shift
+from segq_monai.calibration.recalibration import split_calibration
 from segq_monai.transforms import RecalibrateQualityd
 
 
@@ -218,7 +218,7 @@ class TestQualityCalibration(unittest.TestCase):
     def test_report_refuses_a_second_flag(self):
         cal = calibrate_quality_table(site_rows(20), "abc", coverage=0.5)
         check = CalibrationReport(cal, self.tmp)
-        report = QualityReport(writer=None, alpha=0.1, conformal_csvs=[], calibration_report=check)
+        report = QualityReport(writer=None, alpha=0.1, calibration_csvs=[], calibration_report=check)
         with self.assertRaisesRegex(ValueError, "with a calibration_file the flag is the calibrated one"):
             report.attach(None)
 
@@ -263,6 +263,12 @@ class TestCalibrationFileRecords(unittest.TestCase):
         self.assertAlmostEqual(float(out["pred_dice_hi"]), min(1, g + r.half_width_normalised * 0.05), places=6)
         out = RecalibrateQualityd(cal)({"pred_dice": torch.tensor([0.6])})
         self.assertAlmostEqual(float(out["pred_dice_hi"]), min(1, g + r.half_width), places=6)
+        # the key it is given is the key it writes (and its _raw, _lo, _hi)
+        renamed = RecalibrateQualityd(cal, keys="q", iou_key="qi", flag_key="qf")({"q": torch.tensor([0.6])})
+        self.assertEqual(set(renamed), {"q", "q_raw", "q_lo", "q_hi", "qi", "qf"})
+        for part in ("", "_raw", "_lo", "_hi"):
+            torch.testing.assert_close(renamed["q" + part], out["pred_dice" + part])
+        self.assertEqual(RecalibrateQualityd(cal, allow_missing_keys=True)({}), {})
         # interval_scores with the calibration: both kinds, each by hand
         test = cal.recalibrate_rows(self.spread_rows(300, 2))
         scores = interval_scores(test, cal)["foreground"]
@@ -278,7 +284,7 @@ class TestCalibrationFileRecords(unittest.TestCase):
         path = self.tmp / "old.json"
         cal.save(path)
         data = json.loads(path.read_text())
-        old_keys = {"knots_x", "knots_y", "half_width", "alpha", "n_fit", "n_score", "fallback"}
+        old_keys = {"knots_x", "knots_y", "half_width", "coverage", "n_fit", "n_score", "fallback"}
         data["recalibration"]["foreground"] = {k: v for k, v in data["recalibration"]["foreground"].items()
                                                if k in old_keys}  # fmt: skip
         path.write_text(json.dumps(data))

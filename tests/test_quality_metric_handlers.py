@@ -13,22 +13,22 @@ from segq_monai.handlers import AURC, FailureAUROC, QualityRegression
 # Two iterations of B = 2 cases, one foreground class: all cases
 #   pred_dice (confidence) = [.9, .8, .7, .6], true dice = [1.0, .6, .8, .4], risk = 1 - dice = [0, .4, .2, .6]
 BATCHES = [
-    {"pred_dice": torch.tensor([[0.9], [0.8]]), "dice": torch.tensor([[1.0], [0.6]])},
-    {"pred_dice": torch.tensor([[0.7], [0.6]]), "dice": torch.tensor([[0.8], [0.4]])},
+    {"pred_dice": torch.tensor([[0.9], [0.8]]), "true_dice": torch.tensor([[1.0], [0.6]])},
+    {"pred_dice": torch.tensor([[0.7], [0.6]]), "true_dice": torch.tensor([[0.8], [0.4]])},
 ]
 
 CASES = [
     # |.9-1| + |.8-.6| + |.7-.8| + |.6-.4| = .1 + .2 + .1 + .2 = .6, / 4
-    ("mae", lambda: QualityRegression("mae", output_transform=from_engine(["pred_dice", "dice"])), 0.15),
+    ("mae", lambda: QualityRegression("mae", output_transform=from_engine(["pred_dice", "true_dice"])), 0.15),
     # dp = [.15, .05, -.05, -.15], dt = [.3, -.1, .1, -.3]; dp.dt = .08, |dp|^2 = .05, |dt|^2 = .2 -> .08 / .1
-    ("pearson", lambda: QualityRegression("pearson", output_transform=from_engine(["pred_dice", "dice"])), 0.8),
+    ("pearson", lambda: QualityRegression("pearson", output_transform=from_engine(["pred_dice", "true_dice"])), 0.8),
     # failures (dice < .7): conf .8 and .6; non-failures: conf .9 and .7
     # pairs with failure less confident: (.8<.9), (.6<.9), (.6<.7) = 3 of 4
-    ("auroc", lambda: FailureAUROC(0.7, output_transform=from_engine(["pred_dice", "dice"])), 0.75),
+    ("auroc", lambda: FailureAUROC(0.7, output_transform=from_engine(["pred_dice", "true_dice"])), 0.75),
     # selective risks: 0, .4/2, .6/3, 1.2/4 = 0, .2, .2, .3 -> mean .175
-    ("aurc", lambda: AURC(output_transform=from_engine(["pred_dice", "dice"])), 0.175),
+    ("aurc", lambda: AURC(output_transform=from_engine(["pred_dice", "true_dice"])), 0.175),
     # optimal order of risks [0, .2, .4, .6]: 0, .1, .2, .3 -> .15; .175 - .15
-    ("eaurc", lambda: AURC(excess=True, output_transform=from_engine(["pred_dice", "dice"])), 0.025),
+    ("eaurc", lambda: AURC(excess=True, output_transform=from_engine(["pred_dice", "true_dice"])), 0.025),
 ]
 
 

@@ -49,14 +49,20 @@ class TestSegmentationQuality(unittest.TestCase):
         # class 1: seg {1,4}, label {1,2} -> 2/4; class 2: seg {2,3}, label {3,4} -> 2/4
         np.testing.assert_allclose(dice, [0.5, 0.5])
         out = SegmentationQualityd(NUM_CLASSES)({"seg": SEG, "label": LABEL})
-        torch.testing.assert_close(out["dice"], dice)
-        torch.testing.assert_close(out["iou"], iou)
+        torch.testing.assert_close(out["true_dice"], dice)
+        torch.testing.assert_close(out["true_iou"], iou)
 
     def test_custom_keys(self):
-        t = SegmentationQualityd(NUM_CLASSES, seg_key="s", label_key="l", dice_key="D", iou_key="J")
+        t = SegmentationQualityd(NUM_CLASSES, keys=("s", "l"), dice_key="D", iou_key="J")
         out = t({"s": SEG, "l": SEG})
         np.testing.assert_allclose(out["D"], [1.0, 1.0])
         np.testing.assert_allclose(out["J"], [1.0, 1.0])
+
+    def test_missing_label(self):
+        unlabelled = {"seg": SEG}
+        self.assertEqual(SegmentationQualityd(NUM_CLASSES, allow_missing_keys=True)(unlabelled).keys(), {"seg"})
+        with self.assertRaises(KeyError):
+            SegmentationQualityd(NUM_CLASSES)(unlabelled)
 
     def test_same_affine_accepted(self):
         affine = torch.diag(torch.tensor([2.0, 2.0, 1.0, 1.0]))
@@ -155,7 +161,7 @@ class TestFailureFlag(unittest.TestCase):
         ]
     )
     def test_flag(self, _, pred_dice, tau, expected):
-        out = FailureFlagd(tau=tau)({"pred_dice": torch.tensor(pred_dice)})
+        out = FailureFlagd(acceptance_threshold=tau)({"pred_dice": torch.tensor(pred_dice)})
         self.assertEqual(out["flagged"].dtype, torch.bool)
         self.assertEqual(tuple(out["flagged"].shape), ())
         self.assertEqual(bool(out["flagged"]), expected)
@@ -163,17 +169,17 @@ class TestFailureFlag(unittest.TestCase):
     def test_batch_and_keys(self):
         flags = FailureFlag(0.5)(np.array([[0.9, 0.6], [0.4, 0.9]]))
         np.testing.assert_array_equal(flags.numpy(), [False, True])
-        out = FailureFlagD(key="q", tau=0.5, output_key="f")({"q": torch.tensor([0.3])})
+        out = FailureFlagD(keys="q", acceptance_threshold=0.5, output_key="f")({"q": torch.tensor([0.3])})
         self.assertTrue(bool(out["f"]))
 
-    def test_old_name_threshold(self):
-        with self.assertWarnsRegex(FutureWarning, "'threshold' is renamed 'tau'"):
-            flag = FailureFlagd(threshold=0.5)
-        self.assertEqual(flag.flag.tau, 0.5)
-        self.assertTrue(bool(flag({"pred_dice": torch.tensor([0.45])})["flagged"]))
+    def test_several_keys_and_missing(self):
+        flag = FailureFlagd(keys=["a", "b"], acceptance_threshold=0.5, allow_missing_keys=True)
+        self.assertTrue(bool(flag({"a": torch.tensor([0.9]), "b": torch.tensor([0.4])})["flagged"]))
+        self.assertFalse(bool(flag({"a": torch.tensor([0.9])})["flagged"]))
+        self.assertNotIn("flagged", flag({}))
 
-    def test_bad_tau(self):
-        with self.assertRaisesRegex(ValueError, "tau"):
+    def test_bad_threshold(self):
+        with self.assertRaisesRegex(ValueError, "acceptance_threshold"):
             FailureFlag(1.5)
 
 
@@ -213,8 +219,13 @@ class TestPredictQuality(unittest.TestCase):
             torch.testing.assert_close(dice, net(x[None])[0])
 
     def test_custom_keys(self):
-        out = PredictQualityd(_FixedDice([0.8]), input_key="q", dice_key="d", iou_key="j")({"q": torch.rand(1, 4, 4)})
+        out = PredictQualityd(_FixedDice([0.8]), keys="q", dice_key="d", iou_key="j")({"q": torch.rand(1, 4, 4)})
         torch.testing.assert_close(out["j"], torch.tensor([2 / 3]))
+
+    def test_missing_input(self):
+        self.assertEqual(PredictQualityd(_FixedDice([0.8]), allow_missing_keys=True)({"x": 1}), {"x": 1})
+        with self.assertRaisesRegex(ValueError, "one key"):
+            PredictQualityd(_FixedDice([0.8]), keys=["a", "b"])
 
     def test_out_of_range(self):
         with self.assertRaisesRegex(ValueError, r"\[0, 1\]"):
@@ -266,6 +277,23 @@ class TestHeadSpread(unittest.TestCase):
         self.assertIsNone(PredictQuality(net, num_samples=0)(torch.rand(3, 16, 16))[2])
         with self.assertRaisesRegex(ValueError, r"num_samples is 0 \(no spread\) or .* \(>= 2\), got 1"):
             PredictQuality(net, num_samples=1)
+
+
+class TestOneSource(unittest.TestCase):
+    def test_variants_and_samplers_come_from_their_constants(self):
+        import json
+
+        from segq_monai import PLAIN_NETWORK_SAMPLERS, PLAIN_NETWORK_VARIANTS, QUALITY_VARIANTS, SAMPLERS
+        from segq_monai.apps import demo
+        from segq_testing import REPO
+
+        for name in ("inference.json", "train_quality.json"):
+            config = json.loads((REPO / "bundle" / "configs" / name).read_text())
+            self.assertEqual(config["quality_variants"], "$segq_monai.QUALITY_VARIANTS", name)
+        self.assertEqual(QUALITY_VARIANTS["image_seg_entropy"], ("image", "seg", "entropy"))
+        self.assertEqual(set(demo.VARIANTS), set(PLAIN_NETWORK_VARIANTS))
+        self.assertNotIn("image_seg_confidence", PLAIN_NETWORK_VARIANTS)
+        self.assertEqual(set(PLAIN_NETWORK_SAMPLERS), set(SAMPLERS) - {"aleatoric"})
 
 
 if __name__ == "__main__":

@@ -8,11 +8,12 @@ import numpy as np
 from parameterized import parameterized
 from sklearn.isotonic import IsotonicRegression
 
-from segq_monai.metrics.recalibration import (
+from segq_monai.calibration.recalibration import (
     DiceRecalibration,
     calibrate_dice,
     conformal_quantile,
     isotonic_regression,
+    min_interval_cases,
     minimum_calibration_size,
     recalibrate,
     split_calibration,
@@ -74,25 +75,30 @@ class TestRecalibrate(unittest.TestCase):
 
 class TestConformal(unittest.TestCase):
     def test_quantile_rank(self):
-        # m = 9, alpha = 0.1: k = ceil(10 * 0.9) = 9, the largest; m = 19: k = ceil(20 * 0.9) = 18
-        self.assertEqual(conformal_quantile(np.arange(9.0), 0.1), 8.0)
-        self.assertEqual(conformal_quantile(np.arange(19.0), 0.1), 17.0)
-        self.assertEqual(conformal_quantile(np.arange(4.0), 0.2), 3.0)  # k = ceil(5 * 0.8) = 4
+        # m = 9, coverage 0.9: k = ceil(10 * 0.9) = 9, the largest; m = 19: k = ceil(20 * 0.9) = 18
+        self.assertEqual(conformal_quantile(np.arange(9.0), 0.9), 8.0)
+        self.assertEqual(conformal_quantile(np.arange(19.0), 0.9), 17.0)
+        self.assertEqual(conformal_quantile(np.arange(4.0), 0.8), 3.0)  # k = ceil(5 * 0.8) = 4
 
-    @parameterized.expand([(0.1, 9), (0.2, 4), (0.05, 19), (0.3, 3), (0.5, 1)])
-    def test_minimum_size(self, alpha, minimum):
-        self.assertEqual(minimum_calibration_size(alpha), minimum)
-        conformal_quantile(np.ones(minimum), alpha)  # enough
+    @parameterized.expand([(0.9, 9), (0.8, 4), (0.95, 19), (0.7, 3), (0.5, 1)])
+    def test_minimum_size(self, coverage, minimum):
+        self.assertEqual(minimum_calibration_size(coverage), minimum)
+        conformal_quantile(np.ones(minimum), coverage)  # enough
         if minimum > 1:
             with self.assertRaisesRegex(ValueError, f"at least {minimum} scored calibration cases"):
-                conformal_quantile(np.ones(minimum - 1), alpha)
+                conformal_quantile(np.ones(minimum - 1), coverage)
+
+    @parameterized.expand([(0.9, 0.5, 17), (0.8, 0.5, 7), (0.9, 0.25, 11)])
+    def test_min_interval_cases(self, coverage, fit_fraction, n):
+        # n cases: floor(fit_fraction * n) >= 1 fit, and n - that >= minimum_calibration_size(coverage) scored
+        self.assertEqual(min_interval_cases(coverage, fit_fraction), n)
 
     def test_too_small_calibration_names_the_minimum(self):
         rng = np.random.default_rng(0)
         x = rng.uniform(0, 1, 16)  # 8 to fit, 8 to score: an interval at 0.9 needs 9 scores
         with self.assertRaisesRegex(ValueError, r"needs at least 9 scored .* got 8.*16 calibration cases, 8 of them"):
-            calibrate_dice(x, x, alpha=0.1)
-        self.assertEqual(calibrate_dice(np.r_[x, 0.5, 0.5], np.r_[x, 0.5, 0.5], alpha=0.1).n_score, 9)
+            calibrate_dice(x, x, coverage=0.9)
+        self.assertEqual(calibrate_dice(np.r_[x, 0.5, 0.5], np.r_[x, 0.5, 0.5], coverage=0.9).n_score, 9)
 
     def test_split_ignores_values(self):
         fit, score = split_calibration(11, 0.5, seed=4)
@@ -101,15 +107,15 @@ class TestConformal(unittest.TestCase):
         np.testing.assert_array_equal(split_calibration(11, 0.5, seed=4)[0], fit)
 
     def test_coverage_on_exchangeable_data(self):
-        """2000 calibration draws of n = 40 (20 fit, 20 scored), one new case each, alpha = 0.1.
+        """2000 calibration draws of n = 40 (20 fit, 20 scored), one new case each, coverage 0.9.
 
         With continuous scores the coverage averaged over draws is exactly k / (m + 1) = 19 / 21 = 0.9048
-        (k = ceil(21 * 0.9) = 19), between the promise 1 - alpha = 0.9 and 1 - alpha + 1 / (m + 1) = 0.9476.
+        (k = ceil(21 * 0.9) = 19), between the promise coverage = 0.9 and coverage + 1 / (m + 1) = 0.9476.
         The realised fraction of 2000 independent Bernoulli(0.9048) outcomes lies within 4 standard deviations
         (4 * 0.0066) of it unless the method is wrong.
         """
         rng = np.random.default_rng(12)
-        alpha, n, draws = 0.1, 40, 2000
+        coverage, n, draws = 0.9, 40, 2000
 
         def cases(size):  # a head that under-predicts, with heteroscedastic noise; true Dice in (0.1, 0.9)
             true = rng.uniform(0.1, 0.9, size)
@@ -117,15 +123,15 @@ class TestConformal(unittest.TestCase):
 
         covered, widths = np.zeros(draws, bool), np.zeros(draws)
         for d in range(draws):
-            cal = calibrate_dice(*cases(n), alpha=alpha, seed=d)
+            cal = calibrate_dice(*cases(n), coverage=coverage, seed=d)
             x, y = cases(1)
             lo, hi = cal.interval(x)
             covered[d] = lo[0] <= y[0] <= hi[0]
             widths[d] = hi[0] - lo[0]
         expected = 19 / 21
         sd = math.sqrt(expected * (1 - expected) / draws)
-        self.assertGreaterEqual(expected, 1 - alpha)
-        self.assertLessEqual(expected, 1 - alpha + 1 / 21)
+        self.assertGreaterEqual(expected, coverage)
+        self.assertLessEqual(expected, coverage + 1 / 21)
         self.assertLess(abs(covered.mean() - expected), 4 * sd, covered.mean())
         self.assertTrue(np.all(widths < 1.0))  # informative, not the trivial [0, 1]
 
@@ -133,7 +139,7 @@ class TestConformal(unittest.TestCase):
         rng = np.random.default_rng(5)
         true = rng.uniform(0.3, 1.0, 400)
         raw = np.clip(true - 0.14 + rng.normal(0, 0.03, 400), 0, 1)  # ranks right, level 0.14 too low
-        cal = calibrate_dice(raw[:200], true[:200], alpha=0.1)
+        cal = calibrate_dice(raw[:200], true[:200], coverage=0.9)
         mae_raw = np.abs(raw[200:] - true[200:]).mean()
         mae_cal = np.abs(cal.predict(raw[200:]) - true[200:]).mean()
         self.assertGreater(mae_raw, 0.13)
@@ -144,7 +150,7 @@ class TestConformal(unittest.TestCase):
         map choice and nothing falls back): linear and isotonic both give the fit part's mean, the first wins."""
         true = np.linspace(0.5, 0.9, 30)
         with self.assertWarnsRegex(UserWarning, "falls back to their mean true Dice"):
-            cal = calibrate_dice(np.full(30, 0.4), true, alpha=0.2)
+            cal = calibrate_dice(np.full(30, 0.4), true, coverage=0.8)
         fit, score = split_calibration(30, 0.5, 0)
         self.assertTrue(cal.fallback)
         self.assertEqual(cal.map, "linear")
@@ -155,7 +161,7 @@ class TestConformal(unittest.TestCase):
     def test_no_warning_for_a_varying_head(self):
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            cal = calibrate_dice(np.linspace(0, 1, 20), np.linspace(0, 1, 20), alpha=0.1)
+            cal = calibrate_dice(np.linspace(0, 1, 20), np.linspace(0, 1, 20), coverage=0.9)
         self.assertIsInstance(cal, DiceRecalibration)
         self.assertEqual(cal.map, "identity")  # a perfect head stays the identity (it ties linear: the simpler wins)
         x = np.linspace(0, 1, 7)

@@ -14,7 +14,7 @@ from parameterized import parameterized
 from scipy import stats
 from sklearn import metrics as skm
 
-from segq_monai.evaluation.columns import (
+from segq_monai.data.columns import (
     QualityColumn,
     class_columns,
     column_name,
@@ -338,9 +338,9 @@ GF_WANT = {
     "delta": 0.1,
     "acceptance_threshold": 0.51,
     "feasible": True,
-    "n_conformal": 50,
-    "conformal_fraction_accepted": 0.8,
-    "conformal_bound": 1 - (0.1 / 101) ** (1 / 40),
+    "n_calibration": 50,
+    "calibration_fraction_accepted": 0.8,
+    "calibration_bound": 1 - (0.1 / 101) ** (1 / 40),
     "n": 5,
     "n_accepted": 3,
     "fraction_accepted": 0.6,
@@ -368,7 +368,7 @@ class TestGuaranteedFlag(unittest.TestCase):
     @parameterized.expand([("binary", [""]), ("two_class", ["1", "2"])])
     def test_by_hand(self, _, classes):
         report = evaluate_quality(
-            gf_rows(GF_EVAL, classes), tau=0.8, conformal_rows=gf_rows(GF_CAL, classes), alpha=0.2, delta=0.1
+            gf_rows(GF_EVAL, classes), tau=0.8, calibration_rows=gf_rows(GF_CAL, classes), alpha=0.2, delta=0.1
         )
         got = report["guaranteed_flag"]
         self.assertEqual(list(got), list(GF_WANT))
@@ -385,7 +385,7 @@ class TestGuaranteedFlag(unittest.TestCase):
 
         line_rows = [{"true_dice": 2 * x - 0.5, "baseline_x": x} for x in (0.3, 0.4, 0.6, 0.7)]
         report = evaluate_quality(
-            with_x(gf_rows(GF_EVAL, [""])), baseline_fit_rows=line_rows, conformal_rows=with_x(gf_rows(GF_CAL, [""])),
+            with_x(gf_rows(GF_EVAL, [""])), baseline_fit_rows=line_rows, calibration_rows=with_x(gf_rows(GF_CAL, [""])),
             alpha=0.2, delta=0.1,
         )  # fmt: skip
         got = report["baselines"]["x"]["guaranteed_flag"]
@@ -406,7 +406,7 @@ class TestGuaranteedFlag(unittest.TestCase):
         self.assertNotIn("guaranteed_flag", evaluate_quality(rows, baseline_fit_rows=cal, alpha=None))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # 10 calibration cases certify nothing
-            with_alpha = evaluate_quality(rows, baseline_fit_rows=cal, alpha=0.2, conformal_rows=cal)
+            with_alpha = evaluate_quality(rows, baseline_fit_rows=cal, alpha=0.2, calibration_rows=cal)
         del with_alpha["guaranteed_flag"]
         for entry in with_alpha["baselines"].values():
             del entry["guaranteed_flag"]
@@ -416,7 +416,7 @@ class TestGuaranteedFlag(unittest.TestCase):
         with tempfile.TemporaryDirectory() as d, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             report = write_report(
-                gf_rows(GF_EVAL, [""]), d, conformal_rows=gf_rows(GF_CAL[:20], [""]), alpha=0.2, delta=0.1
+                gf_rows(GF_EVAL, [""]), d, calibration_rows=gf_rows(GF_CAL[:20], [""]), alpha=0.2, delta=0.1
             )
             with open(os.path.join(d, "report.json")) as f:
                 on_disk = json.loads(f.read(), parse_constant=_raise_on_constant)
@@ -425,35 +425,35 @@ class TestGuaranteedFlag(unittest.TestCase):
         self.assertEqual(got, report["guaranteed_flag"])
         self.assertIsNone(got["acceptance_threshold"])  # +inf: nothing certified, every case flagged
         self.assertIsNone(got["failure_rate_accepted"])  # no accepted case
-        self.assertEqual((got["feasible"], got["n_accepted"], got["conformal_bound"]), (False, 0, 1.0))
+        self.assertEqual((got["feasible"], got["n_accepted"], got["calibration_bound"]), (False, 0, 1.0))
 
     def test_bad_input(self):
         rows = gf_rows(GF_EVAL, [""])
-        with self.assertRaisesRegex(ValueError, "conformal_rows"):
+        with self.assertRaisesRegex(ValueError, "calibration_rows"):
             evaluate_quality(rows, alpha=0.1)
-        with self.assertRaisesRegex(ValueError, "conformal_rows"):  # the stage-2 tables are no calibration split
+        with self.assertRaisesRegex(ValueError, "calibration_rows"):  # the stage-2 tables are no calibration split
             evaluate_quality(rows, baseline_fit_rows=gf_rows(GF_CAL, [""]), alpha=0.1)
         cal = [{"true_dice": t, "baseline_x": p} for p, t in GF_CAL]
         with self.assertRaisesRegex(ValueError, "pred_dice"):
-            evaluate_quality([dict(r, baseline_x=r["pred_dice"]) for r in rows], conformal_rows=cal, alpha=0.1)
+            evaluate_quality([dict(r, baseline_x=r["pred_dice"]) for r in rows], calibration_rows=cal, alpha=0.1)
         with self.assertRaisesRegex(ValueError, "baseline_x"):
-            evaluate_quality([dict(r, baseline_x=r["pred_dice"]) for r in rows], conformal_rows=gf_rows(GF_CAL, [""]),
+            evaluate_quality([dict(r, baseline_x=r["pred_dice"]) for r in rows], calibration_rows=gf_rows(GF_CAL, [""]),
                              alpha=0.2)
         with self.assertRaisesRegex(ValueError, "alpha"):
-            evaluate_quality(rows, conformal_rows=gf_rows(GF_CAL, [""]), alpha=1.5)
+            evaluate_quality(rows, calibration_rows=gf_rows(GF_CAL, [""]), alpha=1.5)
 
     def test_handler_checks_calibration_tables(self):
         from segq_monai.handlers import QualityReport
 
-        with self.assertRaisesRegex(ValueError, "conformal_csvs"):
+        with self.assertRaisesRegex(ValueError, "calibration_csvs"):
             QualityReport(writer=None, alpha=0.1).attach(None)
-        with self.assertRaisesRegex(FileNotFoundError, "conformal_csvs"):
-            QualityReport(writer=None, alpha=0.1, conformal_csvs=["/nonexistent/quality.csv"]).attach(None)
+        with self.assertRaisesRegex(FileNotFoundError, "calibration_csvs"):
+            QualityReport(writer=None, alpha=0.1, calibration_csvs=["/nonexistent/quality.csv"]).attach(None)
         with tempfile.TemporaryDirectory() as d:
             path = os.path.join(d, "quality.csv")
             write_quality_csv(path, [{"image": "a", "true_dice": 0.9, "baseline_x": 0.1}])
             with self.assertRaisesRegex(ValueError, "pred_dice"):
-                QualityReport(writer=None, conformal_csvs=[path], alpha=0.1).attach(None)
+                QualityReport(writer=None, calibration_csvs=[path], alpha=0.1).attach(None)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from torch import nn
 from segq_monai import SAMPLERS, AleatoricSampler, build_sampler
 from segq_monai.inferers.ensemble import EnsembleSampler
 from segq_monai.inferers.modes import mc_dropout_masks
-from segq_monai.inferers.samplers import MCDropoutSampler, SinglePassSampler, SoftmaxSampler, TTASampler
+from segq_monai.inferers.samplers import MCDropoutSampler, SinglePassSampler, TTASampler
 
 
 def _unet(dropout: float = 0.3, norm: str = "batch") -> UNet:
@@ -177,12 +177,6 @@ class TestMCDropoutMasks(unittest.TestCase):
 
 
 class TestSinglePassSampler(unittest.TestCase):
-    def test_old_name(self):
-        with self.assertWarnsRegex(FutureWarning, "SoftmaxSampler is renamed SinglePassSampler"):
-            old = SoftmaxSampler("sigmoid", temperature=2.0)
-        self.assertIsInstance(old, SinglePassSampler)
-        self.assertEqual((old.activation, old.temperature), ("sigmoid", 2.0))
-
     def test_single_eval_pass(self):
         net, x = _unet(), torch.rand(1, 1, 16, 16)
         net.train()
@@ -301,9 +295,9 @@ class TestBuildSampler(unittest.TestCase):
         self.assertEqual((type(sampler), sampler.num_samples, sampler.activation), (EnsembleSampler, 2, "sigmoid"))
         self.assertEqual(build_sampler("mc_dropout", num_samples=4, chunk_size=2).chunk_size, 2)
 
-    def test_old_name_and_bad_names(self):
-        with self.assertWarnsRegex(FutureWarning, "'softmax' is renamed 'single_pass'"):
-            self.assertIs(type(build_sampler("softmax")), SinglePassSampler)
+    def test_bad_names(self):
+        with self.assertRaisesRegex(ValueError, "'softmax' is not one of"):
+            build_sampler("softmax")  # the activation, not a sampler: the single pass is "single_pass"
         with self.assertRaisesRegex(ValueError, "'dropout' is not one of"):
             build_sampler("dropout")
         with self.assertRaisesRegex(ValueError, "softmax probabilities"):

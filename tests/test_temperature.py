@@ -24,11 +24,11 @@ from torch import nn
 
 from segq_monai import SAMPLERS
 from segq_monai.data import split_fold, write_datalist
-from segq_monai.handlers import TemperatureCalibration, TemperatureFit
+from segq_monai.handlers import TemperatureFit
 from segq_monai.inferers.aleatoric import AleatoricSampler
 from segq_monai.inferers.ensemble import EnsembleSampler
 from segq_monai.inferers.samplers import MCDropoutSampler, SinglePassSampler, TTASampler
-from segq_monai.metrics.temperature import bundle_temperature, load_temperature
+from segq_monai.calibration.temperature import bundle_temperature, load_temperature
 from segq_monai.networks.aleatoric import AleatoricNet
 
 
@@ -115,13 +115,6 @@ class TestSamplerTemperature(unittest.TestCase):
         for make in constructors:
             with self.assertRaisesRegex(ValueError, "temperature must be a finite number > 0"):
                 make()
-
-
-class TestOldName(unittest.TestCase):
-    def test_temperature_calibration_warns_and_is_the_handler(self):
-        with tempfile.TemporaryDirectory() as tmp, self.assertWarnsRegex(FutureWarning, "renamed TemperatureFit"):
-            handler = TemperatureCalibration(Path(tmp) / "t.json")
-        self.assertIsInstance(handler, TemperatureFit)
 
 
 class TestTemperatureFit(unittest.TestCase):

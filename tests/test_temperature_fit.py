@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from parameterized import parameterized
 
-from segq_monai.metrics.temperature import expected_calibration_error, fit_temperature
+from segq_monai.calibration.temperature import expected_calibration_error, fit_temperature
 
 
 def synthetic(t_true, m=40_000, num_classes=4, seed=0):

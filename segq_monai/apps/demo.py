@@ -51,11 +51,14 @@ from segq_monai.apps.workflows import run_workflow
 from segq_monai.data.demo import prepare_demo
 from segq_monai.data.synthetic import FAILURE_SOURCE, SYNTHETIC_DATALIST, SYNTHETIC_FAILURES, write_synthetic_failures
 from segq_monai.evaluation.bootstrap import report_intervals, write_intervals
-from segq_monai.evaluation.columns import read_quality_csv
+from segq_monai.inferers.factory import PLAIN_NETWORK_SAMPLERS
+from segq_monai.transforms.quality import PLAIN_NETWORK_VARIANTS
+from segq_monai.data.columns import read_quality_csv
 from segq_monai.utils.resources import bundle_root
 
 MAIN_VARIANT = "image_seg_entropy"
-VARIANTS = ("image_seg_entropy", "image", "image_seg", "seg_entropy")
+#: the head variants of ``--full``, the main one first: those the main stage-1 network feeds (no learned confidence)
+VARIANTS = (MAIN_VARIANT, *(v for v in PLAIN_NETWORK_VARIANTS if v != MAIN_VARIANT))
 #: the report folder of each split, relative to a variant's report folder
 SPLIT_DIRS = {"calibration": "calibration_split", "testing": ".", "shift": "shift_split",
               "cross_plane": "cross_plane_split"}  # fmt: skip
@@ -190,7 +193,7 @@ class _Demo:
             split_dir = (report_dir / SPLIT_DIRS[split]).resolve()
             extra: dict[str, Any] = {}
             if split != "calibration":
-                extra.update(alpha=a.alpha, conformal_csvs=[calibration_csv])
+                extra.update(alpha=a.alpha, calibration_csvs=[calibration_csv])
             if split in MIXED_SHAPES:
                 extra["batch_size"] = 1  # turned, coronal and sagittal slices differ in shape
             if maps_from is not None:
@@ -388,7 +391,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     d.add_argument("--epochs_quality", type=int, default=None,
                    help="epochs of the quality head (default: train_quality.json's, chosen with its recipe)")
     d.add_argument("--num_samples", type=int, default=20, help="T, samples per image")
-    d.add_argument("--sampler", default="mc_dropout", choices=["mc_dropout", "tta", "ensemble", "single_pass"])
+    d.add_argument("--sampler", default="mc_dropout", choices=PLAIN_NETWORK_SAMPLERS)
     d.add_argument("--quality_variants", nargs="+", default=None, choices=list(VARIANTS),
                    help=f"quality-head inputs; the first samples, the others reuse its maps (default: {MAIN_VARIANT}; "
                         "--full: all)")

@@ -1,6 +1,6 @@
 """The demo's recalibration to a site: the recalibration map (identity, linear or isotonic, chosen by cross-validated
 MAE) and split-conformal intervals of the predicted Dice, fitted on the calibration split
-(:mod:`segq_monai.evaluation.quality_calibration`) and scored on the test and shift splits: MAE before and after,
+(:mod:`segq_monai.calibration.quality_calibration`) and scored on the test and shift splits: MAE before and after,
 realised coverage of the intervals against the promised one, mean width; and the coverage and mean width of each kind
 of interval (absolute, and normalised by the head's spread ``pred_dice_sd`` where the tables have it)."""
 
@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from segq_monai.evaluation.bootstrap import grouped_resamples, percentile_interval
-from segq_monai.evaluation.columns import RAW, SPREAD, column_matrix, column_name, quality_columns
-from segq_monai.evaluation.quality_calibration import QualityCalibration, calibrate_quality_table, head_fingerprint
+from segq_monai.data.columns import RAW, SPREAD, column_matrix, column_name, quality_columns
+from segq_monai.calibration.quality_calibration import QualityCalibration, calibrate_quality_table, head_fingerprint
 
 __all__ = ["RECALIBRATION_KEYS", "fit_site_calibration", "recalibration_scores", "recalibration_table"]
 

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from segq_monai.evaluation.bootstrap import INTERVAL_KEYS
-from segq_monai.evaluation.columns import as_float
+from segq_monai.data.columns import as_float
 from segq_monai.evaluation.tables import format_number, guaranteed_cells
 
 __all__ = ["Result", "results_of", "spread_table", "time_table"]

@@ -35,7 +35,7 @@ from segq_monai.apps.example3d_report import add_true_quality, write_example_rep
 from segq_monai.apps.fit import OVERLAYS, check_calibration_size
 from segq_monai.data.datalist import load_datalist
 from segq_monai.data.volume3d import SPLITS, prepare_volume3d
-from segq_monai.evaluation import read_quality_csv
+from segq_monai.data.columns import read_quality_csv
 from segq_monai.utils.atomic import atomic_write_text
 from segq_monai.utils.resources import packaged
 

@@ -23,7 +23,8 @@ from monai.transforms import LoadImage
 
 from segq_monai import metrics
 from segq_monai.data.outputs import case_name
-from segq_monai.evaluation import write_quality_csv, write_report
+from segq_monai.data.columns import write_quality_csv
+from segq_monai.evaluation import write_report
 from segq_monai.metrics.quality import segmentation_quality
 
 __all__ = ["add_true_quality", "bootstrap_interval", "summary_table", "write_example_report"]

@@ -13,7 +13,7 @@ point, in this process); the command prints each step's command line, so every s
    and input channels, on the sampled and the synthetic cases -> ``FIT/quality_head.pt``;
 3. **calibrate**: the deployment itself (host + ``segq_overlay.json`` with ``segq#fit_dir``) plus the labels
    (``fit_labelled.json`` + ``fit_calibrate.json``) on the ``calibration`` cases -> ``FIT/calibration/quality.csv``;
-   on it :func:`~segq_monai.evaluation.quality_calibration.calibrate_quality_table` fits the recalibration, the
+   on it :func:`~segq_monai.calibration.quality_calibration.calibrate_quality_table` fits the recalibration, the
    per-case intervals at ``--coverage`` and the acceptance threshold λ̂ of the guaranteed flag ->
    ``FIT/quality_calibration.json``, which the deployment applies.
 
@@ -24,7 +24,7 @@ Before anything is written, every labelled case is checked from its file headers
 the head's per-axis strides are chosen from the first case's shape and spacing (the input grid, which the head
 reads), and a case the head cannot read, or a label on another grid than its image, is refused, named.
 
-``FIT/fit.json`` holds the settings and each step's result (:mod:`segq_monai.apps.fit_folder`). A rerun of the same
+``FIT/fit.json`` holds the settings and each step's result (:mod:`segq_monai.data.fit_folder`). A rerun of the same
 command continues: finished steps are skipped, sampling skips finished cases, training resumes from its last epoch.
 """
 
@@ -44,16 +44,18 @@ import numpy as np
 from monai.bundle import ConfigParser
 from monai.bundle import run as bundle_run
 
-from segq_monai.apps.fit_folder import CALIBRATION_FILE, FIT_FILE, HEAD_FILE, write_fit
+from segq_monai.data.fit_folder import CALIBRATION_FILE, FIT_FILE, HEAD_FILE, write_fit
 from segq_monai.apps.fit_grid import check_case_grids, head_strides
 from segq_monai.apps.fit_host import HostBundle
 from segq_monai.data.datalist import load_datalist, write_datalist
 from segq_monai.data.outputs import first_path
 from segq_monai.data.synthetic import FAILURE_SOURCE, SYNTHETIC_FAILURES, write_synthetic_failures
-from segq_monai.evaluation.columns import class_label, read_quality_csv
-from segq_monai.evaluation.quality_calibration import calibrate_quality_table, head_fingerprint
-from segq_monai.metrics.conformal import min_calibration_cases
-from segq_monai.metrics.recalibration import min_interval_cases
+from segq_monai.data.columns import class_label, read_quality_csv
+from segq_monai.calibration.quality_calibration import calibrate_quality_table, head_fingerprint
+from segq_monai.calibration.flag import min_calibration_cases
+from segq_monai.calibration.recalibration import min_interval_cases
+from segq_monai.inferers.factory import PLAIN_NETWORK_SAMPLERS
+from segq_monai.transforms.quality import PLAIN_NETWORK_VARIANTS, QUALITY_VARIANTS
 from segq_monai.utils.resources import bundle_root, configs_dir
 
 __all__ = ["add_parser", "check_calibration_size", "fit"]
@@ -197,7 +199,7 @@ class _Fit:
         self.head = {
             "checkpoint": HEAD_FILE,
             "quality_variant": args.quality_variant,
-            "quality_keys": train_config.get("quality_variants")[args.quality_variant],
+            "quality_keys": list(QUALITY_VARIANTS[args.quality_variant]),
             "channels": channels,
             "strides": strides,
             "grid": grid,
@@ -388,10 +390,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--class_names", nargs="+", default=None, help="foreground classes (default: host metadata)")
     p.add_argument("--label_transforms", default="[]",
                    help="JSON list of transforms for key 'label' after loading, e.g. the host's label conversion")
-    p.add_argument("--sampler", default="mc_dropout", choices=["mc_dropout", "tta", "ensemble", "single_pass"])
+    p.add_argument("--sampler", default="mc_dropout", choices=PLAIN_NETWORK_SAMPLERS)
     p.add_argument("--num_samples", type=int, default=20, help="T, samples per case")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quality_variant", default="image_seg_entropy")
+    p.add_argument("--quality_variant", default="image_seg_entropy", choices=PLAIN_NETWORK_VARIANTS)
     p.add_argument("--synthetic_failures", type=int, default=SYNTHETIC_FAILURES,
                    help="synthetic failures per sampled case (segq_monai.SegmentationFailured, true Dice exact) "
                         "added to the head's training cases; softmax hosts only (default: the demo's chosen recipe)")

@@ -11,7 +11,7 @@ from typing import Any
 
 from monai.bundle import ConfigParser
 
-from segq_monai.apps.fit_folder import network_signature
+from segq_monai.data.fit_folder import network_signature
 
 __all__ = ["HOST_IDS", "HostBundle"]
 

@@ -1,7 +1,9 @@
-"""Data: Decathlon datalists, contiguous folds, the embedded Colin27 demo set and the 3D example's cases."""
+"""Data: Decathlon datalists, contiguous folds, the ``quality.csv`` column scheme, output names, the fit folder of
+``python -m segq_monai fit`` and its loaders, the embedded Colin27 demo set and the 3D example's cases."""
 
 from __future__ import annotations
 
+from .columns import quality_columns, read_quality_csv, write_quality_csv
 from .datalist import DEFAULT_PATH_KEYS, default_section, demo_datalist_path, load_datalist, write_datalist
 from .folds import contiguous_folds, holdout_split, split_fold
 from .outputs import case_name, pending_items, saved_items
@@ -10,18 +12,24 @@ __all__ = [
     "DEFAULT_PATH_KEYS",
     "case_name",
     "pending_items",
+    "quality_columns",
+    "read_quality_csv",
     "saved_items",
     "REGION_NAMES",
     "contiguous_folds",
     "default_section",
     "demo_datalist_path",
     "holdout_split",
+    "load_fit",
+    "load_quality_head",
     "load_datalist",
     "make_demo_data",
     "make_volume3d_data",
+    "network_signature",
     "prepare_volume3d",
     "split_fold",
     "write_datalist",
+    "write_quality_csv",
     "write_synthetic_failures",
 ]
 
@@ -30,6 +38,9 @@ __all__ = [
 #: not import its own module twice
 _LAZY = {
     "REGION_NAMES": "make_demo",
+    "load_fit": "fit_folder",
+    "load_quality_head": "fit_folder",
+    "network_signature": "fit_folder",
     "make_demo_data": "make_demo",
     "make_volume3d_data": "make_volume3d",
     "prepare_volume3d": "volume3d",

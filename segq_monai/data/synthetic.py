@@ -57,8 +57,8 @@ def write_synthetic_failures(
         seed: copy ``k`` of case ``i`` uses seed ``seed + i * copies + k``.
 
     Returns:
-        the path of the written datalist; its items hold ``image``, ``label``, ``seg``, ``entropy``, ``dice``,
-        ``iou`` and ``failure`` (the kind). Draws that no kind could bring to their target are left out and counted
+        the path of the written datalist; its items hold ``image``, ``label``, ``seg``, ``entropy``, ``true_dice``,
+        ``true_iou`` and ``failure`` (the kind). Draws that no kind could bring to their target are left out and counted
         (a warning names the reasons).
     """
     if copies < 1:
@@ -89,6 +89,6 @@ def write_synthetic_failures(
                 entropy_path = out / name / f"{name}_entropy.nii.gz"
                 save_nifti(np.asarray(case["entropy"][0], dtype=np.float32), affine, entropy_path)
             entries.append({"image": item["image"], "label": item["label"], "seg": str(seg_path),
-                            "entropy": str(entropy_path), "dice": case["dice"].tolist(),
-                            "iou": case["iou"].tolist(), "failure": case["failure"]})  # fmt: skip
+                            "entropy": str(entropy_path), "true_dice": case["true_dice"].tolist(),
+                            "true_iou": case["true_iou"].tolist(), "failure": case["failure"]})  # fmt: skip
     return write_datalist(out / SYNTHETIC_DATALIST, {"training": entries})

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from segq_monai import metrics
-from segq_monai.evaluation.columns import baseline_names, column_matrix, column_name, quality_columns
-from segq_monai.evaluation.report import jsonable
+from segq_monai.data.columns import baseline_names, column_matrix, column_name, quality_columns
+from segq_monai.utils.jsonable import jsonable
 from segq_monai.utils.atomic import atomic_write_text
 
 __all__ = ["INTERVAL_KEYS", "grouped_resamples", "percentile_interval", "report_intervals", "write_intervals"]

@@ -29,7 +29,7 @@ from matplotlib.colors import BoundaryNorm, ListedColormap  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from segq_monai import metrics  # noqa: E402
-from segq_monai.evaluation.columns import class_mean  # noqa: E402
+from segq_monai.data.columns import class_mean  # noqa: E402
 
 __all__ = [
     "plot_predicted_vs_true",
@@ -285,11 +285,11 @@ def plot_best_and_worst(
 ) -> list[str]:
     """Overlays (:func:`plot_uncertainty_overlay`) of the ``k`` cases with the highest and the lowest Dice.
 
-    Cases are ranked by true Dice (mean over classes, :func:`~segq_monai.evaluation.columns.class_mean`) when the
+    Cases are ranked by true Dice (mean over classes, :func:`~segq_monai.data.columns.class_mean`) when the
     rows have it, else by predicted Dice.
 
     Args:
-        rows: the per-case table (see :mod:`segq_monai.evaluation.columns`).
+        rows: the per-case table (see :mod:`segq_monai.data.columns`).
         load_case: ``row -> (image, seg, uncertainty, label or None)``, arrays as
             :func:`plot_uncertainty_overlay` takes them (uncertainty in nats).
         output_dir: folder for ``overlay_best_1.png`` … ``overlay_best_k.png``, ``overlay_worst_1.png`` … .

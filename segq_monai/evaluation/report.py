@@ -9,24 +9,22 @@ ordinary least-squares line ``true_dice ≈ slope * score + intercept`` (``numpy
 a failure is ``true Dice < τ`` (the failure Dice ``tau``).
 
 With ``alpha``, :func:`evaluate_quality` also calibrates a guaranteed acceptance threshold ``λ`` on the predicted
-Dice and on each baseline (:mod:`segq_monai.evaluation.guaranteed`, fitted on ``conformal_rows``, the conformal
+Dice and on each baseline (:mod:`segq_monai.calibration.guaranteed`, fitted on ``calibration_rows``, the calibration
 split) and reports how it does on the evaluated cases (``"guaranteed_flag"``).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
 from segq_monai import metrics
-from segq_monai.evaluation.columns import (
+from segq_monai.data.columns import (
     FLAG_COLUMN,
     baseline_column,
     baseline_names,
@@ -36,10 +34,11 @@ from segq_monai.evaluation.columns import (
     finite_cases,
     quality_columns,
 )
-from segq_monai.evaluation.guaranteed import add_guaranteed_flags
+from segq_monai.calibration.guaranteed import add_guaranteed_flags
 from segq_monai.utils.atomic import atomic_write_text
+from segq_monai.utils.jsonable import jsonable
 
-__all__ = ["METRIC_KEYS", "evaluate_quality", "jsonable", "write_report"]
+__all__ = ["METRIC_KEYS", "evaluate_quality", "write_report"]
 
 #: Keys of one metric block of the report, in table order.
 METRIC_KEYS = ("n", "mae", "rmse", "r2", "pearson", "spearman", "auroc", "aurc", "eaurc")
@@ -172,27 +171,27 @@ def evaluate_quality(
     baseline_fit_rows: Sequence[Mapping[str, Any]] | None = None,
     alpha: float | None = None,
     delta: float = 0.1,
-    conformal_rows: Sequence[Mapping[str, Any]] | None = None,
+    calibration_rows: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Score predicted quality and the scalar baselines against the true Dice of a labelled set.
 
     Args:
-        rows: the per-case table (see :mod:`segq_monai.evaluation.columns`); needs ``true_dice`` (or
+        rows: the per-case table (see :mod:`segq_monai.data.columns`); needs ``true_dice`` (or
             ``true_dice_<c>``) columns. Cells may be numbers or numeric strings.
         tau: the failure Dice τ: a case (class) fails when its true Dice is strictly below it.
         baseline_fit_rows: cases to fit each baseline's baseline fit on (columns ``baseline_<name>`` and the true
             Dice), e.g. the stage-2 training cases. None: fit on ``rows`` (``"baseline_fit_split": "in-sample"``).
         alpha: None (default): no guaranteed flag. Otherwise the target failure rate among auto-accepted cases,
-            in (0, 1): an acceptance threshold ``λ`` on a confidence is calibrated on ``conformal_rows`` by
-            :func:`~segq_monai.metrics.calibrate_selective_threshold`, so that with probability >= ``1 - delta``
-            over i.i.d. conformal cases, the failure rate among cases with confidence >= ``λ`` is at most ``alpha``
+            in (0, 1): an acceptance threshold ``λ`` on a confidence is calibrated on ``calibration_rows`` by
+            :func:`~segq_monai.calibration.calibrate_selective_threshold`, so that with probability >= ``1 - delta``
+            over i.i.d. calibration cases, the failure rate among cases with confidence >= ``λ`` is at most ``alpha``
             (a case fails when any class's true Dice is below ``tau``, as for ``"flag"``). The quality head's
             confidence is the per-case predicted Dice (minimum over classes), reported under ``"guaranteed_flag"``;
             each baseline's is its score mapped onto the Dice scale by its baseline fit (fitted on
-            ``baseline_fit_rows``, not on ``conformal_rows``, so that the candidate thresholds do not depend on the
-            conformal draw), reported under ``baselines[name]["guaranteed_flag"]``.
-        delta: the allowed probability, over the draw of the conformal split, that this guarantee fails, in (0, 1).
-        conformal_rows: the conformal split: labelled cases that neither stage was trained on, run through the same
+            ``baseline_fit_rows``, not on ``calibration_rows``, so that the candidate thresholds do not depend on the
+            calibration draw), reported under ``baselines[name]["guaranteed_flag"]``.
+        delta: the allowed probability, over the draw of the calibration split, that this guarantee fails, in (0, 1).
+        calibration_rows: the calibration split: labelled cases that neither stage was trained on, run through the same
             pipeline as ``rows`` (``true_dice``, ``pred_dice`` when ``rows`` have it, the baselines). Needed with
             ``alpha`` (ValueError otherwise).
 
@@ -208,15 +207,15 @@ def evaluate_quality(
              "flag": {"n", "true_failures", "true_positives", "false_positives", "false_negatives",
                       "true_negatives", "fraction_flagged"} | None}
 
-            G = {"alpha", "delta", "acceptance_threshold", "feasible", "n_conformal", "conformal_fraction_accepted",
-                 "conformal_bound", "n", "n_accepted", "fraction_accepted", "failures_accepted",
+            G = {"alpha", "delta", "acceptance_threshold", "feasible", "n_calibration", "calibration_fraction_accepted",
+                 "calibration_bound", "n", "n_accepted", "fraction_accepted", "failures_accepted",
                  "failure_rate_accepted"}
 
         with ``M = {"n", "mae", "rmse", "r2", "pearson", "spearman", "auroc", "aurc", "eaurc"}``. ``"mean"``
         scores the per-case mean Dice over classes (for a binary task, the one class ``"foreground"``).
 
         ``lambda`` is ``λ`` (``inf``, written ``null``, when no threshold is certified: ``feasible`` is false and
-        every case is flagged); ``conformal_bound`` the Clopper-Pearson bound that certifies it; the rest are
+        every case is flagged); ``calibration_bound`` the Clopper-Pearson bound that certifies it; the rest are
         realised on ``rows``: ``failure_rate_accepted`` = true failures among the accepted (NaN when none is
         accepted). A single evaluation set scatters around the guaranteed rate; the guarantee is on the rate.
     """
@@ -237,29 +236,13 @@ def evaluate_quality(
         },
     }
     if alpha is not None:
-        add_guaranteed_flags(report, rows, conformal_rows, classes, tau, alpha, delta)
+        add_guaranteed_flags(report, rows, calibration_rows, classes, tau, alpha, delta)
     report["flag"] = _flag_counts(rows, column_matrix(rows, [column_name("true_dice", c) for c in classes]), tau)
     return report
 
 
 # -------------------------------------------------------------------------------------------------------- output
 
-
-def jsonable(obj: Any) -> Any:
-    """Plain JSON types; NaN and infinities become None (``null``)."""
-    if isinstance(obj, Mapping):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, torch.Tensor):
-        return jsonable(obj.tolist())
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def _risk_curves(
@@ -289,7 +272,7 @@ def write_report(
     k: int = 2,
     alpha: float | None = None,
     delta: float = 0.1,
-    conformal_rows: Sequence[Mapping[str, Any]] | None = None,
+    calibration_rows: Sequence[Mapping[str, Any]] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate (:func:`evaluate_quality`) and write ``report.json`` plus PNG figures into ``output_dir``.
@@ -299,7 +282,7 @@ def write_report(
     Dice); with ``load_case``, ``overlay_best_<i>.png`` / ``overlay_worst_<i>.png`` for ``i = 1..k``
     (see :func:`segq_monai.evaluation.plots.plot_best_and_worst`).
 
-    ``alpha`` / ``delta`` / ``conformal_rows``: the guaranteed acceptance threshold of :func:`evaluate_quality`.
+    ``alpha`` / ``delta`` / ``calibration_rows``: the guaranteed acceptance threshold of :func:`evaluate_quality`.
     ``extra``: more top-level blocks for ``report.json`` (e.g. a quality calibration's promise and drift check).
 
     Returns:
@@ -310,7 +293,7 @@ def write_report(
     os.makedirs(output_dir, exist_ok=True)
     report = evaluate_quality(
         rows, tau=tau, baseline_fit_rows=baseline_fit_rows, alpha=alpha, delta=delta,
-        conformal_rows=conformal_rows,
+        calibration_rows=calibration_rows,
     )  # fmt: skip
     figures: list[str] = []
     classes = quality_columns(rows)

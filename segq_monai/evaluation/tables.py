@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from segq_monai.evaluation.report import jsonable
+from segq_monai.utils.jsonable import jsonable
 
 __all__ = ["comparison_table", "format_number", "guaranteed_cells"]
 
@@ -97,7 +97,7 @@ def comparison_table(
     )
     if alphas:
         lines[-1] += (
-            f" Guaranteed flag: acceptance threshold λ calibrated on the conformal split so that the failure rate "
+            f" Guaranteed flag: acceptance threshold λ calibrated on the calibration split so that the failure rate "
             f"among accepted cases is at most α = {', '.join(map(str, alphas))} with probability 1 − δ; accepted = "
             "fraction of the evaluated cases auto-accepted, then the realised failures among them."
         )

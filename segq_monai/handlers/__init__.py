@@ -7,4 +7,4 @@ from .cohort_page import CohortPage
 from .quality_metrics import AURC, FailureAUROC, QualityRegression
 from .quality_report import QualityReport
 from .quality_writer import QualityWriter
-from .temperature import TemperatureCalibration, TemperatureFit
+from .temperature import TemperatureFit

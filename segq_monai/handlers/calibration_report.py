@@ -4,9 +4,9 @@ When an inference (or evaluation) run with ``--calibration_file`` completes, it 
 not at all:
 
 * ``calibration.json``: what the ``pred_dice_lo`` / ``pred_dice_hi`` / ``flagged`` columns of ``quality.csv``
-  promise (:meth:`segq_monai.evaluation.quality_calibration.QualityCalibration.promise`);
+  promise (:meth:`segq_monai.calibration.quality_calibration.QualityCalibration.promise`);
 * ``drift.json``: the cohort's raw predicted Dice (per-case mean over classes) and mean predictive entropy (nats)
-  against the calibration split's (:func:`segq_monai.metrics.drift.distribution_shift`), and whether either moved::
+  against the calibration split's (:func:`segq_monai.calibration.drift.distribution_shift`), and whether either moved::
 
       {"p_value_threshold": 0.01, "drifted": true, "message": "cohort of 24 cases: ...",
        "statistics": {"pred_dice": {"n", "n_reference", "median", "median_reference", "ks_statistic",
@@ -32,10 +32,10 @@ import numpy as np
 import torch
 from monai.utils import min_version, optional_import
 
-from segq_monai.evaluation.quality_calibration import QualityCalibration
-from segq_monai.evaluation.report import jsonable
+from segq_monai.calibration.quality_calibration import QualityCalibration
+from segq_monai.utils.jsonable import jsonable
 from segq_monai.metrics.baselines import mean_entropy
-from segq_monai.metrics.drift import distribution_shift
+from segq_monai.calibration.drift import distribution_shift
 from segq_monai.utils.atomic import atomic_write_text
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")

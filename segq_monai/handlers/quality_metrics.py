@@ -8,7 +8,7 @@ classes. Values are buffered over the epoch and scored once on completion; with 
 Example::
 
     evaluator = SupervisedEvaluator(..., key_val_metric={
-        "val_spearman": QualityRegression("spearman", output_transform=from_engine(["pred_dice", "dice"])),
+        "val_spearman": QualityRegression("spearman", output_transform=from_engine(["pred_dice", "true_dice"])),
     })
 """
 

@@ -11,12 +11,11 @@ import nibabel as nib
 import numpy as np
 from monai.utils import min_version, optional_import
 
-from segq_monai.evaluation.columns import parse_column, read_quality_csv
-from segq_monai.evaluation.quality_calibration import interval_scores
+from segq_monai.data.columns import parse_column, read_quality_csv
+from segq_monai.calibration.quality_calibration import interval_scores
 from segq_monai.evaluation.report import write_report
 from segq_monai.handlers.calibration_report import CalibrationReport
 from segq_monai.handlers.quality_writer import QualityWriter
-from segq_monai.utils.renamed import renamed
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 if TYPE_CHECKING:
@@ -44,19 +43,17 @@ class QualityReport:
         overlays: number of best and of worst cases drawn.
         uncertainty_key: the map drawn in the overlays.
         alpha: None: no guaranteed flag. Otherwise the target failure rate among auto-accepted cases: an
-            acceptance threshold λ on the predicted Dice (and on each baseline) is calibrated on ``conformal_csvs``
+            acceptance threshold λ on the predicted Dice (and on each baseline) is calibrated on ``calibration_csvs``
             and reported under ``"guaranteed_flag"`` (see :func:`segq_monai.evaluation.report.evaluate_quality`).
-        delta: allowed probability, over the draw of the conformal split, that the ``alpha`` guarantee fails.
-        conformal_csvs: with ``alpha``, the ``quality.csv`` files of this same pipeline run on the conformal split:
+        delta: allowed probability, over the draw of the calibration split, that the ``alpha`` guarantee fails.
+        calibration_csvs: with ``alpha``, the ``quality.csv`` files of this same pipeline run on the calibration split:
             labelled cases that neither stage was trained on (``pred_dice`` and ``true_dice`` columns, checked in
             ``attach``); the stage-2 training tables do not qualify.
         calibration_report: the run's :class:`CalibrationReport` when it has a quality calibration (attach that
             one first); ``report.json`` then also holds ``"calibration"`` (its promise), ``"drift"`` (its check)
             and ``"intervals"`` (per class: realised coverage and mean width of ``[pred_dice_lo, pred_dice_hi]``,
             MAE of ``pred_dice_raw`` and of the recalibrated ``pred_dice``,
-            :func:`~segq_monai.evaluation.quality_calibration.interval_scores`).
-        threshold, calibration_csvs: the old names of ``tau`` and ``baseline_fit_csvs``, accepted in this release
-            with a ``FutureWarning``.
+            :func:`~segq_monai.calibration.quality_calibration.interval_scores`).
     """
 
     def __init__(
@@ -68,57 +65,54 @@ class QualityReport:
         uncertainty_key: str = "entropy",
         alpha: float | None = None,
         delta: float = 0.1,
-        conformal_csvs: Sequence[str | os.PathLike] = (),
+        calibration_csvs: Sequence[str | os.PathLike] = (),
         calibration_report: CalibrationReport | None = None,
-        threshold: float | None = None,
-        calibration_csvs: Sequence[str | os.PathLike] | None = None,
     ) -> None:
         self.writer = writer
-        self.tau = renamed(threshold, "threshold", "tau", tau)
-        fit_csvs = renamed(calibration_csvs, "calibration_csvs", "baseline_fit_csvs", baseline_fit_csvs)
-        self.baseline_fit_csvs = list(fit_csvs)
+        self.tau = tau
+        self.baseline_fit_csvs = list(baseline_fit_csvs)
         self.overlays = overlays
         self.uncertainty_key = uncertainty_key
         self.alpha = alpha
         self.delta = delta
-        self.conformal_csvs = list(conformal_csvs)
+        self.calibration_csvs = list(calibration_csvs)
         self.calibration_report = calibration_report
         self.report: dict[str, Any] | None = None
 
     def attach(self, engine: Engine) -> None:
-        for name, files in (("baseline_fit_csvs", self.baseline_fit_csvs), ("conformal_csvs", self.conformal_csvs)):
+        for name, files in (("baseline_fit_csvs", self.baseline_fit_csvs), ("calibration_csvs", self.calibration_csvs)):
             missing = [f for f in files if not os.path.isfile(f)]
             if missing:
                 raise FileNotFoundError(
                     f"{name}: tables {missing} do not exist; run the workflow that writes them first (the out-of-fold "
-                    "sampling for baseline_fit_csvs, an evaluation of the conformal split for conformal_csvs)."
+                    "sampling for baseline_fit_csvs, an evaluation of the calibration split for calibration_csvs)."
                 )
         if self.alpha is not None and self.calibration_report is not None:
             raise ValueError(
                 "with a calibration_file the flag is the calibrated one (its λ̂ is in report.json's 'calibration' "
-                "block), and pred_dice is recalibrated, unlike the conformal tables' raw pred_dice: set alpha to None, "
-                "or evaluate without calibration_file."
+                "block), and pred_dice is recalibrated, unlike the calibration tables' raw pred_dice: set alpha to "
+                "None, or evaluate without calibration_file."
             )
         if self.alpha is not None:
-            if not self.conformal_csvs:
+            if not self.calibration_csvs:
                 raise ValueError(
-                    "alpha needs conformal_csvs: quality tables with pred_dice and true_dice of held-out labelled "
-                    "cases (an evaluation of the conformal split); pass them or set alpha to None."
+                    "alpha needs calibration_csvs: quality tables with pred_dice and true_dice of held-out labelled "
+                    "cases (an evaluation of the calibration split); pass them or set alpha to None."
                 )
-            for f in self.conformal_csvs:
+            for f in self.calibration_csvs:
                 with open(f, encoding="utf-8", newline="") as table:
                     header = next(csv.reader(table), [])
                 kinds = {p.kind for p in map(parse_column, header) if p is not None and not p.bound}
                 if not {"pred_dice", "true_dice"} <= kinds:
                     raise ValueError(
-                        f"alpha needs pred_dice and true_dice columns in every conformal table; {f!r} has "
+                        f"alpha needs pred_dice and true_dice columns in every calibration table; {f!r} has "
                         f"{header}. Run the quality head on held-out labelled cases, or set alpha to None."
                     )
         engine.add_event_handler(Events.COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
         fit_rows = [row for f in self.baseline_fit_csvs for row in read_quality_csv(f)] or None
-        conformal = [row for f in self.conformal_csvs for row in read_quality_csv(f)] or None
+        calibration_rows = [row for f in self.calibration_csvs for row in read_quality_csv(f)] or None
         entries = {row["case"]: entry for row, entry in zip(self.writer.rows, self.writer.entries)}
 
         def load_case(row: Mapping[str, Any]) -> tuple[np.ndarray, ...]:
@@ -138,7 +132,7 @@ class QualityReport:
             k=self.overlays,
             alpha=self.alpha,
             delta=self.delta,
-            conformal_rows=conformal,
+            calibration_rows=calibration_rows,
             extra=self._calibration_blocks(),
         )
 

@@ -15,11 +15,15 @@ run completes, so a run that stops early leaves none. A rerun can skip the cases
 
 Under ``torchrun`` (``torch.distributed`` initialised) every rank writes the maps of its own cases; when the run
 completes the rows are gathered, put in the order of the input items and written by rank 0 only.
+
+The handler composes one class per job: :class:`~segq_monai.handlers.case_maps.CaseMaps` (the maps),
+:class:`~segq_monai.handlers.quality_table.QualityTable` (rows, ``quality.csv`` and the datalist),
+:class:`~segq_monai.handlers.sidecars.Sidecars` (each case's sidecar) and
+:class:`~segq_monai.handlers.cohort_order.CohortOrder` (the order of the items, and the cases a rerun skipped).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -27,14 +31,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import ignite.distributed as idist
-import torch
-from monai.data import MetaTensor
 from monai.utils import min_version, optional_import
 
-from segq_monai.data.datalist import write_datalist
-from segq_monai.data.outputs import case_name, first_path, map_path, save_map, sidecar_path
-from segq_monai.evaluation.columns import FLAG_COLUMN, ITEM_KINDS, baseline_column, class_columns, write_quality_csv
-from segq_monai.utils.atomic import atomic_write_text
+from segq_monai.data.outputs import case_name
+from segq_monai.handlers.case_maps import CaseMaps, source_path
+from segq_monai.handlers.cohort_order import CohortOrder
+from segq_monai.handlers.quality_table import QualityTable
+from segq_monai.handlers.sidecars import Sidecars
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 if TYPE_CHECKING:
@@ -43,24 +46,6 @@ else:
     Engine, _ = optional_import("ignite.engine", "0.4.11", min_version, "Engine")
 
 __all__ = ["QualityWriter"]
-
-def _source_path(item: Mapping[str, Any], image_key: str) -> str:
-    image = item.get(image_key)
-    path = image.meta.get("filename_or_obj") if isinstance(image, MetaTensor) else None
-    if not path:
-        raise ValueError(
-            f"Cannot tell which file the case came from: '{image_key}' carries no 'filename_or_obj' metadata. "
-            "Load images with LoadImaged and keep their MetaTensor through the postprocessing."
-        )
-    return str(path)
-
-
-def _values(value: Any) -> list[float]:
-    return [float(v) for v in torch.as_tensor(value).detach().cpu().flatten()]
-
-
-def _key(path: str | os.PathLike) -> str:
-    return os.path.normpath(os.path.abspath(os.fspath(path)))
 
 
 class QualityWriter:
@@ -75,7 +60,7 @@ class QualityWriter:
         datalist: the Decathlon datalist the cases came from; the ``image`` column then holds each path as it
             is written there. ``None``: the absolute path.
         datalist_name: if set, also write a datalist ``output_dir/<datalist_name>`` whose ``training`` items
-            hold the image, each saved map and the true ``dice`` / ``iou`` (stage-2 training data). With ``image``
+            hold the image, each saved map and ``true_dice`` / ``true_iou`` (stage-2 training data). With ``image``
             among ``map_keys`` (the image as the network saw it, e.g. after a host bundle's intensity preprocessing)
             the entry's ``image`` names that saved map and ``source`` the input file.
         image_key: the key of the input image in each output item.
@@ -105,20 +90,21 @@ class QualityWriter:
     ) -> None:
         self.output_dir = Path(output_dir)
         self.map_keys = tuple(map_keys)
-        self.class_names = list(class_names) if class_names is not None else None
-        self.datalist = Path(datalist) if datalist is not None else None
         self.datalist_name = datalist_name
         self.image_key = image_key
         self.output_transform = output_transform
         self.items = items
         self.rows: list[dict[str, Any]] = []
         self.entries: list[dict[str, Any]] = []
-        self._as_given: dict[str, str] = {}
+        self.maps = CaseMaps(self.output_dir, self.map_keys, image_key)
+        self.table = QualityTable(class_names, datalist, image_key)
+        self.sidecars = Sidecars(self.output_dir)
+        self.order = CohortOrder(self._restore, image_key)
 
     def attach(self, engine: Engine) -> None:
         """Check the output folder, then write at every iteration and when the run completes."""
         self._check_output_dir()
-        self._as_given = self._paths_as_given()
+        self.table.read_datalist()
         engine.add_event_handler(Events.STARTED, self._reset)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self)
         engine.add_event_handler(Events.COMPLETED, self.write)
@@ -134,19 +120,6 @@ class QualityWriter:
                 f"Cannot write to output_dir {self.output_dir} ({e.strerror}); pass a writable --output_dir."
             ) from e
 
-    def _paths_as_given(self) -> dict[str, str]:
-        if self.datalist is None:
-            return {}
-        sections = json.loads(self.datalist.read_text())
-        root = self.datalist.parent
-        return {
-            os.path.normpath(root / first_path(item[self.image_key])): first_path(item[self.image_key])
-            for section in sections.values()
-            if isinstance(section, list)
-            for item in section
-            if isinstance(item, dict) and isinstance(first_path(item.get(self.image_key)), str)
-        }
-
     def _reset(self, engine: Engine) -> None:
         self.rows, self.entries = [], []
 
@@ -156,39 +129,17 @@ class QualityWriter:
 
     def record(self, item: Mapping[str, Any]) -> None:
         """Save one case's maps and keep its row (``item``: the postprocessed dictionary of one case)."""
-        source = _source_path(item, self.image_key)
+        source = source_path(item, self.image_key)
         case = case_name(source)
         if any(row["case"] == case for row in self.rows):
             raise ValueError(
                 f"Two inputs share the case name {case!r} (the last is {source}); output files would collide. "
                 "Give the images distinct file names."
             )
-        folder = self.output_dir / case
-        folder.mkdir(parents=True, exist_ok=True)
-        entry: dict[str, Any] = {"image": source}
-        label = item.get("label")
-        if isinstance(label, MetaTensor) and label.meta.get("filename_or_obj"):
-            entry["label"] = str(label.meta["filename_or_obj"])
-        for key in self.map_keys:
-            if key not in item:
-                raise ValueError(f"Output key {key!r} is missing (has {sorted(item)}); check map_keys and the maps.")
-            path = map_path(self.output_dir, case, key)
-            save_map(item[key], path)
-            entry[key] = str(path)
-        if self.image_key in self.map_keys:
-            entry["source"] = source  # "image" now names the saved map (the stage-2 input)
-        row: dict[str, Any] = {"case": case, "image": self._as_given.get(os.path.normpath(source), source)}
-        for key, (kind, bound) in ITEM_KINDS.items():
-            if key in item:
-                values = _values(item[key])
-                row.update(class_columns(kind, values, self.class_names, bound))
-                if key in ("dice", "iou"):
-                    entry[key] = values
-        if "flagged" in item:
-            row[FLAG_COLUMN] = int(bool(torch.as_tensor(item["flagged"]).any()))
-        for name, value in item.get("baselines", {}).items():
-            row[baseline_column(name)] = float(value)
-        atomic_write_text(sidecar_path(self.output_dir, case), json.dumps({"row": row, "entry": entry}, indent=1))
+        (self.output_dir / case).mkdir(parents=True, exist_ok=True)
+        entry = self.maps.save(item, source)
+        row = self.table.row(item, case, source, entry)
+        self.sidecars.write(case, row, entry)
         self.rows.append(row)
         self.entries.append(entry)
 
@@ -203,53 +154,16 @@ class QualityWriter:
             gathered = idist.all_gather((rows, entries))
             rows = [r for part, _ in gathered for r in part]
             entries = [e for _, part in gathered for e in part]
-        self.rows, self.entries = self._in_order(rows, entries, engine)
-        if idist.get_rank() != 0:
-            return
-        columns = [c for c in dict.fromkeys(k for row in self.rows for k in row) if c != "case"]
-        write_quality_csv(self.output_dir / "quality.csv", self.rows, columns=columns)
-        if self.datalist_name:
-            write_datalist(self.output_dir / self.datalist_name, {"training": self.entries})
-
-    def _in_order(
-        self, rows: list[dict[str, Any]], entries: list[dict[str, Any]], engine: Engine | None
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        by_source: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
-        source_of: dict[str, str] = {}
-        for row, entry in zip(rows, entries):
-            source = _key(entry.get("source", entry["image"]))
-            if source_of.setdefault(row["case"], source) != source:
-                raise ValueError(
-                    f"Two inputs share the case name {row['case']!r} ({source_of[row['case']]} and {source}); "
-                    "output files would collide. Give the images distinct file names."
-                )
-            by_source.setdefault(source, (row, entry))  # a padded DistributedSampler repeats cases: keep one
         items = self.items
         if items is None:
             data = getattr(getattr(getattr(engine, "data_loader", None), "dataset", None), "data", None)
             items = data if isinstance(data, Sequence) else ()
-        ordered = []
-        for item in items:
-            path = first_path(item.get(self.image_key)) if isinstance(item, Mapping) else None
-            if not isinstance(path, (str, os.PathLike)):
-                continue
-            if _key(path) in by_source:
-                ordered.append(by_source.pop(_key(path)))
-            elif self.items is not None:
-                ordered.append(self._restore(path))
-        ordered += by_source.values()  # cases not among the items: in the order recorded
-        return [row for row, _ in ordered], [entry for _, entry in ordered]
+        self.rows, self.entries = self.order(rows, entries, items, resume=self.items is not None)
+        if idist.get_rank() != 0:
+            return
+        self.table.write(self.output_dir, self.rows, self.entries, self.datalist_name)
 
     def _restore(self, path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The row and entry of a case written by an earlier run, from its sidecar."""
-        case = case_name(path)
-        sidecar = sidecar_path(self.output_dir, case)
-        if not sidecar.is_file():
-            raise FileNotFoundError(
-                f"Case {case!r} ({path}) has no result: this run did not compute it and {sidecar} does not exist. "
-                "Leave it in the dataset (segq_monai.data.outputs.pending_items keeps unfinished cases) or drop it "
-                "from the writer's items."
-            )
-        saved = json.loads(sidecar.read_text())
-        entry = dict(saved["entry"], **{key: str(map_path(self.output_dir, case, key)) for key in self.map_keys})
-        return saved["row"], entry
+        """The row and entry of a case written by an earlier run, from its sidecar (the maps where they lie now)."""
+        row, entry = self.sidecars.read(path)
+        return row, dict(entry, **self.maps.paths(case_name(path)))

@@ -4,7 +4,7 @@ Attach it to a ``SupervisedEvaluator`` that runs the stage-1 network determinist
 ``SimpleInferer``) over labelled cases the network did not train on, with decollated outputs: each case's
 ``pred`` holds the logits ``[C, *spatial]`` and ``label`` the class indices ``[1, *spatial]``. When the run
 completes it fits one temperature on all collected voxels, measures the calibration before and after by 2-fold
-cross-fitting over cases (:func:`~segq_monai.metrics.temperature.cross_fitted_calibration`) and writes a JSON file
+cross-fitting over cases (:func:`~segq_monai.calibration.temperature.cross_fitted_calibration`) and writes a JSON file
 (whole or
 not at all)::
 
@@ -13,14 +13,13 @@ not at all)::
      "checkpoint": "models/fold0/model.pt"}
 
 ``bundle/configs/fit_temperature.json`` uses it; samplers read the file back through
-:func:`segq_monai.metrics.temperature.load_temperature`. Single process: under ``torchrun`` run it on one rank.
+:func:`segq_monai.calibration.temperature.load_temperature`. Single process: under ``torchrun`` run it on one rank.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,7 +29,7 @@ from monai.data import MetaTensor
 from monai.handlers import from_engine
 from monai.utils import convert_to_tensor, min_version, optional_import
 
-from segq_monai.metrics.temperature import cross_fitted_calibration
+from segq_monai.calibration.temperature import cross_fitted_calibration
 from segq_monai.utils.atomic import atomic_write_text
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
@@ -39,7 +38,7 @@ if TYPE_CHECKING:
 else:
     Engine, _ = optional_import("ignite.engine", "0.4.11", min_version, "Engine")
 
-__all__ = ["TemperatureCalibration", "TemperatureFit"]
+__all__ = ["TemperatureFit"]
 
 #: the default ``output_transform``: the ``pred`` and ``label`` lists of decollated outputs
 _PRED_AND_LABEL = from_engine(["pred", "label"])
@@ -115,7 +114,7 @@ class TemperatureFit:
         name = _case_name(label if label is not None else logits, len(self.logits))
         if label is None:
             raise ValueError(
-                f"{name} has no label; temperature calibration needs labelled held-out cases (a 'label' in every "
+                f"{name} has no label; the temperature fit needs labelled held-out cases (a 'label' in every "
                 "datalist item, loaded by the preprocessing)."
             )
         logits, label = convert_to_tensor(logits, track_meta=False), convert_to_tensor(label, track_meta=False)
@@ -139,7 +138,7 @@ class TemperatureFit:
         """Fit, cross-fit and write the JSON (see the class docstring); return its content."""
         if not self.logits:
             raise ValueError(
-                "temperature calibration saw no cases; check that the held-out fold (datalist, fold, num_folds) "
+                "the temperature fit saw no cases; check that the held-out fold (datalist, fold, num_folds) "
                 "is not empty."
             )
         result = cross_fitted_calibration(self.logits, self.labels, self.num_bins)
@@ -149,16 +148,3 @@ class TemperatureFit:
         atomic_write_text(self.output_file, json.dumps(result, indent=2) + "\n")
         return result
 
-
-class TemperatureCalibration(TemperatureFit):
-    """The old name of :class:`TemperatureFit` ("calibration" now names the conformal split only), accepted in this
-    release with a ``FutureWarning``."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        warnings.warn(
-            "TemperatureCalibration is renamed TemperatureFit (workflow bundle/configs/fit_temperature.json, formerly "
-            "calibrate.json); the old name is still accepted in this release only.",
-            FutureWarning,
-            stacklevel=2,
-        )
-        super().__init__(*args, **kwargs)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from .aleatoric import AleatoricSampler, aleatoric_variance
 from .confidence import confidence_map
 from .ensemble import EnsembleSampler
-from .factory import SAMPLERS, build_sampler
+from .factory import PLAIN_NETWORK_SAMPLERS, SAMPLERS, build_sampler
 from .inferer import UncertaintyInferer
-from .samplers import MCDropoutSampler, Sampler, SinglePassSampler, SoftmaxSampler, TTASampler
+from .samplers import MCDropoutSampler, Sampler, SinglePassSampler, TTASampler
 from .streaming import MAPS, StreamingUncertainty, entropy

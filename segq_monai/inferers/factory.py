@@ -3,7 +3,6 @@ a sampler class and its arguments, shared by the bundle's configs and by ``confi
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ from segq_monai.inferers.aleatoric import AleatoricSampler
 from segq_monai.inferers.ensemble import EnsembleSampler
 from segq_monai.inferers.samplers import MCDropoutSampler, Sampler, SinglePassSampler, TTASampler
 
-__all__ = ["SAMPLERS", "build_sampler"]
+__all__ = ["PLAIN_NETWORK_SAMPLERS", "SAMPLERS", "build_sampler"]
 
 #: The samplers by the names a config's ``sampler`` id takes.
 SAMPLERS: dict[str, type[Sampler]] = {
@@ -23,7 +22,9 @@ SAMPLERS: dict[str, type[Sampler]] = {
     "aleatoric": AleatoricSampler,
 }
 
-_OLD_NAMES = {"softmax": "single_pass"}
+#: The samplers that run any segmentation network as it is (all but ``aleatoric``, which needs an
+#: :class:`~segq_monai.networks.AleatoricNet`): the ``--sampler`` choices of ``demo`` and ``fit``.
+PLAIN_NETWORK_SAMPLERS: tuple[str, ...] = tuple(name for name in SAMPLERS if name != "aleatoric")
 
 
 def build_sampler(
@@ -40,8 +41,7 @@ def build_sampler(
 
     Args:
         name: ``"mc_dropout"``, ``"tta"``, ``"ensemble"``, ``"single_pass"`` or ``"aleatoric"`` (logit noise of an
-            :class:`~segq_monai.networks.AleatoricNet`, with MC dropout unless ``mc_dropout=False``). ``"softmax"``,
-            the old name of ``"single_pass"``, is accepted in this release with a ``FutureWarning``.
+            :class:`~segq_monai.networks.AleatoricNet`, with MC dropout unless ``mc_dropout=False``).
         num_samples: samples per case (``mc_dropout``, ``tta``, ``aleatoric``).
         seed: seed of the sampling noise (``mc_dropout``, ``tta``, ``aleatoric``); None: not reseeded.
         activation: ``"softmax"`` or ``"sigmoid"`` (``aleatoric``: softmax only).
@@ -55,14 +55,6 @@ def build_sampler(
 
         "sampler_object": "$segq_monai.build_sampler(@sampler, num_samples=@num_samples, seed=@seed)"
     """
-    if name in _OLD_NAMES:
-        warnings.warn(
-            f"sampler {name!r} is renamed {_OLD_NAMES[name]!r}; the old name is still accepted in this release only "
-            f"(on the command line: --sampler {_OLD_NAMES[name]}).",
-            FutureWarning,
-            stacklevel=2,
-        )
-        name = _OLD_NAMES[name]
     if name not in SAMPLERS:
         raise ValueError(f"sampler {name!r} is not one of {sorted(SAMPLERS)}; set the config id `sampler` to one.")
     if name == "single_pass":

@@ -5,10 +5,10 @@ probabilities ``[B, C, *spatial]`` on the grid of ``inputs`` ``[B, C_in, *spatia
 inferer (``SimpleInferer``, ``SlidingWindowInferer``) that maps inputs to logits. Samplers never change the
 network for good: every module's train/eval mode is restored when sampling ends, also after an exception.
 Every sampler takes a ``temperature``: each sample is ``softmax(logits / temperature)`` (or the sigmoid), the
-temperature scaling of :mod:`segq_monai.metrics.temperature`.
+temperature scaling of :mod:`segq_monai.calibration.temperature`.
 
 - :class:`SinglePassSampler`: the single deterministic pass (one sample, softmax or sigmoid): the baseline of DeVries
-  & Taylor. ``SoftmaxSampler`` is its old name, accepted in this release with a ``FutureWarning``.
+  & Taylor.
 - :class:`MCDropoutSampler`: Monte-Carlo dropout (Gal & Ghahramani 2016): only dropout modules are switched to
   train mode; BatchNorm, InstanceNorm and every other module stay in eval mode. When dropout sits late in the
   network, the part before it is computed once and only the rest T times (:func:`split_at_dropout`).
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import warnings
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -36,12 +35,11 @@ from torch import nn
 
 from segq_monai.inferers.modes import dropout_modules, mc_dropout_masks, network_modes, seeded
 from segq_monai.inferers.shared_prefix import SharedPrefix, network_fingerprint, split_at_dropout
-from segq_monai.metrics.temperature import check_temperature
+from segq_monai.calibration.temperature import check_temperature
 
 __all__ = [
     "Sampler",
     "SinglePassSampler",
-    "SoftmaxSampler",
     "MCDropoutSampler",
     "TTASampler",
     "check_num_samples",
@@ -69,7 +67,7 @@ class Sampler(ABC):
     """Yields class-probability samples ``[B, C, *spatial]`` for a batch of inputs.
 
     Every sample is ``activation(logits / temperature)``: temperature scaling (Guo et al. 2017) of the stage-1
-    probabilities, with a temperature fitted on held-out cases (:func:`segq_monai.metrics.temperature.fit_temperature`,
+    probabilities, with a temperature fitted on held-out cases (:func:`segq_monai.calibration.temperature.fit_temperature`,
     ``bundle/configs/fit_temperature.json``). ``temperature > 1`` softens over-confident probabilities, ``< 1`` sharpens
     them; the argmax of each sample is unchanged.
 
@@ -126,19 +124,6 @@ class SinglePassSampler(Sampler):
         with network_modes(network), torch.no_grad():
             yield self.activate(inferer(inputs, network, *args, **kwargs))
 
-
-class SoftmaxSampler(SinglePassSampler):
-    """The old name of :class:`SinglePassSampler` (it was never softmax only), accepted in this release with a
-    ``FutureWarning``."""
-
-    def __init__(self, activation: str = "softmax", temperature: float = 1.0) -> None:
-        warnings.warn(
-            "SoftmaxSampler is renamed SinglePassSampler (sampler name 'single_pass'); the old name is still accepted "
-            "in this release only.",
-            FutureWarning,
-            stacklevel=2,
-        )
-        super().__init__(activation, temperature)
 
 
 class MCDropoutSampler(Sampler):

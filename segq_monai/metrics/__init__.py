@@ -1,13 +1,11 @@
 """Stage-2 metrics: true segmentation quality (Dice/IoU), how well predicted quality tracks it (regression and
-failure detection), the scalar uncertainty baselines, guaranteed acceptance thresholds, recalibration with per-case intervals, and temperature scaling."""
+failure detection), the scalar uncertainty baselines. Guaranteed thresholds, recalibration, drift and temperature
+live in :mod:`segq_monai.calibration`."""
 
 from __future__ import annotations
 
 from .baselines import BASELINES
-from .conformal import ConformalFlagger, calibrate_crc_threshold, calibrate_selective_threshold, min_calibration_cases
-from .drift import distribution_shift
 from .quality import dice_to_iou, iou_to_dice, segmentation_quality
-from .recalibration import DiceRecalibration, calibrate_dice, isotonic_regression, min_interval_cases
 from .regression import (
     AURCMetric,
     FailureAUROCMetric,
@@ -22,4 +20,3 @@ from .regression import (
     root_mean_squared_error,
     spearman_correlation,
 )
-from .temperature import expected_calibration_error, fit_temperature

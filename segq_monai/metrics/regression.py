@@ -2,7 +2,7 @@
 
 Two families, after DeVries & Taylor (arXiv 1807.00502) and Zenk et al. 2024 (failure detection benchmark):
 
-* regression of the quality value (``pred_dice`` against ``dice``): :func:`mean_absolute_error`,
+* regression of the quality value (``pred_dice`` against ``true_dice``): :func:`mean_absolute_error`,
   :func:`root_mean_squared_error`, :func:`pearson_correlation`, :func:`spearman_correlation`, :func:`r2_score`;
 * failure detection from a confidence score (e.g. ``pred_dice``, or minus an uncertainty):
   :func:`failure_auroc`, :func:`risk_coverage_curve`, :func:`aurc`, :func:`excess_aurc`. For segmentation the
@@ -10,7 +10,7 @@ Two families, after DeVries & Taylor (arXiv 1807.00502) and Zenk et al. 2024 (fa
 
 Shapes. Every function takes two arrays (torch tensors or anything ``numpy.asarray`` accepts) of the same shape,
 either ``[N]`` (N cases, one foreground class) or ``[N, K]`` (N cases, K foreground classes, e.g. the ``[C - 1]``
-vectors of ``dice`` / ``pred_dice`` stacked over cases). Each class is scored on its own: ``[N]`` input gives a
+vectors of ``true_dice`` / ``pred_dice`` stacked over cases). Each class is scored on its own: ``[N]`` input gives a
 python ``float``, ``[N, K]`` input a float64 tensor ``[K]``. Computation is in float64 numpy on the CPU.
 
 Bad input. Malformed input raises ``ValueError``: shapes that differ, more than two dimensions, no cases or no
@@ -172,7 +172,7 @@ def mean_absolute_error(pred: ArrayLike, true: ArrayLike) -> float | torch.Tenso
 
     Args:
         pred: predicted quality, ``[N]`` or ``[N, K]`` (e.g. ``pred_dice``, in [0, 1]).
-        true: true quality, same shape (e.g. ``dice``).
+        true: true quality, same shape (e.g. ``true_dice``).
 
     Returns:
         ``float`` for ``[N]`` input, float64 tensor ``[K]`` for ``[N, K]``; >= 0, in the units of the inputs.
@@ -225,7 +225,7 @@ def failure_auroc(confidence: ArrayLike, true_quality: ArrayLike, tau: float = 0
 
     Args:
         confidence: ``[N]`` or ``[N, K]``, any real scale (e.g. ``pred_dice``).
-        true_quality: same shape, e.g. true ``dice`` in [0, 1].
+        true_quality: same shape, e.g. ``true_dice`` in [0, 1].
         tau: the failure Dice τ on ``true_quality`` (strictly below is a failure).
 
     Returns:

@@ -27,6 +27,8 @@ from segq_monai.transforms.failures import (
 )
 from segq_monai.transforms.labels import CheckLabel, CheckLabelD, CheckLabeld, CheckLabelDict
 from segq_monai.transforms.quality import (
+    PLAIN_NETWORK_VARIANTS,
+    QUALITY_VARIANTS,
     FailureFlag,
     FailureFlagD,
     FailureFlagd,

@@ -542,7 +542,7 @@ class SegmentationFailured(RandomizableTransform, MapTransform):
         kinds, dice_range, tolerance, multi_label: as :class:`SegmentationFailure`.
         seg_key, entropy_key, dice_key, iou_key, failure_key: output keys: ``seg`` ``[1, *spatial]`` float32 class
             indices, ``entropy`` ``[1, *spatial]`` nats (``None``: keep the loaded map of the uncorrupted
-            prediction; the measured alternative of docs/results.md), ``dice``/``iou`` float32 ``[C - 1]``,
+            prediction; the measured alternative of docs/results.md), ``true_dice``/``true_iou`` float32 ``[C - 1]``,
             ``failure`` the kind.
         allow_missing_keys: return the data unchanged when an input key is missing.
 
@@ -566,8 +566,8 @@ class SegmentationFailured(RandomizableTransform, MapTransform):
         multi_label: bool = False,
         seg_key: str = "seg",
         entropy_key: str | None = "entropy",
-        dice_key: str = "dice",
-        iou_key: str = "iou",
+        dice_key: str = "true_dice",
+        iou_key: str = "true_iou",
         failure_key: str = "failure",
         allow_missing_keys: bool = False,
     ) -> None:

@@ -1,7 +1,7 @@
 """Quality transforms: true Dice/IoU, the stage-2 input stack, predicted quality and the failure flag.
 
 Array transforms and their dictionary twins (aliases ``XD = XDict = Xd``). Keys follow the data keys table of
-CONTRIBUTING.md: ``seg``/``label`` are ``[1, H, W[, D]]`` class-index maps, ``dice``/``iou``/``pred_dice``/
+CONTRIBUTING.md: ``seg``/``label`` are ``[1, H, W[, D]]`` class-index maps, ``true_dice``/``true_iou``/``pred_dice``/
 ``pred_iou`` are ``[K]`` with ``K = num_classes - 1`` foreground classes, ``flagged`` is a ``[]`` bool tensor.
 """
 
@@ -19,9 +19,10 @@ from monai.utils import convert_to_tensor, ensure_tuple
 
 from segq_monai.inferers.modes import dropout_modules, network_modes, seeded
 from segq_monai.metrics.quality import as_class_indices, dice_to_iou, segmentation_quality
-from segq_monai.utils.renamed import renamed
 
 __all__ = [
+    "PLAIN_NETWORK_VARIANTS",
+    "QUALITY_VARIANTS",
     "SegmentationQuality",
     "SegmentationQualityd",
     "SegmentationQualityD",
@@ -83,30 +84,51 @@ class SegmentationQuality(Transform):
 
 
 class SegmentationQualityd(MapTransform):
-    """Dictionary twin of :class:`SegmentationQuality`: reads ``seg_key`` and ``label_key``, writes
-    ``dice_key`` and ``iou_key`` (float32 ``[num_classes - 1]`` in [0, 1])."""
+    """Dictionary twin of :class:`SegmentationQuality`: reads ``keys`` = (segmentation, label), writes ``dice_key``
+    and ``iou_key`` (float32 ``[num_classes - 1]`` in [0, 1]).
+
+    With ``allow_missing_keys``, a case without one of the two keys (e.g. unlabelled) passes through unchanged.
+    """
 
     def __init__(
         self,
         num_classes: int,
-        seg_key: str = "seg",
-        label_key: str = "label",
-        dice_key: str = "dice",
-        iou_key: str = "iou",
+        keys: KeysCollection = ("seg", "label"),
+        dice_key: str = "true_dice",
+        iou_key: str = "true_iou",
         multi_label: bool = False,
+        allow_missing_keys: bool = False,
     ) -> None:
-        super().__init__(keys=[seg_key, label_key])
-        self.seg_key, self.label_key = seg_key, label_key
+        super().__init__(keys, allow_missing_keys)
+        if len(self.keys) != 2:
+            raise ValueError(f"SegmentationQualityd keys are (segmentation, label), got {self.keys}.")
         self.dice_key, self.iou_key = dice_key, iou_key
         self.quality = SegmentationQuality(num_classes, multi_label)
 
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
         d = dict(data)
-        d[self.dice_key], d[self.iou_key] = self.quality(d[self.seg_key], d[self.label_key])
+        present = list(self.key_iterator(d))
+        if len(present) < 2:  # only reached with allow_missing_keys
+            return d
+        d[self.dice_key], d[self.iou_key] = self.quality(d[present[0]], d[present[1]])
         return d
 
 
 # ------------------------------------------------------------------------------------------ stage-2 input
+#: The quality head's input variants from the literature, by name: the keys :class:`QualityInputd` stacks (one source
+#: for the bundle configs, ``"quality_variants": "$segq_monai.QUALITY_VARIANTS"``, and the command lines).
+#: ``image_seg_confidence`` needs a stage-1 network with a learned-confidence output (``confidence_network.json``).
+QUALITY_VARIANTS: dict[str, tuple[str, ...]] = {
+    "image": ("image",),
+    "image_seg": ("image", "seg"),
+    "seg_entropy": ("seg", "entropy"),
+    "image_seg_entropy": ("image", "seg", "entropy"),
+    "image_seg_confidence": ("image", "seg", "confidence"),
+}
+#: The variants any segmentation network feeds (all but those reading a learned-confidence map): the
+#: ``--quality_variant(s)`` choices of ``fit`` and ``demo``.
+PLAIN_NETWORK_VARIANTS: tuple[str, ...] = tuple(v for v, keys in QUALITY_VARIANTS.items() if "confidence" not in keys)
+
 def _stack(
     parts: Sequence[tuple[str, NdarrayOrTensor, bool]], num_classes: int, multi_label: bool = False
 ) -> torch.Tensor:
@@ -196,8 +218,9 @@ class QualityInputd(MapTransform):
         seg_key: str = "seg",
         output_key: str = "quality_input",
         multi_label: bool = False,
+        allow_missing_keys: bool = False,
     ) -> None:
-        super().__init__(keys)
+        super().__init__(keys, allow_missing_keys)
         if num_classes < 2 and not multi_label:
             raise ValueError(f"num_classes counts the background and must be >= 2, got {num_classes}.")
         self.num_classes = num_classes
@@ -208,9 +231,9 @@ class QualityInputd(MapTransform):
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
         d = dict(data)
         missing = [k for k in self.keys if k not in d]
-        if missing:
+        if missing and not self.allow_missing_keys:
             raise ValueError(f"QualityInputd keys {missing} are missing from the data (has {list(d)}).")
-        parts = [(str(k), d[k], k == self.seg_key) for k in self.keys]
+        parts = [(str(k), d[k], k == self.seg_key) for k in self.key_iterator(d)]
         d[self.output_key] = _stack(parts, self.num_classes, self.multi_label)
         return d
 
@@ -247,42 +270,50 @@ def quality_input_channels(
 
 # ------------------------------------------------------------------------------------- predicted quality
 class FailureFlag(Transform):
-    """Predicted failure: any foreground class's predicted Dice is below the failure Dice ``tau`` (τ, in [0, 1]).
+    """Predicted failure: any foreground class's *predicted* Dice is below the ``acceptance_threshold``.
 
-    ``tau`` is a Dice in [0, 1], or ``inf``: flag every case (a calibrated acceptance threshold that no
-    value could certify, see :mod:`segq_monai.metrics.conformal`).
+    ``acceptance_threshold`` is a Dice in [0, 1]: without a calibration the bundle sets it to the failure Dice τ
+    (``tau``, the line on the *true* Dice); with one, to the calibrated λ̂ (:mod:`segq_monai.calibration.flag`),
+    which may be ``inf``: flag every case (no threshold could be certified).
 
     ``__call__(pred_dice)``: ``[K]`` -> bool ``[]`` (or ``[B, K]`` -> ``[B]``).
     """
 
-    def __init__(self, tau: float = 0.8) -> None:
-        if not (0.0 <= tau <= 1.0 or tau == float("inf")):
-            raise ValueError(f"tau is a Dice and must be in [0, 1] (or inf: flag all), got {tau}.")
-        self.tau = tau
+    def __init__(self, acceptance_threshold: float = 0.8) -> None:
+        if not (0.0 <= acceptance_threshold <= 1.0 or acceptance_threshold == float("inf")):
+            raise ValueError(
+                "acceptance_threshold is a predicted Dice and must be in [0, 1] (or inf: flag all), got "
+                f"{acceptance_threshold}."
+            )
+        self.acceptance_threshold = acceptance_threshold
 
     def __call__(self, pred_dice: NdarrayOrTensor) -> torch.Tensor:
         t = convert_to_tensor(pred_dice, track_meta=False)
         if t.ndim == 0:
             t = t[None]
-        return (t < self.tau).any(dim=-1)
+        return (t < self.acceptance_threshold).any(dim=-1)
 
 
 class FailureFlagd(MapTransform):
-    """Dictionary twin of :class:`FailureFlag`: reads ``key`` (``[K]`` predicted Dice), writes ``output_key``.
-
-    ``threshold``: the old name of ``tau``, accepted in this release with a ``FutureWarning``.
-    """
+    """Dictionary twin of :class:`FailureFlag`: reads ``keys`` (each ``[K]`` predicted Dice), writes ``output_key``:
+    flagged when any of them is (a missing key, with ``allow_missing_keys``, flags nothing)."""
 
     def __init__(
-        self, key: str = "pred_dice", tau: float = 0.8, output_key: str = "flagged", threshold: float | None = None
+        self,
+        keys: KeysCollection = "pred_dice",
+        acceptance_threshold: float = 0.8,
+        output_key: str = "flagged",
+        allow_missing_keys: bool = False,
     ) -> None:
-        super().__init__(keys=[key])
-        self.key, self.output_key = key, output_key
-        self.flag = FailureFlag(renamed(threshold, "threshold", "tau", tau))
+        super().__init__(keys, allow_missing_keys)
+        self.output_key = output_key
+        self.flag = FailureFlag(acceptance_threshold)
 
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
         d = dict(data)
-        d[self.output_key] = self.flag(d[self.key])
+        flags = [self.flag(d[k]) for k in self.key_iterator(d)]
+        if flags:
+            d[self.output_key] = torch.stack(flags).any(dim=0)
         return d
 
 
@@ -344,28 +375,33 @@ class PredictQuality(Transform):
 
 
 class PredictQualityd(MapTransform):
-    """Dictionary twin of :class:`PredictQuality`: reads ``input_key``, writes ``dice_key`` and ``iou_key``, and with
-    ``num_samples >= 2`` ``sd_key`` (the head's spread ``[K]``, Dice units; the ``pred_dice_sd`` column)."""
+    """Dictionary twin of :class:`PredictQuality`: reads ``keys`` (one key: the stage-2 input stack), writes
+    ``dice_key`` and ``iou_key``, and with ``num_samples >= 2`` ``sd_key`` (the head's spread ``[K]``, Dice units;
+    the ``pred_dice_sd`` column). With ``allow_missing_keys``, a case without the input passes through unchanged."""
 
     def __init__(
         self,
         network: torch.nn.Module,
-        input_key: str = "quality_input",
+        keys: KeysCollection = "quality_input",
         dice_key: str = "pred_dice",
         iou_key: str = "pred_iou",
         num_samples: int = 0,
         seed: int | None = 0,
         sd_key: str = "pred_dice_sd",
+        allow_missing_keys: bool = False,
     ) -> None:
-        super().__init__(keys=[input_key])
-        self.input_key, self.dice_key, self.iou_key, self.sd_key = input_key, dice_key, iou_key, sd_key
+        super().__init__(keys, allow_missing_keys)
+        if len(self.keys) != 1:
+            raise ValueError(f"PredictQualityd reads one key (the stage-2 input stack), got {self.keys}.")
+        self.dice_key, self.iou_key, self.sd_key = dice_key, iou_key, sd_key
         self.predict = PredictQuality(network, num_samples, seed)
 
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
         d = dict(data)
-        d[self.dice_key], d[self.iou_key], sd = self.predict(d[self.input_key])
-        if sd is not None:
-            d[self.sd_key] = sd
+        for key in self.key_iterator(d):
+            d[self.dice_key], d[self.iou_key], sd = self.predict(d[key])
+            if sd is not None:
+                d[self.sd_key] = sd
         return d
 
 

@@ -1,7 +1,7 @@
 """Recalibrated predicted quality with per-case intervals and the calibrated failure flag.
 
 Array transform and its dictionary twin (aliases ``XD = XDict = Xd``). They take a
-:class:`segq_monai.evaluation.quality_calibration.QualityCalibration` (one head at one site) and replace the
+:class:`segq_monai.calibration.quality_calibration.QualityCalibration` (one head at one site) and replace the
 fixed-threshold :class:`~segq_monai.transforms.FailureFlagd` of an uncalibrated pipeline.
 """
 
@@ -11,14 +11,14 @@ from collections.abc import Hashable, Mapping
 from typing import TYPE_CHECKING
 
 import torch
-from monai.config import NdarrayOrTensor
+from monai.config import KeysCollection, NdarrayOrTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import convert_to_numpy
 
 from segq_monai.metrics.quality import dice_to_iou
 
 if TYPE_CHECKING:
-    from segq_monai.evaluation.quality_calibration import QualityCalibration
+    from segq_monai.calibration.quality_calibration import QualityCalibration
 
 __all__ = ["RecalibrateQuality", "RecalibrateQualityD", "RecalibrateQualityd", "RecalibrateQualityDict"]
 
@@ -55,19 +55,32 @@ class RecalibrateQuality(Transform):
 
 
 class RecalibrateQualityd(MapTransform):
-    """Dictionary twin of :class:`RecalibrateQuality`: reads ``key`` (raw ``[K]`` predicted Dice, as
+    """Dictionary twin of :class:`RecalibrateQuality`: reads each of ``keys`` (raw ``[K]`` predicted Dice, as
     :class:`~segq_monai.transforms.PredictQualityd` writes it) and, where present, ``sd_key`` (the head's spread),
-    and writes ``pred_dice`` (recalibrated), ``pred_dice_raw``, ``pred_iou``, ``pred_dice_lo``, ``pred_dice_hi`` and
-    ``flagged``."""
+    and writes the key it read, recalibrated, beside ``<key>_raw``, ``<key>_lo`` and ``<key>_hi`` (for the default
+    key: ``pred_dice``, ``pred_dice_raw``, ``pred_dice_lo``, ``pred_dice_hi``), and ``iou_key`` and ``flag_key``.
+    With ``allow_missing_keys``, a case without the key passes through unchanged."""
 
-    def __init__(self, calibration: QualityCalibration, key: str = "pred_dice", sd_key: str = "pred_dice_sd") -> None:
-        super().__init__(keys=[key])
-        self.key, self.sd_key = key, sd_key
+    def __init__(
+        self,
+        calibration: QualityCalibration,
+        keys: KeysCollection = "pred_dice",
+        sd_key: str = "pred_dice_sd",
+        iou_key: str = "pred_iou",
+        flag_key: str = "flagged",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.sd_key, self.iou_key, self.flag_key = sd_key, iou_key, flag_key
         self.recalibrate = RecalibrateQuality(calibration)
 
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
         d = dict(data)
-        d.update(self.recalibrate(d[self.key], d.get(self.sd_key)))
+        for key in self.key_iterator(d):
+            out = self.recalibrate(d[key], d.get(self.sd_key))
+            d[key], d[self.iou_key], d[self.flag_key] = out["pred_dice"], out["pred_iou"], out["flagged"]
+            for part in ("raw", "lo", "hi"):
+                d[f"{key}_{part}"] = out[f"pred_dice_{part}"]
         return d
 
 

@@ -1,8 +1,8 @@
-"""Small utilities: atomic file writes, boolean config values, renamed config ids, where the shipped files lie."""
+"""Small utilities: atomic file writes, boolean config values, where the shipped files lie."""
 
 from __future__ import annotations
 
 from .atomic import atomic_path, atomic_write_text
 from .booleans import as_bool
-from .renamed import renamed
+from .jsonable import jsonable
 from .resources import BUNDLE_FILES, bundle_root, check_bundle, configs_dir, overlay_path, overlays, packaged, paths

@@ -25,7 +25,7 @@ with the head's raw predicted Dice ``x_i`` and the true Dice ``y_i`` (both in [0
    as before the choice existed (and as every calibration file without a recorded map was made).
 3. **Split-conformal interval**, on the ``m`` score cases, of one of two kinds:
 
-   * ``absolute``: scores ``s_j = |y_j - g(x_j)|``, ``q`` the ``k``-th smallest, ``k = ceil((m + 1)(1 - alpha))``;
+   * ``absolute``: scores ``s_j = |y_j - g(x_j)|``, ``q`` the ``k``-th smallest, ``k = ceil((m + 1) coverage)``;
      a new case gets ``[max(0, g(x) - q), min(1, g(x) + q)]``: one half-width for every case;
    * ``normalised``: with the head's own spread ``sd`` of each case (``pred_dice_sd``, the standard deviation of
      its MC-dropout passes, Dice units), scores ``s_j = |y_j - g(x_j)| / max(sd_j, eps)`` (``eps =``
@@ -40,12 +40,12 @@ with the head's raw predicted Dice ``x_i`` and the true Dice ``y_i`` (both in [0
    ``q`` are kept, so a new case without a spread still gets the absolute interval.
 
 Promise. If the calibration cases and a new case are exchangeable (e.g. i.i.d. from one site), the new case's true
-Dice lies in its interval with probability at least ``1 - alpha``, the probability taken over the calibration
+Dice lies in its interval with probability at least ``coverage``, the probability taken over the calibration
 split and the new case together (marginal coverage; not conditional on the case, and not for any one batch), for
-either kind. Without ties among the scores it is also at most ``1 - alpha + 1 / (m + 1)``. The fit part (where
+either kind. Without ties among the scores it is also at most ``coverage + 1 / (m + 1)``. The fit part (where
 ``g`` is fitted and chosen) is kept apart from the scored part because residuals on the cases ``g`` was fitted to
 are smaller than on new ones; that is what makes the scores of the score part exchangeable with a new case's.
-``k <= m`` needs ``m >= 1/alpha - 1`` score cases (:func:`minimum_calibration_size`); fewer is refused, since the
+``k <= m`` needs ``m >= 1/(1 - coverage) - 1`` score cases (:func:`minimum_calibration_size`); fewer is refused, since the
 only valid interval would be [0, 1].
 """
 
@@ -159,11 +159,11 @@ def recalibrate(raw: Any, knots_x: Sequence[float], knots_y: Sequence[float]) ->
     return np.clip(np.where((x < kx[0]) | (x > kx[-1]), tails, inside), 0.0, 1.0)
 
 
-def minimum_calibration_size(alpha: float) -> int:
-    """Fewest conformal scores ``m`` for an interval at coverage ``1 - alpha``: ``ceil(1/alpha - 1)`` (9 for 0.1)."""
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"alpha (the miscoverage of the interval) must be in (0, 1), got {alpha}.")
-    return max(1, math.ceil(1.0 / alpha - 1.0 - 1e-9))
+def minimum_calibration_size(coverage: float) -> int:
+    """Fewest conformal scores ``m`` for an interval at ``coverage``: ``ceil(1/(1 - coverage) - 1)`` (9 for 0.9)."""
+    if not 0.0 < coverage < 1.0:
+        raise ValueError(f"coverage (of the interval) must be in (0, 1), got {coverage}.")
+    return max(1, math.ceil(1.0 / (1.0 - coverage) - 1.0 - 1e-9))
 
 
 def min_interval_cases(coverage: float, fit_fraction: float = 0.5) -> int:
@@ -172,26 +172,26 @@ def min_interval_cases(coverage: float, fit_fraction: float = 0.5) -> int:
     scored ones (17 for coverage 0.9 and fit_fraction 0.5)."""
     if not 0.0 < fit_fraction < 1.0:
         raise ValueError(f"fit_fraction must be in (0, 1), got {fit_fraction}.")
-    m = minimum_calibration_size(1.0 - coverage)
+    m = minimum_calibration_size(coverage)
     n = m + 1
     while math.floor(fit_fraction * n) < 1 or n - math.floor(fit_fraction * n) < m:
         n += 1
     return n
 
 
-def conformal_quantile(scores: Any, alpha: float) -> float:
-    """The split-conformal quantile: the ``ceil((m + 1)(1 - alpha))``-th smallest of ``m`` scores.
+def conformal_quantile(scores: Any, coverage: float) -> float:
+    """The split-conformal quantile: the ``ceil((m + 1) coverage)``-th smallest of ``m`` scores.
 
-    Raises ``ValueError`` naming the minimum when ``m < 1/alpha - 1`` (the rank would exceed ``m``).
+    Raises ``ValueError`` naming the minimum when ``m < 1/(1 - coverage) - 1`` (the rank would exceed ``m``).
     """
     s = _vector(scores, "scores")
-    m, minimum = s.size, minimum_calibration_size(alpha)
-    k = math.ceil((m + 1) * (1.0 - alpha) - 1e-9)  # tolerance: (m + 1)(1 - alpha) may round just above an integer
+    m, minimum = s.size, minimum_calibration_size(coverage)
+    k = math.ceil((m + 1) * coverage - 1e-9)  # tolerance: (m + 1) coverage may round just above an integer
     if m < minimum or k > m:
         raise ValueError(
-            f"an interval at coverage {1 - alpha:g} needs at least {minimum} scored calibration cases "
-            f"(1/alpha - 1 for alpha = {alpha:g}); got {m}. Label more cases of the calibration split, or ask for a "
-            "lower coverage (a larger alpha)."
+            f"an interval at coverage {coverage:g} needs at least {minimum} scored calibration cases "
+            f"(1/(1 - coverage) - 1); got {m}. Label more cases of the calibration split, or ask for a "
+            "lower coverage."
         )
     return float(np.sort(s)[k - 1])
 
@@ -305,7 +305,7 @@ class DiceRecalibration:
             (the offset of the nearest end kept; see the module docstring).
         half_width: ``q``, the conformal quantile of ``|true - g(raw)|`` (Dice units): the absolute interval is
             ``[g - q, g + q]`` clipped to [0, 1].
-        alpha: the miscoverage; the promised coverage is ``1 - alpha``.
+        coverage: the promised coverage of the interval, in (0, 1).
         n_fit: cases ``g`` was fitted on. n_score: cases ``q`` was computed on.
         fallback: True when the fit part's predictions were all equal and ``g`` is their mean true Dice, for every
             case.
@@ -321,7 +321,7 @@ class DiceRecalibration:
     knots_x: tuple[float, ...]
     knots_y: tuple[float, ...]
     half_width: float
-    alpha: float
+    coverage: float
     n_fit: int
     n_score: int
     fallback: bool
@@ -359,7 +359,7 @@ class DiceRecalibration:
 def calibrate_dice(
     pred_dice: Any,
     true_dice: Any,
-    alpha: float = 0.1,
+    coverage: float = 0.9,
     fit_fraction: float = 0.5,
     seed: int = 0,
     split: tuple[Sequence[int], Sequence[int]] | None = None,
@@ -374,7 +374,7 @@ def calibrate_dice(
     Args:
         pred_dice: ``[N]`` raw predicted Dice of the calibration cases (one class), finite.
         true_dice: ``[N]`` their true Dice, in [0, 1].
-        alpha: miscoverage of the interval, in (0, 1): coverage ``1 - alpha`` (see the module docstring).
+        coverage: promised coverage of the interval, in (0, 1) (see the module docstring).
         fit_fraction: share of the cases the recalibration is chosen and fitted on; the rest give the scores.
         seed: seed of :func:`split_calibration` and of :func:`cv_folds`.
         split: ``(fit indices, score indices)`` to use instead (e.g. one split shared by several classes).
@@ -412,12 +412,12 @@ def calibrate_dice(
         cv_mae = cross_validated_mae(x[fit], y[fit], folds, maps)
         chosen = min(maps, key=lambda m: (cv_mae[m], maps.index(m)))
     params = {k: tuple(v) for k, v in fit_map(chosen, x[fit], y[fit]).items()}
-    g = DiceRecalibration(params.get("knots_x", ()), params.get("knots_y", ()), 0.0, float(alpha), len(fit),
+    g = DiceRecalibration(params.get("knots_x", ()), params.get("knots_y", ()), 0.0, float(coverage), len(fit),
                           len(score), False, chosen, params.get("coef", ()))  # fmt: skip
     try:
         residuals = np.abs(y[score] - g.predict(x[score]))
-        half_width = conformal_quantile(residuals, alpha)
-        normalised = None if sd is None else conformal_quantile(residuals / sd[score], alpha)
+        half_width = conformal_quantile(residuals, coverage)
+        normalised = None if sd is None else conformal_quantile(residuals / sd[score], coverage)
     except ValueError as e:
         raise ValueError(f"{what}: {e} ({len(x)} calibration cases, {len(fit)} of them to fit, fit_fraction "
                          f"{fit_fraction:g})") from e  # fmt: skip
@@ -425,7 +425,7 @@ def calibrate_dice(
     varies = varies and folds is not None  # too few fit cases to tell which kind is narrower: absolute, as before
     if varies:  # the kind whose out-of-fold interval on the fit part is the narrower
         errors = _out_of_fold_errors(x[fit], y[fit], folds, chosen)
-        level = min(1.0, math.ceil((len(fit) + 1) * (1.0 - alpha)) / len(fit))
+        level = min(1.0, math.ceil((len(fit) + 1) * coverage) / len(fit))
         width_absolute = float(np.quantile(errors, level, method="inverted_cdf"))
         width_normalised = float(np.quantile(errors / sd[fit], level, method="inverted_cdf") * np.mean(sd[fit]))
         varies = width_normalised < width_absolute
@@ -434,7 +434,7 @@ def calibrate_dice(
         warnings.warn(
             f"{what}: the {len(fit)} fit cases all have the predicted Dice {x[fit][0]:.4g}; the recalibration falls "
             f"back to their mean true Dice {float(np.mean(y[fit])):.4g} for every case (the interval ±{half_width:.3g} "
-            f"keeps its coverage {1 - alpha:g}, but it no longer tells cases apart).",
+            f"keeps its coverage {coverage:g}, but it no longer tells cases apart).",
             UserWarning,
             stacklevel=2,
         )
@@ -442,7 +442,7 @@ def calibrate_dice(
         knots_x=g.knots_x,
         knots_y=g.knots_y,
         half_width=half_width,
-        alpha=float(alpha),
+        coverage=float(coverage),
         n_fit=len(fit),
         n_score=len(score),
         fallback=bool(fallback),

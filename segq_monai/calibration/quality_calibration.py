@@ -20,12 +20,12 @@ The file (strict JSON; ``null`` for an infinite threshold)::
          "coef": [slope, intercept],                           # linear g (else empty)
          "interval": "normalised" | "absolute",                # the kind of pred_dice_lo/hi
          "half_width": q, "half_width_normalised": q_n | null, # the conformal q of both kinds
-         "sd_floor": 0.001, "alpha": 0.1, "n_fit": .., "n_score": .., "fallback": false}},
+         "sd_floor": 0.001, "coverage": 0.9, "n_fit": .., "n_score": .., "fallback": false}},
      "flag": {"threshold": λ̂ | null, "alpha", "delta", "tau", "feasible", "bound", "fraction_accepted",
               "n_calibration", "n_accepted", "failures_accepted", "method": "selective"},
      "reference": {"pred_dice": [n raw per-case mean predicted Dice], "mean_entropy": [n, nats] | null}}
 
-Promises (see :mod:`segq_monai.metrics.recalibration` and :mod:`segq_monai.metrics.conformal`): if the calibration
+Promises (see :mod:`segq_monai.calibration.recalibration` and :mod:`segq_monai.calibration.flag`): if the calibration
 cases and a new case are exchangeable, the new case's true Dice of each class lies in its interval with
 probability at least ``coverage``; if they are i.i.d., with probability at least ``1 - delta`` over the calibration
 split, at most a fraction ``alpha`` of the cases the flag accepts are failures (true Dice of some class
@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from segq_monai.evaluation.columns import (
+from segq_monai.data.columns import (
     FLAG_COLUMN,
     RAW,
     SPREAD,
@@ -59,10 +59,10 @@ from segq_monai.evaluation.columns import (
     quality_columns,
     read_quality_csv,
 )
-from segq_monai.evaluation.report import jsonable
-from segq_monai.metrics.conformal import AcceptanceThreshold, calibrate_selective_threshold, min_calibration_cases
+from segq_monai.utils.jsonable import jsonable
+from segq_monai.calibration.flag import AcceptanceThreshold, calibrate_selective_threshold, min_calibration_cases
 from segq_monai.metrics.quality import dice_to_iou
-from segq_monai.metrics.recalibration import (
+from segq_monai.calibration.recalibration import (
     DEFAULT_FOLDS,
     INTERVAL_KINDS,
     MAPS,
@@ -119,7 +119,7 @@ class QualityCalibration:
 
     Attributes:
         classes: column suffixes of the foreground classes (``("",)``: binary).
-        recalibrations: one :class:`~segq_monai.metrics.recalibration.DiceRecalibration` per class, in order.
+        recalibrations: one :class:`~segq_monai.calibration.recalibration.DiceRecalibration` per class, in order.
         flag: the guaranteed flag's threshold on the per-case minimum raw predicted Dice.
         head_fingerprint: :func:`head_fingerprint` of the head the calibration split was predicted with.
         n_calibration, fit_fraction, seed: the calibration split and how it was divided.
@@ -139,8 +139,8 @@ class QualityCalibration:
 
     @property
     def coverage(self) -> float:
-        """The promised coverage ``1 - alpha`` of the intervals."""
-        return 1.0 - self.recalibrations[0].alpha
+        """The promised coverage of the intervals."""
+        return self.recalibrations[0].coverage
 
     def apply(
         self, raw_dice: Any, sd: Any | None = None, kind: str | None = None
@@ -344,14 +344,14 @@ def calibrate_quality_table(
         head_fingerprint: :func:`head_fingerprint` of the head that predicted the rows.
         coverage: promised coverage of the intervals, in (0, 1) (miscoverage ``1 - coverage``).
         alpha, delta, tau: the guaranteed flag (failure rate among accepted ``<= alpha`` w.p. ``>= 1 - delta``,
-            failure: true Dice ``< tau``), :func:`~segq_monai.metrics.conformal.calibrate_selective_threshold`.
+            failure: true Dice ``< tau``), :func:`~segq_monai.calibration.flag.calibrate_selective_threshold`.
         fit_fraction, seed: the fit / score split of the recalibration (:func:`calibrate_dice`).
         groups: ``[N]`` a group label per row (e.g. the slice its artifact copies were made of), kept in one fold of
             the cross-validation that chooses the map; None: each row its own.
         maps, n_folds: the candidate maps and the folds of that choice (:func:`calibrate_dice`).
 
     With ``pred_dice_sd`` columns (the head run with ``num_samples > 1``) the intervals are normalised by the head's
-    spread where it varies (see :mod:`segq_monai.metrics.recalibration`).
+    spread where it varies (see :mod:`segq_monai.calibration.recalibration`).
 
     Raises:
         ValueError: no rows, no ``pred_dice`` / ``true_dice`` columns, or too few cases for the coverage (the
@@ -386,7 +386,7 @@ def calibrate_quality_table(
         groups = [g for g, k in zip(groups, keep) if k]
     split = split_calibration(len(raw), fit_fraction, seed)
     recal = tuple(
-        calibrate_dice(raw[:, i], true[:, i], 1.0 - coverage, seed=seed, split=split, what=f"class {class_label(c)!r}",
+        calibrate_dice(raw[:, i], true[:, i], coverage, seed=seed, split=split, what=f"class {class_label(c)!r}",
                        pred_sd=None if sd is None else sd[:, i], groups=groups, maps=maps, n_folds=n_folds)
         for i, c in enumerate(classes)
     )  # fmt: skip
@@ -418,7 +418,7 @@ def calibrate_quality_csvs(
     Args:
         csvs: ``quality.csv`` files of the labelled calibration split (evaluations of this pipeline).
         checkpoint: the quality head's checkpoint (fingerprinted into the file).
-        classes: the column suffixes this pipeline writes (:func:`segq_monai.evaluation.columns.class_suffixes`);
+        classes: the column suffixes this pipeline writes (:func:`segq_monai.data.columns.class_suffixes`);
             the tables must have the same.
         output_file: the calibration JSON to write.
         kwargs: ``coverage``, ``alpha``, ``delta``, ``tau``, ``fit_fraction``, ``seed``, ``maps``, ``n_folds`` of
@@ -426,7 +426,7 @@ def calibrate_quality_csvs(
     """
     if not csvs:
         raise ValueError(
-            "conformal_csvs is empty: pass the quality.csv of an evaluation on a labelled calibration split."
+            "calibration_csvs is empty: pass the quality.csv of an evaluation on a labelled calibration split."
         )
     rows = [row for f in csvs for row in read_quality_csv(f)]
     found = quality_columns(rows) if rows else []

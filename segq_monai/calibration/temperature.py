@@ -56,7 +56,7 @@ def check_temperature(temperature: Any) -> float:
     if isinstance(temperature, bool) or not (math.isfinite(value) and value > 0):
         raise ValueError(
             f"temperature must be a finite number > 0 (1.0: no scaling), got {temperature!r}; fit one on held-out "
-            "cases with segq_monai.metrics.temperature.fit_temperature (bundle/configs/fit_temperature.json)."
+            "cases with segq_monai.calibration.temperature.fit_temperature (bundle/configs/fit_temperature.json)."
         )
     return value
 
@@ -202,7 +202,7 @@ def cross_fitted_calibration(
         raise ValueError(f"got logits of {len(logits)} cases but labels of {len(labels)}.")
     if len(logits) < 2:
         raise ValueError(
-            f"temperature calibration needs at least 2 held-out cases (for the 2-fold cross-fitted ECE), got "
+            f"the temperature fit needs at least 2 held-out cases (for the 2-fold cross-fitted ECE), got "
             f"{len(logits)}; calibrate on a larger held-out fold."
         )
     flat = [_flatten(z, y, f"logits of case {i}") for i, (z, y) in enumerate(zip(logits, labels))]

@@ -8,7 +8,7 @@ Layout (written by ``python -m segq_monai fit``, read by ``configs/segq_overlay.
     FIT/quality_head.pt       the quality head's weights ({"model": state_dict, ...})
     FIT/calibration/          the deployed pipeline on the "calibration" cases: quality.csv (pred and true Dice)
     FIT/quality_calibration.json  the site's calibration (segq-quality-calibration/1): recalibration, intervals,
-                              λ̂, drift reference (:mod:`segq_monai.evaluation.quality_calibration`)
+                              λ̂, drift reference (:mod:`segq_monai.calibration.quality_calibration`)
 
 ``fit.json`` keys: ``host_bundle`` (name, version, bundle_root, config_file, run_id), ``host_network``
 (``spatial_dims``, ``in_channels``, ``out_channels`` of the host's network), ``activation`` (``softmax`` or

@@ -11,7 +11,7 @@ The evaluate workflow writes one row per case (``quality.csv``). A quality colum
 * ``bound``: optional, one of :data:`QUALIFIERS`: ``lo``, ``hi`` (:data:`BOUNDS`), the ends of an interval around the
   value of ``kind`` (e.g. ``pred_dice_lo``), or ``raw`` (:data:`RAW`), the head's own value where ``kind`` holds a
   recalibrated one (``pred_dice_raw``); both are written with a quality calibration
-  (:mod:`segq_monai.evaluation.quality_calibration`); or ``sd`` (:data:`SPREAD`), the head's own spread of the raw
+  (:mod:`segq_monai.calibration.quality_calibration`); or ``sd`` (:data:`SPREAD`), the head's own spread of the raw
   value, the standard deviation (ddof 0) of its MC-dropout passes, in the units of ``kind`` (``pred_dice_sd``, written
   when the head is sampled: ``PredictQualityd(num_samples > 1)``);
 * ``class``: absent for binary tasks (``pred_dice``); for multi-class tasks each foreground class name or index
@@ -85,8 +85,8 @@ ITEM_KINDS = {
     "pred_dice_lo": ("pred_dice", "lo"),
     "pred_dice_hi": ("pred_dice", "hi"),
     "pred_dice_sd": ("pred_dice", SPREAD),
-    "dice": ("true_dice", ""),
-    "iou": ("true_iou", ""),
+    "true_dice": ("true_dice", ""),
+    "true_iou": ("true_iou", ""),
 }
 FLAG_COLUMN = "flagged"
 _BASELINE_PREFIX = "baseline_"

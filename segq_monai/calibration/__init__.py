@@ -1,0 +1,90 @@
+"""Calibration on a labelled calibration split: the guaranteed failure flag, the recalibration of the predicted
+Dice with per-case intervals, the drift check, the stage-1 temperature fit, and the calibration file.
+
+The calibration split is a labelled set of cases that neither stage was trained on, run through the same pipeline
+(its ``quality.csv``, config id ``calibration_csvs``). One word per idea:
+
+* ``tau`` (τ): the failure line on the *true* Dice (a case with a true Dice below it is a failure);
+* ``acceptance_threshold`` (λ̂): the threshold on the *predicted* Dice that the guaranteed flag calibrates;
+* ``alpha``: the target failure rate among auto-accepted cases (:mod:`.flag`); the intervals of
+  :mod:`.recalibration` are stated by their ``coverage`` alone.
+
+The rule of this package: it holds the functional core (the maths, plain functions and small result classes) and
+the calibration file; the config-facing twins stay in MONAI's rooms by kind and import from here:
+:class:`segq_monai.transforms.RecalibrateQualityd` (applies a calibration file), the handlers
+:class:`segq_monai.handlers.CalibrationReport` (promise and drift check in ``report.json``) and
+:class:`segq_monai.handlers.TemperatureFit` (writes ``fit_temperature.json``).
+
+* :mod:`.flag`: acceptance thresholds with a finite-sample guarantee (selective / conformal risk control);
+* :mod:`.recalibration`: the recalibration map (identity, linear, isotonic) and split-conformal intervals;
+* :mod:`.drift`: the two-sample check of a cohort against the calibration split;
+* :mod:`.temperature`: the stage-1 temperature fit and expected calibration error;
+* :mod:`.quality_calibration`: the calibration file (:class:`QualityCalibration`), made from a calibration split;
+* :mod:`.guaranteed`: the guaranteed flag of an evaluation report, fitted on the calibration split.
+
+Modules of this package import each other by module (``segq_monai.calibration.flag``), never through this entry
+module, so that importing any one of them first works.
+"""
+
+from __future__ import annotations
+
+from .drift import distribution_shift
+from .flag import (
+    AcceptanceThreshold,
+    ConformalFlagger,
+    acceptance_counts,
+    calibrate_crc_threshold,
+    calibrate_selective_threshold,
+    min_calibration_cases,
+)
+from .guaranteed import add_guaranteed_flags, guaranteed_flag
+from .quality_calibration import (
+    QualityCalibration,
+    calibrate_quality_csvs,
+    calibrate_quality_table,
+    head_fingerprint,
+    interval_scores,
+    load_quality_calibration,
+)
+from .recalibration import (
+    DiceRecalibration,
+    calibrate_dice,
+    conformal_quantile,
+    isotonic_regression,
+    min_interval_cases,
+)
+from .temperature import (
+    bundle_temperature,
+    cross_fitted_calibration,
+    expected_calibration_error,
+    fit_temperature,
+    load_temperature,
+)
+
+__all__ = [
+    "AcceptanceThreshold",
+    "ConformalFlagger",
+    "DiceRecalibration",
+    "QualityCalibration",
+    "acceptance_counts",
+    "add_guaranteed_flags",
+    "bundle_temperature",
+    "calibrate_crc_threshold",
+    "calibrate_dice",
+    "calibrate_quality_csvs",
+    "calibrate_quality_table",
+    "calibrate_selective_threshold",
+    "conformal_quantile",
+    "cross_fitted_calibration",
+    "distribution_shift",
+    "expected_calibration_error",
+    "fit_temperature",
+    "guaranteed_flag",
+    "head_fingerprint",
+    "interval_scores",
+    "isotonic_regression",
+    "load_quality_calibration",
+    "load_temperature",
+    "min_calibration_cases",
+    "min_interval_cases",
+]
