@@ -105,9 +105,10 @@ class TestTwoStageBundle2D(unittest.TestCase):
         self.assertEqual(self.cli.returncode, 0, self.cli.stderr[-3000:])
         rows = read_csv(self.out / "quality.csv")
         self.assertEqual([r["image"] for r in rows], [f"test{i}.nii.gz" for i in range(3)])  # as written in the datalist
-        self.assertEqual(list(rows[0]), ["image", "pred_dice", "pred_iou", "flagged"])
+        self.assertEqual(list(rows[0]), ["image", "pred_dice", "pred_iou", "pred_dice_sd", "flagged"])
         for row in rows:
             d = float(row["pred_dice"])
+            self.assertTrue(0.0 <= float(row["pred_dice_sd"]) <= 0.5)  # sd of 20 head passes, each in [0, 1]
             self.assertTrue(0.0 <= d <= 1.0)
             self.assertAlmostEqual(float(row["pred_iou"]), d / (2 - d), places=6)
             self.assertEqual(int(row["flagged"]), int(d < 0.8))

@@ -109,10 +109,10 @@ class TestCohortPageInBrowser(unittest.TestCase):
         by_case = {Path(r["image"]).name.removesuffix(".nii.gz"): r for r in table}
         for row in page.rows:
             source = by_case[row["data-case"]]
-            for key in ("pred_dice_lo", "pred_dice_hi", "true_dice", "flagged"):
+            for key in ("pred_dice_lo", "pred_dice_hi", "pred_dice_sd", "true_dice", "flagged"):
                 self.assertAlmostEqual(float(row[f"data-{key}"]), float(source[key]), places=9, msg=key)
-        self.assertEqual(page.headers, ["index", "case", "pred_dice", "pred_dice_lo", "pred_dice_hi", "true_dice",
-                                        "flagged"])  # fmt: skip
+        self.assertEqual(page.headers, ["index", "case", "pred_dice", "pred_dice_lo", "pred_dice_hi", "pred_dice_sd",
+                                        "true_dice", "flagged"])  # fmt: skip
         nifti = [h for h in page.links if h.endswith(".nii.gz")]
         self.assertEqual(len(nifti), 4 * len(table))  # seg, entropy, mutual_information, agreement
         for href in nifti + ["drift.json", "report.json", "quality.csv"]:
