@@ -96,6 +96,8 @@ class HostBundle:
         parser = ConfigParser()
         parser.read_config(str(self.config))
         parser.update(self.overrides)
+        if "bundle_root" in parser:
+            parser["bundle_root"] = str(self.root)  # as the fit's runs set it (paths of weights, of DiNTS' arch code)
         for key, (what, override) in HOST_IDS.items():
             if key not in parser:
                 raise ValueError(
@@ -140,7 +142,7 @@ class HostBundle:
         return target, pydoc.locate(target) if isinstance(target, str) and "." in target else None
 
     def _refuse(self, reason: str, fix: str) -> ValueError:
-        return ValueError(f"The fit cannot serve the host bundle {self.name!r} ({self.config}): {reason}. {fix}")
+        return ValueError(f"The fit cannot serve the host bundle {self.root.name!r} ({self.config}): {reason}. {fix}.")
 
     def _check_network_output(self, parser: ConfigParser) -> None:
         """The host network returns one map ``[B, C, spatial]`` per pass, read from its class's ``forward`` return
@@ -207,8 +209,6 @@ class HostBundle:
     def _check_weights(self, parser: ConfigParser) -> None:
         """Each ``CheckpointLoader`` of the host's ``handlers`` finds its weights file."""
         handlers = parser.get("handlers")
-        if "bundle_root" in parser:
-            parser["bundle_root"] = str(self.root)  # as the fit's runs set it
         for i, h in enumerate(handlers if isinstance(handlers, list) else []):
             if not (isinstance(h, dict) and str(h.get("_target_", "")).endswith("CheckpointLoader")):
                 continue
