@@ -128,6 +128,9 @@ class TestFitErrors(unittest.TestCase):
         ("other_image_keys", "spleen_like", lambda c: c["preprocessing"]["transforms"][0].update(keys=["ct", "pet"]),
          r"cannot serve the host bundle 'spleen_like' .*loads the keys \['ct', 'pet'\], not 'image' "
          r"\(preprocessing#transforms#0\).*--host_config"),
+        ("mc_dropout_without_dropout", "spleen_like", lambda c: c["network_def"].update(dropout=0.0),
+         r"cannot serve the host bundle 'spleen_like' .*its network UNet has no dropout module with p > 0, so MC "
+         r"dropout \(--sampler mc_dropout, the default\).*--sampler tta"),
     ])  # fmt: skip
     def test_host_refused_up_front(self, _, name, edit, message):
         host = self.tmp / name  # configs only: refused before its weights are looked for

@@ -181,7 +181,7 @@ class _Fit:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.host = HostBundle(args.host_bundle, args.host_config, args.host_override, args.run_id, args.activation,
-                               args.class_names)
+                               args.class_names, args.sampler)
         self.dir = Path(args.output_dir).expanduser().resolve()
         split, key = _split(args)
         train_config = ConfigParser()

@@ -68,11 +68,13 @@ class HostBundle:
         run_id: the id that runs the evaluator; default ``run``, or the one top-level list calling ``.run()``.
         activation: ``softmax`` / ``sigmoid``; default ``sigmoid`` when the postprocessing applies one.
         class_names: foreground class names; default from ``configs/metadata.json``'s ``channel_def``.
+        sampler: the fit's sampler (``mc_dropout`` is refused for a network without dropout); ``None``: not checked.
 
     Raises:
         FileNotFoundError: no config. ValueError: an id the overlays need is missing (the id and an override
             that supplies it are named), the run id cannot be told, or the fit cannot serve the host (a network
-            returning several outputs per pass, such as HoVerNet; one output channel under softmax): the host, the
+            returning several outputs per pass, such as HoVerNet; one output channel under softmax; MC dropout on a
+            network without dropout): the host, the
             reason and what to do are named, before anything is written.
     """
 
@@ -84,6 +86,7 @@ class HostBundle:
         run_id: str | None = None,
         activation: str | None = None,
         class_names: Sequence[str] | None = None,
+        sampler: str | None = None,
     ) -> None:
         self.root = Path(root).expanduser().resolve()
         self.config = Path(config_file).resolve() if config_file else self.root / "configs" / "inference.json"
@@ -118,6 +121,7 @@ class HostBundle:
             self._check_network_output(parser)
             network = parser.get_parsed_content("network_def")
         self._check_image_key(parser)
+        self._check_sampler(network, sampler)
         self._check_weights(parser)
         self.run_id = run_id or self._run_id(parser)
         self.signature = network_signature(network)
@@ -162,6 +166,19 @@ class HostBundle:
                 "Give the fit a network that returns the one map your segmentation is read from (e.g. a module around "
                 "yours returning that branch's logits, --host_override 'network_def={\"_target_\": ...}'), and a "
                 "postprocessing that turns that map into the segmentation",
+            )
+
+    def _check_sampler(self, network: Any, sampler: str | None) -> None:
+        """MC dropout needs dropout: a network without a dropout module of p > 0 is refused for ``mc_dropout`` (the
+        default sampler) before any case is sampled."""
+        from segq_monai.inferers.modes import dropout_modules
+
+        if sampler == "mc_dropout" and not dropout_modules(network):
+            raise self._refuse(
+                f"its network {type(network).__name__} has no dropout module with p > 0, so MC dropout (--sampler "
+                "mc_dropout, the default) would repeat one prediction",
+                "Pass --sampler tta (flips and 90 degree rotations, mapped back), --sampler ensemble (checkpoints "
+                "models/fold*/model.pt) or --sampler single_pass",
             )
 
     def _check_image_key(self, parser: ConfigParser) -> None:
