@@ -35,6 +35,9 @@ HOST_IDS = {
     "output_dir": ("where the host writes its outputs", "--host_override output_dir=OUT"),
 }  # fmt: skip
 
+#: return annotations of a network's ``forward`` that mean several outputs per pass
+_SEVERAL_OUTPUTS = re.compile(r"(typing\.)?(dict|Dict|Mapping|tuple|Tuple|list|List)\b")
+
 
 def _parse_override(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
@@ -158,7 +161,7 @@ class HostBundle:
         forward = getattr(cls, "forward", None) if isinstance(cls, type) else None
         returns = inspect.signature(forward).return_annotation if callable(forward) else inspect.Signature.empty
         text = returns if isinstance(returns, str) else str(returns)
-        if returns is not inspect.Signature.empty and re.match(r"(typing\.)?(dict|Dict|Mapping|tuple|Tuple|list|List)\b", text):
+        if returns is not inspect.Signature.empty and _SEVERAL_OUTPUTS.match(text):
             raise self._refuse(
                 f"its network {target} returns {text}: several outputs per pass (e.g. HoVerNet's nucleus_prediction, "
                 "horizontal_vertical and type_prediction branches), not one class map [B, C, H, W[, D]]; segq samples "

@@ -29,7 +29,7 @@ class FitProgress:
 
     def __init__(self, steps: Sequence[tuple[str, int, str]], disable: bool = False) -> None:
         self.steps = [(str(name), int(total), str(unit)) for name, total, unit in steps]
-        self.bar = tqdm(total=sum(t for _, t, _ in self.steps), disable=disable, dynamic_ncols=True,
+        self.bar = tqdm(total=sum(t for _, t, _ in self.steps), disable=disable, dynamic_ncols=True, desc="fit",
                         bar_format="{desc} |{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}]")  # fmt: skip
         self.index, self.done = 0, 0
 
@@ -43,7 +43,7 @@ class FitProgress:
 
     def _describe(self) -> None:
         name, total, unit = self.steps[self.index]
-        self.bar.set_description_str(f"{self.index + 1}/{len(self.steps)} {name} {self.done}/{total} {unit}")
+        self.bar.set_description_str(f"{self.index + 1}/{len(self.steps)} {name} {self.done}/{total} {unit}", False)
 
     def start(self, index: int) -> None:
         """Step ``index`` (0-based) begins: the bar stands at the end of the steps before it."""
@@ -58,6 +58,7 @@ class FitProgress:
         self.done += n
         self._describe()
         self.bar.update(n)
+        self.bar.refresh()  # the step's count and the bar together (tqdm redraws an update at most every 0.1 s)
 
     def finish(self) -> None:
         """The current step is done (also when it was skipped, or skipped some of its cases)."""
