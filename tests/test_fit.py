@@ -127,10 +127,11 @@ def read_label(path: str) -> np.ndarray:
     return np.asarray(nib.load(path).dataobj)
 
 
-def run_fit(host: Path, datalist: Path, fit_dir: Path, *extra: str) -> str:
-    """``python -m segq_monai fit`` in this process; returns what it printed."""
+def run_fit(host: Path, datalist: Path, fit_dir: Path, *extra: str, stderr: io.StringIO | None = None) -> str:
+    """``python -m segq_monai fit`` in this process; returns what it printed (its stderr, the progress bar included,
+    goes to ``stderr`` when given)."""
     out = io.StringIO()
-    with contextlib.redirect_stdout(out):
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(stderr) if stderr else contextlib.nullcontext():
         main(["fit", "--host_bundle", str(host), "--datalist", str(datalist), "--output_dir", str(fit_dir), *TINY,
               *extra])  # fmt: skip
     return out.getvalue()
@@ -162,8 +163,16 @@ class TestFitHosts(unittest.TestCase):
         datalist = write_datalist(data / "datalist.json", {"validation": train, "calibration": cal})
         fit_dir = self.tmp / "FIT"
         started = time.monotonic()
-        printed = run_fit(host, datalist, fit_dir, *extra)
+        stderr = io.StringIO()
+        printed = run_fit(host, datalist, fit_dir, *extra, stderr=stderr)
         self.assertLess(time.monotonic() - started, 40)
+        # one bar over the three steps: 2 sampled cases + 1 epoch + N_CAL calibration cases, each step to its end
+        bar = stderr.getvalue().replace("\r", "\n")
+        total = 2 + 1 + N_CAL
+        for step, done in (("1/3 sample 2/2 cases", 2), ("2/3 train 1/1 epochs", 3), ("3/3 calibrate", total)):
+            self.assertRegex(bar, rf"{step}.*\| {done}/{total} \[", step)
+        self.assertRegex(bar, rf"3/3 calibrate {N_CAL}/{N_CAL} cases \|#+\| {total}/{total} \[")
+        self.assertRegex(bar, r"3/3 calibrate 1/20 cases .*<\d\d:\d\d\]")  # the time left
 
         fit = json.loads((fit_dir / "fit.json").read_text())
         multi_label = name == "brats_like"

@@ -22,7 +22,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 from monai.bundle import run as bundle_run
-from segq_testing import REPO, make_host, read_csv, write_labelled_cases
+from parameterized import parameterized
+from segq_testing import HOSTS, REPO, make_host, read_csv, write_labelled_cases
 from test_fit import OVERLAY, TINY, run_fit
 
 from segq_monai.data import write_datalist
@@ -116,6 +117,32 @@ class TestFitErrors(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, rf"Host config {config}: its 'evaluator' is 'Workflow', not a "
                                                 r"monai.engines.SupervisedEvaluator.*--host_config"):  # fmt: skip
             run_fit(self.host, datalist, self.fit_dir)
+        self.assertFalse(self.fit_dir.exists())
+
+    @parameterized.expand([
+        ("hovernet_branches", "nuclei_like", None,
+         r"cannot serve the host bundle 'nuclei_like' \(.*inference.json\): its network HoVerNet returns "
+         r"dict\[str, torch.Tensor\]: several outputs per pass .*not one class map .*a module around yours"),
+        ("one_softmax_channel", "spleen_like", lambda c: c["network_def"].update(out_channels=1),
+         r"cannot serve the host bundle 'spleen_like' .*1 output channel .*pass --activation sigmoid"),
+        ("other_image_keys", "spleen_like", lambda c: c["preprocessing"]["transforms"][0].update(keys=["ct", "pet"]),
+         r"cannot serve the host bundle 'spleen_like' .*loads the keys \['ct', 'pet'\], not 'image' "
+         r"\(preprocessing#transforms#0\).*--host_config"),
+        ("mc_dropout_without_dropout", "spleen_like", lambda c: c["network_def"].update(dropout=0.0),
+         r"cannot serve the host bundle 'spleen_like' .*its network UNet has no dropout module with p > 0, so MC "
+         r"dropout \(--sampler mc_dropout, the default\).*--sampler tta"),
+    ])  # fmt: skip
+    def test_host_refused_up_front(self, _, name, edit, message):
+        host = self.tmp / name  # configs only: refused before its weights are looked for
+        shutil.copytree(HOSTS / name / "configs", host / "configs", dirs_exist_ok=True)
+        if edit:
+            config = host / "configs" / "inference.json"
+            content = json.loads(config.read_text())
+            edit(content)
+            config.write_text(json.dumps(content))
+        datalist, _, _ = self.datalist()
+        with self.assertRaisesRegex(ValueError, message):
+            run_fit(host, datalist, self.fit_dir)
         self.assertFalse(self.fit_dir.exists())
 
     def test_host_without_weights(self):

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from monai.data import MetaTensor
-from monai.networks.nets import BasicUNet, DynUNet, SegResNet, UNet
+from monai.networks.nets import BasicUNet, DiNTS, DynUNet, SegResNet, TopologyInstance, UNet
 from parameterized import parameterized
 
 from segq_monai import load_fit, network_signature
@@ -28,6 +28,8 @@ class TestNetworkSignature(unittest.TestCase):
         ("segresnet_no_spatial_dims", lambda: SegResNet(in_channels=4, out_channels=3, init_filters=8), (3, 4, 3)),
         ("basicunet_2d", lambda: BasicUNet(2, 3, 5, features=(8, 8, 8, 8, 8, 8)), (2, 3, 5)),
         ("dynunet", lambda: DynUNet(3, 1, 2, [3, 3, 3], [1, 2, 2], [2, 2], filters=[4, 8, 16]), (3, 1, 2)),
+        ("dints_cells_registered_first", lambda: DiNTS(TopologyInstance(channel_mul=0.25, num_blocks=2, num_depths=2),
+                                                       in_channels=1, num_classes=3), (3, 1, 3)),
     ])  # fmt: skip
     def test_signature(self, _, build, expected):
         sig = network_signature(build())

@@ -47,6 +47,7 @@ from monai.bundle import run as bundle_run
 from segq_monai.data.fit_folder import CALIBRATION_FILE, FIT_FILE, HEAD_FILE, write_fit
 from segq_monai.apps.fit_grid import check_case_grids, head_strides
 from segq_monai.apps.fit_host import HostBundle
+from segq_monai.apps.fit_progress import FitProgress
 from segq_monai.data.datalist import load_datalist, write_datalist
 from segq_monai.data.outputs import first_path
 from segq_monai.data.synthetic import FAILURE_SOURCE, SYNTHETIC_FAILURES, write_synthetic_failures
@@ -87,8 +88,10 @@ def _cause(error: BaseException) -> BaseException | None:
     return None
 
 
-def _run(configs: Sequence[Path], bundle_root: Path, run_id: str, overrides: Mapping[str, Any], step: str) -> None:
-    """Run one step as ``python -m monai.bundle run`` runs it; a failure is re-raised with its first clear cause."""
+def _run(configs: Sequence[Path], bundle_root: Path, run_id: str, overrides: Mapping[str, Any], step: str,
+         progress: tuple[str, Any] | None = None) -> None:  # fmt: skip
+    """Run one step as ``python -m monai.bundle run`` runs it; a failure is re-raised with its first clear cause.
+    ``progress``: an id and the fit's bar (:mod:`segq_monai.apps.fit_progress`), set in the run, not printed."""
     print(f"== fit, {step}:\n{_command(configs, bundle_root, run_id, overrides)}", flush=True)
     meta = bundle_root / "configs" / "metadata.json"
     logging_conf = bundle_root / "configs" / "logging.conf"
@@ -100,6 +103,7 @@ def _run(configs: Sequence[Path], bundle_root: Path, run_id: str, overrides: Map
             logging_file=str(logging_conf if logging_conf.is_file() else SEGQ_BUNDLE / "configs" / "logging.conf"),
             bundle_root=str(bundle_root),
             **overrides,
+            **dict([progress] if progress else []),
         )
     except Exception as e:
         cause = _cause(e)
@@ -179,7 +183,7 @@ class _Fit:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.host = HostBundle(args.host_bundle, args.host_config, args.host_override, args.run_id, args.activation,
-                               args.class_names)
+                               args.class_names, args.sampler)
         self.dir = Path(args.output_dir).expanduser().resolve()
         split, key = _split(args)
         train_config = ConfigParser()
@@ -225,6 +229,7 @@ class _Fit:
             "calibration": {"alpha": args.alpha, "delta": args.delta, "tau": args.tau, "coverage": args.coverage},
         }  # fmt: skip
         self.fit = self._start(settings, split)
+        self.progress: FitProgress | None = None
 
     def _start(self, settings: dict[str, Any], split: dict[str, list[dict]]) -> dict[str, Any]:
         """``fit.json``: a new one, or the one of an interrupted run of the same fit (refused if it differs); with
@@ -280,7 +285,7 @@ class _Fit:
         overrides = {**self.host.overrides, "segq#fit_dir": str(self.dir), "segq#skip_existing": True, **extra}
         if self.fit["label_transforms"]:
             overrides["segq#label_transforms"] = self.fit["label_transforms"]
-        _run(configs, self.host.root, self.host.run_id, overrides, step)
+        _run(configs, self.host.root, self.host.run_id, overrides, step, ("segq#progress", self.progress))
 
     def _done(self, step: str) -> None:
         self.fit["steps"].append(step)
@@ -315,7 +320,7 @@ class _Fit:
         if self.args.device:
             overrides["device"] = self.args.device
         configs = [SEGQ_BUNDLE / "configs" / "train_quality.json", OVERLAYS / "fit_train.json"]
-        _run(configs, SEGQ_BUNDLE, "run", overrides, "2/3 train the quality head")
+        _run(configs, SEGQ_BUNDLE, "run", overrides, "2/3 train the quality head", ("progress", self.progress))
         self._done("head")
 
     def calibrate(self) -> None:
@@ -356,9 +361,11 @@ class _Fit:
 def fit(args: argparse.Namespace) -> dict[str, Any]:
     """Run (or continue) the fit; prints the deploy command and returns the content of ``fit.json``."""
     job = _Fit(args)
-    job.sample()
-    job.train()
-    job.calibrate()
+    with FitProgress.of_fit(job.fit) as job.progress:
+        for i, step in enumerate((job.sample, job.train, job.calibrate)):
+            job.progress.start(i)
+            step()
+            job.progress.finish()
     cal = job.fit["calibration"]
     print(
         f"== fit done: {job.dir / FIT_FILE}\nguaranteed flag: accept a case when its raw predicted Dice "

@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from segq_monai.inferers.inferer import input_convolution
 from segq_monai.utils.atomic import atomic_write_text
 
 __all__ = [
@@ -60,9 +61,10 @@ _SIGNATURE = ("spatial_dims", "in_channels", "out_channels")
 def network_signature(network: nn.Module) -> dict[str, int]:
     """``spatial_dims``, ``in_channels`` and ``out_channels`` of a segmentation network, from its convolutions.
 
-    The first convolution (in registration order) gives the input channels and the dimensionality, the last one
-    the output channels: true of MONAI's ``UNet``, ``SegResNet``, ``SwinUNETR``, ``DynUNet``, ``BasicUNet``...,
-    also when the config does not name these arguments.
+    The input convolution (:func:`~segq_monai.inferers.inferer.input_convolution`: the first one of MONAI's
+    ``UNet``, ``SegResNet``, ``SwinUNETR``, ``DynUNet``, ``BasicUNet``..., the stem of ``DiNTS``) gives the input
+    channels and the dimensionality, the last one (in registration order) the output channels; true also when the
+    config does not name these arguments.
 
     Raises:
         ValueError: the network has no convolution; the message names the ids to set instead.
@@ -74,9 +76,10 @@ def network_signature(network: nn.Module) -> dict[str, int]:
             f"({type(network).__name__}: it has no convolution); set them with --segq#host "
             "\"{'spatial_dims': 3, 'in_channels': 1, 'out_channels': 2}\"."
         )
+    first = input_convolution(network)
     return {
-        "spatial_dims": len(convs[0].kernel_size),
-        "in_channels": int(convs[0].in_channels),
+        "spatial_dims": len(first.kernel_size),
+        "in_channels": int(first.in_channels),
         "out_channels": int(convs[-1].out_channels),
     }
 

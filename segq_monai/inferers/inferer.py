@@ -108,9 +108,17 @@ class UncertaintyInferer(Inferer):
             )
 
 
+def input_convolution(network: nn.Module) -> nn.Module | None:
+    """The convolution that reads the network's input, or ``None`` if it has none: the first one (in registration
+    order) whose input channels no other convolution produces (the last one's output aside), which is the first one
+    of MONAI's ``UNet``, ``SegResNet``, ``SwinUNETR``, ``DynUNet``... and the stem of ``DiNTS``, which registers its
+    searched cells before it; the first one when every convolution's input is another's output."""
+    convs = [m for m in network.modules() if isinstance(m, nn.modules.conv._ConvNd)]
+    produced = {int(c.out_channels) for c in convs[:-1]}
+    return next((c for c in convs if int(c.in_channels) not in produced), convs[0] if convs else None)
+
+
 def _first_conv_in_channels(network: nn.Module) -> int | None:
-    """``in_channels`` of the first convolution module of ``network``, or ``None`` if it has none."""
-    for module in network.modules():
-        if isinstance(module, nn.modules.conv._ConvNd):
-            return int(module.in_channels)
-    return None
+    """``in_channels`` of :func:`input_convolution`, or ``None`` if the network has no convolution."""
+    conv = input_convolution(network)
+    return None if conv is None else int(conv.in_channels)
