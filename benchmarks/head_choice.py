@@ -40,6 +40,7 @@ RECIPES: dict[str, tuple[dict[str, Any] | None, dict[str, Any]]] = {
     "failures_prob": ({"copies": 5, "source": "prob"}, {"epochs": 12}),
     "failures_label": ({"copies": 5, "source": "label"}, {"epochs": 12}),
     "failures_prob_old_entropy": ({"copies": 5, "source": "prob", "recompute_entropy": False}, {"epochs": 12}),
+    "failures_prob_1copy": ({"copies": 1, "source": "prob"}, {"epochs": 30}),
 }
 SPLITS = {"test": ".", "shift": "shift_split", "cross_plane": "cross_plane_split"}
 METRICS = ("mae", "pearson", "spearman", "aurc")
