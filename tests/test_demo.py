@@ -151,13 +151,15 @@ class TestDemoDefault(unittest.TestCase):
         held through that move; it was regenerated once, for issue #12's head (random turns and zooms in stage-2
         training, ``--geometric_variants``), which changed ``pred_dice``/``pred_iou`` only: true Dice and the
         baselines are those of before. Regenerate it only with a change that means to alter the demo's numbers, and
-        say so in the commit."""
+        say so in the commit. Tolerance 5e-3: this pipeline trains networks, and the same commit (8644dfc) gave
+        values up to 5e-4 apart on this machine from one run to another (thread scheduling under load changes the
+        floating-point sums); a change of recipe moves them by more than 1e-2."""
         expected = read_csv(Path(__file__).parent / "testing_data" / "toy_demo_quality.csv")
         got = read_csv(self.out / "report" / "quality.csv")
         # the head's spread (issue #18 item 3, pred_dice_sd) came later: its passes are seeded apart from the pinned
         # values, which stay as they were; the spread itself is a standard deviation
         self.assertTrue(all(float(r.pop("pred_dice_sd")) >= 0 for r in got))
-        self.assert_same_table(got, expected, 1e-4)
+        self.assert_same_table(got, expected, 5e-3)
 
     def test_head_on_saved_maps_equals_sampling(self):
         """``evaluate_maps.json`` runs the trained head on the test split's saved maps: the same table as sampling."""
