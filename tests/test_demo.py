@@ -22,6 +22,7 @@ from segq_monai.calibration.quality_calibration import calibrate_quality_table, 
 
 TOY = ["--num_folds", "2", "--epochs_segmentation", "1", "--epochs_quality", "1", "--num_samples", "2",
        "--variants_per_slice", "1", "--geometric_variants", "1", "--held_out_variants", "2", "--shift_variants", "3",
+       "--cross_plane_variants", "1",
        "--device", "cpu"]  # fmt: skip
 
 
@@ -77,7 +78,8 @@ class TestDemoDefault(unittest.TestCase):
 
     def test_tables_match_the_reports(self):
         """Every cell of the head's and the baselines' rows is the report's value with its bootstrap interval."""
-        for heading, folder in (("Test split", "report"), ("Shift split", "report/shift_split")):
+        for heading, folder in (("Test split", "report"), ("Shift split", "report/shift_split"),
+                                ("Cross-plane split", "report/cross_plane_split")):
             report = json.loads((self.out / folder / "report.json").read_text())
             boot = json.loads((self.out / folder / "bootstrap.json").read_text())
             rows = table_rows(self.text, heading)
@@ -105,7 +107,8 @@ class TestDemoDefault(unittest.TestCase):
         calibration = calibrate_quality_table(cal_rows, head_fingerprint(head),
                                               groups=[group_of[r["image"]] for r in cal_rows])  # fmt: skip
         rows = table_rows(self.text, "Recalibration to the site")
-        for label, folder in (("test (in-distribution)", "report"), ("shift", "report/shift_split")):
+        for label, folder in (("test (in-distribution)", "report"), ("shift", "report/shift_split"),
+                              ("cross-plane", "report/cross_plane_split")):
             scores = interval_scores(calibration.recalibrate_rows(read_quality_csv(self.out / folder / "quality.csv")),
                                      calibration)  # fmt: skip
             s = scores["foreground"]
@@ -133,6 +136,11 @@ class TestDemoDefault(unittest.TestCase):
         self.assertEqual(groups["shift"], groups["testing"])  # held-out test slices only: nothing stage 1 or 2 saw
         self.assertFalse(groups["shift"] & (groups["training"] | groups["calibration"]))
         self.assertEqual({item["shift"] for item in dataset["shift"]}, {"rotate90", "zoom_out", "zoom_in"})
+        # the cross-plane split: one copy of each of the 16 coronal and sagittal slices, none seen by either stage
+        cross = read_csv(self.out / "report" / "cross_plane_split" / "quality.csv")
+        self.assertEqual(len(cross), 16)
+        self.assertEqual({item["plane"] for item in dataset["cross_plane"]}, {"coronal", "sagittal"})
+        self.assertFalse({item["group"] for item in dataset["cross_plane"]} & set().union(*groups.values()))
 
     def test_time_section(self):
         rows = table_rows(self.text, "Time of each step")
@@ -181,7 +189,7 @@ class TestDemoFull(unittest.TestCase):
         cls.tmp = Path(tempfile.mkdtemp())
         cls.result, cls.root, cls.out = run_demo(
             cls.tmp, "--full", "--seeds", "2", "--quality_variants", "image_seg_entropy", "seg_entropy",
-            "--estimators", "softmax", "confidence", "--shift_variants", "0")  # fmt: skip
+            "--estimators", "softmax", "confidence", "--shift_variants", "0", "--cross_plane_variants", "0")  # fmt: skip
 
     @classmethod
     def tearDownClass(cls):

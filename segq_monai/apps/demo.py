@@ -48,12 +48,13 @@ from segq_monai.apps.arguments import bundle_root_arg
 from segq_monai.apps.demo_recalibration import fit_site_calibration, recalibration_scores, recalibration_table
 from segq_monai.apps.demo_tables import results_of, spread_table, time_table
 from segq_monai.apps.workflows import run_workflow
+from segq_monai.calibration.recalibration import min_interval_cases
+from segq_monai.data.columns import read_quality_csv
 from segq_monai.data.demo import prepare_demo
 from segq_monai.data.synthetic import FAILURE_SOURCE, SYNTHETIC_DATALIST, SYNTHETIC_FAILURES, write_synthetic_failures
 from segq_monai.evaluation.bootstrap import report_intervals, write_intervals
 from segq_monai.inferers.factory import PLAIN_NETWORK_SAMPLERS
 from segq_monai.transforms.quality import PLAIN_NETWORK_VARIANTS
-from segq_monai.data.columns import read_quality_csv
 from segq_monai.utils.resources import bundle_root
 
 MAIN_VARIANT = "image_seg_entropy"
@@ -257,8 +258,11 @@ class _Demo:
             groups = [self.groups[split][r["image"]] for r in rows] if self.args.seeds == 1 else None
             scores = recalibration_scores(calibration, rows, groups, self.args.bootstrap_resamples)
             tables.setdefault("recalibration", {}).setdefault(split, []).append(scores)
-        if "cross_plane" in self.splits:
-            site = self.site_half("cross_plane")
+        site = self.site_half("cross_plane") if "cross_plane" in self.splits else set()
+        if site and len(site) < min_interval_cases(0.9):
+            print(f"== no recalibration on the cross-plane split: half of it is {len(site)} cases, 90 % intervals "
+                  f"need {min_interval_cases(0.9)} (--cross_plane_variants 3 or more)")
+        elif site:
             rows = read_quality_csv(report_dir / SPLIT_DIRS["cross_plane"] / "quality.csv")
             calibration = fit_site_calibration([r for r in rows if r["image"] in site], checkpoint)
             rows = [r for r in rows if r["image"] not in site]
