@@ -387,7 +387,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                    help="artifact copies per coronal or sagittal slice, 16 slices (0: no cross-plane split)")
     d.add_argument("--geometric_variants", type=int, default=0,
                    help="further artifact copies per development slice, turned and zoomed at random (stage-2 data; "
-                        "measured, not the default: README 'Choosing the head')")
+                        "measured, not the default: docs/results.md, 'Choosing the head')")
     d.add_argument("--synthetic_failures", type=int, default=SYNTHETIC_FAILURES,
                    help="synthetic failures per out-of-fold case for the quality head's training (0: none; "
                         "the default is the recipe chosen in docs/results.md)")

@@ -8,7 +8,7 @@ to failed, as on scans from other scanners. Stage 1 trains on the clean developm
 sees their artifact copies; with ``geometric_variants``, further copies per slice are also turned by a random angle
 and zoomed (:func:`segq_monai.data.shift.random_geometry`), so that stage 2 sees how stage 1 fails on other
 orientations and grids (off by default: measured, it did not beat the head's own rotation and zoom augmentation;
-README, "Choosing the head"). The held-out slices are split at random, by slice, into a calibration split (for the
+docs/results.md, "Choosing the head"). The held-out slices are split at random, by slice, into a calibration split (for the
 guaranteed failure flag) and the test split; both get ``held_out_variants`` artifact copies per slice. The shift
 split holds further artifact copies of the test slices, each also turned or resampled
 (:mod:`segq_monai.data.shift`: an orientation and resolutions that stage 1 never saw), ``shift_variants`` per slice.
