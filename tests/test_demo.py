@@ -78,8 +78,8 @@ class TestDemoDefault(unittest.TestCase):
 
     def test_tables_match_the_reports(self):
         """Every cell of the head's and the baselines' rows is the report's value with its bootstrap interval."""
-        for heading, folder in (("Test split", "report"), ("Shift split", "report/shift_split"),
-                                ("Cross-plane split", "report/cross_plane_split")):
+        for heading, folder, slices in (("Test split", "report", 8), ("Shift split", "report/shift_split", 8),
+                                        ("Cross-plane split", "report/cross_plane_split", 16)):
             report = json.loads((self.out / folder / "report.json").read_text())
             boot = json.loads((self.out / folder / "bootstrap.json").read_text())
             rows = table_rows(self.text, heading)
@@ -95,7 +95,7 @@ class TestDemoDefault(unittest.TestCase):
             flag = report["guaranteed_flag"]
             self.assertEqual(rows["quality head (image_seg_entropy)"][8].split(" = ")[0],
                              f"{flag['failures_accepted']}/{flag['n_accepted']}")  # fmt: skip
-            self.assertEqual(boot["n_groups"], 8)  # the 8 test slices, not the 16 or 24 copies
+            self.assertEqual(boot["n_groups"], slices)  # slices (8 test, 16 cross-plane), not their copies
 
     def test_recalibration_table(self):
         """The recalibration rows are trust's ``interval_scores`` of each split, recalibrated on the calibration
