@@ -56,9 +56,11 @@ class _RSSPeak:
         self.peak = max(self.peak, _rss_bytes())
 
 
-def measure(fn: Callable[[], object], device: torch.device, repeats: int = 1) -> Measurement:
-    """Best wall time of ``repeats`` calls of ``fn`` and its peak extra memory."""
-    fn()  # warm-up: allocator caches, lazy initialisation
+def measure(fn: Callable[[], object], device: torch.device, repeats: int = 1, warmup: bool = True) -> Measurement:
+    """Best wall time of ``repeats`` calls of ``fn`` and its peak extra memory; ``warmup``: one uncounted call first
+    (allocator caches, lazy initialisation)."""
+    if warmup:
+        fn()
     best = float("inf")
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -188,21 +188,13 @@ def write_labelled_cases(
 
 
 def isotonic_reference(x: np.ndarray, y: np.ndarray):
-    """An independent reference of segq's recalibration ``g`` fitted on ``(x, y)``: scikit-learn's isotonic fit
-    (clipped to [0, 1]) inside the fitted range of ``x``, the head's slope (1) from the end values outside it, clipped
-    to [0, 1]; constant when ``x`` holds one value. Returns ``g``, a function of an array of raw predictions."""
+    """An independent reference of segq's isotonic recalibration ``g`` fitted on ``(x, y)``: scikit-learn's isotonic
+    fit (clipped to [0, 1]), its knots (``X_thresholds_``, ``y_thresholds_``) evaluated by segq's ``recalibrate``,
+    whose rule beyond the end knots (the head's slope, clipped) ``test_recalibration.TestRecalibrate`` pins with
+    hand-computed numbers; no copy of that rule here. Returns ``g``, a function of an array of raw predictions."""
     from sklearn.isotonic import IsotonicRegression
 
+    from segq_monai.calibration.recalibration import recalibrate
+
     iso = IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip").fit(x, y)
-    lo, hi = float(np.min(x)), float(np.max(x))
-
-    def g(raw) -> np.ndarray:
-        v = np.asarray(raw, np.float64)
-        inside = iso.predict(np.clip(v, lo, hi).ravel()).reshape(v.shape)
-        if lo == hi:
-            return inside
-        ends = iso.predict([lo, hi])
-        tail = np.where(v < lo, ends[0] + v - lo, ends[1] + v - hi)
-        return np.clip(np.where((v < lo) | (v > hi), tail, inside), 0.0, 1.0)
-
-    return g
+    return lambda raw: recalibrate(raw, iso.X_thresholds_, iso.y_thresholds_)

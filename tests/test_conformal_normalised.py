@@ -18,7 +18,7 @@ from segq_monai.calibration.recalibration import apply_map, calibrate_dice, cv_f
 def reference_cv_mae(x, y, groups, n_folds, seed):
     """Each candidate's out-of-fold MAE with scikit-learn: the groups (first-appearance order) put in the documented
     seeded random order, sklearn's ``KFold`` over them; identity, ``LinearRegression`` clipped to [0, 1], and
-    ``IsotonicRegression`` inside the fit range with the head's slope outside (``isotonic_reference``)."""
+    ``IsotonicRegression``'s knots with the hand-pinned tail rule beyond them (``isotonic_reference``)."""
     codes = {}
     case_group = np.array([codes.setdefault(g, len(codes)) for g in groups])
     order = np.random.default_rng(seed).permutation(len(codes))  # position p holds group order[p]

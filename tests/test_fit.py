@@ -84,7 +84,7 @@ HOSTS = {
     "wholebody_like": _host((16, 16, 16), range(105), WHOLEBODY, [[2, 2, 2], [2, 2, 2]],
                             args=["--sampler", "ensemble", "--tau", "0.1"], members=2),  # 104 structures
     "prostate_like": _host((20, 18, 10), (0, 1, 2), ["transition_zone", "peripheral_zone"], [[2, 2, 1], [2, 2, 1]],
-                           affine=COARSE_Z, args=["--tau", "0.3"]),  # 5x coarser along z
+                           affine=COARSE_Z, args=["--tau", "0.3", "--foreground_band", "2"]),  # 5x coarser along z
     "endoscopic_like": _host((24, 20), (0, 1), ["tools"], [[2, 2], [2, 2]], args=["--tau", "0.5"], fmt="jpeg",
                              host_dims=2),  # RGB JPEG frames, PNG labels
     "slice2d_like": _host((20, 9), (0, 1, 2), ["organ", "lesion"], [[2, 2], [2, 1]], args=["--tau", "0.3"],
@@ -189,6 +189,8 @@ class TestFitHosts(unittest.TestCase):
         self.assertEqual(fit["class_names"], names)
         self.assertEqual(fit["activation"], "sigmoid" if multi_label else "softmax")
         self.assertEqual(fit["host_bundle"]["run_id"], h["run_id"])
+        # --foreground_band auto (the default) on these small grids samples the whole input
+        self.assertEqual(fit["foreground_band"], 2 if "--foreground_band" in extra else None)
         self.assertIn("--segq#fit_dir", printed)
         self.assertIn(str(OVERLAY), printed)
 

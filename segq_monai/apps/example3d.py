@@ -127,7 +127,7 @@ def example3d(args: argparse.Namespace) -> dict[str, Any]:
     fit = [sys.executable, "-m", "segq_monai", "fit", "--host_bundle", str(host), "--datalist", str(datalist),
            "--output_dir", str(fit_dir), "--num_samples", str(args.num_samples), "--epochs", str(args.epochs_quality),
            "--alpha", str(args.alpha), "--delta", str(args.delta), "--coverage", str(args.coverage),
-           "--seed", str(args.seed)]  # fmt: skip
+           "--seed", str(args.seed), "--foreground_band", args.foreground_band]  # fmt: skip
     if args.head_channels:
         fit += ["--head_channels", *map(str, args.head_channels)]
     if args.device:
@@ -196,6 +196,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--epochs", type=int, default=20, help="epochs of the host network")
     p.add_argument("--epochs_quality", type=int, default=20, help="epochs of the quality head")
     p.add_argument("--num_samples", type=int, default=10, help="T, MC dropout samples per case")
+    p.add_argument("--foreground_band", default="auto", help="the fit's --foreground_band (VOXELS, auto or none)")
     p.add_argument("--head_channels", type=int, nargs="+", default=[8, 16, 32, 64],
                    help="channels of the quality head's levels (fit's --head_channels)")
     p.add_argument("--alpha", type=float, default=0.2, help="target failure rate among auto-accepted cases")

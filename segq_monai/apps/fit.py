@@ -41,11 +41,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from monai.bundle import ConfigParser
 from monai.bundle import run as bundle_run
 
 from segq_monai.data.fit_folder import CALIBRATION_FILE, FIT_FILE, HEAD_FILE, write_fit
-from segq_monai.apps.fit_grid import check_case_grids, head_strides
+from segq_monai.apps.fit_grid import (
+    AUTO_BAND_MARGIN,
+    AUTO_BAND_VOXELS,
+    check_case_grids,
+    foreground_band,
+    head_strides,
+)
 from segq_monai.apps.fit_host import HostBundle
 from segq_monai.apps.fit_progress import FitProgress
 from segq_monai.data.datalist import load_datalist, write_datalist
@@ -196,6 +203,11 @@ class _Fit:
                 f"{channels}); or leave it out: the fit then chooses per-axis strides from the first case's grid."
             )
         strides, grid = head_strides(split["training"] or split["calibration"], len(channels), args.head_strides)
+        band = foreground_band(args.foreground_band, grid["shape"], torch.cuda.is_available())
+        if band is not None and args.foreground_band == "auto":
+            print(f"== sampling in a band of {band} voxels around the predicted foreground: {grid['image']} has "
+                  f"{math.prod(grid['shape'])} voxels and no GPU is available (--foreground_band none: the whole "
+                  "input)", flush=True)  # fmt: skip
         synthetic = args.synthetic_failures if self.host.activation == "softmax" else 0
         if synthetic != args.synthetic_failures:
             print(f"== no synthetic failures: they corrupt softmax probabilities, and {self.host.root} is multi-label "
@@ -220,6 +232,7 @@ class _Fit:
             "in_channels": self.host.signature["in_channels"],
             "sampler": args.sampler,
             "num_samples": args.num_samples,
+            "foreground_band": band,
             "seed": args.seed,
             "label_transforms": _json_list(args.label_transforms, "--label_transforms"),
             "datalist": {"source": str(Path(args.datalist).resolve()), "key": key, "file": "datalist.json",
@@ -399,6 +412,11 @@ def add_parser(sub: Any) -> None:
                    help="JSON list of transforms for key 'label' after loading, e.g. the host's label conversion")
     p.add_argument("--sampler", default="mc_dropout", choices=PLAIN_NETWORK_SAMPLERS)
     p.add_argument("--num_samples", type=int, default=20, help="T, samples per case")
+    p.add_argument("--foreground_band", default="auto", metavar="VOXELS|auto|none",
+                   help="draw the T samples only in a box this many voxels around the host's predicted foreground: "
+                        "one full pass + T passes over the box (segq_monai.ForegroundBandSampler); none: the whole "
+                        f"input; auto (default): {AUTO_BAND_MARGIN} voxels on a CPU for 3D cases of at least "
+                        f"{AUTO_BAND_VOXELS} voxels, else none (the cost table in docs/fit.md)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quality_variant", default="image_seg_entropy", choices=PLAIN_NETWORK_VARIANTS)
     p.add_argument("--synthetic_failures", type=int, default=SYNTHETIC_FAILURES,

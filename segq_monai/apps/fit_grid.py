@@ -18,7 +18,13 @@ from typing import Any
 from segq_monai.data.outputs import first_path
 from segq_monai.networks.quality_regressor import KERNEL_SIZE, quality_strides
 
-__all__ = ["check_case_grids", "file_grid", "head_strides"]
+__all__ = ["AUTO_BAND_MARGIN", "AUTO_BAND_VOXELS", "check_case_grids", "file_grid", "foreground_band", "head_strides"]
+
+#: ``--foreground_band auto`` samples only around the predicted foreground (margin :data:`AUTO_BAND_MARGIN` voxels)
+#: when no CUDA device is available and the first case is 3D with at least this many voxels: there T = 20 passes
+#: over the whole input cost about 5 minutes a case on a 2-core CPU (the cost table of docs/fit.md).
+AUTO_BAND_VOXELS = 2**23
+AUTO_BAND_MARGIN = 16
 
 _FIX_2D = (
     "Save 2D data as 2D files (PNG, or a 2D NIfTI: not a 1-slice volume), or resample/pad the axis, or leave the case "
@@ -66,6 +72,20 @@ def head_strides(
         except ValueError as e:
             raise ValueError(f"Case {image}: {e}") from e
     return list(strides), {"image": image, "shape": shape, "spacing": spacing}
+
+
+def foreground_band(choice: str, shape: Sequence[int], cuda: bool) -> int | None:
+    """The fit's foreground band margin in voxels, or ``None`` (the whole input is sampled), from ``--foreground_band``:
+    ``"auto"`` (see :data:`AUTO_BAND_VOXELS`; ``shape`` is the first case's spatial shape, ``cuda`` whether a CUDA
+    device is available), ``"none"``, or a margin (an integer >= 0)."""
+    if choice == "auto":
+        big = len(shape) == 3 and math.prod(shape) >= AUTO_BAND_VOXELS
+        return AUTO_BAND_MARGIN if big and not cuda else None
+    if choice == "none":
+        return None
+    if not choice.isdigit():
+        raise ValueError(f"--foreground_band takes auto, none or a margin in voxels (an integer >= 0), got {choice!r}.")
+    return int(choice)
 
 
 def check_case_grids(items: Sequence[Mapping[str, Any]], strides: Sequence[Any], spatial_dims: int) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from .aleatoric import AleatoricSampler, aleatoric_variance
 from .confidence import confidence_map
 from .ensemble import EnsembleSampler
+from .foreground import ForegroundBandSampler, foreground_box
 from .factory import PLAIN_NETWORK_SAMPLERS, SAMPLERS, build_sampler
 from .inferer import UncertaintyInferer
 from .samplers import MCDropoutSampler, Sampler, SinglePassSampler, TTASampler

@@ -9,6 +9,7 @@ from typing import Any
 
 from segq_monai.inferers.aleatoric import AleatoricSampler
 from segq_monai.inferers.ensemble import EnsembleSampler
+from segq_monai.inferers.foreground import ForegroundBandSampler
 from segq_monai.inferers.samplers import MCDropoutSampler, Sampler, SinglePassSampler, TTASampler
 
 __all__ = ["PLAIN_NETWORK_SAMPLERS", "SAMPLERS", "build_sampler"]
@@ -35,6 +36,7 @@ def build_sampler(
     temperature: float = 1.0,
     checkpoints: Sequence[str | Path] = (),
     checkpoint_key: str | None = None,
+    foreground_band: int | None = None,
     **kwargs: Any,
 ) -> Sampler:
     """The sampler ``name`` (a key of :data:`SAMPLERS`), given the arguments it takes of these.
@@ -48,6 +50,9 @@ def build_sampler(
         temperature: stage-1 temperature scaling: the logits are divided by it (dimensionless, > 0; 1.0: none).
         checkpoints: the members' state-dict files (``ensemble``).
         checkpoint_key: key of the state dict inside each member file (``ensemble``); None: the file is the dict.
+        foreground_band: sample only in a box this many voxels around the host's predicted foreground
+            (:class:`~segq_monai.inferers.foreground.ForegroundBandSampler`: one full pass, then T passes over the
+            box); None: sample the whole input.
         kwargs: further arguments of the sampler class, e.g. ``chunk_size`` of :class:`MCDropoutSampler` or
             ``flips`` of :class:`TTASampler` (a config's ``sampler_kwargs``).
 
@@ -57,6 +62,20 @@ def build_sampler(
     """
     if name not in SAMPLERS:
         raise ValueError(f"sampler {name!r} is not one of {sorted(SAMPLERS)}; set the config id `sampler` to one.")
+    sampler = _build(name, num_samples, seed, activation, temperature, checkpoints, checkpoint_key, **kwargs)
+    return sampler if foreground_band is None else ForegroundBandSampler(sampler, margin=foreground_band)
+
+
+def _build(
+    name: str,
+    num_samples: int,
+    seed: int | None,
+    activation: str,
+    temperature: float,
+    checkpoints: Sequence[str | Path],
+    checkpoint_key: str | None,
+    **kwargs: Any,
+) -> Sampler:
     if name == "single_pass":
         return SinglePassSampler(activation=activation, temperature=temperature, **kwargs)
     if name == "ensemble":
