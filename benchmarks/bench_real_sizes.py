@@ -31,6 +31,7 @@ exceeds 5, -20 elsewhere; an element-wise step on each window's output, a neglig
     python -m benchmarks.bench_real_sizes                  # both hosts, T = 2 measured (about 25 min on 2 CPU cores)
     python -m benchmarks.bench_real_sizes --hosts brats    # one host
     python -m benchmarks.bench_real_sizes --quick          # quarter-size inputs, a smoke run
+    python -m benchmarks.bench_real_sizes --samplers band --margin 16   # the band only, another margin
     python -m benchmarks.bench_real_sizes --device cuda --samples 20
 """
 
@@ -117,7 +118,7 @@ def host_pass(x: torch.Tensor, network: nn.Module, host: Host) -> tuple[torch.Te
     return prob, prob.argmax(1) if host.activation == "softmax" else prob > 0.5
 
 
-def run_host(host: Host, device: torch.device, samples: int, margin: int) -> list[dict]:
+def run_host(host: Host, device: torch.device, samples: int, margin: int, which: list[str]) -> list[dict]:
     torch.manual_seed(0)
     plain = ForcedForeground(host.network(0.0), host.activation).to(device).eval()
     torch.manual_seed(0)
@@ -138,11 +139,12 @@ def run_host(host: Host, device: torch.device, samples: int, margin: int) -> lis
     rows = [{"host": host.name, "sampler": "host pass", "T": 1, "seconds": single.seconds, "peak_mib": single.peak_mib,
              "seconds_t20": None, "box_fraction": None}]  # fmt: skip
     samplers = {
-        "MC dropout": (MCDropoutSampler(samples), dropout),
-        "TTA": (TTASampler(samples), plain),
-        f"TTA in the foreground band (margin {margin})": (ForegroundBandSampler(TTASampler(samples), margin), plain),
-    }
-    for name, (sampler, network) in samplers.items():
+        "mc_dropout": ("MC dropout", MCDropoutSampler(samples), dropout),
+        "tta": ("TTA", TTASampler(samples), plain),
+        "band": (f"TTA in the foreground band (margin {margin})", ForegroundBandSampler(TTASampler(samples), margin),
+                 plain),
+    }  # fmt: skip
+    for name, sampler, network in (samplers[k] for k in which):
         inferer = UncertaintyInferer(sampler, host.inferer, maps=("prob", "seg", "entropy", "mutual_information"))
         m = measure(lambda: inferer(x, network), device, warmup=False)
         if isinstance(sampler, ForegroundBandSampler):  # pass + T box samples: the slope from T and 2 T
@@ -163,7 +165,9 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--hosts", nargs="+", default=["spleen", "brats"], choices=["spleen", "brats"])
     parser.add_argument("--samples", type=int, default=2, help="T measured (projected to 20)")
-    parser.add_argument("--margin", type=int, default=16, help="foreground band margin, voxels")
+    parser.add_argument("--margin", type=int, default=48, help="band margin in voxels (48: half a 96³ window)")
+    kinds = ["mc_dropout", "tta", "band"]
+    parser.add_argument("--samplers", nargs="+", default=kinds, choices=kinds)
     parser.add_argument("--quick", action="store_true", help="inputs halved in-plane, a smoke run")
     parser.add_argument("--json", help="also write the rows to this JSON file")
     args = parser.parse_args()
@@ -174,8 +178,9 @@ def main() -> None:
           f"{time.strftime('%Y-%m-%d')}", flush=True)  # fmt: skip
     rows = []
     for name in args.hosts:
-        rows += run_host(hosts(args.quick)[name], device, args.samples, args.margin)
-    print("\n| host | sampler | T measured | seconds | / host pass | peak MiB | T = 20: seconds | T = 20: / host pass |")
+        rows += run_host(hosts(args.quick)[name], device, args.samples, args.margin, args.samplers)
+    print("\n| host | sampler | T measured | seconds | / host pass | peak MiB | T = 20: seconds "
+          "| T = 20: / host pass |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     passes = {r["host"]: r["seconds"] for r in rows if r["sampler"] == "host pass"}
     for r in rows:

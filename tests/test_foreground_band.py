@@ -28,6 +28,18 @@ class _Threshold(nn.Module):
         return self.dropout(torch.cat([torch.zeros_like(x), 4 * (x - 0.5)], dim=1))
 
 
+class _Recording(SlidingWindowInferer):
+    """A sliding window over the whole input that records the input shapes it is given."""
+
+    def __init__(self, shapes: list) -> None:
+        super().__init__((64, 64, 64))
+        self.shapes = shapes
+
+    def __call__(self, inputs, network, *args, **kwargs):
+        self.shapes.append(tuple(inputs.shape))
+        return network(inputs)
+
+
 def _image(shape=(1, 1, 40, 30, 20), box=((10, 14), (5, 9), (12, 13))) -> torch.Tensor:
     x = torch.zeros(shape)
     x[(..., *(slice(a, b) for a, b in box))] = 1.0
@@ -108,6 +120,15 @@ class TestForegroundBandSampler(unittest.TestCase):
         band = ForegroundBandSampler(_mc(7), margin=4, multiple=1)
         list(band(self.x, self.net, SimpleInferer()))
         self.assertEqual(self.net.voxels_seen, 40 * 30 * 20 + 7 * 12 * 12 * 9)
+
+    def test_default_multiple_follows_the_inferer(self):
+        # SimpleInferer: the 12 x 12 x 9 box grows to 16 x 16 x 16; a sliding window pads by itself: no rounding
+        list(ForegroundBandSampler(_mc(3), margin=4)(self.x, self.net, SimpleInferer()))
+        self.assertEqual(self.net.voxels_seen, 40 * 30 * 20 + 3 * 16**3)
+        self.net.voxels_seen = 0
+        box = []
+        list(ForegroundBandSampler(_mc(3), margin=4)(self.x, self.net, _Recording(box)))
+        self.assertEqual(box[1:], [(1, 1, 12, 12, 9)] * 3)
 
     def test_maps_outside_the_band_are_the_single_pass(self):
         inferer = UncertaintyInferer(ForegroundBandSampler(_mc(6), margin=4, multiple=1))

@@ -14,7 +14,8 @@ Rules:
 - the foreground is every voxel whose deterministic argmax is not class 0 (softmax) or where any label's
   probability exceeds 0.5 (sigmoid), over all cases of the batch;
 - the box grows to a multiple of ``multiple`` voxels per axis (networks such as ``UNet`` need sizes divisible by
-  their total stride when run without a sliding window), or to the whole axis where the axis is shorter;
+  their total stride when run without a sliding window; a ``SlidingWindowInferer`` pads its windows itself, so by
+  default no rounding there and 16 under any other inferer), or to the whole axis where the axis is shorter;
 - no predicted foreground (a host that missed the structure, itself a likely failure), or a box that covers the
   whole input: the wrapped sampler runs on the whole input, as it would without this wrapper.
 
@@ -28,6 +29,7 @@ import logging
 from collections.abc import Sequence
 
 import torch
+from monai.inferers import SlidingWindowInferer
 from monai.utils import ensure_tuple_rep
 
 from segq_monai.inferers.modes import network_modes
@@ -88,8 +90,9 @@ class ForegroundBandSampler(Sampler):
             ``temperature`` and ``num_samples`` are this sampler's.
         margin: voxels of context kept on each side of the predicted foreground, one value or one per spatial
             axis. A sliding-window host sees zero padding beyond the box, so keep it near half its ``roi_size``.
-        multiple: the box's size per axis is rounded up to a multiple of it (16 suits a ``UNet`` with four
-            stride-2 levels run by a ``SimpleInferer``; a ``SlidingWindowInferer`` pads by itself).
+        multiple: the box's size per axis is rounded up to a multiple of it; ``None``: 1 under a
+            ``SlidingWindowInferer`` (it pads its windows by itself), else 16 (a ``UNet`` with four stride-2 levels
+            run by a ``SimpleInferer`` needs it).
 
     Example::
 
@@ -97,12 +100,14 @@ class ForegroundBandSampler(Sampler):
         out = UncertaintyInferer(sampler, SlidingWindowInferer((96, 96, 96), sw_batch_size=4))(image, network)
     """
 
-    def __init__(self, sampler: Sampler, margin: int | Sequence[int] = 16, multiple: int | Sequence[int] = 16) -> None:
+    def __init__(
+        self, sampler: Sampler, margin: int | Sequence[int] = 16, multiple: int | Sequence[int] | None = None
+    ) -> None:
         super().__init__(sampler.activation, sampler.temperature)
         self.sampler = sampler
         self.margin = margin
         self.multiple = multiple
-        foreground_box(torch.zeros(1, 2, 1), "softmax", margin, multiple)  # checks margin and multiple now
+        foreground_box(torch.zeros(1, 2, 1), "softmax", margin, 1 if multiple is None else multiple)  # checks margin and multiple now
 
     @property
     def num_samples(self) -> int:
@@ -111,7 +116,10 @@ class ForegroundBandSampler(Sampler):
     def __call__(self, inputs, network, inferer, *args, **kwargs):
         with network_modes(network), torch.no_grad():
             single = self.activate(inferer(inputs, network, *args, **kwargs))
-        box = foreground_box(single, self.activation, self.margin, self.multiple)
+        multiple = self.multiple
+        if multiple is None:
+            multiple = 1 if isinstance(inferer, SlidingWindowInferer) else 16
+        box = foreground_box(single, self.activation, self.margin, multiple)
         if box is None or all(s.stop - s.start == n for s, n in zip(box, inputs.shape[2:])):
             reason = "no predicted foreground" if box is None else "the box is the whole input"
             logger.info("foreground band: %s; sampling the whole input", reason)
