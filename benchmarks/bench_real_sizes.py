@@ -23,12 +23,11 @@ The shared prefix (MC dropout computes the part before dropout once) does not ap
 its first convolution, so there would be nothing to share.
 
 The band needs a foreground where an organ would be: the input is standard normal noise (clipped to ±3) with a box
-of value 10 the
-size of the structure (spleen: 140 x 90 x 48 voxels, 11 x 7 x 12 cm at 0.78 x 0.78 x 2.5 mm; tumour: 60 x 60 x 50),
-and the host's output is forced there (``ForcedForeground``: foreground logits +20 where the input's first channel
+of value 10 the size of the structure (spleen: 140 x 90 x 48 voxels, 11 x 7 x 12 cm at 0.78 x 0.78 x 2.5 mm;
+tumour: 60 x 60 x 50), and the host's output is forced there (``ForcedForeground``: foreground logits +20 where the input's first channel
 exceeds 5, -20 elsewhere; an element-wise step on each window's output, a negligible cost).
 
-    python -m benchmarks.bench_real_sizes                  # both hosts, T = 2 measured (about 25 min on 2 CPU cores)
+    python -m benchmarks.bench_real_sizes                  # both hosts, T = 2 measured (about 15 min on 2 CPU cores)
     python -m benchmarks.bench_real_sizes --hosts brats    # one host
     python -m benchmarks.bench_real_sizes --quick          # quarter-size inputs, a smoke run
     python -m benchmarks.bench_real_sizes --samplers band --margin 16   # the band only, another margin
@@ -39,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -133,9 +133,7 @@ def run_host(host: Host, device: torch.device, samples: int, margin: int, which:
     print(f"   host pass: {single.seconds:.1f} s", flush=True)
     box = foreground_box(result[0], host.activation, margin)
     del result
-    box_fraction = 1.0
-    for s, n in zip(box, x.shape[2:]):
-        box_fraction *= (s.stop - s.start) / n
+    box_fraction = math.prod((s.stop - s.start) / n for s, n in zip(box, x.shape[2:]))
     rows = [{"host": host.name, "sampler": "host pass", "T": 1, "seconds": single.seconds, "peak_mib": single.peak_mib,
              "seconds_t20": None, "box_fraction": None}]  # fmt: skip
     samplers = {
@@ -144,10 +142,11 @@ def run_host(host: Host, device: torch.device, samples: int, margin: int, which:
         "band": (f"TTA in the foreground band (margin {margin})", ForegroundBandSampler(TTASampler(samples), margin),
                  plain),
     }  # fmt: skip
-    for name, sampler, network in (samplers[k] for k in which):
+    for kind in which:
+        name, sampler, network = samplers[kind]
         inferer = UncertaintyInferer(sampler, host.inferer, maps=("prob", "seg", "entropy", "mutual_information"))
         m = measure(lambda: inferer(x, network), device, warmup=False)
-        if isinstance(sampler, ForegroundBandSampler):  # pass + T box samples: the slope from T and 2 T
+        if kind == "band":  # pass + T box samples: the slope from T and 2 T
             twice = UncertaintyInferer(ForegroundBandSampler(TTASampler(2 * samples), margin), host.inferer,
                                        maps=inferer.maps)  # fmt: skip
             per_sample = (measure(lambda: twice(x, network), device, warmup=False).seconds - m.seconds) / samples
@@ -155,7 +154,7 @@ def run_host(host: Host, device: torch.device, samples: int, margin: int, which:
         else:
             t20 = PROJECTED_T * m.seconds / samples
         rows.append({"host": host.name, "sampler": name, "T": samples, "seconds": m.seconds, "peak_mib": m.peak_mib,
-                     "seconds_t20": t20, "box_fraction": box_fraction if "band" in name else None})  # fmt: skip
+                     "seconds_t20": t20, "box_fraction": box_fraction if kind == "band" else None})  # fmt: skip
         print(f"   {name}: T = {samples} {m.seconds:.1f} s, T = 20 about {t20:.0f} s", flush=True)
     return rows
 

@@ -36,6 +36,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import yaml
+from monai.bundle import ConfigParser
 from monai.bundle import run as bundle_run
 from parameterized import parameterized
 from PIL import Image
@@ -44,6 +45,7 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LinearRegression
 from segq_testing import REPO, make_host, read_csv, write_labelled_cases
 
+from segq_monai import ForegroundBandSampler
 from segq_monai.__main__ import main
 from segq_monai.data import load_datalist, write_datalist
 from segq_monai.data.outputs import case_name
@@ -280,6 +282,16 @@ class TestFitHosts(unittest.TestCase):
             worst = min(float(row[f"pred_dice_raw{s}"]) for s in suffix)
             self.assertEqual(int(row["flagged"]), int(lam is None or worst < lam))
         self.assertEqual(json.loads((out / "calibration.json").read_text())["coverage"], 0.5)
+        # the deploy overlay builds the sampler fit.json records: the band around it when the fit chose one
+        parser = ConfigParser()
+        parser.read_config([str(host_config), str(OVERLAY)])
+        parser.update({"bundle_root": str(host), "segq#fit_dir": str(fit_dir)})
+        sampler = parser.get_parsed_content("segq#sampler_object")
+        if fit["foreground_band"] is None:
+            self.assertNotIsInstance(sampler, ForegroundBandSampler)
+        else:
+            self.assertIsInstance(sampler, ForegroundBandSampler)
+            self.assertEqual(sampler.margin, fit["foreground_band"])
         drift = json.loads((out / "drift.json").read_text())
         self.assertEqual(drift["statistics"]["pred_dice"]["n"], N_CAL)
         self.assertEqual(drift["statistics"]["pred_dice"]["n_reference"], N_CAL)

@@ -17,7 +17,8 @@ Rules:
   their total stride when run without a sliding window; a ``SlidingWindowInferer`` pads its windows itself, so by
   default no rounding there and 16 under any other inferer), or to the whole axis where the axis is shorter;
 - no predicted foreground (a host that missed the structure, itself a likely failure), or a box that covers the
-  whole input: the wrapped sampler runs on the whole input, as it would without this wrapper.
+  whole input: the wrapped sampler runs on the whole input, as it would without this wrapper (T + 1 passes then:
+  the first pass is not reused as a sample).
 
 What it costs in quality (samples near the box edge see zero padding instead of the image beyond it, and the maps
 outside the band are those of one pass) is measured on the 3D example in ``docs/fit.md``.
@@ -40,6 +41,16 @@ __all__ = ["ForegroundBandSampler", "foreground_box"]
 logger = logging.getLogger(__name__)
 
 
+def _per_axis(
+    margin: int | Sequence[int], multiple: int | Sequence[int], dims: int
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """``margin`` and ``multiple`` as one value per spatial axis, checked: margins >= 0, multiples >= 1."""
+    margins, multiples = ensure_tuple_rep(margin, dims), ensure_tuple_rep(multiple, dims)
+    if min(margins) < 0 or min(multiples) < 1:
+        raise ValueError(f"margin must be >= 0 and multiple >= 1 voxels, got {margin} and {multiple}.")
+    return margins, multiples
+
+
 def foreground_box(
     prob: torch.Tensor, activation: str, margin: int | Sequence[int], multiple: int | Sequence[int] = 1
 ) -> tuple[slice, ...] | None:
@@ -56,10 +67,7 @@ def foreground_box(
         one ``slice`` per spatial axis (voxel indices), or ``None`` when no voxel of any case is foreground.
     """
     spatial = prob.shape[2:]
-    margins = ensure_tuple_rep(margin, len(spatial))
-    multiples = ensure_tuple_rep(multiple, len(spatial))
-    if min(margins) < 0 or min(multiples) < 1:
-        raise ValueError(f"margin must be >= 0 and multiple >= 1 voxels, got {margin} and {multiple}.")
+    margins, multiples = _per_axis(margin, multiple, len(spatial))
     if activation == "softmax":
         foreground = prob.argmax(dim=1) != 0
     else:
@@ -107,7 +115,7 @@ class ForegroundBandSampler(Sampler):
         self.sampler = sampler
         self.margin = margin
         self.multiple = multiple
-        foreground_box(torch.zeros(1, 2, 1), "softmax", margin, 1 if multiple is None else multiple)  # checks margin and multiple now
+        _per_axis(margin, 1 if multiple is None else multiple, 1)  # bad values fail here, not at the first case
 
     @property
     def num_samples(self) -> int:
