@@ -73,6 +73,26 @@ def workflow(configs: list[str], bundle_root: Path, **overrides) -> ConfigWorkfl
     return wf
 
 
+def parse_bundle_command(command: str) -> dict:
+    """The keyword arguments that ``python -m monai.bundle run ...`` (a shell command line, as ``fit`` prints it)
+    passes to ``monai.bundle.run``: the line parsed by MONAI's own entry point (``monai.bundle.__main__``, Python
+    Fire) with ``run`` replaced by a recorder; ``run_id`` among them."""
+    import shlex
+
+    import fire
+    import monai.bundle.__main__ as entry
+
+    argv = shlex.split(command)
+    assert argv[:4] == ["python", "-m", "monai.bundle", "run"], command
+    seen: dict = {}
+
+    def record(run_id: str = "run", **kwargs):
+        seen.update(kwargs, run_id=run_id)
+
+    fire.Fire({**vars(entry), "run": record}, command=argv[3:])
+    return seen
+
+
 def read_csv(path: Path) -> list[dict]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))

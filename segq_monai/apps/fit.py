@@ -34,7 +34,6 @@ import argparse
 import json
 import math
 import os
-import shlex
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -55,6 +54,7 @@ from segq_monai.apps.fit_grid import (
 )
 from segq_monai.apps.fit_host import HostBundle
 from segq_monai.apps.fit_progress import FitProgress
+from segq_monai.apps.workflows import bundle_command
 from segq_monai.data.datalist import load_datalist, write_datalist
 from segq_monai.data.outputs import first_path
 from segq_monai.data.synthetic import FAILURE_SOURCE, SYNTHETIC_FAILURES, write_synthetic_failures
@@ -64,6 +64,7 @@ from segq_monai.calibration.flag import min_calibration_cases
 from segq_monai.calibration.recalibration import min_interval_cases
 from segq_monai.inferers.factory import PLAIN_NETWORK_SAMPLERS
 from segq_monai.transforms.quality import PLAIN_NETWORK_VARIANTS, QUALITY_VARIANTS
+from segq_monai.utils.host_binding import HOST_BINDING_FILE
 from segq_monai.utils.resources import bundle_root, configs_dir
 
 __all__ = ["add_parser", "check_calibration_size", "fit"]
@@ -72,16 +73,6 @@ SEGQ_BUNDLE = bundle_root()
 OVERLAYS = configs_dir()
 #: epochs of the quality head on the sampled cases alone
 FULL_EPOCHS = 60
-
-
-def _command(configs: Sequence[Path], bundle_root: Path, run_id: str, overrides: Mapping[str, Any]) -> str:
-    """The ``python -m monai.bundle run`` command line of one step."""
-    files = '"[' + ",".join(f"'{f}'" for f in configs) + ']"'
-    parts = ["python -m monai.bundle run"] + ([run_id] if run_id != "run" else [])
-    parts += ["--bundle_root", shlex.quote(str(bundle_root)), "--config_file", files]
-    for key, value in overrides.items():
-        parts += [f"--{key}", shlex.quote(value if isinstance(value, str) else json.dumps(value))]
-    return " ".join(parts)
 
 
 def _cause(error: BaseException) -> BaseException | None:
@@ -99,7 +90,7 @@ def _run(configs: Sequence[Path], bundle_root: Path, run_id: str, overrides: Map
          progress: tuple[str, Any] | None = None) -> None:  # fmt: skip
     """Run one step as ``python -m monai.bundle run`` runs it; a failure is re-raised with its first clear cause.
     ``progress``: an id and the fit's bar (:mod:`segq_monai.apps.fit_progress`), set in the run, not printed."""
-    print(f"== fit, {step}:\n{_command(configs, bundle_root, run_id, overrides)}", flush=True)
+    print(f"== fit, {step}:\n{bundle_command(configs, bundle_root, run_id, overrides)}", flush=True)
     meta = bundle_root / "configs" / "metadata.json"
     logging_conf = bundle_root / "configs" / "logging.conf"
     try:
@@ -312,6 +303,9 @@ class _Fit:
         self._host_step(["segq_overlay.json", "fit_labelled.json", "fit_sample.json"],
                         "1/3 sample the labelled cases with the host network",
                         **({"segq#synthetic_keys": keys} if keys else {}))  # fmt: skip
+        # the host as the sample step ran it (segq_monai.handlers.HostBinding): deployments are checked against it
+        binding = json.loads((self.dir / "sample" / HOST_BINDING_FILE).read_text())
+        self.fit["host_binding"] = {**binding, "overrides": self.host.resolved_overrides}
         self._done("sample")
 
     def train(self) -> None:
@@ -368,7 +362,7 @@ class _Fit:
 
     def deploy_command(self) -> str:
         configs = [self.host.config, OVERLAYS / "segq_overlay.json"]
-        return _command(configs, self.host.root, self.host.run_id, {**self.host.overrides, "segq#fit_dir": str(self.dir)})
+        return bundle_command(configs, self.host.root, self.host.run_id, {**self.host.overrides, "segq#fit_dir": str(self.dir)})
 
 
 def fit(args: argparse.Namespace) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from typing import Any
 from monai.bundle import ConfigParser
 
 from segq_monai.data.fit_folder import network_signature
+from segq_monai.utils.host_binding import plain_value
 
 __all__ = ["HOST_IDS", "HostBundle"]
 
@@ -40,13 +41,28 @@ _SEVERAL_OUTPUTS = re.compile(r"(typing\.)?(dict|Dict|Mapping|tuple|Tuple|list|L
 
 
 def _parse_override(text: str) -> tuple[str, Any]:
+    """``ID=VALUE``: ``VALUE`` as JSON (``false``, ``[1, 2]``), else as a Python literal as ``python -m monai.bundle
+    run`` reads one (``False``, ``None``), else the string itself (``$torch.device('cpu')``, ``@network_def``)."""
+    from fire.parser import DefaultParseValue
+
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise ValueError(f"--host_override takes ID=VALUE (VALUE as JSON, else a string), got {text!r}.")
     try:
         return key, json.loads(value)
     except json.JSONDecodeError:
-        return key, value
+        literal = DefaultParseValue(value)
+        return key, value if isinstance(literal, str) else literal
+
+
+def _resolved(parser: ConfigParser, key: str) -> Any:
+    """The value of the config id ``key``: a ``$`` expression evaluated where it gives a plain value (a number, a
+    string, a bool, a small array; e.g. ``device`` as ``'cpu'``), else the config value itself."""
+    value = parser.get(key)
+    if isinstance(value, str) and value.startswith("$"):
+        plain = plain_value(parser.get_parsed_content(key))
+        return value if plain is None else plain
+    return value
 
 
 @contextmanager
@@ -127,6 +143,8 @@ class HostBundle:
         self._check_sampler(network, sampler)
         self._check_weights(parser)
         self.run_id = run_id or self._run_id(parser)
+        #: every override as the host config resolves it (``fit.json``'s ``host_binding.overrides``)
+        self.resolved_overrides = {key: _resolved(parser, key) for key in self.overrides}
         self.signature = network_signature(network)
         self.activation = activation or self._activation(parser.get("postprocessing"))
         self._check_classes()

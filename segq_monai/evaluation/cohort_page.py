@@ -129,6 +129,7 @@ def write_cohort_page(
     uncertainty_key: str = "entropy",
     thumbnail_size: int = 96,
     title: str | None = None,
+    host_change: Sequence[str] | None = None,
 ) -> Path:
     """Write ``output_dir/index.html`` (module docstring) from the folder's ``quality.csv``, the per-case sidecars
     and maps of :class:`segq_monai.handlers.QualityWriter` and, when present, ``drift.json``. Written whole or not at
@@ -142,6 +143,8 @@ def write_cohort_page(
             map is left out of the picture.
         thumbnail_size: thumbnail width and height, pixels.
         title: the page's title; default: the folder's name.
+        host_change: the differences from the fitted host of a run forced with ``segq#allow_host_change``
+            (:class:`segq_monai.handlers.HostBinding`), shown at the top of the page.
 
     Returns:
         the page's path.
@@ -209,6 +212,7 @@ def write_cohort_page(
         has_reference=reference is not None,
         drift=_drift_statement(drift),
         drifted=bool(drift and drift.get("drifted")),
+        host_change=list(host_change or []),
         files=[f for f in _OUTPUT_FILES if (output_dir / f).is_file()] + sorted(p.name for p in output_dir.glob("*.png")),
         sort_keys=SORT_KEYS,
     )

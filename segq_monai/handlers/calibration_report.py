@@ -4,7 +4,9 @@ When an inference (or evaluation) run with ``--calibration_file`` completes, it 
 not at all:
 
 * ``calibration.json``: what the ``pred_dice_lo`` / ``pred_dice_hi`` / ``flagged`` columns of ``quality.csv``
-  promise (:meth:`segq_monai.calibration.quality_calibration.QualityCalibration.promise`);
+  promise (:meth:`segq_monai.calibration.quality_calibration.QualityCalibration.promise`); with ``host_change``,
+  the differences from the fitted host of a run forced with ``segq#allow_host_change`` (:class:`HostBinding`), under
+  which the promise may not hold;
 * ``drift.json``: the cohort's raw predicted Dice (per-case mean over classes) and mean predictive entropy (nats)
   against the calibration split's (:func:`segq_monai.calibration.drift.distribution_shift`), and whether either moved::
 
@@ -130,5 +132,9 @@ class CalibrationReport:
             return
         self.result = jsonable(self.check(values))
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        for name, content in (("calibration.json", self.calibration.promise()), ("drift.json", self.result)):
+        promise = self.calibration.promise()
+        host_change = getattr(engine.state, "host_change", None) if engine is not None else None
+        if host_change:  # deployed with segq#allow_host_change on a host unlike the fitted one (HostBinding)
+            promise["host_change"] = list(host_change)
+        for name, content in (("calibration.json", promise), ("drift.json", self.result)):
             atomic_write_text(self.output_dir / name, json.dumps(content, indent=2, allow_nan=False) + "\n")

@@ -66,5 +66,6 @@ class CohortPage:
         if idist.get_rank() != 0:
             return
         self.path = write_cohort_page(
-            self.output_dir, self.calibration, self.seg_key, self.uncertainty_key, self.thumbnail_size, self.title
+            self.output_dir, self.calibration, self.seg_key, self.uncertainty_key, self.thumbnail_size, self.title,
+            host_change=getattr(engine.state, "host_change", None) if engine is not None else None,
         )

@@ -20,6 +20,10 @@ from monai.bundle import ConfigParser
 from monai.data import decollate_batch, list_data_collate
 from monai.transforms import Compose
 
+from segq_monai.data.fit_folder import load_fit
+from segq_monai.handlers.host_binding import check_host_binding
+from segq_monai.utils.booleans import as_bool
+from segq_monai.utils.host_binding import host_binding
 from segq_monai.utils.resources import overlay_path
 
 __all__ = ["INTERVAL_KEYS", "SegQPipeline", "quality_summary"]
@@ -151,8 +155,10 @@ class SegQPipeline:
         parser.read_config(files)
         parser["bundle_root"] = str(self.bundle_root)
         parser["device"] = self.device
-        if self._host:
+        if self._host:  # the host as the fit ran it: its overrides first, then this call's
             parser["segq#fit_dir"] = str(Path(fit_dir).expanduser().resolve())
+            for key, value in (load_fit(fit_dir, require=()).get("host_bundle", {}).get("overrides") or {}).items():
+                parser[key] = value
         for key, value in (overrides or {}).items():
             parser[key] = value
         self._parser = parser
@@ -206,8 +212,21 @@ class SegQPipeline:
                 )
                 getattr(self._parts, name).eval()
                 logger.info(f"SegQ:: loaded {name} weights from {path}")
+            if self._host:
+                self._check_host()
             self._loaded_version = version
         return self._parts
+
+    def _check_host(self) -> None:
+        """The host as loaded is the one the fit was made on (:func:`segq_monai.handlers.check_host_binding`);
+        refused otherwise, unless ``segq#allow_host_change`` is true (then a WARNING)."""
+        p = self._parser
+        ensemble = p.get_parsed_content("segq#ensemble_checkpoints") if p.get_parsed_content("segq#sampler") == "ensemble" else []
+        here = host_binding(self._parts.network, self._parts.preprocessing, p.get_parsed_content("inferer"),
+                            [self.checkpoints["network"], *ensemble])  # fmt: skip
+        allow = as_bool(p.get_parsed_content("segq#allow_host_change"), "segq#allow_host_change")
+        fit_dir = p.get_parsed_content("segq#fit_dir")
+        check_host_binding(fit_dir, p.get_parsed_content("segq#fit"), here, allow)
 
     def __call__(self, image: str | os.PathLike) -> dict[str, Any]:
         """Run both stages on the image file ``image`` (NIfTI or any format ``LoadImage`` reads)."""
