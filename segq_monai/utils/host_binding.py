@@ -101,7 +101,7 @@ def describe(obj: Any, path: str = "") -> dict[str, Any]:
     other objects by their class (``path.__class__``) and their public attributes (and ``LoadImaged``'s ``_loader``),
     to a depth of 8. Functions are named by their qualified name and a digest of their bytecode; networks by their
     class alone; random states, loggers, the readers ``LoadImage`` registers by itself (those installed on the
-    machine) and the settings of :data:`_IGNORED` are left out.
+    machine; a reader it is given is kept as ``readers[-1]``) and the settings of :data:`_IGNORED` are left out.
 
     Example::
 
@@ -141,9 +141,14 @@ def _describe(obj: Any, path: str, out: dict[str, Any], seen: set[int], depth: i
         for name, value in sorted(vars(obj).items()):
             if name in _IGNORED or (name.startswith("_") and name not in _KEPT_PRIVATE):
                 continue
-            if name == "readers" and getattr(obj, "auto_select", False):
-                continue  # LoadImage without a named reader registers every reader installed: the machine's choice
-            _describe(value, f"{path}.{name}" if path else name, out, seen, depth + 1)
+            key = f"{path}.{name}" if path else name
+            if name == "readers" and hasattr(obj, "auto_select"):
+                # LoadImage registers every reader installed (the machine's, not the pipeline's), then the one named,
+                # which it tries first: that one alone is a setting
+                if not obj.auto_select and value:
+                    _describe(value[-1], f"{key}[-1]", out, seen, depth + 1)
+                continue
+            _describe(value, key, out, seen, depth + 1)
 
 
 def host_binding(
