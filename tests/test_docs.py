@@ -84,3 +84,57 @@ class TestDocs(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestFitOverrides(unittest.TestCase):
+    """Every override docs/fit.md prints reads on the command line as it means: parsed by MONAI's entry point (Python
+    Fire) and by ``fit --host_override``, each ``$`` expression valid Python; the DiNTS ``arch_ckpt`` override loads
+    search code holding numpy arrays under torch's ``weights_only`` default, which the override it replaces cannot."""
+
+    TEXT = (REPO / "docs" / "fit.md").read_text(encoding="utf-8")
+
+    def overrides(self) -> list[tuple[str, object]]:
+        """``(id, value)`` of every ``--host_override ID=VALUE`` and ``--id VALUE`` in the page's code spans, after the
+        shell's quoting; the deploy commands of code blocks are parsed whole."""
+        import shlex
+
+        from segq_testing import parse_bundle_command
+
+        from segq_monai.apps.fit_host import _parse_override
+
+        found = []
+        for span in _CODE.findall(_FENCE.sub("", self.TEXT)):
+            words = shlex.split(span.strip("`"))
+            for flag, value in zip(words, words[1:]):
+                if flag == "--host_override" and "=" in value:
+                    found.append(_parse_override(value))
+        for block in _FENCE.findall(self.TEXT):
+            for command in re.findall(r"python -m monai\.bundle run.*?(?:\n(?!\s)|$)", block.replace("\\\n", " "), re.S):
+                found += [(k, v) for k, v in parse_bundle_command(command.strip()).items() if "#" in k]
+        return found
+
+    def test_every_override_parses(self):
+        found = dict(self.overrides())
+        for key in ("arch_ckpt", "dints_space#device", "device", "network_def", "segq#fit_dir"):
+            self.assertIn(key, found)
+        self.assertIsInstance(found["network_def"], dict)
+        for key, value in found.items():
+            if isinstance(value, str) and value.startswith("$"):
+                compile(re.sub(r"@[\w#]+", "ref", value[1:]), key, "eval")  # a SyntaxError names the override
+
+    def test_dints_arch_ckpt(self):
+        import tempfile
+
+        import numpy as np
+        import torch
+        from monai.bundle import ConfigParser
+
+        path = Path(tempfile.mkdtemp()) / "search_code.pt"
+        torch.save({"node_a": np.ones((2, 3), bool), "arch_code_a": np.zeros(3)}, path)
+        documented = dict(self.overrides())["arch_ckpt"]
+        loaded = ConfigParser({"arch_ckpt_path": str(path), "arch_ckpt": documented}).get_parsed_content("arch_ckpt")
+        np.testing.assert_array_equal(loaded["node_a"], np.ones((2, 3), bool))
+        before = "$torch.load(@arch_ckpt_path, map_location=torch.device('cpu'))"  # what the page said until 2026-12-06
+        with self.assertRaises(Exception) as refused:
+            ConfigParser({"arch_ckpt_path": str(path), "arch_ckpt": before}).get_parsed_content("arch_ckpt")
+        self.assertIn("weights_only", str(refused.exception.__cause__ or refused.exception))

@@ -21,8 +21,10 @@ the first labelled case (:func:`~segq_monai.networks.quality_regressor.quality_s
 head with them), dropout, epochs), ``calibration`` (``alpha``, ``delta``, ``tau``, ``coverage``; once calibrated also
 ``acceptance_threshold`` λ̂ (``null`` when no threshold is certified: every case is flagged), ``feasible``, ``bound``,
 ``n_calibration``, ``fraction_accepted``, ``failures_accepted``, ``half_width`` (per class, Dice units), ``file``
-(the calibration file) and ``table``) and ``steps``: the steps done (``sample``, ``head``, ``calibration``), in
-order. A ``fit.json`` whose calibration has no ``file`` (made before intervals existed) deploys with the fixed
+(the calibration file) and ``table``), ``host_binding`` (the host as the sample step ran it, which deployments are
+checked against, :mod:`segq_monai.utils.host_binding`: ``weights``, ``weight_files``, ``network``, ``preprocessing``,
+``inferer``, and ``overrides``: each ``--host_override`` as the host config resolves it) and ``steps``: the steps
+done (``sample``, ``head``, ``calibration``), in order. A ``fit.json`` whose calibration has no ``file`` (made before intervals existed) deploys with the fixed
 threshold λ̂ alone.
 """
 
