@@ -160,6 +160,11 @@ evenly over the range whose brain area is at least 30 % of the largest:
 A model trained on the axial slices has seen this head's tissue, but never an image in these planes: the demo's
 cross-plane split tests the quality head on real anatomy in another plane (not axial slices turned).
 
+**A second subject** (`mni152/`, with its own README and `dataset.json`; not in the demo's splits yet): slices of
+the MNI ICBM152 2009a template in the three planes, on the same 2D grids as the slices here at the same MNI
+coordinates, made by `python -m segq_monai.data.make_demo_mni`. The template is brain-extracted: its missing skull
+is a real shift for the brain-mask task, to be reported as such.
+
 ## Provenance
 Source: Debian package `mricron-data` 1.2.20211006+dfsg-4, folder `templates`: `ch2.nii.gz` (Colin27 T1, Holmes
 et al., J Comput Assist Tomogr 1998), `ch2bet.nii.gz` (the same after FSL BET skull stripping; brain mask =
@@ -179,6 +184,8 @@ Re-running the command reproduces these files byte for byte.
 ## Licence
 - `debian-copyright.txt`: the Debian package's copyright file (BSD-3-clause, Chris Rorden).
 - `AAL_NOTICE.txt`: the AAL atlas is free for research use; cite Tzourio-Mazoyer et al., NeuroImage 2002.
+- `mni152/MNI152_NOTICE.txt`: the MNI ICBM152 template's notice (McConnell Brain Imaging Centre, McGill
+  University), which travels with the files of `mni152/`; cite Fonov et al., NeuroImage 2009 and 2011.
 """
 
 
