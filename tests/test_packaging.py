@@ -35,6 +35,7 @@ SHIPPED = {
     "segq_monai/_bundle/configs/aleatoric_network.json": "bundle/configs/aleatoric_network.json",
     "segq_monai/_configs/schema/meta_schema.json": "configs/schema/meta_schema.json",
     "segq_monai/demo_data/dataset.json": "segq_monai/demo_data/dataset.json",
+    "segq_monai/demo_data/mni152/dataset.json": "segq_monai/demo_data/mni152/dataset.json",
     "segq_monai/evaluation/templates/cohort.html.j2": "segq_monai/evaluation/templates/cohort.html.j2",
     "segq_monai/monailabel/app/main.py": "segq_monai/monailabel/app/main.py",
 }

@@ -37,7 +37,10 @@ __all__ = [
     "aal_region_classes",
     "load_colin27",
     "make_demo_data",
+    "plane_positions",
+    "smooth_2mm",
     "write_nifti_reproducible",
+    "write_plane_slices",
 ]
 
 #: class index -> (name, leading digit(s) of the AAL code, i.e. the AAL lobe code) of the merged regions.
@@ -157,6 +160,11 @@ evenly over the range whose brain area is at least 30 % of the largest:
 A model trained on the axial slices has seen this head's tissue, but never an image in these planes: the demo's
 cross-plane split tests the quality head on real anatomy in another plane (not axial slices turned).
 
+**A second subject** (`mni152/`, with its own README and `dataset.json`; not in the demo's splits yet): slices of
+the MNI ICBM152 2009a template in the three planes, on the same 2D grids as the slices here at the same MNI
+coordinates, made by `python -m segq_monai.data.make_demo_mni`. The template is brain-extracted: its missing skull
+is a real shift for the brain-mask task, to be reported as such.
+
 ## Provenance
 Source: Debian package `mricron-data` 1.2.20211006+dfsg-4, folder `templates`: `ch2.nii.gz` (Colin27 T1, Holmes
 et al., J Comput Assist Tomogr 1998), `ch2bet.nii.gz` (the same after FSL BET skull stripping; brain mask =
@@ -176,6 +184,8 @@ Re-running the command reproduces these files byte for byte.
 ## Licence
 - `debian-copyright.txt`: the Debian package's copyright file (BSD-3-clause, Chris Rorden).
 - `AAL_NOTICE.txt`: the AAL atlas is free for research use; cite Tzourio-Mazoyer et al., NeuroImage 2002.
+- `mni152/MNI152_NOTICE.txt`: the MNI ICBM152 template's notice (McConnell Brain Imaging Centre, McGill
+  University), which travels with the files of `mni152/`; cite Fonov et al., NeuroImage 2009 and 2011.
 """
 
 
@@ -195,38 +205,64 @@ Distributed with Debian's `mricron-data` (see debian-copyright.txt).
 """
 
 
+def plane_positions(brain: np.ndarray, axis: int, count: int, min_brain_fraction: float = 0.3) -> list[int]:
+    """``count`` even source indices along ``axis`` (on the 2 mm lattice), spread evenly over the range whose brain
+    area (voxels of ``brain``, a 3D bool mask) is at least ``min_brain_fraction`` of the largest; fewer when two
+    round to the same index."""
+    area = brain.sum(axis=tuple(a for a in range(3) if a != axis))
+    kept = np.flatnonzero(area >= min_brain_fraction * area.max())
+    return sorted({2 * round(p / 2) for p in np.linspace(kept[0], kept[-1], count)})
+
+
+def smooth_2mm(image: np.ndarray, in_plane: tuple[int, int]) -> np.ndarray:
+    """The 1 mm volume averaged over 2 mm boxes in the two ``in_plane`` axes (kernel ``[1/4, 1/2, 1/4]``)."""
+    smooth = ndimage.convolve1d(image, _BOX_2MM, axis=in_plane[0], mode="nearest")
+    return ndimage.convolve1d(smooth, _BOX_2MM, axis=in_plane[1], mode="nearest")
+
+
+def write_plane_slices(
+    smooth: np.ndarray, masks: dict[str, np.ndarray], affine: np.ndarray, out: Path, sform_code: int,
+    axis: int, in_plane: tuple[int, int], size: tuple[int, int], positions: Sequence[int], stems: Sequence[str],
+) -> list[dict[str, str]]:
+    """Write one 2D slice per source index in ``positions`` along ``axis``, on the 2 mm lattice of the even source
+    voxels: ``<stem>_image`` (``smooth``, see :func:`smooth_2mm`, rounded to uint8) and one file per mask (nearest
+    neighbour), zero padded to ``size``, with a 2 mm affine whose origin is padded pixel (0, 0) of the slice in the
+    world (``affine``: the 1 mm source grid's). Returns their datalist items (``image``, ``label`` = the ``brain``
+    mask's file, ``regions``)."""
+    u, v = in_plane
+    items = []
+    for p, stem in zip(positions, stems):
+        index: list[slice | int] = [slice(None, None, 2)] * 3
+        index[axis] = p
+        arrays = {"image": np.clip(np.rint(smooth[tuple(index)]), 0, 255).astype(np.uint8),
+                  **{k: m[tuple(index)].astype(np.uint8) for k, m in masks.items()}}  # fmt: skip
+        pads = [_pad_widths(n, s) for n, s in zip(arrays["image"].shape, size)]
+        aff = np.eye(4)
+        aff[:3, 0], aff[:3, 1], aff[:3, 2] = affine[:3, u] * 2, affine[:3, v] * 2, affine[:3, axis] * 2
+        origin = np.zeros(4)
+        origin[[u, v, axis, 3]] = -pads[0][0] * 2, -pads[1][0] * 2, p, 1.0
+        aff[:3, 3] = (affine @ origin)[:3]
+        names = {}
+        for key, arr in arrays.items():
+            names[key] = f"{stem}_{key}.nii.gz"
+            write_nifti_reproducible(np.pad(arr, pads), aff, out / names[key], sform_code)
+        items.append({"image": names["image"], "label": names["brain"], "regions": names["regions"]})
+    return items
+
+
 def _cross_plane_slices(
     image: np.ndarray, masks: dict[str, np.ndarray], affine: np.ndarray, out: Path, sform_code: int, per_plane: int,
-    min_brain_fraction: float = 0.3,
 ) -> list[dict[str, str]]:
-    """Write ``per_plane`` coronal and sagittal slices (:data:`CROSS_PLANES`) on the 2 mm lattice, made as the axial
-    ones are (area-averaged image, nearest-neighbour masks, zero padding), at even source indices spread evenly over
-    the range whose brain area is at least ``min_brain_fraction`` of the largest; returns their datalist items
-    (file names, ``plane``)."""
+    """Write ``per_plane`` coronal and sagittal slices (:data:`CROSS_PLANES`) at :func:`plane_positions`, made as the
+    axial ones are (area-averaged image, nearest-neighbour masks, zero padding); returns their datalist items (file
+    names, ``plane``)."""
     items = []
-    for plane, (axis, (u, v), size) in CROSS_PLANES.items():
-        smooth = ndimage.convolve1d(image, _BOX_2MM, axis=u, mode="nearest")
-        smooth = ndimage.convolve1d(smooth, _BOX_2MM, axis=v, mode="nearest")
-        area = masks["brain"].sum(axis=tuple(a for a in range(3) if a != axis))
-        kept = np.flatnonzero(area >= min_brain_fraction * area.max())
-        positions = sorted({2 * round(p / 2) for p in np.linspace(kept[0], kept[-1], per_plane)})
-        for p in positions:
-            index: list[slice | int] = [slice(None, None, 2)] * 3
-            index[axis] = p
-            arrays = {"image": np.clip(np.rint(smooth[tuple(index)]), 0, 255).astype(np.uint8),
-                      **{k: m[tuple(index)].astype(np.uint8) for k, m in masks.items()}}  # fmt: skip
-            pads = [_pad_widths(n, s) for n, s in zip(arrays["image"].shape, size)]
-            aff = np.eye(4)
-            aff[:3, 0], aff[:3, 1], aff[:3, 2] = affine[:3, u] * 2, affine[:3, v] * 2, affine[:3, axis] * 2
-            origin = np.zeros(4)
-            origin[[u, v, axis, 3]] = -pads[0][0] * 2, -pads[1][0] * 2, p, 1.0
-            aff[:3, 3] = (affine @ origin)[:3]
-            names = {}
-            for key, arr in arrays.items():
-                names[key] = f"{plane}_{'xyz'[axis]}{p:03d}_{key}.nii.gz"
-                write_nifti_reproducible(np.pad(arr, pads), aff, out / names[key], sform_code)
-            items.append({"image": names["image"], "label": names["brain"], "regions": names["regions"],
-                          "plane": plane})  # fmt: skip
+    for plane, (axis, in_plane, size) in CROSS_PLANES.items():
+        positions = plane_positions(masks["brain"], axis, per_plane)
+        stems = [f"{plane}_{'xyz'[axis]}{p:03d}" for p in positions]
+        written = write_plane_slices(smooth_2mm(image, in_plane), masks, affine, out, sform_code, axis, in_plane,
+                                     size, positions, stems)  # fmt: skip
+        items += [{**item, "plane": plane} for item in written]
     return items
 
 
@@ -267,34 +303,17 @@ def make_demo_data(
     z_first = int(kept[0]) + int(kept[0]) % 2  # even, to stay on the 2 mm lattice
     zs = list(range(z_first, int(kept[-1]) + 1, z_step))
 
-    smooth = ndimage.convolve1d(image, _BOX_2MM, axis=0, mode="nearest")
-    smooth = ndimage.convolve1d(smooth, _BOX_2MM, axis=1, mode="nearest")
-    step = 2
-    sub = (slice(None, None, step), slice(None, None, step))
-    pads = [_pad_widths(n, s) for n, s in zip(image[sub + (0,)].shape, size)]
+    for n, s in zip(image[::2, ::2, 0].shape, size):
+        _pad_widths(n, s)  # a too small `size` fails before anything is removed
 
     out.mkdir(parents=True, exist_ok=True)
     for old in out.iterdir():
         if _SLICE_PATTERN.match(old.name):
             old.unlink()
     sform_code = int(t1.header["sform_code"]) or 1
-    items = []
-    for z in zs:
-        # 2D affine: columns scale by the 2 mm step, origin = world position of padded pixel (0, 0) on slice z
-        aff = affine.copy()
-        aff[:3, :2] = affine[:3, :2] * step
-        aff[:3, 2] = affine[:3, 2] * z_step
-        aff[:3, 3] = affine[:3] @ np.array([-pads[0][0] * step, -pads[1][0] * step, z, 1.0])
-        arrays = {
-            "image": np.clip(np.rint(smooth[sub + (z,)]), 0, 255).astype(np.uint8),
-            "brain": brain[sub + (z,)].astype(np.uint8),
-            "regions": regions[sub + (z,)].astype(np.uint8),
-        }
-        names = {}
-        for key, arr in arrays.items():
-            names[key] = f"slice_z{z:03d}_{key}.nii.gz"
-            write_nifti_reproducible(np.pad(arr, pads), aff, out / names[key], sform_code)
-        items.append({"image": names["image"], "label": names["brain"], "regions": names["regions"]})
+    # 2D affine: columns scale by the 2 mm step, origin = world position of padded pixel (0, 0) on slice z
+    items = write_plane_slices(smooth_2mm(image, (0, 1)), {"brain": brain, "regions": regions}, affine, out,
+                               sform_code, 2, (0, 1), size, zs, [f"slice_z{z:03d}" for z in zs])  # fmt: skip
 
     shutil.copyfile(src / "debian-copyright.txt", out / "debian-copyright.txt")
     (out / "AAL_NOTICE.txt").write_text(_AAL_NOTICE)
