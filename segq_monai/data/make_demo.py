@@ -273,7 +273,7 @@ def make_demo_data(
     size: tuple[int, int] = (96, 112),
     z_step: int = 2,
     min_brain_fraction: float = 0.01,
-    cross_plane_slices: int = 8,
+    cross_plane_slices: int = 22,
 ) -> Path:
     """Write the 2D demo set (NIfTI slices, ``dataset.json``, README, licences) into ``out_dir``.
 
