@@ -34,6 +34,7 @@ from typing import Any
 from segq_monai.apps.example3d_report import add_true_quality, write_example_report
 from segq_monai.apps.fit import OVERLAYS, check_calibration_size
 from segq_monai.data.datalist import load_datalist
+from segq_monai.data.fit_folder import FIT_FILE
 from segq_monai.data.volume3d import SPLITS, prepare_volume3d
 from segq_monai.data.columns import read_quality_csv
 from segq_monai.utils.atomic import atomic_write_text
@@ -83,9 +84,10 @@ def _record(times: dict[str, float], step: str, seconds: float, out: Path) -> No
 
 
 def _fit_done(fit_dir: Path) -> bool:
-    """Whether ``fit_dir/fit.json`` records a finished fit (its last step, the calibration, is done)."""
-    path = fit_dir / "fit.json"
-    return path.is_file() and bool(json.loads(path.read_text()).get("calibration"))
+    """Whether ``fit_dir/fit.json`` records a finished fit: its last step, ``"calibration"``, is among its ``steps``
+    (its ``calibration`` key holds the settings from the fit's first write on, so it cannot tell)."""
+    path = fit_dir / FIT_FILE
+    return path.is_file() and "calibration" in json.loads(path.read_text()).get("steps", [])
 
 
 def _bundle_run(host: Path, configs: Sequence[Path], overrides: dict[str, Any]) -> list[str]:
