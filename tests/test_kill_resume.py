@@ -20,23 +20,45 @@ import tempfile
 import time
 import unittest
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import torch
 from parameterized import parameterized
-from segq_testing import REPO, copy_bundle, read_csv, untrained_weights, workflow, write_cases
+from segq_testing import (
+    REPO,
+    copy_bundle,
+    make_host,
+    read_csv,
+    untrained_weights,
+    workflow,
+    write_cases,
+    write_labelled_cases,
+)
 
+from segq_monai.__main__ import main
 from segq_monai.data import write_datalist
 
 #: one thread: the same floating-point sums in every run
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
-#: an Ignite handler that sleeps after every iteration (after the writer's), so that the test can kill a run between
-#: iterations
-SLOW = {"run": ["$@evaluator.add_event_handler(ignite.engine.Events.ITERATION_COMPLETED, "
-                "lambda e: os.system('sleep 0.5'))", "$@evaluator.run()"]}
+#: set in the environment of a run to kill: the configs :func:`slow_when_asked` changed then sleep after each case
+SLOW = "SEGQ_TEST_SLOW"
+
+
+def slow_when_asked(config: Path, run_id: str = "run") -> None:
+    """Make the evaluator of ``config`` (a bundle's or a host's) sleep 0.3 s after every iteration, after its
+    writer, when ``SLOW`` is set: the test then kills the run between cases, and the rerun, the same command
+    without ``SLOW``, runs at full speed."""
+    content = json.loads(config.read_text())
+    content["imports"] = [*content.get("imports", []), "$import os", "$import ignite"]
+    content[run_id] = [
+        "$@evaluator.add_event_handler(ignite.engine.Events.ITERATION_COMPLETED, lambda e: os.system('sleep 0.3')) "
+        f"if os.environ.get('{SLOW}') else None",
+        *content[run_id],
+    ]  # fmt: skip
+    config.write_text(json.dumps(content, indent=1))
 
 
 def run(argv: list[str], log: Path, cwd: Path) -> None:
@@ -48,9 +70,11 @@ def run(argv: list[str], log: Path, cwd: Path) -> None:
 
 
 def run_killed(argv: list[str], log: Path, cwd: Path, ready: Callable[[], bool], sig: int = signal.SIGKILL) -> None:
-    """Start ``argv`` in its own process group and send ``sig`` to the whole group once ``ready()`` holds."""
+    """Start ``argv`` (with ``SLOW`` set) in its own process group and send ``sig`` to the whole group once
+    ``ready()`` holds."""
     with open(log, "a") as f:
-        proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, cwd=cwd, env=ENV, start_new_session=True)
+        proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, cwd=cwd, env={**ENV, SLOW: "1"},
+                                start_new_session=True)  # fmt: skip
         try:
             while not ready():
                 if proc.poll() is not None:
@@ -130,7 +154,7 @@ class TestBundleInferenceKilled(unittest.TestCase):
     def setUpClass(cls):
         cls.tmp = Path(tempfile.mkdtemp())
         cls.root = copy_bundle(cls.tmp)
-        (cls.root / "configs" / "slow.json").write_text(json.dumps(SLOW))
+        slow_when_asked(cls.root / "configs" / "inference.json")
         untrained_weights(cls.root / "configs" / "inference.json", cls.root / "models")
         items = write_cases(cls.tmp / "data", [f"c{i}" for i in range(5)], (32, 32))
         cls.datalist = write_datalist(cls.tmp / "data" / "datalist.json", {"testing": items})
@@ -153,7 +177,7 @@ class TestBundleInferenceKilled(unittest.TestCase):
         with one_thread():
             workflow(configs, self.root, datalist=str(self.datalist), output_dir=str(reference), **OVERRIDES)
         sidecars = [out / c / f"{c}_quality.json" for c in ("c0", "c1", "c2", "c3")]
-        run_killed(self._command([*configs, "slow.json"], out), self.tmp / f"{_}.log", self.tmp,
+        run_killed(self._command(configs, out), self.tmp / f"{_}.log", self.tmp,
                    lambda: all(p.is_file() for p in sidecars))  # fmt: skip
         self.assertFalse((out / "quality.csv").exists())
         assert_whole(self, out)
@@ -169,6 +193,63 @@ class TestBundleInferenceKilled(unittest.TestCase):
             self.assertEqual(report_numbers(out / "report.json"), report_numbers(reference / "report.json"))
         self.assertFalse(planted.exists())
         self.assertEqual(temporaries(out), [])
+
+
+#: the fit at toy size (test_fit's TINY), 6 calibration cases
+FIT_ARGS = ["--num_samples", "2", "--epochs", "1", "--head_channels", "4", "4", "--alpha", "0.95", "--delta", "0.5",
+            "--coverage", "0.5", "--tau", "0.3"]  # fmt: skip
+
+
+class TestFitKilled(unittest.TestCase):
+    """``python -m segq_monai fit`` killed while it runs the calibration cases (its sample and head steps done):
+    the rerun skips both steps, reads back the calibration cases written, runs the others and calibrates."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = Path(tempfile.mkdtemp())
+        cls.host = make_host("slice2d_like", cls.tmp)
+        slow_when_asked(cls.host / "configs" / "inference.json")
+        train = write_labelled_cases(cls.tmp / "train", ["t0", "t1"], (20, 9), (0, 1, 2), seed=1)
+        cal = write_labelled_cases(cls.tmp / "cal", [f"k{i}" for i in range(6)], (20, 9), (0, 1, 2), seed=2)
+        cls.datalist = write_datalist(cls.tmp / "datalist.json", {"validation": train, "calibration": cal})
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def _args(self, fit_dir: Path) -> list[str]:
+        return ["fit", "--host_bundle", str(self.host), "--datalist", str(self.datalist), "--output_dir", str(fit_dir),
+                *FIT_ARGS]  # fmt: skip
+
+    def test_killed_fit_resumes(self):
+        reference, fit_dir, log = self.tmp / "FIT_reference", self.tmp / "FIT", self.tmp / "fit.log"
+        with one_thread(), open(log, "w") as f, redirect_stdout(f), redirect_stderr(f):
+            main(self._args(reference))
+        command = [sys.executable, "-m", "segq_monai", *self._args(fit_dir)]
+        first = fit_dir / "calibration" / "k0" / "k0_quality.json"
+        run_killed(command, log, self.tmp, first.is_file)
+        self.assertEqual(json.loads((fit_dir / "fit.json").read_text())["steps"], ["sample", "head"])
+        self.assertFalse((fit_dir / "calibration" / "quality.csv").exists())
+        assert_whole(self, fit_dir)
+        planted = plant_temporary(fit_dir, "fit.json")
+        untouched = {p: p.stat().st_mtime_ns for p in [*(fit_dir / "sample").rglob("*"), *first.parent.iterdir()]}
+
+        rerun = log.with_name("rerun.log")
+        run(command, rerun, self.tmp)
+        printed = rerun.read_text()
+        self.assertNotIn("== fit, 1/3", printed)  # skipped, as was the head's training
+        self.assertNotIn("== fit, 2/3", printed)
+        self.assertIn("== fit, 3/3", printed)
+        self.assertIn("1 of 6 cases already written", printed)
+        self.assertEqual({p: p.stat().st_mtime_ns for p in untouched}, untouched)
+        self.assertEqual(json.loads((fit_dir / "fit.json").read_text()), json.loads((reference / "fit.json").read_text()))
+        for name in ("quality_calibration.json", "datalist.json", "sample/stage2_datalist.json"):
+            self.assertEqual((fit_dir / name).read_text(), (reference / name).read_text(), name)
+        for table in ("sample", "calibration"):
+            self.assertEqual(read_csv(fit_dir / table / "quality.csv"), read_csv(reference / table / "quality.csv"))
+        assert_same_maps(self, fit_dir, reference)
+        self.assertFalse(planted.exists())
+        self.assertEqual(temporaries(fit_dir), [])
 
 
 if __name__ == "__main__":
