@@ -202,14 +202,20 @@ class TestHelpers(unittest.TestCase):
         self.assertEqual(EpochSeed(5).seed, 5)
 
     @parameterized.expand([
-        ("none_done", [], 1, ["a", "b", "c"]),
-        ("some_done", ["a", "c"], 1, ["b"]),
-        ("all_done", ["a", "b", "c"], 1, ["c"]),  # the last is computed again so that the run completes
-        ("all_done_two_ranks", ["a", "b", "c"], 2, ["b", "c"]),
-        ("maps_without_sidecar", ["a:seg,entropy"], 1, ["a", "b", "c"]),
-        ("sidecar_one_map_missing", ["a:seg,quality.json", "b"], 1, ["a", "c"]),
+        ("none_done", [], 1, 1, ["a", "b", "c"]),
+        ("some_done", ["a", "c"], 1, 1, ["b"]),
+        ("all_done", ["a", "b", "c"], 1, 1, ["c"]),  # the last is computed again so that the run completes
+        ("all_done_two_ranks", ["a", "b", "c"], 2, 1, ["b", "c"]),
+        ("maps_without_sidecar", ["a:seg,entropy"], 1, 1, ["a", "b", "c"]),
+        ("sidecar_one_map_missing", ["a:seg,quality.json", "b"], 1, 1, ["a", "c"]),
+        # batches of 2, [a, b] and [c]: a batch is skipped whole or computed whole, as an uninterrupted run batched it
+        ("batch_half_done", ["a"], 1, 2, ["a", "b", "c"]),
+        ("batch_done", ["a", "b"], 1, 2, ["c"]),
+        ("last_batch_done", ["a", "c"], 1, 2, ["a", "b"]),
+        ("all_batches_done", ["a", "b", "c"], 1, 2, ["c"]),
+        ("all_batches_done_two_ranks", ["a", "b", "c"], 2, 2, ["a", "b", "c"]),  # [c] alone is 1 case
     ])
-    def test_pending_items(self, _, done, min_items, expected):
+    def test_pending_items(self, _, done, min_items, batch_size, expected):
         """``done``: cases written in full, or ``case:files`` to write only those files of the case."""
         with tempfile.TemporaryDirectory() as tmp:
             items = [{"image": f"/data/{c}.nii.gz"} for c in "abc"]
@@ -219,7 +225,7 @@ class TestHelpers(unittest.TestCase):
                 for suffix in (files or "seg,entropy,quality.json").split(","):
                     name = f"{case}_{suffix}" + ("" if suffix.endswith(".json") else ".nii.gz")
                     (Path(tmp) / case / name).write_bytes(b"")
-            pending = pending_items(items, tmp, ["seg", "entropy"], min_items=min_items)
+            pending = pending_items(items, tmp, ["seg", "entropy"], min_items=min_items, batch_size=batch_size)
             self.assertEqual([Path(i["image"]).name[0] for i in pending], expected)
 
 

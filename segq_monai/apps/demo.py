@@ -33,20 +33,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from monai.bundle import ConfigParser
 
 from segq_monai.apps.arguments import bundle_root_arg
 from segq_monai.apps.demo_recalibration import fit_site_calibration, recalibration_scores, recalibration_table
-from segq_monai.apps.demo_tables import results_of, spread_table, time_table
+from segq_monai.apps.demo_tables import reference_pass_ms, results_of, spread_table, time_table
+from segq_monai.apps.steps import StepTimes, trained
 from segq_monai.apps.workflows import run_workflow
 from segq_monai.calibration.recalibration import min_interval_cases
 from segq_monai.data.columns import read_quality_csv
@@ -55,6 +52,7 @@ from segq_monai.data.synthetic import FAILURE_SOURCE, SYNTHETIC_DATALIST, SYNTHE
 from segq_monai.evaluation.bootstrap import report_intervals, write_intervals
 from segq_monai.inferers.factory import PLAIN_NETWORK_SAMPLERS
 from segq_monai.transforms.quality import PLAIN_NETWORK_VARIANTS
+from segq_monai.utils.atomic import atomic_write_text, remove_temporaries
 from segq_monai.utils.resources import bundle_root
 
 MAIN_VARIANT = "image_seg_entropy"
@@ -65,6 +63,8 @@ SPLIT_DIRS = {"calibration": "calibration_split", "testing": ".", "shift": "shif
               "cross_plane": "cross_plane_split"}  # fmt: skip
 #: the splits whose images differ in shape (evaluated one case a batch)
 MIXED_SHAPES = ("shift", "cross_plane")
+#: the files an evaluation writes when it completes (the cohort page last): a rerun skips it when they exist
+EVALUATED = ("quality.csv", "report.json", "index.html")
 
 
 class Estimator(NamedTuple):
@@ -84,25 +84,6 @@ ESTIMATORS = {
 }  # fmt: skip
 
 
-def reference_pass_ms(bundle_root: Path, device: str, repeats: int = 10) -> float:
-    """Median wall time (ms) of one forward pass of the bundle's stage-1 network (``inference.json``
-    ``network_def``, eval mode, random weights) on one ``[1, 1, 256, 256]`` input, after 2 warm-up passes."""
-    parser = ConfigParser()
-    parser.read_config(str(bundle_root / "configs" / "inference.json"))
-    network = parser.get_parsed_content("network_def").to(device).eval()
-    x = torch.rand(1, 1, 256, 256, device=device)
-    times = []
-    with torch.no_grad():
-        for i in range(2 + repeats):
-            start = time.perf_counter()
-            network(x)
-            if torch.device(device).type == "cuda":
-                torch.cuda.synchronize()
-            if i >= 2:
-                times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
-
-
 class _Demo:
     """The steps of the experiment, sharing the data, the folders, the common overrides and the step times."""
 
@@ -112,9 +93,11 @@ class _Demo:
         self.bundle_root = args.bundle_root or bundle_root()
         self.device = args.device or ("cuda:0" if torch.cuda.is_available() else "cpu")
         self.common = {"device": args.device} if args.device else {}
-        self.steps: list[tuple[str, float]] = []
+        self.out.mkdir(parents=True, exist_ok=True)
+        remove_temporaries(self.out)  # a killed run's half-written files
+        self.times = StepTimes(self.out)
         self.reference_ms = [reference_pass_ms(self.bundle_root, self.device)]
-        with self.timed("prepare the demo data"):
+        with self.times.timed("prepare the demo data"):
             self.data = prepare_demo(self.out / "data", variants=args.variants_per_slice,
                                      held_out_variants=args.held_out_variants, shift_variants=args.shift_variants,
                                      cross_plane_variants=args.cross_plane_variants,
@@ -123,37 +106,32 @@ class _Demo:
         self.splits = [s for s in SPLIT_DIRS if sections.get(s)]
         self.groups = {s: {item["image"]: item["group"] for item in sections[s]} for s in self.splits}
 
-    @contextmanager
-    def timed(self, step: str) -> Iterator[None]:
-        print(f"== {step}")
-        start = time.perf_counter()
-        yield
-        self.steps.append((step, time.perf_counter() - start))
-
     def stage1(
         self, ckpt_dir: Path, stage2: Path, sampler: str, overlay: list[str], train: bool, seed: int, tag: str
     ) -> list[str]:
-        """Train (when ``train``) and sample out-of-fold per fold; returns the stage-2 datalists."""
+        """Train (when ``train``) and sample out-of-fold per fold; returns the stage-2 datalists. Steps done by an
+        earlier run are skipped; the others continue where it stopped."""
         a = self.args
         for fold in range(a.num_folds):
             where = f"{tag}stage 1, fold {fold + 1}/{a.num_folds}"
+            checkpoint = ckpt_dir / f"fold{fold}" / "model.pt"
+            folds = dict(group_key="group", fold=fold, num_folds=a.num_folds, ckpt_dir=str(ckpt_dir), **self.common)
             if train:
-                with self.timed(f"{where}: train the segmentation network"):
-                    run_workflow(self.bundle_root, ["train_segmentation.json", *overlay],
-                                 datalist=str(self.data["stage1"]), group_key="group", fold=fold,
-                                 num_folds=a.num_folds, epochs=a.epochs_segmentation, ckpt_dir=str(ckpt_dir),
-                                 output_dir=str(self.out), seed=seed, **self.common)  # fmt: skip
-                if not overlay:
-                    with self.timed(f"{where}: fit the temperature on its held-out slices"):
-                        run_workflow(self.bundle_root, ["fit_temperature.json"], datalist=str(self.data["stage1"]),
-                                     group_key="group", fold=fold, num_folds=a.num_folds, ckpt_dir=str(ckpt_dir),
-                                     **self.common)  # fmt: skip
-            with self.timed(f"{where}: sample the held-out cases (out-of-fold, {sampler})"):
-                run_workflow(self.bundle_root, ["inference.json", "sample.json", *overlay],
-                             datalist=str(self.data["dataset"]),
-                             datalist_key="training", group_key="group", fold=fold, num_folds=a.num_folds,
-                             num_samples=a.num_samples, sampler=sampler, ckpt_dir=str(ckpt_dir), seed=seed,
-                             output_dir=str(stage2 / f"fold{fold}"), **self.common)  # fmt: skip
+                self.times.run(f"{where}: train the segmentation network", trained(checkpoint), partial(
+                    run_workflow, self.bundle_root, ["train_segmentation.json", *overlay],
+                    datalist=str(self.data["stage1"]), epochs=a.epochs_segmentation, output_dir=str(self.out),
+                    seed=seed, **folds))  # fmt: skip
+            if train and not overlay:
+                self.times.run(f"{where}: fit the temperature on its held-out slices",
+                               (checkpoint.parent / "temperature.json").is_file(),
+                               partial(run_workflow, self.bundle_root, ["fit_temperature.json"],
+                                       datalist=str(self.data["stage1"]), **folds))  # fmt: skip
+            self.times.run(f"{where}: sample the held-out cases (out-of-fold, {sampler})",
+                           (stage2 / f"fold{fold}" / "stage2_datalist.json").is_file(), partial(
+                               run_workflow, self.bundle_root, ["inference.json", "sample.json", *overlay],
+                               datalist=str(self.data["dataset"]), datalist_key="training",
+                               num_samples=a.num_samples, sampler=sampler, seed=seed, skip_existing=True,
+                               output_dir=str(stage2 / f"fold{fold}"), **folds))  # fmt: skip
         return [str(stage2 / f"fold{f}" / "stage2_datalist.json") for f in range(a.num_folds)]
 
     def synthetic_failures(self, stage2_datalists: list[str], tag: str) -> list[str]:
@@ -163,10 +141,10 @@ class _Demo:
         if not a.synthetic_failures:
             return []
         folder = Path(stage2_datalists[0]).parent.parent / "synthetic"
-        if not (folder / SYNTHETIC_DATALIST).is_file():
-            with self.timed(f"{tag}stage 2: {a.synthetic_failures} synthetic failures per out-of-fold case"):
-                write_synthetic_failures(stage2_datalists, folder, a.synthetic_failures, num_classes=2,
-                                         source=FAILURE_SOURCE, seed=0)  # fmt: skip
+        self.times.run(f"{tag}stage 2: {a.synthetic_failures} synthetic failures per out-of-fold case",
+                       (folder / SYNTHETIC_DATALIST).is_file(),
+                       partial(write_synthetic_failures, stage2_datalists, folder, a.synthetic_failures,
+                               num_classes=2, source=FAILURE_SOURCE, seed=0))  # fmt: skip
         return [str(folder / SYNTHETIC_DATALIST)]
 
     def stage2(
@@ -178,11 +156,12 @@ class _Demo:
         saved maps to read (no sampling). Returns ``{split: (report, bootstrap intervals or None)}``."""
         a = self.args
         training = stage2_datalists + self.synthetic_failures(stage2_datalists, tag)
-        with self.timed(f"{tag}stage 2: train the quality head on {variant.replace('_', ' + ')}"):
-            run_workflow(self.bundle_root, ["train_quality.json"], stage2_datalists=training,
-                         quality_variant=variant, ckpt_dir=str(head_dir),
-                         **({"epochs": a.epochs_quality} if a.epochs_quality else {}),
-                         output_dir=str(report_dir.parent), seed=seed, **self.common)  # fmt: skip
+        self.times.run(f"{tag}stage 2: train the quality head on {variant.replace('_', ' + ')}",
+                       trained(head_dir / f"quality_{variant}" / "model.pt"),
+                       partial(run_workflow, self.bundle_root, ["train_quality.json"], stage2_datalists=training,
+                               quality_variant=variant, ckpt_dir=str(head_dir),
+                               **({"epochs": a.epochs_quality} if a.epochs_quality else {}),
+                               output_dir=str(report_dir.parent), seed=seed, **self.common))  # fmt: skip
         oof_tables = [str(Path(p).with_name("quality.csv")) for p in stage2_datalists]
         common = dict(datalist=str(self.data["dataset"]), quality_variant=variant, num_samples=a.num_samples,
                       sampler=sampler, ckpt_dir=str(head_dir), stage1_checkpoint=str(stage1_checkpoint),
@@ -200,9 +179,10 @@ class _Demo:
             if maps_from is not None:
                 extra["maps_dir"] = str((maps_from / SPLIT_DIRS[split]).resolve())
             how = "saved maps" if maps_from is not None else "sampling"
-            with self.timed(f"{tag}evaluate {variant} on the {split} split ({how})"):
-                run_workflow(self.bundle_root, configs, datalist_key=split, output_dir=str(split_dir), **extra,
-                             **common)  # fmt: skip
+            self.times.run(f"{tag}evaluate {variant} on the {split} split ({how})",
+                           all((split_dir / f).is_file() for f in EVALUATED),
+                           partial(run_workflow, self.bundle_root, configs, datalist_key=split,
+                                   output_dir=str(split_dir), skip_existing=True, **extra, **common))  # fmt: skip
             report = json.loads((split_dir / "report.json").read_text())
             intervals = None
             if split != "calibration" and a.seeds == 1:
@@ -286,9 +266,9 @@ class _Demo:
         text = self.comparison(tables)
         summary_dir = self.out / "report"
         summary_dir.mkdir(parents=True, exist_ok=True)
-        (summary_dir / "comparison.md").write_text(text)
+        atomic_write_text(summary_dir / "comparison.md", text)
         print(text)
-        print(f"Done in {sum(s for _, s in self.steps) / 60:.1f} min. Report: {summary_dir}")
+        print(f"Done in {sum(s for _, s in self.times.steps) / 60:.1f} min. Report: {summary_dir}")
         return tables
 
     def comparison(self, tables: dict[str, dict[str, list[Any]]]) -> str:
@@ -302,7 +282,7 @@ class _Demo:
         text = (
             f"Demo: {a.num_folds} folds, T={a.num_samples}, stage 1 {a.epochs_segmentation} epochs, stage 2 "
             f"{a.epochs_quality or 'train_quality.json'} epochs, guaranteed flag at alpha={a.alpha}; {a.seeds} seed(s); "
-            f"{sum(s for _, s in self.steps) / 60:.1f} min.\n\n"
+            f"{sum(s for _, s in self.times.steps) / 60:.1f} min.\n\n"
             f"Spread: {spread}. Scores on the per-case mean Dice over classes; failure: true Dice < 0.8; AURC/e-AURC "
             "with risk = 1 − Dice (lower is better); baseline MAE after a least-squares map onto the Dice scale "
             "fitted on the out-of-fold cases. Guaranteed flag: acceptance threshold calibrated on the calibration "
@@ -335,7 +315,7 @@ class _Demo:
                 table = spread_table(tables[f"estimators/{split}"])
                 text += f"## Uncertainty estimators of stage 1, {titles[split]}\n\n{table}\n"
         text += _temperature_table(self.out / "models", a.num_folds)
-        text += f"## Time of each step\n\n{time_table(self.steps, self.reference_ms)}"
+        text += f"## Time of each step\n\n{time_table(self.times.steps, self.reference_ms)}"
         return text
 
 

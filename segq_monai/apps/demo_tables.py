@@ -1,4 +1,5 @@
-"""Markdown of the demo's ``comparison.md``: metrics with their spread, and the time of each step.
+"""Markdown of the demo's ``comparison.md``: metrics with their spread, and the time of each step beside the
+machine's reference time (:func:`reference_pass_ms`).
 
 A method's result on one split is a :class:`Result` per seed. With one seed, each cell is the report's value with
 its grouped-bootstrap interval (``0.072 [0.051, 0.095]``, :mod:`segq_monai.evaluation.bootstrap`); with several,
@@ -7,16 +8,21 @@ the mean and the sample standard deviation over seeds (``0.072 ± 0.010``).
 
 from __future__ import annotations
 
+import statistics
+import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+import torch
+from monai.bundle import ConfigParser
 
 from segq_monai.evaluation.bootstrap import INTERVAL_KEYS
 from segq_monai.data.columns import as_float
 from segq_monai.evaluation.tables import format_number, guaranteed_cells
 
-__all__ = ["Result", "results_of", "spread_table", "time_table"]
+__all__ = ["Result", "reference_pass_ms", "results_of", "spread_table", "time_table"]
 
 
 class Result(NamedTuple):
@@ -79,6 +85,25 @@ def spread_table(results: Mapping[str, Sequence[Result]]) -> str:
         cells += _flag_cells([r.flag for r in seeds])
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def reference_pass_ms(bundle_root: Path, device: str, repeats: int = 10) -> float:
+    """Median wall time (ms) of one forward pass of the bundle's stage-1 network (``inference.json``
+    ``network_def``, eval mode, random weights) on one ``[1, 1, 256, 256]`` input, after 2 warm-up passes."""
+    parser = ConfigParser()
+    parser.read_config(str(bundle_root / "configs" / "inference.json"))
+    network = parser.get_parsed_content("network_def").to(device).eval()
+    x = torch.rand(1, 1, 256, 256, device=device)
+    times = []
+    with torch.no_grad():
+        for i in range(2 + repeats):
+            start = time.perf_counter()
+            network(x)
+            if torch.device(device).type == "cuda":
+                torch.cuda.synchronize()
+            if i >= 2:
+                times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
 
 
 def time_table(steps: Sequence[tuple[str, float]], reference_ms: Sequence[float]) -> str:

@@ -15,7 +15,9 @@ of Colin27 at 4 mm) that knows nothing of segq. Every step runs as its own comma
 5. **report**: true Dice per class from the saved segmentations and the labels, scored against the predicted Dice
    (:mod:`segq_monai.apps.example3d_report`) -> ``OUT/report``: ``report.md``, ``report.json``, PNG figures.
 
-A rerun with the same arguments continues: finished steps are skipped (the data are rewritten identically).
+A rerun with the same arguments continues, also after a kill: finished steps are skipped (the data are rewritten
+identically), the fit continues where it stopped (``fit.json`` records its finished steps), and an unfinished host
+training or deployment runs again from its start.
 """
 
 from __future__ import annotations
@@ -34,9 +36,10 @@ from typing import Any
 from segq_monai.apps.example3d_report import add_true_quality, write_example_report
 from segq_monai.apps.fit import OVERLAYS, check_calibration_size
 from segq_monai.data.datalist import load_datalist
+from segq_monai.data.fit_folder import FIT_FILE
 from segq_monai.data.volume3d import SPLITS, prepare_volume3d
 from segq_monai.data.columns import read_quality_csv
-from segq_monai.utils.atomic import atomic_write_text
+from segq_monai.utils.atomic import atomic_write_text, remove_temporaries
 from segq_monai.utils.resources import packaged
 
 __all__ = ["add_parser", "example3d", "example_host_source"]
@@ -83,9 +86,10 @@ def _record(times: dict[str, float], step: str, seconds: float, out: Path) -> No
 
 
 def _fit_done(fit_dir: Path) -> bool:
-    """Whether ``fit_dir/fit.json`` records a finished fit (its last step, the calibration, is done)."""
-    path = fit_dir / "fit.json"
-    return path.is_file() and bool(json.loads(path.read_text()).get("calibration"))
+    """Whether ``fit_dir/fit.json`` records a finished fit: its last step, ``"calibration"``, is among its ``steps``
+    (its ``calibration`` key holds the settings from the fit's first write on, so it cannot tell)."""
+    path = fit_dir / FIT_FILE
+    return path.is_file() and "calibration" in json.loads(path.read_text()).get("steps", [])
 
 
 def _bundle_run(host: Path, configs: Sequence[Path], overrides: dict[str, Any]) -> list[str]:
@@ -104,6 +108,7 @@ def example3d(args: argparse.Namespace) -> dict[str, Any]:
                            "Raise the third number of --cases, raise --alpha or --delta, or lower --coverage.")
     out = Path(args.output_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
+    remove_temporaries(out)  # a killed run's half-written files
     log = out / "example3d.log"
     times: dict[str, float] = json.loads((out / "times.json").read_text()) if (out / "times.json").is_file() else {}
 
@@ -139,7 +144,7 @@ def example3d(args: argparse.Namespace) -> dict[str, Any]:
     deploy = _bundle_run(host, [host / "configs" / "inference.json", OVERLAYS / "segq_overlay.json"],
                          {"segq#fit_dir": str(fit_dir), "dataset_dir": str(out / "data"),
                           "output_dir": str(deploy_dir), **device})  # fmt: skip
-    if not (deploy_dir / "quality.csv").is_file():
+    if not (deploy_dir / "index.html").is_file():  # the deployment's last file (its cohort page)
         _run("deploy (host inference.json + segq overlay) on the test cases", deploy, times, log)
 
     start = time.perf_counter()

@@ -64,6 +64,7 @@ from segq_monai.calibration.flag import min_calibration_cases
 from segq_monai.calibration.recalibration import min_interval_cases
 from segq_monai.inferers.factory import PLAIN_NETWORK_SAMPLERS
 from segq_monai.transforms.quality import PLAIN_NETWORK_VARIANTS, QUALITY_VARIANTS
+from segq_monai.utils.atomic import remove_temporaries
 from segq_monai.utils.host_binding import HOST_BINDING_FILE
 from segq_monai.utils.resources import bundle_root, configs_dir
 
@@ -183,6 +184,7 @@ class _Fit:
         self.host = HostBundle(args.host_bundle, args.host_config, args.host_override, args.run_id, args.activation,
                                args.class_names, args.sampler)
         self.dir = Path(args.output_dir).expanduser().resolve()
+        remove_temporaries(self.dir)  # a killed run's half-written files
         split, key = _split(args)
         train_config = ConfigParser()
         train_config.read_config(str(SEGQ_BUNDLE / "configs" / "train_quality.json"))

@@ -105,39 +105,47 @@ def pending_items(
     map_keys: Sequence[str],
     image_key: str = "image",
     min_items: int | None = None,
+    batch_size: int = 1,
 ) -> list[Mapping[str, Any]]:
     """The items of a cohort whose outputs are not all written yet, in their original order.
 
     A case is done when its sidecar ``<case>_quality.json`` and every map ``<case>_<key>.nii.gz`` of ``map_keys``
-    exist in ``output_dir``. Pass the full list to the writer (``QualityWriter(items=...)``) so that ``quality.csv``
-    still lists every case: the writer reads the done cases' rows from their sidecars.
+    exist in ``output_dir``. Cases are dropped by whole batches of ``batch_size`` (``items[k * batch_size:(k + 1) *
+    batch_size]``, as an uninterrupted run batches them) when every case of the batch is done, so the rerun's
+    batches are those of an uninterrupted run: MC dropout draws its masks per batch, and a case's samples depend
+    on its place in its batch. Pass the full list to the writer (``QualityWriter(items=...)``) so that
+    ``quality.csv`` still lists every case: the writer reads the done cases' rows from their sidecars.
 
     Args:
         items: the cohort, e.g. a datalist section; ``item[image_key]`` is the image path.
         output_dir: the run's output folder.
         map_keys: the maps the run writes (its writer's ``map_keys``).
         image_key: the key of the image path in each item.
-        min_items: at least this many items are returned; done cases, last first, are computed again to reach
+        min_items: at least this many items are returned; done batches, last first, are computed again to reach
             it (the run then still runs, completes and writes ``quality.csv``; under ``torchrun`` every rank
             needs one case). ``None``: the number of ranks when ``torch.distributed`` is initialised, else 1.
+        batch_size: the run's batch size (its data loader's), >= 1.
 
     Returns:
         the pending items (the same objects), in the order of ``items``.
     """
     if min_items is None:
         min_items = idist.get_world_size()
+    size = int(batch_size)
+    if size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
     done = []
     for item in items:
         case = case_name(first_path(item[image_key]))
         paths = [sidecar_path(output_dir, case)] + [map_path(output_dir, case, key) for key in map_keys]
         done.append(all(p.is_file() for p in paths))
-    missing = max(0, min(min_items, len(items)) - done.count(False))
-    for i in reversed(range(len(items))):
-        if missing == 0:
+    batches = [range(i, min(i + size, len(items))) for i in range(0, len(items), size)]
+    batch_done = [all(done[i] for i in b) for b in batches]
+    for k in reversed(range(len(batches))):  # done batches, last first, computed again to reach min_items
+        if sum(len(b) for b, d in zip(batches, batch_done) if not d) >= min(min_items, len(items)):
             break
-        if done[i]:
-            done[i], missing = False, missing - 1
-    pending = [item for item, d in zip(items, done) if not d]
+        batch_done[k] = False
+    pending = [items[i] for b, d in zip(batches, batch_done) if not d for i in b]
     logger.info(
         f"{len(items) - len(pending)} of {len(items)} cases already written in {output_dir}; computing {len(pending)}."
     )

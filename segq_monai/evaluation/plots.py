@@ -30,6 +30,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from segq_monai import metrics  # noqa: E402
 from segq_monai.data.columns import class_mean  # noqa: E402
+from segq_monai.utils.atomic import atomic_path  # noqa: E402
 
 __all__ = [
     "plot_predicted_vs_true",
@@ -46,7 +47,8 @@ def _save(fig: Figure, path: str | os.PathLike) -> str:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     try:
-        fig.savefig(path, dpi=100, bbox_inches="tight")
+        with atomic_path(path, suffix=os.path.splitext(path)[1]) as tmp:
+            fig.savefig(tmp, dpi=100, bbox_inches="tight")
     finally:
         plt.close(fig)
     return path

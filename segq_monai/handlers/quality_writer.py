@@ -10,7 +10,8 @@ Layout (as MONAI's ``SaveImaged`` names files by default)::
 
 ``<case>`` is the input image's file name without its extension. Every file is written whole or not at all
 (a temporary name in the same folder, then ``os.replace``); ``quality.csv`` and the datalist are written when the
-run completes, so a run that stops early leaves none. A rerun can skip the cases already written
+run completes, so a run that stops early leaves none, and the temporary files a killed run left in ``output_dir``
+and the case folders are deleted then. A rerun can skip the cases already written
 (:func:`segq_monai.data.outputs.pending_items`): the writer reads their rows back from the sidecars.
 
 Under ``torchrun`` (``torch.distributed`` initialised) every rank writes the maps of its own cases; when the run
@@ -38,6 +39,7 @@ from segq_monai.handlers.case_maps import CaseMaps, source_path
 from segq_monai.handlers.cohort_order import CohortOrder
 from segq_monai.handlers.quality_table import QualityTable
 from segq_monai.handlers.sidecars import Sidecars
+from segq_monai.utils.atomic import remove_temporaries
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 if TYPE_CHECKING:
@@ -161,6 +163,7 @@ class QualityWriter:
         self.rows, self.entries = self.order(rows, entries, items, resume=self.items is not None)
         if idist.get_rank() != 0:
             return
+        remove_temporaries(self.output_dir, depth=1)  # a killed run's half-written files; every rank is done here
         self.table.write(self.output_dir, self.rows, self.entries, self.datalist_name)
 
     def _restore(self, path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:

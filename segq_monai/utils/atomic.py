@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_text"]
+__all__ = ["atomic_path", "atomic_write_text", "remove_temporaries"]
+
+#: the name :func:`atomic_path` gives a temporary file: ``.<name>.<32 hex digits>.tmp[<suffix>]``
+_TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp(\..+)?$")
 
 
 @contextmanager
@@ -45,3 +50,26 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+
+
+def remove_temporaries(folder: str | os.PathLike, depth: int | None = None) -> list[Path]:
+    """Delete the temporary files of :func:`atomic_path` that a killed run left in ``folder`` (a rerun's first
+    step: a process killed by a signal runs no cleanup). Call it only when no other process writes there.
+
+    Args:
+        folder: the run's output folder (a missing one has none).
+        depth: how many levels of subfolders to search (0: ``folder`` alone); ``None``: all.
+
+    Returns:
+        the deleted files.
+    """
+    found = []
+    root = Path(folder)
+    for current, dirs, files in os.walk(root):
+        level = len(Path(current).relative_to(root).parts)
+        if depth is not None and level >= depth:
+            dirs.clear()
+        found += [Path(current) / f for f in files if _TEMPORARY.match(f)]
+    for path in found:
+        path.unlink(missing_ok=True)
+    return found
