@@ -35,6 +35,7 @@ from typing import Any
 
 from segq_monai.apps.example3d_report import add_true_quality, write_example_report
 from segq_monai.apps.fit import OVERLAYS, check_calibration_size
+from segq_monai.apps.workflows import cli_value
 from segq_monai.data.datalist import load_datalist
 from segq_monai.data.fit_folder import FIT_FILE
 from segq_monai.data.volume3d import SPLITS, prepare_volume3d
@@ -93,12 +94,13 @@ def _fit_done(fit_dir: Path) -> bool:
 
 
 def _bundle_run(host: Path, configs: Sequence[Path], overrides: dict[str, Any]) -> list[str]:
-    files = configs[0] if len(configs) == 1 else "[" + ",".join(f"'{c}'" for c in configs) + "]"
-    argv = [sys.executable, "-m", "monai.bundle", "run", "--bundle_root", str(host), "--config_file", str(files),
+    """The argv of ``python -m monai.bundle run`` on ``configs`` of ``host``, values as MONAI's command line reads them."""
+    files = str(configs[0]) if len(configs) == 1 else [str(c) for c in configs]
+    argv = [sys.executable, "-m", "monai.bundle", "run", "--bundle_root", str(host), "--config_file", cli_value(files),
             "--meta_file", str(host / "configs" / "metadata.json"),
             "--logging_file", str(host / "configs" / "logging.conf")]  # fmt: skip
     for key, value in overrides.items():
-        argv += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
+        argv += [f"--{key}", cli_value(value)]
     return argv
 
 
