@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 import unittest
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -83,14 +84,15 @@ class TestMakeDemoReproduces(unittest.TestCase):
 
 
 class TestPrepareDemo(unittest.TestCase):
-    """The experiment's splits: 72 slices in blocks of 6, every 3rd block held out (blocks 1, 4, 7, 10: 24 slices),
-    two thirds of those (16 slices) to calibration, the other 8 to testing, disjoint by slice."""
+    """The experiment's splits. Axial alone: 72 slices in 12 blocks of 6, every 3rd block held out (blocks 1, 4, 7,
+    10: 24 slices), two thirds of those (16 slices) to calibration, the other 8 to testing, disjoint by slice."""
 
     def test_splits(self):
         from segq_monai.data.demo import prepare_demo
 
         with tempfile.TemporaryDirectory() as d:
-            paths = prepare_demo(d, variants=1, held_out_variants=2, geometric_variants=1)
+            paths = prepare_demo(d, variants=1, held_out_variants=2, geometric_variants=1, planes=("axial",),
+                                 cross_subject_variants=0)  # fmt: skip
             stage1 = load_datalist(paths["stage1"], "training")
             sections = {k: load_datalist(paths["dataset"], k) for k in ("training", "calibration", "testing")}
             self.assertEqual({k: len(v) for k, v in sections.items()}, {"training": 96, "calibration": 32, "testing": 16})
@@ -113,24 +115,47 @@ class TestPrepareDemo(unittest.TestCase):
             self.assertEqual(groups["calibration"] | groups["testing"], held_out)
             for item in sections["testing"][:2]:
                 self.assertEqual(_load(item["image"]).shape, _load(item["label"]).shape)
-            again = prepare_demo(Path(d) / "again", variants=1, held_out_variants=2, geometric_variants=0)
+            again = prepare_demo(Path(d) / "again", variants=1, held_out_variants=2, geometric_variants=0,
+                                 planes=("axial",), cross_subject_variants=0)  # fmt: skip
             self.assertEqual({i["group"] for i in load_datalist(again["dataset"], "calibration")}, groups["calibration"])
 
-    def test_cross_plane_split(self):
-        """Coronal and sagittal slices (8 each), their own labels, copies of a slice together, no axial slice."""
+    def test_every_plane(self):
+        """Each plane in 12 contiguous blocks, every 3rd held out: axial as above; of the 22 coronal (and sagittal)
+        slices, slice k in block 12k // 22: positions 2, 3, 8, 9, 13, 14, 19, 20 held out (8 of 22)."""
         from segq_monai.data.demo import prepare_demo
 
         with tempfile.TemporaryDirectory() as d:
-            paths = prepare_demo(d, variants=1, held_out_variants=1, shift_variants=0, cross_plane_variants=2)
-            cross = load_datalist(paths["dataset"], "cross_plane")
-            self.assertEqual(len(cross), 32)
-            self.assertEqual({i["plane"] for i in cross}, {"coronal", "sagittal"})
-            self.assertEqual(len({i["group"] for i in cross}), 16)
+            paths = prepare_demo(d, variants=1, held_out_variants=1, shift_variants=0, cross_subject_variants=0)
+            stage1 = load_datalist(paths["stage1"], "training")
+            self.assertEqual(Counter(i["plane"] for i in stage1), {"axial": 48, "coronal": 14, "sagittal": 14})
+            held = {i["group"] for k in ("calibration", "testing") for i in load_datalist(paths["dataset"], k)}
+            others = load_datalist(demo_datalist_path(), "cross_plane")
+            for plane in ("coronal", "sagittal"):
+                names = [Path(i["image"]).name.replace("_image.nii.gz", "") for i in others if i["plane"] == plane]
+                self.assertEqual(len(names), 22)
+                self.assertEqual(sorted(names.index(g) for g in held if g in names), [2, 3, 8, 9, 13, 14, 19, 20])
+            self.assertFalse(held & {i["group"] for i in stage1})
+            shapes = {i["plane"]: tuple(_load(i["image"]).shape[1:]) for i in stage1}
+            self.assertEqual(shapes, {"axial": (96, 112), "coronal": (96, 96), "sagittal": (112, 96)})
+
+    def test_cross_subject_split(self):
+        """The MNI152 slices (10 axial, 8 coronal, 8 sagittal), two copies each with their own labels, groups apart
+        from every Colin27 slice."""
+        from segq_monai.data.demo import prepare_demo
+
+        with tempfile.TemporaryDirectory() as d:
+            paths = prepare_demo(d, variants=1, held_out_variants=1, shift_variants=0, cross_subject_variants=2)
+            cross = load_datalist(paths["dataset"], "cross_subject")
+            self.assertEqual(len(cross), 52)
+            self.assertEqual(Counter(i["plane"] for i in cross), {"axial": 20, "coronal": 16, "sagittal": 16})
+            self.assertEqual(len({i["group"] for i in cross}), 26)
+            colin = {i["group"] for k in ("training", "calibration", "testing")
+                     for i in load_datalist(paths["dataset"], k)}  # fmt: skip
+            self.assertFalse({i["group"] for i in cross} & colin)
             for item in cross[::8]:
-                self.assertTrue(item["group"].startswith(item["plane"]))
+                self.assertTrue(item["group"].startswith(f"mni152_{item['plane']}"))
                 image, label = _load(item["image"]), _load(item["label"])
                 self.assertEqual(image.shape, label.shape)
-                self.assertEqual(tuple(image.shape[1:]), (96, 96) if item["plane"] == "coronal" else (112, 96))
                 self.assertGreater(float(label.sum()), 0.0)
 
 
@@ -138,7 +163,7 @@ class TestCrossPlaneSlices(unittest.TestCase):
     def test_planes_and_world_position(self):
         """A coronal slice's affine maps its pixels to world points of one y; a sagittal one's to one x."""
         items = load_datalist(demo_datalist_path(), "cross_plane", path_keys=("image", "label", "regions"))
-        self.assertEqual(len(items), 16)
+        self.assertEqual(len(items), 44)
         for item in items:
             img = _load(item["image"])
             world = img.affine.numpy() @ np.array([[0, 0, 0, 1], [95, 0, 0, 1], [0, 95, 0, 1]], dtype=float).T

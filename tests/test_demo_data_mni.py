@@ -78,7 +78,7 @@ class TestMni152Slices(unittest.TestCase):
 
     def test_same_grids_as_colin27(self):
         """Each slice has the shape and affine of the Colin27 slice at the same MNI coordinate (axial: one of the 72
-        training slices; coronal, sagittal: the cross-plane slices, all 8 of each)."""
+        training slices; coronal, sagittal: 8 of the 22 of each plane)."""
         colin = {"axial": load_datalist(demo_datalist_path(), "training", KEYS)}
         for item in load_datalist(demo_datalist_path(), "cross_plane", KEYS):
             colin.setdefault(item["plane"], []).append(item)
@@ -89,8 +89,8 @@ class TestMni152Slices(unittest.TestCase):
                 mine = nib.load(item["image"])
                 self.assertEqual(mine.shape, twin.shape)
                 np.testing.assert_allclose(mine.affine, twin.affine)
-            if plane != "axial":
-                self.assertEqual(sorted(by_position), [i["position_mm"] for i in _items(plane)])
+            if plane != "axial":  # 8 of the 22 Colin27 slices of the plane, spread as they are
+                self.assertLessEqual({i["position_mm"] for i in _items(plane)}, set(by_position))
 
     def test_all_region_classes_present_and_small(self):
         regions = [_array(i["regions"]) for plane in PLANES for i in _items(plane)]

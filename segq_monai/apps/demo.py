@@ -4,20 +4,20 @@ end to end.
 Each step is one of the bundle's workflows, run as ``python -m monai.bundle run`` would run it (the same
 ``monai.bundle.run`` entry point, in this process):
 
-1. prepare the demo data (``segq_monai.data.demo.prepare_demo``): development slices, held-out slices split into a
-   calibration and a test split, artifact copies at graded severities (with ``--geometric_variants``, further
-   development copies turned and zoomed at random, for stage 2), and the shift split (the test slices' copies turned by 90°
-   or resampled: an orientation and resolutions stage 1 never saw), and the cross-plane split (coronal and sagittal
-   slices of the same head with artifacts: real anatomy in planes neither stage saw);
+1. prepare the demo data (``segq_monai.data.demo.prepare_demo``): development slices of Colin27 in every plane of
+   ``--planes``, held-out blocks of each plane split into a calibration and a test split, artifact copies at graded
+   severities (with ``--geometric_variants``, further development copies turned and zoomed at random, for stage 2),
+   the shift split (the test slices' copies turned by 90° or resampled: orientations and resolutions stage 1 never
+   saw) and the cross-subject split (the MNI152 template's slices in three planes with artifacts: a person neither
+   stage saw, brain-extracted);
 2. ``train_segmentation.json`` once per fold, on the clean development slices of the other folds, then
    ``fit_temperature.json``: the temperature of that fold's network, fitted on its held-out clean slices, with the
    expected calibration error before and after (reported, not applied: ``--temperature_scaling`` is off);
 3. ``sample.json`` once per fold: that fold's model samples its held-out artifact copies (out-of-fold), writing
    segmentations, uncertainty maps and true Dice/IoU: the training data of stage 2;
 4. ``train_quality.json`` for the quality head (the main input variant);
-5. ``inference.json`` + ``evaluate.json`` on the calibration split, then on the test, shift and cross-plane splits
-   with the
-   guaranteed flag (``alpha``) calibrated on the first: ``quality.csv``, NIfTI maps, ``report.json``, figures, and
+5. ``inference.json`` + ``evaluate.json`` on the calibration split, then on the test, shift and cross-subject splits
+   with the guaranteed flag (``alpha``) calibrated on the first: ``quality.csv``, NIfTI maps, ``report.json``, figures, and
    ``bootstrap.json``: 95 % intervals that resample slices (all artifact copies of a slice together);
 6. ``comparison.md``: the tables with their spread and the time of every step beside a reference time of the
    machine (one forward pass of the stage-1 network at 256²).
@@ -47,7 +47,7 @@ from segq_monai.apps.steps import StepTimes, trained
 from segq_monai.apps.workflows import run_workflow
 from segq_monai.calibration.recalibration import min_interval_cases
 from segq_monai.data.columns import read_quality_csv
-from segq_monai.data.demo import prepare_demo
+from segq_monai.data.demo import PLANES, prepare_demo
 from segq_monai.data.synthetic import FAILURE_SOURCE, SYNTHETIC_DATALIST, SYNTHETIC_FAILURES, write_synthetic_failures
 from segq_monai.evaluation.bootstrap import report_intervals, write_intervals
 from segq_monai.inferers.factory import PLAIN_NETWORK_SAMPLERS
@@ -60,9 +60,9 @@ MAIN_VARIANT = "image_seg_entropy"
 VARIANTS = (MAIN_VARIANT, *(v for v in PLAIN_NETWORK_VARIANTS if v != MAIN_VARIANT))
 #: the report folder of each split, relative to a variant's report folder
 SPLIT_DIRS = {"calibration": "calibration_split", "testing": ".", "shift": "shift_split",
-              "cross_plane": "cross_plane_split"}  # fmt: skip
+              "cross_subject": "cross_subject_split"}  # fmt: skip
 #: the splits whose images differ in shape (evaluated one case a batch)
-MIXED_SHAPES = ("shift", "cross_plane")
+MIXED_SHAPES = ("shift", "cross_subject")
 #: the files an evaluation writes when it completes (the cohort page last): a rerun skips it when they exist
 EVALUATED = ("quality.csv", "report.json", "index.html")
 
@@ -100,10 +100,11 @@ class _Demo:
         with self.times.timed("prepare the demo data"):
             self.data = prepare_demo(self.out / "data", variants=args.variants_per_slice,
                                      held_out_variants=args.held_out_variants, shift_variants=args.shift_variants,
-                                     cross_plane_variants=args.cross_plane_variants,
-                                     geometric_variants=args.geometric_variants)  # fmt: skip
+                                     cross_subject_variants=args.cross_subject_variants,
+                                     geometric_variants=args.geometric_variants, planes=tuple(args.planes))  # fmt: skip
         sections = json.loads(self.data["dataset"].read_text())
         self.splits = [s for s in SPLIT_DIRS if sections.get(s)]
+        self.mixed = len(set(args.planes)) > 1  # slices of several planes differ in shape: one a batch at inference
         self.groups = {s: {item["image"]: item["group"] for item in sections[s]} for s in self.splits}
 
     def stage1(
@@ -125,13 +126,15 @@ class _Demo:
                 self.times.run(f"{where}: fit the temperature on its held-out slices",
                                (checkpoint.parent / "temperature.json").is_file(),
                                partial(run_workflow, self.bundle_root, ["fit_temperature.json"],
-                                       datalist=str(self.data["stage1"]), **folds))  # fmt: skip
+                                       datalist=str(self.data["stage1"]),
+                                       **({"batch_size": 1} if self.mixed else {}), **folds))  # fmt: skip
             self.times.run(f"{where}: sample the held-out cases (out-of-fold, {sampler})",
                            (stage2 / f"fold{fold}" / "stage2_datalist.json").is_file(), partial(
                                run_workflow, self.bundle_root, ["inference.json", "sample.json", *overlay],
                                datalist=str(self.data["dataset"]), datalist_key="training",
                                num_samples=a.num_samples, sampler=sampler, seed=seed, skip_existing=True,
-                               output_dir=str(stage2 / f"fold{fold}"), **folds))  # fmt: skip
+                               output_dir=str(stage2 / f"fold{fold}"), **({"batch_size": 1} if self.mixed else {}),
+                               **folds))  # fmt: skip
         return [str(stage2 / f"fold{f}" / "stage2_datalist.json") for f in range(a.num_folds)]
 
     def synthetic_failures(self, stage2_datalists: list[str], tag: str) -> list[str]:
@@ -174,8 +177,8 @@ class _Demo:
             extra: dict[str, Any] = {}
             if split != "calibration":
                 extra.update(alpha=a.alpha, calibration_csvs=[calibration_csv])
-            if split in MIXED_SHAPES:
-                extra["batch_size"] = 1  # turned, coronal and sagittal slices differ in shape
+            if split in MIXED_SHAPES or self.mixed:
+                extra["batch_size"] = 1  # turned, coronal, sagittal and axial slices differ in shape
             if maps_from is not None:
                 extra["maps_dir"] = str((maps_from / SPLIT_DIRS[split]).resolve())
             how = "saved maps" if maps_from is not None else "sampling"
@@ -238,17 +241,17 @@ class _Demo:
             groups = [self.groups[split][r["image"]] for r in rows] if self.args.seeds == 1 else None
             scores = recalibration_scores(calibration, rows, groups, self.args.bootstrap_resamples)
             tables.setdefault("recalibration", {}).setdefault(split, []).append(scores)
-        site = self.site_half("cross_plane") if "cross_plane" in self.splits else set()
+        site = self.site_half("cross_subject") if "cross_subject" in self.splits else set()
         if site and len(site) < min_interval_cases(0.9):
-            print(f"== no recalibration on the cross-plane split: half of it is {len(site)} cases, 90 % intervals "
-                  f"need {min_interval_cases(0.9)} (--cross_plane_variants 3 or more)")
+            print(f"== no recalibration on the cross-subject split: half of it is {len(site)} cases, 90 % intervals "
+                  f"need {min_interval_cases(0.9)} (--cross_subject_variants 2 or more)")
         elif site:
-            rows = read_quality_csv(report_dir / SPLIT_DIRS["cross_plane"] / "quality.csv")
+            rows = read_quality_csv(report_dir / SPLIT_DIRS["cross_subject"] / "quality.csv")
             calibration = fit_site_calibration([r for r in rows if r["image"] in site], checkpoint)
             rows = [r for r in rows if r["image"] not in site]
-            groups = [self.groups["cross_plane"][r["image"]] for r in rows] if self.args.seeds == 1 else None
+            groups = [self.groups["cross_subject"][r["image"]] for r in rows] if self.args.seeds == 1 else None
             scores = recalibration_scores(calibration, rows, groups, self.args.bootstrap_resamples)
-            tables["recalibration"].setdefault("cross_plane_site", []).append(scores)
+            tables["recalibration"].setdefault("cross_subject_site", []).append(scores)
 
     def site_half(self, split: str) -> set[str]:
         """Half the images of ``split``, by slice (all copies of a slice together; slices in a permutation of seed
@@ -291,26 +294,26 @@ class _Demo:
         )
         titles = {
             "testing": "Test split (in-distribution)",
-            "cross_plane": "Cross-plane split (coronal and sagittal slices of the same head with graded artifacts: "
-                           "real anatomy in planes neither stage saw)",
+            "cross_subject": "Cross-subject split (the MNI152 template's slices in three planes with graded artifacts: "
+                             "a person neither stage saw, brain-extracted, from another scanner and grid)",
             "shift": "Shift split (the test slices' artifact copies turned by 90° or resampled to 3 mm / 1.5 mm "
                      "pixels: an orientation and resolutions stage 1 never saw)",
         }  # fmt: skip
-        for split in ("testing", "shift", "cross_plane"):
+        for split in ("testing", "shift", "cross_subject"):
             if f"variants/{split}" in tables:
                 table = spread_table(tables[f"variants/{split}"])
                 text += f"## {titles[split]}: quality head and scalar baselines\n\n{table}\n"
         if "recalibration" in tables:
-            labels = {"testing": "test (in-distribution)", "shift": "shift", "cross_plane": "cross-plane",
-                      "cross_plane_site": "cross-plane, recalibrated on its other half (by slice)"}  # fmt: skip
+            labels = {"testing": "test (in-distribution)", "shift": "shift", "cross_subject": "cross-subject",
+                      "cross_subject_site": "cross-subject, recalibrated on its other half (by slice)"}  # fmt: skip
             text += (
                 f"## Recalibration to the site: the quality head ({a.quality_variants[0]}) recalibrated (identity, "
                 "linear or isotonic map, chosen by cross-validated MAE) with split-conformal 90 % intervals (the "
                 "kind in use, then both kinds), fitted on the calibration split; the last row is recalibrated on half "
-                "the cross-plane slices instead and scored on the other half\n\n"
+                "the cross-subject slices instead and scored on the other half\n\n"
                 + recalibration_table({labels[k]: v for k, v in tables["recalibration"].items()}) + "\n"
             )
-        for split in ("testing", "shift", "cross_plane"):
+        for split in ("testing", "shift", "cross_subject"):
             if len(tables.get(f"estimators/{split}", {})) > 1:
                 table = spread_table(tables[f"estimators/{split}"])
                 text += f"## Uncertainty estimators of stage 1, {titles[split]}\n\n{table}\n"
@@ -363,8 +366,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     d.add_argument("--held_out_variants", type=int, default=12,
                    help="artifact copies per calibration or test slice")
     d.add_argument("--shift_variants", type=int, default=12, help="shifted artifact copies per test slice (0: none)")
-    d.add_argument("--cross_plane_variants", type=int, default=6,
-                   help="artifact copies per coronal or sagittal slice, 16 slices (0: no cross-plane split)")
+    d.add_argument("--cross_subject_variants", type=int, default=6,
+                   help="artifact copies per MNI152 slice, 26 slices in three planes (0: no cross-subject split)")
+    d.add_argument("--planes", nargs="+", default=list(PLANES), choices=PLANES,
+                   help="the planes of Colin27 both stages train on and the calibration and test splits hold")
     d.add_argument("--geometric_variants", type=int, default=0,
                    help="further artifact copies per development slice, turned and zoomed at random (stage-2 data; "
                         "measured, not the default: docs/results.md, 'Choosing the head')")
