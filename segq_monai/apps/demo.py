@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import time
 from collections.abc import Iterator
@@ -56,6 +55,7 @@ from segq_monai.evaluation.bootstrap import report_intervals, write_intervals
 from segq_monai.inferers.factory import PLAIN_NETWORK_SAMPLERS
 from segq_monai.transforms.quality import PLAIN_NETWORK_VARIANTS
 from segq_monai.utils.resources import bundle_root
+from segq_monai.utils.atomic import writable_dir
 
 MAIN_VARIANT = "image_seg_entropy"
 #: the head variants of ``--full``, the main one first: those the main stage-1 network feeds (no learned confidence)
@@ -409,5 +409,5 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _main(args: argparse.Namespace) -> None:
-    os.makedirs(args.output_dir, exist_ok=True)
+    writable_dir(args.output_dir)
     demo(args)

@@ -20,6 +20,7 @@ from monai.bundle import ConfigParser
 from monai.data import decollate_batch, list_data_collate
 from monai.transforms import Compose
 
+from segq_monai.utils.errors import bad_input
 from segq_monai.utils.resources import overlay_path
 
 __all__ = ["INTERVAL_KEYS", "SegQPipeline", "quality_summary"]
@@ -53,17 +54,6 @@ def quality_summary(item: Mapping[str, Any]) -> dict[str, Any]:
         "flagged": bool(torch.as_tensor(item["flagged"]).any()),
         **{key: values(key) for key in INTERVAL_KEYS},
     }
-
-
-def _value_error(error: BaseException) -> ValueError | None:
-    """The first ``ValueError`` in the cause chain of ``error`` (the bundle's checks name the file and the fix)."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, ValueError):
-            return error
-        error = error.__cause__ or error.__context__
-    return None
 
 
 #: config ids of the parts: in a segq bundle's inference.json, and in a host bundle's with the segq overlay
@@ -216,7 +206,7 @@ class SegQPipeline:
             try:
                 data = parts.preprocessing({"image": str(image)})
             except RuntimeError as e:  # Compose wraps a transform's error in "applying transform ..."
-                cause = _value_error(e)
+                cause = bad_input(e, (ValueError,))
                 if cause is None:
                     raise
                 raise ValueError(str(cause)) from e
