@@ -33,7 +33,7 @@ import torch
 from segq_testing import REPO, copy_bundle, make_host, untrained_weights, write_cases, write_labelled_cases
 from test_fit import TINY, run_fit
 
-from segq_monai.data import write_datalist
+from segq_monai.data import load_datalist, write_datalist
 
 OVERLAY = REPO / "configs" / "segq_overlay.json"
 DOC = REPO / "docs" / "refusals.md"
@@ -118,11 +118,9 @@ def _fit_datalist_edit(edit: Callable[[Any, dict], str]):
     """A fit row: the good fit datalist, edited by ``edit(ctx, sections)`` (returns the file or id to name)."""
 
     def make(ctx) -> tuple[list[str], str]:
-        sections = json.loads(ctx.datalist.read_text())
+        sections = {key: load_datalist(ctx.datalist, key) for key in ("validation", "calibration")}
         named = edit(ctx, sections)
-        path = ctx.tmp / f"edited_{len(list(ctx.tmp.glob('edited_*')))}.json"
-        path.write_text(json.dumps(sections))
-        return ["--datalist", str(path)], named
+        return ["--datalist", str(write_datalist(ctx.tmp / "edited.json", sections))], named
 
     return make
 
@@ -454,11 +452,12 @@ class TestSegqCommands(_BadInputs):
 def render_table() -> str:
     """``docs/refusals.md``'s table, from :data:`ROWS`."""
     commands = {"bundle": "segq bundle (`monai.bundle run`)", "fit": "`segq_monai fit`",
-                "deploy": "deployment (host + overlay)", "segq": "`segq_monai` command"}  # fmt: skip
+                "deploy": "deployment (host + overlay)"}  # fmt: skip
     lines = ["| bad input | command | the message says | the fix it names |", "| --- | --- | --- | --- |"]
     for row in ROWS:
-        name = row.name.split(": ", 1)[-1]
-        lines.append(f"| {name} | {commands[row.command]} | {row.message.replace('|', '/')} | {row.fix} |")
+        prefix, _, name = row.name.rpartition(": ")
+        command = f"`segq_monai {prefix}`" if row.command == "segq" else commands[row.command]
+        lines.append(f"| {name} | {command} | {row.message} | {row.fix} |")
     return "\n".join(lines) + "\n"
 
 
