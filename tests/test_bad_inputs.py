@@ -421,7 +421,8 @@ class TestDeployBadInputs(_BadInputs):
     def setUpClass(cls):
         super().setUpClass()
         cls.ctx.fit = cls.ctx.root / "FIT"
-        run_fit(cls.ctx.host, _spleen_fit_input(cls.ctx), cls.ctx.fit, "--tau", "0.0")
+        datalist = _spleen_fit_input(cls.ctx)
+        run_fit(cls.ctx.host, datalist, cls.ctx.fit, "--tau", "0.0")
 
     def prefix(self) -> list[str]:
         configs = f"['{self.ctx.host / 'configs' / 'inference.json'}','{OVERLAY}']"
