@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
 
+from segq_monai.utils.errors import causes
+
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundle"
 
@@ -91,6 +93,12 @@ def parse_bundle_command(command: str) -> dict:
 
     fire.Fire({**vars(entry), "run": record}, command=argv[3:])
     return seen
+
+
+def chain(error: BaseException) -> str:
+    """The messages of an exception and of what it was raised from, one per line (MONAI wraps a failing expression
+    in a RuntimeError; :func:`segq_monai.utils.errors.causes` walks back to segq's message)."""
+    return "\n".join(str(e) for e in causes(error))
 
 
 def read_csv(path: Path) -> list[dict]:

@@ -24,6 +24,7 @@ from segq_testing import copy_bundle, isotonic_reference, read_csv, workflow, wr
 
 from segq_monai.data import split_fold, write_datalist
 from segq_monai.calibration.recalibration import split_calibration
+from segq_monai.utils.errors import causes
 
 
 class TestTwoStageBundle2D(unittest.TestCase):
@@ -346,7 +347,7 @@ class TestBundleBadInput(unittest.TestCase):
         out = output_dir or self.tmp / f"out_{name}"
         with self.assertRaises(error) as ctx:
             self._infer(items, name, output_dir, raw)
-        text = "".join(str(e) for e in _chain(ctx.exception))
+        text = "".join(str(e) for e in causes(ctx.exception))
         self.assertRegex(text, pattern)
         if out.is_dir():
             self.assertFalse((out / "quality.csv").exists())
@@ -379,11 +380,6 @@ class TestBundleBadInput(unittest.TestCase):
         blocker.write_text("not a folder")
         self._assert_fails(r"a_file.*writable", [{"image": "data/a.nii.gz"}], "unwritable", output_dir=blocker / "out")
 
-
-def _chain(e: BaseException):
-    while e is not None:
-        yield e
-        e = e.__cause__ or e.__context__
 
 
 if __name__ == "__main__":

@@ -23,21 +23,12 @@ import nibabel as nib
 import numpy as np
 from monai.bundle import run as bundle_run
 from parameterized import parameterized
-from segq_testing import HOSTS, REPO, make_host, read_csv, write_labelled_cases
+from segq_testing import HOSTS, REPO, chain, make_host, read_csv, write_labelled_cases
 from test_fit import OVERLAY, TINY, run_fit
 
 from segq_monai.data import write_datalist
 
 SHAPE = (16, 16, 12)
-
-
-def chain(error: BaseException) -> str:
-    """The messages of an exception and its causes (MONAI wraps a failing expression in a RuntimeError)."""
-    messages = []
-    while error is not None:
-        messages.append(str(error))
-        error = error.__cause__
-    return "\n".join(messages)
 
 
 class TestFitErrors(unittest.TestCase):

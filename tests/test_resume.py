@@ -31,6 +31,7 @@ import segq_monai.data.outputs  # noqa: F401  (the expressions below name it)
 from segq_monai.data import write_datalist
 from segq_monai.data.outputs import pending_items
 from segq_monai.handlers.resume import EpochSeed, ResumeCheckpoint, epoch_seed, latest_checkpoint
+from segq_monai.utils.errors import causes
 
 EPOCHS = 4
 # MLflow's sqlite store costs seconds per epoch: off in these tests
@@ -135,7 +136,7 @@ class TestCrashSafeRuns(unittest.TestCase):
         with self.assertRaises(Exception) as ctx:
             workflow(["inference.json", "sample.json"], self.root, **common,
                      **{"dataset#data": "$@items[1:]", "quality_writer#items": "@items"})
-        self.assertRegex("".join(map(str, _chain(ctx.exception))), r"'c0' .* has no result")
+        self.assertRegex("".join(map(str, causes(ctx.exception))), r"'c0' .* has no result")
         self.assertFalse((out / "quality.csv").exists())
 
     @parameterized.expand([("monai_checkpoint_loader",), ("resume_checkpoint",)])
@@ -151,11 +152,6 @@ class TestCrashSafeRuns(unittest.TestCase):
         with self.assertRaisesRegex(pickle.UnpicklingError, "Weights only load failed"):
             handler(engine) if loader == "monai_checkpoint_loader" else handler.load(engine)
 
-
-def _chain(e: BaseException | None):
-    while e is not None:
-        yield e
-        e = e.__cause__ or e.__context__
 
 
 class TestHelpers(unittest.TestCase):

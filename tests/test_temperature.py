@@ -30,6 +30,7 @@ from segq_monai.inferers.ensemble import EnsembleSampler
 from segq_monai.inferers.samplers import MCDropoutSampler, SinglePassSampler, TTASampler
 from segq_monai.calibration.temperature import bundle_temperature, load_temperature
 from segq_monai.networks.aleatoric import AleatoricNet
+from segq_monai.utils.errors import causes
 
 
 def _net(out_channels: int = 3) -> nn.Module:
@@ -287,14 +288,9 @@ class TestTemperatureBundle(unittest.TestCase):
             workflow(["inference.json", "sample.json"], self.root, temperature_scaling=True,
                      temperature_file=str(self.tmp / "no.json"),
                      output_dir=str(self.tmp / "none"), **self.common)
-        text = " ".join(str(e) for e in _chain(ctx.exception))
+        text = " ".join(str(e) for e in causes(ctx.exception))
         self.assertRegex(text, "no.json does not exist; run bundle/configs/fit_temperature.json first")
 
-
-def _chain(e: BaseException):
-    while e is not None:
-        yield e
-        e = e.__cause__ or e.__context__
 
 
 if __name__ == "__main__":

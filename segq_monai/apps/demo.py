@@ -52,7 +52,7 @@ from segq_monai.data.synthetic import FAILURE_SOURCE, SYNTHETIC_DATALIST, SYNTHE
 from segq_monai.evaluation.bootstrap import report_intervals, write_intervals
 from segq_monai.inferers.factory import PLAIN_NETWORK_SAMPLERS
 from segq_monai.transforms.quality import PLAIN_NETWORK_VARIANTS
-from segq_monai.utils.atomic import atomic_write_text, remove_temporaries
+from segq_monai.utils.atomic import atomic_write_text, remove_temporaries, writable_dir
 from segq_monai.utils.resources import bundle_root
 
 MAIN_VARIANT = "image_seg_entropy"
@@ -394,5 +394,5 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _main(args: argparse.Namespace) -> None:
-    os.makedirs(args.output_dir, exist_ok=True)
+    writable_dir(args.output_dir)
     demo(args)

@@ -40,7 +40,7 @@ from segq_monai.data.datalist import load_datalist
 from segq_monai.data.fit_folder import FIT_FILE
 from segq_monai.data.volume3d import SPLITS, prepare_volume3d
 from segq_monai.data.columns import read_quality_csv
-from segq_monai.utils.atomic import atomic_write_text, remove_temporaries
+from segq_monai.utils.atomic import atomic_write_text, remove_temporaries, writable_dir
 from segq_monai.utils.resources import packaged
 
 __all__ = ["add_parser", "example3d", "example_host_source"]
@@ -108,8 +108,7 @@ def example3d(args: argparse.Namespace) -> dict[str, Any]:
     """Run the example (see the module docstring); returns the report (with ``"times"``: seconds per step)."""
     check_calibration_size(args.cases[2], args, f"--cases gives {args.cases[2]}",
                            "Raise the third number of --cases, raise --alpha or --delta, or lower --coverage.")
-    out = Path(args.output_dir).expanduser().resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_dir(Path(args.output_dir).expanduser().resolve())
     remove_temporaries(out)  # a killed run's half-written files
     log = out / "example3d.log"
     times: dict[str, float] = json.loads((out / "times.json").read_text()) if (out / "times.json").is_file() else {}

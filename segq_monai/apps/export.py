@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import uuid
 import zipfile
 from pathlib import Path
@@ -28,6 +27,7 @@ import jsonschema
 
 from segq_monai.apps.arguments import add_subcommand, bundle_root_arg
 from segq_monai.utils.resources import bundle_root, check_bundle, packaged
+from segq_monai.utils.atomic import writable_dir
 
 __all__ = ["add_parser", "archive_members", "check_metadata", "export_bundle", "run"]
 
@@ -99,8 +99,7 @@ def export_bundle(
         if not models.is_dir():
             raise FileNotFoundError(f"--models_dir {models} is not a folder; pass the folder the training wrote.")
     name = meta.get("name") or root.name
-    out = Path(output_dir).expanduser().resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_dir(Path(output_dir).expanduser().resolve())
     target = out / f"{name}_v{meta['version']}.zip"
     tmp = out / f".{target.name}.{uuid.uuid4().hex}.tmp"
     try:
@@ -127,7 +126,5 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> None:
-    try:
-        print(export_bundle(args.output_dir, args.bundle_root, args.models_dir))
-    except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"segq-monai export: {e}")
+    """``segq-monai export``: print the archive's path (bad input ends on its message, see ``segq_monai.__main__``)."""
+    print(export_bundle(args.output_dir, args.bundle_root, args.models_dir))

@@ -55,7 +55,7 @@ from segq_monai.apps.fit_grid import (
 from segq_monai.apps.fit_host import HostBundle
 from segq_monai.apps.fit_progress import FitProgress
 from segq_monai.apps.workflows import bundle_command
-from segq_monai.data.datalist import load_datalist, write_datalist
+from segq_monai.data.datalist import load_datalist, read_datalist, write_datalist
 from segq_monai.data.outputs import first_path
 from segq_monai.data.synthetic import FAILURE_SOURCE, SYNTHETIC_FAILURES, write_synthetic_failures
 from segq_monai.data.columns import class_label, read_quality_csv
@@ -64,7 +64,8 @@ from segq_monai.calibration.flag import min_calibration_cases
 from segq_monai.calibration.recalibration import min_interval_cases
 from segq_monai.inferers.factory import PLAIN_NETWORK_SAMPLERS
 from segq_monai.transforms.quality import PLAIN_NETWORK_VARIANTS, QUALITY_VARIANTS
-from segq_monai.utils.atomic import remove_temporaries
+from segq_monai.utils.atomic import remove_temporaries, writable_dir
+from segq_monai.utils.errors import bad_input
 from segq_monai.utils.host_binding import HOST_BINDING_FILE
 from segq_monai.utils.resources import bundle_root, configs_dir
 
@@ -76,15 +77,6 @@ OVERLAYS = configs_dir()
 FULL_EPOCHS = 60
 
 
-def _cause(error: BaseException) -> BaseException | None:
-    """The first ``ValueError`` / ``FileNotFoundError`` in the cause chain (segq's checks name the file and fix)."""
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, (ValueError, FileNotFoundError)):
-            return error
-        error = error.__cause__ or error.__context__
-    return None
 
 
 def _run(configs: Sequence[Path], bundle_root: Path, run_id: str, overrides: Mapping[str, Any], step: str,
@@ -105,7 +97,7 @@ def _run(configs: Sequence[Path], bundle_root: Path, run_id: str, overrides: Map
             **dict([progress] if progress else []),
         )
     except Exception as e:
-        cause = _cause(e)
+        cause = bad_input(e)
         if cause is None:
             raise
         raise type(cause)(
@@ -132,7 +124,7 @@ def _split(args: argparse.Namespace) -> tuple[dict[str, list[dict]], str]:
     """The labelled cases, ``training`` (stage 2) and ``calibration``, checked for labels and numbers; and the
     section of ``args.datalist`` they came from. With ``--recalibrate`` all of them are calibration cases."""
     path = Path(args.datalist)
-    sections = json.loads(path.read_text()) if path.is_file() else {}
+    sections = read_datalist(path)
     key = args.datalist_key or ("validation" if sections.get("validation") else "training")
     if args.recalibrate and not args.datalist_key and sections.get("calibration"):
         key = "calibration"
@@ -266,6 +258,7 @@ class _Fit:
             return fit
         check_case_grids(split["training"] + split["calibration"], settings["head"]["strides"],
                          settings["spatial_dims"])  # before the fit folder is made
+        writable_dir(self.dir)
         write_datalist(self.dir / "datalist.json", split)
         fit = {**settings, "steps": []}
         write_fit(self.dir, fit)

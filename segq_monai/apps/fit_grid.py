@@ -37,8 +37,21 @@ _FIX_2D = (
 def file_grid(path: str | Path) -> tuple[list[int], list[float]]:
     """Spatial shape and spacing of an image file as MONAI's ``LoadImage(ensure_channel_first=True)`` gives them,
     read from the header where it can: NIfTI ``(X, Y[, Z])`` and its zooms; PNG / JPEG ``(W, H)`` (``PILReader``
-    order) and spacing 1 (no spacing in the file)."""
-    path = Path(path)
+    order) and spacing 1 (no spacing in the file).
+
+    Raises:
+        ValueError: the file cannot be read (missing, truncated, not an image); the file and the fix named.
+    """
+    try:
+        return _file_grid(Path(path))
+    except Exception as e:
+        raise ValueError(
+            f"Cannot read {path} ({type(e).__name__}: {e}); the file is missing, truncated or not an image readable "
+            "by nibabel/ITK/PIL: re-export it, or remove it from the datalist."
+        ) from e
+
+
+def _file_grid(path: Path) -> tuple[list[int], list[float]]:
     name = path.name.lower()
     if name.endswith((".nii", ".nii.gz")):
         import nibabel as nib

@@ -4,7 +4,14 @@
 from __future__ import annotations
 
 from .columns import quality_columns, read_quality_csv, write_quality_csv
-from .datalist import DEFAULT_PATH_KEYS, default_section, demo_datalist_path, load_datalist, write_datalist
+from .datalist import (
+    DEFAULT_PATH_KEYS,
+    default_section,
+    demo_datalist_path,
+    load_datalist,
+    read_datalist,
+    write_datalist,
+)
 from .folds import contiguous_folds, holdout_split, split_fold
 from .outputs import case_name, pending_items, saved_items
 
@@ -23,6 +30,7 @@ __all__ = [
     "load_fit",
     "load_quality_head",
     "load_datalist",
+    "read_datalist",
     "make_demo_data",
     "make_volume3d_data",
     "network_signature",

@@ -17,7 +17,14 @@ from monai.data import load_decathlon_datalist
 
 from segq_monai.utils.atomic import atomic_write_text
 
-__all__ = ["DEFAULT_PATH_KEYS", "default_section", "demo_datalist_path", "load_datalist", "write_datalist"]
+__all__ = [
+    "DEFAULT_PATH_KEYS",
+    "default_section",
+    "demo_datalist_path",
+    "load_datalist",
+    "read_datalist",
+    "write_datalist",
+]
 
 #: keys whose values are always file paths (a path or a list of paths per item).
 DEFAULT_PATH_KEYS: tuple[str, ...] = ("image", "label")
@@ -34,10 +41,10 @@ def default_section(path: str | os.PathLike) -> str:
     A missing or invalid file gives ``"training"``; :func:`load_datalist` then reports the problem.
     """
     try:
-        sections = json.loads(Path(path).read_text())
+        sections = read_datalist(path)
     except (OSError, ValueError):
         return "training"
-    return "testing" if isinstance(sections, dict) and sections.get("testing") else "training"
+    return "testing" if sections.get("testing") else "training"
 
 
 def _paths_of(value: Any) -> list[str]:
@@ -48,25 +55,11 @@ def _paths_of(value: Any) -> list[str]:
     return []
 
 
-def load_datalist(
-    path: str | os.PathLike, key: str = "training", path_keys: Sequence[str] = DEFAULT_PATH_KEYS
-) -> list[dict]:
-    """Load one section of a Decathlon datalist with absolute paths (``monai.data.load_decathlon_datalist``).
-
-    Values under ``path_keys`` are joined to the JSON's folder and must exist; other string values are joined
-    only where the joined path exists (MONAI's rule), e.g. the demo set's ``regions``.
-
-    Args:
-        path: the JSON file.
-        key: the section, e.g. ``"training"``, ``"validation"``, ``"testing"``.
-        path_keys: keys whose files must exist.
-
-    Returns:
-        the section's items (new dicts), paths absolute and normalised.
+def read_datalist(path: str | os.PathLike) -> dict[str, Any]:
+    """The content of the datalist JSON ``path`` (sections and metadata), unchecked beyond being a JSON object.
 
     Raises:
-        FileNotFoundError: the JSON file, or a file an item names under ``path_keys``, does not exist.
-        ValueError: invalid JSON, not an object, ``key`` missing, or the section empty / not a list.
+        FileNotFoundError: no such file. ValueError: invalid JSON, or not an object; the message names the file.
     """
     path = Path(path).expanduser().absolute()
     if not path.is_file():
@@ -81,8 +74,38 @@ def load_datalist(
         ) from e
     if not isinstance(content, dict):
         raise ValueError(
-            f"Datalist {path} must hold a JSON object such as {{\"{key}\": [...]}}, got {type(content).__name__}."
+            f"Datalist {path} must hold a JSON object such as {{\"training\": [...]}}, got {type(content).__name__}."
         )
+    return content
+
+
+def load_datalist(
+    path: str | os.PathLike,
+    key: str = "training",
+    path_keys: Sequence[str] = DEFAULT_PATH_KEYS,
+    required_keys: Sequence[str] = ("image",),
+) -> list[dict]:
+    """Load one section of a Decathlon datalist with absolute paths (``monai.data.load_decathlon_datalist``).
+
+    Values under ``path_keys`` are joined to the JSON's folder and must exist; other string values are joined
+    only where the joined path exists (MONAI's rule), e.g. the demo set's ``regions``.
+
+    Args:
+        path: the JSON file.
+        key: the section, e.g. ``"training"``, ``"validation"``, ``"testing"``.
+        path_keys: keys whose files must exist.
+        required_keys: keys every item must have, e.g. ``["image", "label"]`` to evaluate.
+
+    Returns:
+        the section's items (new dicts), paths absolute and normalised.
+
+    Raises:
+        FileNotFoundError: the JSON file, or a file an item names under ``path_keys``, does not exist.
+        ValueError: invalid JSON, not an object, ``key`` missing, the section empty / not a list, or an item without
+            one of ``required_keys`` (the item, its keys and the missing one named).
+    """
+    path = Path(path).expanduser().absolute()
+    content = read_datalist(path)
     if key not in content:
         sections = sorted(k for k, v in content.items() if isinstance(v, list))
         raise ValueError(
@@ -95,6 +118,13 @@ def load_datalist(
     if not all(isinstance(i, dict) for i in section) and not (key == "test" and isinstance(section[0], str)):
         raise ValueError(f"Section {key!r} of datalist {path} must be a list of objects such as {{\"image\": ...}}.")
     items = load_decathlon_datalist(path, is_segmentation=True, data_list_key=key)  # MSD "test": bare paths ok
+    for i, item in enumerate(items):
+        missing = [k for k in required_keys if k not in item]
+        if missing:
+            raise ValueError(
+                f"{key}[{i}] of datalist {path} has no {', '.join(map(repr, missing))} (its keys: {sorted(item)}); "
+                f"name each case's files under {list(required_keys)}, as Decathlon datalists do."
+            )
 
     for i, item in enumerate(items):
         for k in path_keys:

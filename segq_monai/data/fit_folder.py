@@ -58,6 +58,8 @@ CALIBRATION_FILE = "quality_calibration.json"
 HEAD_FILE = "quality_head.pt"
 _STAGES = ("head", "calibration")
 _SIGNATURE = ("spatial_dims", "in_channels", "out_channels")
+#: keys every ``fit.json`` this version reads has (a fit folder without them is of an older format)
+_RECORDED = ("host_network", "head", "steps")
 
 
 def network_signature(network: nn.Module) -> dict[str, int]:
@@ -101,9 +103,17 @@ def _read(fit_dir: Path) -> dict[str, Any]:
             "--host_bundle HOST --datalist FILE --output_dir FIT, and pass that folder as segq#fit_dir."
         )
     try:
-        return json.loads(path.read_text())
+        fit = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{path} is not valid JSON ({e}); rerun python -m segq_monai fit to rewrite it.") from e
+    missing = [k for k in _RECORDED if k not in fit] if isinstance(fit, dict) else list(_RECORDED)
+    if missing:
+        raise ValueError(
+            f"{path} is of an older or another format (no {', '.join(map(repr, missing))}); this segq-monai cannot "
+            "deploy it. Fit again with python -m segq_monai fit --output_dir NEW_FIT (same arguments), or deploy with "
+            "the segq-monai version that made it."
+        )
+    return fit
 
 
 def load_fit(
@@ -170,7 +180,11 @@ def load_fit(
 
 def load_quality_head(network: nn.Module, checkpoint: str | os.PathLike) -> nn.Module:
     """Load the quality head's weights (``{"model": state_dict}`` or a plain state dict) with
-    ``torch.load(..., weights_only=True)`` onto the device of ``network``; returns ``network`` in eval mode."""
+    ``torch.load(..., weights_only=True)`` onto the device of ``network``; returns ``network`` in eval mode.
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: a truncated file, or the weights of another head; the file named.
+    """
     path = Path(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(
@@ -178,6 +192,19 @@ def load_quality_head(network: nn.Module, checkpoint: str | os.PathLike) -> nn.M
             "fit) or segq#quality_checkpoint at trained weights (train_quality.json writes them)."
         )
     device = next(network.parameters()).device
-    state = torch.load(path, map_location=device, weights_only=True)
-    network.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:
+        raise ValueError(
+            f"Quality head checkpoint {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0]}): it is "
+            "truncated or not a torch checkpoint; rerun the fit step that writes it (python -m segq_monai fit, "
+            "the same command: it continues) or restore the file."
+        ) from e
+    try:
+        network.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
+    except RuntimeError as e:
+        raise ValueError(
+            f"Quality head checkpoint {path} holds the weights of another head (another architecture, classes or "
+            f"inputs: {str(e).splitlines()[0]}); point segq#fit_dir at the fit folder it belongs to, or refit."
+        ) from e
     return network.eval()

@@ -26,7 +26,6 @@ The handler composes one class per job: :class:`~segq_monai.handlers.case_maps.C
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,7 +38,7 @@ from segq_monai.handlers.case_maps import CaseMaps, source_path
 from segq_monai.handlers.cohort_order import CohortOrder
 from segq_monai.handlers.quality_table import QualityTable
 from segq_monai.handlers.sidecars import Sidecars
-from segq_monai.utils.atomic import remove_temporaries
+from segq_monai.utils.atomic import remove_temporaries, writable_dir
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 if TYPE_CHECKING:
@@ -105,22 +104,11 @@ class QualityWriter:
 
     def attach(self, engine: Engine) -> None:
         """Check the output folder, then write at every iteration and when the run completes."""
-        self._check_output_dir()
+        writable_dir(self.output_dir)
         self.table.read_datalist()
         engine.add_event_handler(Events.STARTED, self._reset)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self)
         engine.add_event_handler(Events.COMPLETED, self.write)
-
-    def _check_output_dir(self) -> None:
-        try:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            probe = self.output_dir / f".segq_write_test.{uuid.uuid4().hex}"  # ranks probe the folder at once
-            probe.write_text("ok")
-            probe.unlink()
-        except OSError as e:
-            raise ValueError(
-                f"Cannot write to output_dir {self.output_dir} ({e.strerror}); pass a writable --output_dir."
-            ) from e
 
     def _reset(self, engine: Engine) -> None:
         self.rows, self.entries = [], []

@@ -24,6 +24,7 @@ from segq_monai.data.fit_folder import load_fit
 from segq_monai.handlers.host_binding import check_host_binding
 from segq_monai.utils.booleans import as_bool
 from segq_monai.utils.host_binding import host_binding
+from segq_monai.utils.errors import bad_input
 from segq_monai.utils.resources import overlay_path
 
 __all__ = ["INTERVAL_KEYS", "SegQPipeline", "quality_summary"]
@@ -57,17 +58,6 @@ def quality_summary(item: Mapping[str, Any]) -> dict[str, Any]:
         "flagged": bool(torch.as_tensor(item["flagged"]).any()),
         **{key: values(key) for key in INTERVAL_KEYS},
     }
-
-
-def _value_error(error: BaseException) -> ValueError | None:
-    """The first ``ValueError`` in the cause chain of ``error`` (the bundle's checks name the file and the fix)."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, ValueError):
-            return error
-        error = error.__cause__ or error.__context__
-    return None
 
 
 #: config ids of the parts: in a segq bundle's inference.json, and in a host bundle's with the segq overlay
@@ -235,7 +225,7 @@ class SegQPipeline:
             try:
                 data = parts.preprocessing({"image": str(image)})
             except RuntimeError as e:  # Compose wraps a transform's error in "applying transform ..."
-                cause = _value_error(e)
+                cause = bad_input(e, (ValueError,))
                 if cause is None:
                     raise
                 raise ValueError(str(cause)) from e

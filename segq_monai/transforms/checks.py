@@ -26,8 +26,8 @@ class CheckImage(Transform):
         spatial_dims: the number of spatial dimensions the networks take (2 or 3).
 
     Raises:
-        ValueError: the image has another number of spatial dimensions, or holds NaN / Inf values. The message
-            names the file (from the MetaTensor's ``filename_or_obj``) and the fix.
+        ValueError: the image has another number of spatial dimensions, holds NaN / Inf values, or holds only zeros
+            (a blank export). The message names the file (from the MetaTensor's ``filename_or_obj``) and the fix.
     """
 
     def __init__(self, spatial_dims: int) -> None:
@@ -46,6 +46,11 @@ class CheckImage(Transform):
             raise ValueError(
                 f"{_source(img)} holds {int((~torch.isfinite(t)).sum())} NaN/Inf values; repair the file or "
                 "remove it from the datalist."
+            )
+        if not t.any():
+            raise ValueError(
+                f"{_source(img)} holds only zeros (shape {tuple(img.shape)}): a blank or failed export, with nothing "
+                "to segment; re-export it from the original, or remove it from the datalist."
             )
         return img
 

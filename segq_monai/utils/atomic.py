@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import uuid
@@ -9,16 +10,44 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_text", "remove_temporaries"]
+__all__ = ["atomic_path", "atomic_write_text", "remove_temporaries", "writable_dir"]
 
 #: the name :func:`atomic_path` gives a temporary file: ``.<name>.<32 hex digits>.tmp[<suffix>]``
 _TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp(\..+)?$")
 
 
+def writable_dir(folder: str | os.PathLike, what: str = "--output_dir") -> Path:
+    """Create ``folder`` (with its parents) and check that a file can be written there, before any output is.
+
+    Args:
+        folder: the output folder.
+        what: how the user names it, for the message (e.g. ``"--output_dir"``).
+
+    Returns:
+        ``folder`` as a ``Path``.
+
+    Raises:
+        ValueError: it cannot be created or written (e.g. a path through a file, a read-only disk); the folder, the
+            reason and the fix named.
+    """
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".segq_write_test.{uuid.uuid4().hex}"  # processes of one run may probe the folder at once
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(
+            f"Cannot write to the output folder {path} ({e.strerror or e}); pass a writable {what}."
+        ) from e
+    return path
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
     """Yield a temporary path in the folder of ``path``; on a clean exit it replaces ``path`` (``os.replace``), on an
-    exception it is removed. For writers that take a file name (``torch.save``, NIfTI writers).
+    exception it is removed. For writers that take a file name (``torch.save``, NIfTI writers). A full disk
+    (``ENOSPC``, ``EDQUOT``) is re-raised as an ``OSError`` that names the folder, the file and the fix.
 
     Args:
         path: the file to write; its folder must exist.
@@ -37,6 +66,11 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise OSError(e.errno, f"No space left on the disk of {folder} to write {os.path.basename(path)} (nothing "
+                               "half-written is left); free space there or write to another disk, then rerun.") from e
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
