@@ -9,8 +9,7 @@ as a terminal shows them) and checks that it exits non-zero and that its last li
 traceback. ``docs/refusals.md`` is this table (``SEGQ_WRITE_DOCS=1`` rewrites it).
 
 A new row needs its name, command, a ``make(ctx)`` that builds the input and returns the extra command-line
-arguments and the file or id the message must name, and the message and fix excerpts. A host whose weights changed
-since the fit (the lead's host binding) becomes a ``deploy`` row here.
+arguments and the file or id the message must name, and the message and fix excerpts.
 """
 
 from __future__ import annotations
@@ -176,6 +175,14 @@ def _truncated_head(fit: Path) -> None:
     head.write_bytes(head.read_bytes()[:2000])
 
 
+def _retrained_host(ctx) -> tuple[list[str], str]:
+    """The host's weights as after a retraining: a perturbed copy of its checkpoint, loaded in its place."""
+    weights = ctx.tmp / "retrained_model.pt"
+    state = torch.load(ctx.host / "models" / "model.pt", weights_only=True)
+    torch.save({k: v + 0.01 if v.is_floating_point() else v for k, v in state.items()}, weights)
+    return ["--handlers#0#load_path", str(weights)], str(weights)
+
+
 def _deploy(edit: Callable[[Path], None], named: str = "fit") -> Callable[[Any], tuple[list[str], str]]:
     def make(ctx) -> tuple[list[str], str]:
         args, fit = _fit_copy(ctx, edit)
@@ -258,7 +265,8 @@ ROWS = [
         "pass a writable --output_dir"),
     Row("deploy: full disk", "deploy", _full_disk, "No space left on the disk",
         "free space there or write to another disk"),
-    # LEAD: "deploy: a host whose weights changed since the fit" (host binding) is added here after the merge.
+    Row("deploy: a host whose weights changed since the fit", "deploy", _retrained_host,
+        "is not the one the quality head", "--segq#allow_host_change true"),
     # python -m segq_monai demo / example3d / export
     Row("demo: unwritable output folder", "segq", lambda ctx: (["demo", *_unwritable(ctx)[0]], str(ctx.tmp / "a_file" / "out")),
         "Cannot write to the output folder", "pass a writable --output_dir"),

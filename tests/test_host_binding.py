@@ -35,15 +35,11 @@ from segq_monai.apps.workflows import bundle_command, cli_value
 from segq_monai.data import write_datalist
 from segq_monai.handlers.host_binding import check_host_binding
 from segq_monai.monailabel.pipeline import SegQPipeline
+from segq_monai.utils.errors import bad_input
 from segq_monai.utils.host_binding import binding_differences, describe, host_binding, weights_sha256
 
 OVERLAY = REPO / "configs" / "segq_overlay.json"
 
-
-def root_cause(error: BaseException) -> BaseException:
-    while error.__cause__ is not None or error.__context__ is not None:
-        error = error.__cause__ or error.__context__
-    return error
 
 VALUES = [
     ("boolean", False),
@@ -171,7 +167,7 @@ class TestFittedHost(unittest.TestCase):
         with self.assertRaises(Exception) as refused:
             self._deploy(name, **extra)
         self.assertFalse((self.tmp / name / "quality.csv").exists())  # refused before any case is written
-        return str(root_cause(refused.exception))
+        return str(bad_input(refused.exception))
 
     def _changed_weights(self) -> tuple[str, str]:
         """Perturb the host's weights file (restored after the test); its digests before and after."""
@@ -235,7 +231,7 @@ class TestFittedHost(unittest.TestCase):
         shutil.copytree(self.fit_dir, copy)
         with self.assertRaises(Exception) as refused:
             run_fit(self.host, self.datalist, copy, "--tau", "0.5", "--recalibrate", stderr=io.StringIO())
-        self.assertIn("weights digest", str(root_cause(refused.exception)))
+        self.assertIn("weights digest", str(bad_input(refused.exception)))
 
 
 if __name__ == "__main__":
