@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 import unittest
+from unittest import mock
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -264,7 +265,8 @@ def same_text(test: unittest.TestCase, folder: Path, reference: Path, names: lis
 
 
 class TestDemoKilled(unittest.TestCase):
-    """``python -m segq_monai demo`` at test_demo's toy size (without the shift and cross-plane splits) killed while
+    """``python -m segq_monai demo`` at test_demo's toy size (without geometric copies, the shift and cross-plane
+    splits, 100 bootstrap resamples) killed while
     it evaluates the test split: the rerun skips every step done (training, temperature, sampling, the head, the
     calibration split), continues the test split from its written batches and ends as a run never interrupted."""
 
@@ -275,8 +277,8 @@ class TestDemoKilled(unittest.TestCase):
         slow_when_asked(self.root / "configs" / "inference.json")
 
     def _args(self, out: Path) -> list[str]:
-        return ["demo", "--output_dir", str(out), "--bundle_root", str(self.root), *TOY, "--shift_variants", "0",
-                "--cross_plane_variants", "0"]  # fmt: skip
+        return ["demo", "--output_dir", str(out), "--bundle_root", str(self.root), *TOY, "--geometric_variants", "0",
+                "--shift_variants", "0", "--cross_plane_variants", "0", "--bootstrap_resamples", "100"]  # fmt: skip
 
     def test_killed_demo_resumes(self):
         reference, out, log = self.tmp / "reference", self.tmp / "out", self.tmp / "demo.log"
@@ -307,22 +309,28 @@ class TestDemoKilled(unittest.TestCase):
 
 
 class TestExample3dKilled(unittest.TestCase):
-    """``python -m segq_monai example3d`` (test_example3d's toy size) killed, with its fit, once the fit has sampled:
-    the rerun skips the host's training, continues the fit (it used to take the fit's first ``fit.json`` for a
+    """``python -m segq_monai example3d`` (test_example3d's toy size), its host trained by an earlier run, killed
+    with its fit once the fit has sampled: the rerun skips the host's training, continues the fit (it used to take the fit's first ``fit.json`` for a
     finished fit, skip it and fail at the deployment), deploys and reports as a run never interrupted."""
 
     def setUp(self):
         self.tmp = Path(tempfile.mkdtemp())
         self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
 
+    def _args(self, out: Path) -> list[str]:
+        return ["example3d", "--output_dir", str(out), "--cases", "4", "6", "4", "3", "--spatial_size", "24", "24",
+                "24", "--epochs", "1", "--epochs_quality", "1", "--num_samples", "2", "--alpha", "0.9", "--coverage",
+                "0.6", "--device", "cpu"]  # fmt: skip
+
     def _command(self, out: Path) -> list[str]:
-        return [sys.executable, "-m", "segq_monai", "example3d", "--output_dir", str(out), "--cases", "4", "6", "4",
-                "3", "--spatial_size", "24", "24", "24", "--epochs", "1", "--epochs_quality", "1", "--num_samples",
-                "2", "--alpha", "0.9", "--coverage", "0.6", "--device", "cpu"]  # fmt: skip
+        return [sys.executable, "-m", "segq_monai", *self._args(out)]
 
     def test_killed_example_resumes(self):
         reference, out, log = self.tmp / "reference", self.tmp / "out", self.tmp / "example3d.log"
-        run(self._command(reference), log, self.tmp)
+        with one_thread(), mock.patch.dict(os.environ, ENV), open(log, "w") as f, redirect_stdout(f):
+            main(self._args(reference))  # its steps are subprocesses: ENV's
+        # the host trained (and the data made) as by a first run killed after the host's training: saves a training
+        shutil.copytree(reference / "colin27_regions3d", out / "colin27_regions3d")
 
         def sampled() -> bool:
             try:
