@@ -45,6 +45,7 @@ from segq_monai.__main__ import main
 from segq_monai.apps.example3d import _fit_done
 from segq_monai.data import write_datalist
 from segq_monai.data.fit_folder import write_fit
+from segq_monai.utils.atomic import remove_temporaries
 
 #: one thread: the same floating-point sums in every run
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
@@ -107,9 +108,9 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def plant_temporary(folder: Path, name: str) -> Path:
-    """A temporary file as ``atomic_path`` names it, as a kill while writing ``folder/name`` leaves it."""
-    path = folder / f".{name}.{'0' * 32}.tmp"
+def plant_temporary(folder: Path, name: str, suffix: str = "") -> Path:
+    """A temporary file as ``atomic_path(folder / name, suffix)`` names it, as a kill while writing leaves it."""
+    path = folder / f".{name}.{'0' * 32}.tmp{suffix}"
     path.write_text("half")
     return path
 
@@ -367,6 +368,23 @@ class TestExample3dKilled(unittest.TestCase):
         for steps, done in (([], False), (["sample", "head"], False), (["sample", "head", "calibration"], True)):
             write_fit(self.tmp, {"calibration": settings, "steps": steps})
             self.assertEqual(_fit_done(self.tmp), done, steps)
+
+
+class TestRemoveTemporaries(unittest.TestCase):
+    @parameterized.expand([(None, ["a", "a/b", "a/b/c"]), (0, ["."]), (1, [".", "a"])])
+    def test_depth(self, depth, cleaned):
+        """Only ``atomic_path``'s temporary names, down to ``depth`` levels of subfolders."""
+        with tempfile.TemporaryDirectory() as tmp:
+            folders = [Path(tmp, *parts) for parts in ((), ("a",), ("a", "b"), ("a", "b", "c"))]
+            folders[-1].mkdir(parents=True)
+            kept = [f / name for f in folders for name in ("x.nii.gz", ".x.tmp", f".x.{'0' * 31}.tmp")]
+            for path in kept:
+                path.write_text("")
+            planted = [plant_temporary(f, "x.nii.gz", ".nii.gz") for f in folders] + [plant_temporary(folders[0], "y")]
+            removed = remove_temporaries(tmp, depth)
+            expected = [p for p in planted if str(p.parent.relative_to(tmp)) in cleaned or depth is None]
+            self.assertEqual(sorted(removed), sorted(expected))
+            self.assertTrue(all(p.exists() for p in kept))
 
 
 if __name__ == "__main__":
