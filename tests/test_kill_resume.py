@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 import unittest
+from unittest import mock
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -38,8 +39,13 @@ from segq_testing import (
     write_labelled_cases,
 )
 
+from test_demo import TOY
+
 from segq_monai.__main__ import main
+from segq_monai.apps.example3d import _fit_done
 from segq_monai.data import write_datalist
+from segq_monai.data.fit_folder import write_fit
+from segq_monai.utils.atomic import remove_temporaries
 
 #: one thread: the same floating-point sums in every run
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
@@ -102,9 +108,9 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def plant_temporary(folder: Path, name: str) -> Path:
-    """A temporary file as ``atomic_path`` names it, as a kill while writing ``folder/name`` leaves it."""
-    path = folder / f".{name}.{'0' * 32}.tmp"
+def plant_temporary(folder: Path, name: str, suffix: str = "") -> Path:
+    """A temporary file as ``atomic_path(folder / name, suffix)`` names it, as a kill while writing leaves it."""
+    path = folder / f".{name}.{'0' * 32}.tmp{suffix}"
     path.write_text("half")
     return path
 
@@ -250,6 +256,135 @@ class TestFitKilled(unittest.TestCase):
         assert_same_maps(self, fit_dir, reference)
         self.assertFalse(planted.exists())
         self.assertEqual(temporaries(fit_dir), [])
+
+
+def same_text(test: unittest.TestCase, folder: Path, reference: Path, names: list[str]) -> None:
+    """The files ``names`` read the same in both folders, each folder's path written as ``OUT``."""
+    for name in names:
+        test.assertEqual((folder / name).read_text().replace(str(folder), "OUT"),
+                         (reference / name).read_text().replace(str(reference), "OUT"), name)  # fmt: skip
+
+
+class TestDemoKilled(unittest.TestCase):
+    """``python -m segq_monai demo`` at test_demo's toy size (without geometric copies, the shift and cross-plane
+    splits, 100 bootstrap resamples) killed while
+    it evaluates the test split: the rerun skips every step done (training, temperature, sampling, the head, the
+    calibration split), continues the test split from its written batches and ends as a run never interrupted."""
+
+    def setUp(self):
+        self.tmp = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
+        self.root = copy_bundle(self.tmp)
+        slow_when_asked(self.root / "configs" / "inference.json")
+
+    def _args(self, out: Path) -> list[str]:
+        return ["demo", "--output_dir", str(out), "--bundle_root", str(self.root), *TOY, "--geometric_variants", "0",
+                "--shift_variants", "0", "--cross_plane_variants", "0", "--bootstrap_resamples", "100"]  # fmt: skip
+
+    def test_killed_demo_resumes(self):
+        reference, out, log = self.tmp / "reference", self.tmp / "out", self.tmp / "demo.log"
+        with one_thread(), open(log, "w") as f, redirect_stdout(f), redirect_stderr(f):
+            main(self._args(reference))
+        command = [sys.executable, "-m", "segq_monai", *self._args(out)]
+        run_killed(command, log, self.tmp, lambda: any((out / "report").glob("*/*_quality.json")))
+        self.assertFalse((out / "report" / "quality.csv").exists())
+        assert_whole(self, out)
+        planted = plant_temporary(out / "models" / "fold0", "temperature.json")
+        written = {p: p.stat().st_mtime_ns for p in (out / "report" / "calibration_split").rglob("*")}
+
+        rerun = log.with_name("rerun.log")
+        run(command, rerun, self.tmp)
+        printed = rerun.read_text()
+        self.assertEqual(printed.count("done by an earlier run, skipped"), 2 * 3 + 2, printed[-3000:])
+        self.assertIn("== evaluate image_seg_entropy on the testing split (sampling)\n", printed)
+        self.assertEqual({p: p.stat().st_mtime_ns for p in written}, written)
+        same_text(self, out, reference, ["report/quality.csv", "report/calibration_split/quality.csv",
+                                         "report/report.json", "report/bootstrap.json"])  # fmt: skip
+        text, expected = ((d / "report" / "comparison.md").read_text() for d in (out, reference))
+        self.assertEqual(text.split("## Time of each step")[0].split("\n", 1)[1],
+                         expected.split("## Time of each step")[0].split("\n", 1)[1])  # the first line: minutes
+        for folder in ("report", "stage2_data"):
+            assert_same_maps(self, out / folder, reference / folder)
+        self.assertFalse(planted.exists())
+        self.assertEqual(temporaries(out), [])
+
+
+class TestExample3dKilled(unittest.TestCase):
+    """``python -m segq_monai example3d`` (test_example3d's toy size), its host trained by an earlier run, killed
+    with its fit once the fit has sampled: the rerun skips the host's training, continues the fit (it used to take the fit's first ``fit.json`` for a
+    finished fit, skip it and fail at the deployment), deploys and reports as a run never interrupted."""
+
+    def setUp(self):
+        self.tmp = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
+
+    def _args(self, out: Path) -> list[str]:
+        return ["example3d", "--output_dir", str(out), "--cases", "4", "6", "4", "3", "--spatial_size", "24", "24",
+                "24", "--epochs", "1", "--epochs_quality", "1", "--num_samples", "2", "--alpha", "0.9", "--coverage",
+                "0.6", "--device", "cpu"]  # fmt: skip
+
+    def _command(self, out: Path) -> list[str]:
+        return [sys.executable, "-m", "segq_monai", *self._args(out)]
+
+    def test_killed_example_resumes(self):
+        reference, out, log = self.tmp / "reference", self.tmp / "out", self.tmp / "example3d.log"
+        with one_thread(), mock.patch.dict(os.environ, ENV), open(log, "w") as f, redirect_stdout(f):
+            main(self._args(reference))  # its steps are subprocesses: ENV's
+        # the host trained (and the data made) as by a first run killed after the host's training: saves a training
+        shutil.copytree(reference / "colin27_regions3d", out / "colin27_regions3d")
+
+        def sampled() -> bool:
+            try:
+                return "sample" in json.loads((out / "fit" / "fit.json").read_text())["steps"]
+            except FileNotFoundError:
+                return False
+
+        run_killed(self._command(out), log, self.tmp, sampled)
+        self.assertFalse((out / "deploy").exists())
+        assert_whole(self, out)
+        planted = plant_temporary(out / "fit", "fit.json")
+        host_weights = (out / "colin27_regions3d" / "models" / "model.pt").stat().st_mtime_ns
+
+        rerun = log.with_name("rerun.log")
+        run(self._command(out), rerun, self.tmp)
+        printed = rerun.read_text()
+        self.assertNotIn("== host training", printed)
+        self.assertNotIn("== fit, 1/3", printed)  # the fit continued after its sampling
+        self.assertIn("== fit, 2/3", printed)
+        self.assertEqual((out / "colin27_regions3d" / "models" / "model.pt").stat().st_mtime_ns, host_weights)
+
+        same_text(self, out, reference, ["fit/fit.json", "fit/quality_calibration.json", "deploy/quality.csv",
+                                         "report/report.json"])  # fmt: skip
+        for folder in ("fit", "deploy"):
+            assert_same_maps(self, out / folder, reference / folder)
+        self.assertFalse(planted.exists())
+        self.assertEqual(temporaries(out), [])
+
+    def test_fit_done_reads_the_steps(self):
+        """A fit is done when ``calibration`` is among its steps; its first ``fit.json`` already has a filled
+        ``calibration`` key (the settings)."""
+        self.assertFalse(_fit_done(self.tmp))
+        settings = {"alpha": 0.2, "delta": 0.1, "tau": 0.8, "coverage": 0.9}
+        for steps, done in (([], False), (["sample", "head"], False), (["sample", "head", "calibration"], True)):
+            write_fit(self.tmp, {"calibration": settings, "steps": steps})
+            self.assertEqual(_fit_done(self.tmp), done, steps)
+
+
+class TestRemoveTemporaries(unittest.TestCase):
+    @parameterized.expand([(None, ["a", "a/b", "a/b/c"]), (0, ["."]), (1, [".", "a"])])
+    def test_depth(self, depth, cleaned):
+        """Only ``atomic_path``'s temporary names, down to ``depth`` levels of subfolders."""
+        with tempfile.TemporaryDirectory() as tmp:
+            folders = [Path(tmp, *parts) for parts in ((), ("a",), ("a", "b"), ("a", "b", "c"))]
+            folders[-1].mkdir(parents=True)
+            kept = [f / name for f in folders for name in ("x.nii.gz", ".x.tmp", f".x.{'0' * 31}.tmp")]
+            for path in kept:
+                path.write_text("")
+            planted = [plant_temporary(f, "x.nii.gz", ".nii.gz") for f in folders] + [plant_temporary(folders[0], "y")]
+            removed = remove_temporaries(tmp, depth)
+            expected = [p for p in planted if str(p.parent.relative_to(tmp)) in cleaned or depth is None]
+            self.assertEqual(sorted(removed), sorted(expected))
+            self.assertTrue(all(p.exists() for p in kept))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .atomic import atomic_path, atomic_write_text, writable_dir
+from .atomic import atomic_path, atomic_write_text, remove_temporaries, writable_dir
 from .booleans import as_bool
 from .jsonable import jsonable
 from .resources import BUNDLE_FILES, bundle_root, check_bundle, configs_dir, overlay_path, overlays, packaged, paths
