@@ -116,10 +116,12 @@ def head_config(overrides: dict[str, Any]) -> ConfigParser:
     return parser
 
 
-def train_head(run: Path, candidate: str, seed: int, workdir: Path) -> tuple[torch.nn.Module, float]:
-    """Train ``candidate``'s head with ``train_quality.json`` on ``run``'s stage-2 data; returns it (eval mode, on
-    the CPU) and the training time in s."""
-    overrides = CANDIDATES[candidate]
+def train_head(
+    run: Path, candidate: str, seed: int, workdir: Path, extra: dict[str, Any] | None = None
+) -> tuple[torch.nn.Module, float]:
+    """Train ``candidate``'s head with ``train_quality.json`` on ``run``'s stage-2 data (``extra``: further overrides,
+    e.g. ``epochs``); returns it (eval mode, on the CPU) and the training time in s."""
+    overrides = {**CANDIDATES[candidate], **(extra or {})}
     datalists = stage2_datalists(run, bool(overrides.get("quality_scalars")))
     start = time.perf_counter()
     run_workflow(bundle_root(), ["train_quality.json"], stage2_datalists=datalists, ckpt_dir=str(workdir),
@@ -191,6 +193,7 @@ def main() -> None:
     p.add_argument("--candidates", nargs="+", choices=list(CANDIDATES), default=list(CANDIDATES))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--out", default="head_choice.json", help="JSON file of the records (read, then extended)")
+    p.add_argument("--epochs", type=int, help="head epochs (default: train_quality.json's; a quick check only)")
     args = p.parse_args()
     run, out = Path(args.run), Path(args.out)
     maps = Path(args.maps) if args.maps else run
@@ -206,11 +209,12 @@ def main() -> None:
     for seed in args.seeds:  # seed-major: every candidate's first seed before any candidate's second
         for candidate in args.candidates:
             key = {"candidate": candidate, "seed": seed, "label": args.label}
+            extra = {} if args.epochs is None else {"epochs": args.epochs}
             if any(all(r.get(k, "") == v for k, v in key.items()) for r in records):
                 continue
             with tempfile.TemporaryDirectory() as tmp:
-                net, seconds = train_head(run, candidate, seed, Path(tmp))
-            records.append({**key, "run": str(run.absolute()), "maps": str(maps.absolute()), "seconds": seconds,
+                net, seconds = train_head(run, candidate, seed, Path(tmp), extra)
+            records.append({**key, "run": str(run.absolute()), "maps": str(maps.absolute()), **extra, "seconds": seconds,
                             **{k: scores(net, candidate, *v) for k, v in splits.items()}})  # fmt: skip
             out.write_text(json.dumps(records, indent=1))
             print(f"{candidate}, seed {seed} ({seconds:.0f} s): {json.dumps(records[-1])}")

@@ -15,7 +15,7 @@ import torch
 from monai.bundle import ConfigParser
 from parameterized import parameterized
 
-from benchmarks.head_choice import CANDIDATES, RANK_WEIGHT, rule_scores
+from benchmarks.head_choice import CANDIDATES, RANK_WEIGHT, rule_scores, summary
 from segq_monai.apps.workflows import run_workflow
 from segq_monai.losses import QualityRankLoss
 from segq_monai.networks import QualityEnsemble, QualityRegressor
@@ -51,9 +51,9 @@ def _stage2_data(root: Path, n: int = 6) -> Path:
     return path
 
 
-def _config(name: str, overrides: dict) -> ConfigParser:
+def _config(name: str | list[str], overrides: dict) -> ConfigParser:
     parser = ConfigParser()
-    parser.read_config(str(bundle_root() / "configs" / name))
+    parser.read_config([str(bundle_root() / "configs" / n) for n in ([name] if isinstance(name, str) else name)])
     parser.update({"device": "$torch.device('cpu')", **overrides})
     return parser
 
@@ -122,12 +122,32 @@ class TestCandidatesTrainAndPredict(unittest.TestCase):
             self.assertEqual(isinstance(net, QualityEnsemble), name == "ensemble5")
 
 
+class TestEvaluateMaps(unittest.TestCase):
+    def test_pairwise_dice_from_the_saved_baseline(self):
+        configs = ["inference.json", "evaluate_maps.json"]
+        steps = _config(configs, {"quality_scalars": ["pairwise_dice"]}).get_parsed_content("label_transforms")
+        out = steps[-1]({"baselines": {"pairwise_dice": 0.75, "mean_entropy": -0.1}})
+        torch.testing.assert_close(out["pairwise_dice"], torch.tensor([0.75]))
+        self.assertEqual(len(_config(configs, {}).get_parsed_content("label_transforms")), 2)  # off by default
+
+
 class TestRuleScores(unittest.TestCase):
     def test_mean_of_the_choosing_splits(self):
         rows = [{"cross_subject": {"spearman": 0.4, "aurc": 0.2}, "shift": {"spearman": 0.6, "aurc": 0.1}},
                 {"cross_subject": {"spearman": 0.2, "aurc": 0.3}, "shift": {"spearman": 0.4, "aurc": 0.1}}]  # fmt: skip
         self.assertEqual(rule_scores(rows), {"spearman": [0.5, 0.30000000000000004], "aurc": [0.15000000000000002, 0.2]})
         self.assertIsNone(rule_scores([{"shift": {"spearman": 0.1, "aurc": 0.1}}]))
+
+
+    def test_summary_rows(self):
+        split = {"mae": 0.1, "pearson": 0.5, "spearman": 0.4, "aurc": 0.2}
+        records = [{"candidate": "rank", "seed": s, "seconds": 10.0 + s, "shift": split, "cross_subject": split}
+                   for s in (0, 1)] + [{"candidate": "rank", "label": "T1", "seed": 0, "seconds": 4.0, "shift": split}]  # fmt: skip
+        rows = summary(records).splitlines()
+        self.assertEqual(len(rows), 4)
+        self.assertTrue(rows[2].startswith("| rank | 2 | 10 | 0.100 ± 0.000 |"))
+        self.assertTrue(rows[2].endswith("| 0.400 ± 0.000 | 0.200 ± 0.000 |"))
+        self.assertTrue(rows[3].startswith("| rank (T1) | 1 | 4 |") and rows[3].endswith("| n/a | n/a |"))
 
 
 if __name__ == "__main__":
