@@ -1,15 +1,25 @@
-"""Benchmark: which quality-head recipe ranks failures it has never seen (issue #18; rule: docs/head_choice_rule.md).
+"""Benchmark: which quality-head candidate ranks the cases of unseen subjects and shifts best (issue #25; rule:
+docs/head_choice_rule.md).
 
-Reads the saved outputs of a demo run (``python -m segq_monai demo --output_dir RUN``): its out-of-fold stage-2 data
-(``RUN/stage2_data/fold*/``) to train on, and the saved maps of its test, shift and cross-plane splits
-(``RUN/report/``, ``RUN/report/shift_split/``, ``RUN/report/cross_plane_split/``) to score on. Each recipe is a set of
-synthetic failures (:func:`segq_monai.data.write_synthetic_failures`, written once per setting under
-``RUN/head_choice/``) and overrides of ``train_quality.json``: the head is trained by the bundle's own workflow (``monai.bundle.run``, the
-loop the demo and the fit use), once per head seed, then scored in this process on every split: MAE, Pearson,
-Spearman and AURC (risk = 1 - Dice) of its predicted Dice (eval mode), per seed, then mean ± sd over seeds.
-Results go to ``--out`` (JSON, one record per recipe and seed; a rerun skips the records it finds).
+Trains each candidate on the out-of-fold stage-2 data of a demo run (``RUN/stage2_data/fold*/stage2_datalist.json``)
+with the bundle's own loop (``train_quality.json`` with the candidate's overrides, through ``monai.bundle.run``: the
+loop the demo and the fit use), once per head seed, then scores it in this process on the saved maps of every split
+found (``test``: ``MAPS/report/``, ``shift``: ``MAPS/report/shift_split/``, ``cross_subject``:
+``MAPS/report/cross_subject_split/``; a missing split is skipped with a message), with the bundle's
+``PredictQuality`` (eval mode; an ensemble: the mean over its members): MAE, Pearson, Spearman and AURC (risk =
+1 - Dice) per seed, then mean ± sd over seeds. The rule's scores: the mean over seeds of (cross-subject + shift) / 2 of
+Spearman, and of AURC. ``MAPS`` is ``--maps`` (another run's saved maps, e.g. sampled with T = 1 or T = 5), else
+``RUN``. Results go to ``--out`` (JSON, one record per candidate, seed and ``--label``, with the head's training time
+in seconds; a rerun skips the records it finds).
 
-    python -m benchmarks.head_choice --run segq_output --recipes shipped failures_prob --seeds 0 1 2
+Candidates (overrides of ``train_quality.json``): ``shipped`` (none); ``seg_entropy`` (the head without the image
+channel: the paper's variant); ``rank`` (``rank_weight`` :data:`RANK_WEIGHT`: MSE + a pairwise logistic ranking term on
+Dice within the batch); ``ensemble5`` (``quality_members`` 5: five heads, their sd is ``pred_dice_sd``); ``scalars``
+(``quality_scalars``: pairwise Dice, foreground entropy, mutual information, foreground volume, joined to the pooled
+features).
+
+    python -m benchmarks.head_choice --run RUN --seeds 0 1 2 --out head_choice.json
+    python -m benchmarks.head_choice --run RUN_T1 --candidates rank --label T1 --out head_choice.json
 """
 
 from __future__ import annotations
@@ -28,145 +38,186 @@ from monai.bundle import ConfigParser
 from monai.transforms import ScaleIntensity
 
 from segq_monai.apps.workflows import run_workflow
-from segq_monai.data.synthetic import SYNTHETIC_DATALIST, write_synthetic_failures
+from segq_monai.data import load_datalist
+from segq_monai.data.datalist import write_datalist
 from segq_monai.metrics import regression
-from segq_monai.transforms.quality import QualityInput
+from segq_monai.transforms import QUALITY_SCALARS, QUALITY_VARIANTS, PredictQuality, QualityInput, QualityScalars
 from segq_monai.utils.resources import bundle_root
 
-#: recipe name -> synthetic failures (arguments of write_synthetic_failures, or None) and overrides of
-#: train_quality.json; every recipe sees about the same number of training samples (cases x epochs ~ 11,500)
-RECIPES: dict[str, tuple[dict[str, Any] | None, dict[str, Any]]] = {
-    "shipped": (None, {}),
-    "failures_prob": ({"copies": 5, "source": "prob"}, {"epochs": 12}),
-    "failures_label": ({"copies": 5, "source": "label"}, {"epochs": 12}),
-    "failures_prob_old_entropy": ({"copies": 5, "source": "prob", "recompute_entropy": False}, {"epochs": 12}),
-    "failures_prob_1copy": ({"copies": 1, "source": "prob"}, {"epochs": 30}),
+#: the ranking term's weight in the ``rank`` candidate, chosen once before the runs (the squared error's scale:
+#: both terms are of order 0.01 to 0.1 on the demo)
+RANK_WEIGHT = 1.0
+#: candidate name -> overrides of train_quality.json
+CANDIDATES: dict[str, dict[str, Any]] = {
+    "shipped": {},
+    "seg_entropy": {"quality_variant": "seg_entropy"},
+    "rank": {"rank_weight": RANK_WEIGHT},
+    "ensemble5": {"quality_members": 5},
+    "scalars": {"quality_scalars": list(QUALITY_SCALARS)},
 }
-SPLITS = {"test": ".", "shift": "shift_split", "cross_plane": "cross_plane_split"}
+#: split name -> its folder under MAPS/report
+SPLITS = {"test": ".", "shift": "shift_split", "cross_subject": "cross_subject_split"}
+#: the splits the rule chooses on
+CHOOSING = ("cross_subject", "shift")
 METRICS = ("mae", "pearson", "spearman", "aurc")
 _SCALE = ScaleIntensity()  # min-max to [0, 1], as the bundle's ScaleIntensityd
-_QUALITY_INPUT = QualityInput(num_classes=2)
+_MAP_KEYS = ("image", "seg", "entropy", "mutual_information")
 
 
-def _load(path: str) -> np.ndarray:
-    return np.asarray(nib.load(path).dataobj, dtype=np.float32)[None]
+def _load(path: str) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(nib.load(path).dataobj, dtype=np.float32)[None])
 
 
-def cases(folder: Path) -> tuple[list[torch.Tensor], np.ndarray]:
-    """Every case ``folder/*/*_quality.json`` names: the head's input stacks ``[4, H, W]`` (scaled image, one-hot
-    segmentation, entropy; the bundle's ``QualityInputd``) and the true Dice ``[N]``."""
-    stacks, dice = [], []
+def saved_cases(folder: Path) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """Every case ``folder/*/*_quality.json`` names: its maps (``image`` min-max scaled, ``seg``, ``entropy``,
+    ``mutual_information``, each ``[1, H, W]``; those saved) and ``pairwise_dice`` ``[K]`` (from the entry, else the
+    row's ``baseline_pairwise_dice``, the same mean over classes), and the true Dice ``[N]`` (binary: one class)."""
+    data, dice = [], []
     for path in sorted(folder.glob("*/*_quality.json")):
         saved = json.loads(path.read_text())
-        entry = saved["entry"]
-        stacks.append(_QUALITY_INPUT(_SCALE(_load(entry["image"])), _load(entry["seg"]), _load(entry["entropy"])))
-        dice.append(float(saved["row"]["true_dice"]))
-    if not stacks:
-        raise FileNotFoundError(f"no saved cases (*/*_quality.json) under {folder}; run the demo first.")
-    return stacks, np.array(dice)
+        entry, row = saved["entry"], saved["row"]
+        case = {k: _load(entry[k]) for k in _MAP_KEYS if k in entry}
+        case["image"] = _SCALE(case["image"])
+        pairwise = entry.get("pairwise_dice", [row.get("baseline_pairwise_dice", float("nan"))])
+        case["pairwise_dice"] = torch.as_tensor(pairwise, dtype=torch.float32)
+        data.append(case)
+        dice.append(float(row["true_dice"]))
+    return data, np.array(dice)
 
 
-def synthetic_datalist(run: Path, recipe: str) -> list[str]:
-    """The recipe's synthetic-failure datalist (written once under ``RUN/head_choice/``), or none."""
-    synthetic = RECIPES[recipe][0]
-    if synthetic is None:
-        return []
-    folder = run / "head_choice" / "_".join(f"{k}{v}" for k, v in sorted(synthetic.items()))
-    path = folder / SYNTHETIC_DATALIST
-    if not path.is_file():
-        write_synthetic_failures(stage2_datalists(run), folder, num_classes=2, **synthetic)
-    return [str(path)]
+def stage2_datalists(run: Path, scalars: bool) -> list[str]:
+    """The run's out-of-fold stage-2 datalists; for a head reading scalars, those whose entries lack
+    ``pairwise_dice`` (written before it was kept) are copied once under ``RUN/head_choice/`` with it taken from each
+    case's sidecar row (``baseline_pairwise_dice``)."""
+    found = sorted((run / "stage2_data").glob("fold*/stage2_datalist.json"))
+    if not found:
+        raise FileNotFoundError(f"no {run}/stage2_data/fold*/stage2_datalist.json; run the demo first.")
+    out = []
+    for path in found:
+        items = load_datalist(path, "training", ["image", "seg", "entropy"])
+        if not scalars or all("pairwise_dice" in x for x in items):
+            out.append(str(path))
+            continue
+        copy = run / "head_choice" / "pairwise" / path.parent.name / path.name
+        if not copy.is_file():
+            for x in items:
+                row = json.loads(next(Path(x["seg"]).parent.glob("*_quality.json")).read_text())["row"]
+                x["pairwise_dice"] = [float(row["baseline_pairwise_dice"])]
+            write_datalist(copy, {"training": items})
+        out.append(str(copy))
+    return out
 
 
-def stage2_datalists(run: Path) -> list[str]:
-    return sorted(str(p) for p in (run / "stage2_data").glob("fold*/stage2_datalist.json"))
+def head_config(overrides: dict[str, Any]) -> ConfigParser:
+    """``train_quality.json`` with ``overrides``, on the CPU: the one source of the head's architecture."""
+    parser = ConfigParser()
+    parser.read_config(str(bundle_root() / "configs" / "train_quality.json"))
+    parser.update({"device": "$torch.device('cpu')", **overrides})
+    return parser
 
 
-def train_head(run: Path, recipe: str, seed: int, workdir: Path) -> tuple[torch.nn.Module, float]:
-    """Train the head of ``recipe`` with ``train_quality.json`` on ``run``'s stage-2 data (and the recipe's
-    synthetic failures); returns it (eval mode) and the training time in s."""
-    overrides = RECIPES[recipe][1]
-    datalists = stage2_datalists(run) + synthetic_datalist(run, recipe)
+def train_head(
+    run: Path, candidate: str, seed: int, workdir: Path, extra: dict[str, Any] | None = None
+) -> tuple[torch.nn.Module, float]:
+    """Train ``candidate``'s head with ``train_quality.json`` on ``run``'s stage-2 data (``extra``: further overrides,
+    e.g. ``epochs``); returns it (eval mode, on the CPU) and the training time in s."""
+    overrides = {**CANDIDATES[candidate], **(extra or {})}
+    datalists = stage2_datalists(run, bool(overrides.get("quality_scalars")))
     start = time.perf_counter()
     run_workflow(bundle_root(), ["train_quality.json"], stage2_datalists=datalists, ckpt_dir=str(workdir),
                  output_dir=str(workdir), seed=seed, **overrides)  # fmt: skip
-    return load_head(workdir / "quality_image_seg_entropy" / "model.pt"), time.perf_counter() - start
-
-
-def load_head(checkpoint: Path) -> torch.nn.Module:
-    """The bundle's quality head (``train_quality.json``'s ``quality_network_def``) with the weights of
-    ``checkpoint``, in eval mode."""
-    parser = ConfigParser()
-    parser.read_config(str(bundle_root() / "configs" / "train_quality.json"))
-    net = parser.get_parsed_content("quality_network_def")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    seconds = time.perf_counter() - start
+    parser = head_config({**overrides, "ckpt_dir": str(workdir), "seed": seed})
+    net = parser.get_parsed_content("quality_network")  # one head, or the ensemble of quality_members
+    state = torch.load(parser.get_parsed_content("quality_checkpoint"), map_location="cpu", weights_only=True)
     net.load_state_dict(state["model"] if "model" in state else state)
-    return net.eval()
+    return net.eval(), seconds
 
 
-def step_seconds(run: Path, step: str) -> float:
-    """The time of a step of the demo run, from its ``comparison.md``."""
-    for line in (run / "report" / "comparison.md").read_text().splitlines():
-        if line.startswith(f"| {step}"):
-            return float(line.rsplit("|", 2)[1])
-    raise ValueError(f"no step {step!r} in {run / 'report' / 'comparison.md'}")
+def scores(net: torch.nn.Module, candidate: str, cases: list[dict[str, Any]], true: np.ndarray) -> dict[str, float]:
+    """MAE, Pearson, Spearman and AURC of the head's predicted Dice over ``cases``."""
+    overrides = CANDIDATES[candidate]
+    keys = QUALITY_VARIANTS[overrides.get("quality_variant", "image_seg_entropy")]
+    stack = QualityInput(num_classes=2)
+    names = overrides.get("quality_scalars")
+    gather = QualityScalars(names) if names else None
+    predict = PredictQuality(net)
+    pred = []
+    for case in cases:
+        image, seg = (case[k] if k in keys else None for k in ("image", "seg"))
+        x = stack(image, seg, *(case[k] for k in keys if k not in ("image", "seg")))
+        scalars = None if gather is None else gather(**{k: case[k] for k in gather.inputs})
+        pred.append(float(predict(x, scalars)[0][0]))
+    p = np.array(pred)
+    return {"mae": float(np.mean(np.abs(p - true))), "pearson": float(regression.pearson_correlation(p, true)),
+            "spearman": float(regression.spearman_correlation(p, true)), "aurc": float(regression.aurc(p, 1 - true))}  # fmt: skip
 
 
-def scores(net: torch.nn.Module, stacks: list[torch.Tensor], true: np.ndarray) -> dict[str, float]:
-    with torch.no_grad():
-        pred = np.array([float(net(x[None])[0, 0]) for x in stacks])
-    return {"mae": float(np.mean(np.abs(pred - true))), "pearson": float(regression.pearson_correlation(pred, true)),
-            "spearman": float(regression.spearman_correlation(pred, true)),
-            "aurc": float(regression.aurc(pred, 1 - true))}  # fmt: skip
+def rule_scores(rows: list[dict[str, Any]]) -> dict[str, list[float]] | None:
+    """Per seed, (cross-subject + shift) / 2 of Spearman and of AURC; None when a choosing split is missing."""
+    if not all(s in r for r in rows for s in CHOOSING):
+        return None
+    return {m: [sum(r[s][m] for s in CHOOSING) / len(CHOOSING) for r in rows] for m in ("spearman", "aurc")}
 
 
-def summary(records: list[dict]) -> str:
-    """Markdown: one row per recipe, mean ± sd over seeds of every metric on every split, and the rule's score."""
-    lines = ["| recipe | seeds | head s | " + " | ".join(f"{s} {m}" for s in SPLITS for m in METRICS) + " | score |",
-             "| --- | ---: | ---: | " + " | ".join("---:" for _ in SPLITS for _ in METRICS) + " | ---: |"]  # fmt: skip
-    for recipe in dict.fromkeys(r["recipe"] for r in records):
-        rows = [r for r in records if r["recipe"] == recipe]
+def _cell(values: list[float]) -> str:
+    return f"{np.mean(values):.3f}" + (f" ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else "")
 
-        def cell(values: list[float]) -> str:
-            return f"{np.mean(values):.3f}" + (f" ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else "")
 
-        cells = [cell([r[s][m] for r in rows]) for s in SPLITS for m in METRICS]
-        score = cell([(r["shift"]["spearman"] + r["cross_plane"]["spearman"]) / 2 for r in rows])
-        lines.append(f"| {recipe} | {len(rows)} | {np.mean([r['seconds'] for r in rows]):.0f} | "
-                     + " | ".join(cells) + f" | {score} |")  # fmt: skip
+def summary(records: list[dict[str, Any]]) -> str:
+    """Markdown: one row per candidate (and label), mean ± sd over seeds of every metric on every split scored, and
+    the rule's scores (mean over seeds of the choosing splits' mean Spearman, and AURC)."""
+    splits = [s for s in SPLITS if any(s in r for r in records)]
+    lines = ["| candidate | seeds | head s | " + " | ".join(f"{s} {m}" for s in splits for m in METRICS)
+             + " | score Spearman | score AURC |",
+             "| --- | ---: | ---: | " + " | ".join("---:" for _ in splits for _ in METRICS) + " | ---: | ---: |"]  # fmt: skip
+    for name in dict.fromkeys(_name(r) for r in records):
+        rows = [r for r in records if _name(r) == name]
+        cells = [_cell([r[s][m] for r in rows]) if all(s in r for r in rows) else "-" for s in splits for m in METRICS]
+        rule = rule_scores(rows)
+        score = [_cell(rule[m]) for m in ("spearman", "aurc")] if rule else ["n/a", "n/a"]
+        lines.append(f"| {name} | {len(rows)} | {np.mean([r['seconds'] for r in rows]):.0f} | " + " | ".join(cells)
+                     + f" | {' | '.join(score)} |")  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _name(record: dict[str, Any]) -> str:
+    return record["candidate"] + (f" ({record['label']})" if record.get("label") else "")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", required=True, help="output_dir of a demo run")
-    p.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=list(RECIPES))
+    p.add_argument("--run", required=True, help="output_dir of a demo run: its stage2_data/ trains the heads")
+    p.add_argument("--maps", help="output_dir of the run whose saved maps (report/...) score them (default: --run)")
+    p.add_argument("--label", default="", help="tag of these records, e.g. T1 for a run sampled with T = 1")
+    p.add_argument("--candidates", nargs="+", choices=list(CANDIDATES), default=list(CANDIDATES))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--out", default="head_choice.json", help="JSON file of the records (read, then extended)")
-    p.add_argument("--run_head", action="store_true",
-                   help="score the demo run's own head (RUN/models/quality_image_seg_entropy/model.pt) as 'shipped', "
-                        "seed 0: the same recipe, data, seed and workflow, without training it again")
+    p.add_argument("--epochs", type=int, help="head epochs (default: train_quality.json's; a quick check only)")
     args = p.parse_args()
     run, out = Path(args.run), Path(args.out)
+    maps = Path(args.maps) if args.maps else run
     records = json.loads(out.read_text()) if out.is_file() else []
-    splits = {name: cases(run / "report" / folder) for name, folder in SPLITS.items()}
-    print(", ".join(f"{k}: {len(v[1])} cases" for k, v in splits.items()))
-    if args.run_head and not any(r["recipe"] == "shipped" and r["seed"] == 0 for r in records):
-        net = load_head(run / "models" / "quality_image_seg_entropy" / "model.pt")
-        seconds = step_seconds(run, "stage 2: train the quality head")
-        records.append({"recipe": "shipped", "seed": 0, "seconds": seconds, "from_run": True,
-                        **{k: scores(net, *v) for k, v in splits.items()}})  # fmt: skip
-        out.write_text(json.dumps(records, indent=1))
-    for seed in args.seeds:  # seed-major: every recipe's first seed before any recipe's second
-        for recipe in args.recipes:
-            if any(r["recipe"] == recipe and r["seed"] == seed for r in records):
+    splits = {}
+    for name, folder in SPLITS.items():
+        cases, true = saved_cases(maps / "report" / folder)
+        if not cases:
+            print(f"split {name}: no saved cases under {maps / 'report' / folder}; skipped")
+            continue
+        splits[name] = (cases, true)
+        print(f"split {name}: {len(cases)} cases")
+    for seed in args.seeds:  # seed-major: every candidate's first seed before any candidate's second
+        for candidate in args.candidates:
+            key = {"candidate": candidate, "seed": seed, "label": args.label}
+            extra = {} if args.epochs is None else {"epochs": args.epochs}
+            if any(all(r.get(k, "") == v for k, v in key.items()) for r in records):
                 continue
             with tempfile.TemporaryDirectory() as tmp:
-                net, seconds = train_head(run, recipe, seed, Path(tmp))
-            records.append({"recipe": recipe, "seed": seed, "seconds": seconds,
-                            **{k: scores(net, *v) for k, v in splits.items()}})  # fmt: skip
+                net, seconds = train_head(run, candidate, seed, Path(tmp), extra)
+            records.append({**key, "run": str(run.absolute()), "maps": str(maps.absolute()), **extra, "seconds": seconds,
+                            **{k: scores(net, candidate, *v) for k, v in splits.items()}})  # fmt: skip
             out.write_text(json.dumps(records, indent=1))
-            print(f"{recipe}, seed {seed} ({seconds:.0f} s): {json.dumps(records[-1])}")
+            print(f"{candidate}, seed {seed} ({seconds:.0f} s): {json.dumps(records[-1])}")
     print(summary(records))
 
 

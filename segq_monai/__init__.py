@@ -48,11 +48,20 @@ from segq_monai.inferers import (
     confidence_map,
     entropy,
 )
-from segq_monai.losses import ConfidenceLoss, SampledLogitLoss
+from segq_monai.losses import ConfidenceLoss, QualityRankLoss, SampledLogitLoss
 from segq_monai.metrics import BASELINES, dice_to_iou, iou_to_dice, segmentation_quality
-from segq_monai.networks import AleatoricNet, ConfidenceNet, QualityRegressor, quality_strides
+from segq_monai.networks import (
+    AleatoricNet,
+    ConfidenceNet,
+    QualityEnsemble,
+    QualityRegressor,
+    mean_over_members,
+    quality_ensemble,
+    quality_strides,
+)
 from segq_monai.transforms import (
     PLAIN_NETWORK_VARIANTS,
+    QUALITY_SCALARS,
     QUALITY_VARIANTS,
     FAILURE_KINDS,
     CheckImaged,
@@ -61,6 +70,7 @@ from segq_monai.transforms import (
     MRArtifactd,
     PredictQualityd,
     QualityInputd,
+    QualityScalarsd,
     RecalibrateQualityd,
     SafeLoadImaged,
     ScalarBaselinesd,
@@ -81,6 +91,8 @@ __all__ = [
     "ConfidenceNet",
     "DiceRecalibration",
     "QualityCalibration",
+    "QualityEnsemble",
+    "QualityRankLoss",
     "SampledLogitLoss",
     "aleatoric_variance",
     "build_sampler",
@@ -99,6 +111,7 @@ __all__ = [
     "network_signature",
     "MAPS",
     "PLAIN_NETWORK_VARIANTS",
+    "QUALITY_SCALARS",
     "QUALITY_VARIANTS",
     "PLAIN_NETWORK_SAMPLERS",
     "SAMPLERS",
@@ -108,6 +121,7 @@ __all__ = [
     "PredictQualityd",
     "QualityInputd",
     "QualityRegressor",
+    "QualityScalarsd",
     "RecalibrateQualityd",
     "SafeLoadImaged",
     "ScalarBaselinesd",
@@ -116,6 +130,8 @@ __all__ = [
     "SegmentationQualityd",
     "dice_to_iou",
     "iou_to_dice",
+    "mean_over_members",
+    "quality_ensemble",
     "quality_input_channels",
     "quality_strides",
     "segmentation_quality",

@@ -78,6 +78,12 @@ class TestLoadFit(unittest.TestCase):
         self.assertEqual(load_fit(self.dir)["acceptance_threshold"], 0.73)
         self.assertEqual(load_fit(None), {})
 
+    def test_ensemble_and_scalars_of_the_head_record(self):
+        self.fit["head"].update(members=5, scalars=["pairwise_dice", "foreground_volume"])
+        write_fit(self.dir, self.fit)
+        self.assertEqual(load_fit(self.dir)["quality_network"], {"channels": [4], "strides": [2], "dropout": 0.2,
+                         "members": 5, "scalars": ["pairwise_dice", "foreground_volume"]})  # fmt: skip
+
     def test_calibration_file(self):
         write_fit(self.dir, self.fit)  # a fit made before intervals: no file, the fixed λ̂ alone
         self.assertIsNone(load_fit(self.dir)["calibration_file"])

@@ -89,12 +89,49 @@ class TestQualityRegressorShapes(unittest.TestCase):
             ("stride_axes", {"channels": (8,), "strides": [[2, 2, 2]]}),
             ("stride_zero", {"channels": (8,), "strides": [0]}),
             ("dropout", {"dropout": 1.0}),
+            ("num_scalars", {"num_scalars": -1}),
         ]
     )
     def test_bad_arguments(self, _, override):
         kwargs = {"spatial_dims": 2, "in_channels": 1, "out_channels": 1, **override}
         with self.assertRaises(ValueError):
             QualityRegressor(**kwargs)
+
+
+class TestQualityRegressorScalars(unittest.TestCase):
+    """``num_scalars``: a per-case vector joined to the pooled features before the head's first layer."""
+
+    def test_default_weights_unchanged(self):
+        torch.manual_seed(0)
+        net = QualityRegressor(2, 4, 1)
+        names = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+        self.assertEqual(names["head.1.weight"], (128, 128))
+        torch.manual_seed(0)
+        again = QualityRegressor(2, 4, 1, num_scalars=0)
+        for k, v in again.state_dict().items():
+            torch.testing.assert_close(v, net.state_dict()[k])
+
+    def test_scalars_join_the_pooled_features(self):
+        torch.manual_seed(0)
+        net = QualityRegressor(2, 4, 2, channels=(4, 8), strides=(2, 2), num_scalars=3).eval()
+        self.assertEqual(tuple(net.head[1].weight.shape), (8, 11))
+        x, s = torch.rand(2, 4, 16, 16), torch.rand(2, 3)
+        with torch.no_grad():
+            pooled = net.pool(net.encoder(x)).flatten(1)
+            by_hand = net.head[1:](torch.cat([pooled, s], dim=1))
+            torch.testing.assert_close(net(x, s), by_hand)
+            self.assertFalse(torch.allclose(net(x, s), net(x, s + 1)))
+            net.head[1].weight[:, 8:] = 0  # the scalars' columns: without them the output ignores the scalars
+            torch.testing.assert_close(net(x, s), net(x, s + 1))
+
+    def test_scalars_checked(self):
+        net = QualityRegressor(2, 4, 1, channels=(4, 8), strides=(2, 2), num_scalars=2)
+        with self.assertRaisesRegex(ValueError, r"needs scalars \[B, 2\] = \[1, 2\], got None"):
+            net(torch.rand(1, 4, 16, 16))
+        with self.assertRaisesRegex(ValueError, r"got \(1, 3\)"):
+            net(torch.rand(1, 4, 16, 16), torch.rand(1, 3))
+        with self.assertRaisesRegex(ValueError, "built with num_scalars=0"):
+            QualityRegressor(2, 4, 1, channels=(4, 8), strides=(2, 2))(torch.rand(1, 4, 16, 16), torch.rand(1, 2))
 
 
 class TestQualityStrides(unittest.TestCase):

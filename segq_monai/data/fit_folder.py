@@ -60,6 +60,9 @@ _STAGES = ("head", "calibration")
 _SIGNATURE = ("spatial_dims", "in_channels", "out_channels")
 #: keys every ``fit.json`` this version reads has (a fit folder without them is of an older format)
 _RECORDED = ("host_network", "head", "steps")
+#: optional head record keys, read by the overlay with their defaults: ``members`` (1: one head, no ensemble) and
+#: ``scalars`` (``[]``: no per-case scalars; :data:`segq_monai.transforms.QUALITY_SCALARS` names)
+_HEAD_OPTIONS = ("members", "scalars")
 
 
 def network_signature(network: nn.Module) -> dict[str, int]:
@@ -132,7 +135,8 @@ def load_fit(
 
     Returns:
         the content of ``fit.json`` plus the overlay's ids: ``quality_checkpoint`` (absolute), ``quality_keys``,
-        ``quality_network`` (channels, strides, dropout) from ``head``, ``acceptance_threshold``: the calibrated
+        ``quality_network`` (channels, strides, dropout, and where the head record has them ``members``: heads in
+        its ensemble, ``scalars``: the per-case scalars it reads) from ``head``, ``acceptance_threshold``: the calibrated
         λ̂ (``inf``, flag every case, when none was certified), and ``calibration_file``: the absolute path of the
         fit's calibration file (``None`` when the fit has none: the overlay then flags with ``acceptance_threshold``).
 
@@ -165,6 +169,7 @@ def load_fit(
     out["quality_checkpoint"] = str(fit_dir / head["checkpoint"])
     out["quality_keys"] = list(head["quality_keys"])
     out["quality_network"] = {k: head[k] for k in ("channels", "strides", "dropout")}
+    out["quality_network"].update({k: head[k] for k in _HEAD_OPTIONS if k in head})
     if "calibration" in fit["steps"]:
         lam = fit["calibration"]["acceptance_threshold"]
         out["acceptance_threshold"] = math.inf if lam is None else float(lam)

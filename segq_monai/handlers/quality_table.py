@@ -19,6 +19,8 @@ __all__ = ["QualityTable"]
 
 #: item keys whose values the stage-2 datalist entry also carries (the regression target)
 ENTRY_KEYS = ("true_dice", "true_iou")
+#: item keys the entry carries beside them: stage 1's per-case values a head may read (``QualityScalarsd``)
+ENTRY_EXTRAS = ("pairwise_dice",)
 
 
 def _values(value: Any) -> list[float]:
@@ -63,7 +65,7 @@ class QualityTable:
         }
 
     def row(self, item: Mapping[str, Any], case: str, source: str, entry: dict[str, Any]) -> dict[str, Any]:
-        """The row of one case; adds the item's :data:`ENTRY_KEYS` values to ``entry``."""
+        """The row of one case; adds the item's :data:`ENTRY_KEYS` and :data:`ENTRY_EXTRAS` values to ``entry``."""
         row: dict[str, Any] = {"case": case, "image": self._as_given.get(os.path.normpath(source), source)}
         for key, (kind, bound) in ITEM_KINDS.items():
             if key in item:
@@ -71,6 +73,9 @@ class QualityTable:
                 row.update(class_columns(kind, values, self.class_names, bound))
                 if key in ENTRY_KEYS:
                     entry[key] = values
+        for key in ENTRY_EXTRAS:
+            if key in item:
+                entry[key] = _values(item[key])
         if "flagged" in item:
             row[FLAG_COLUMN] = int(bool(torch.as_tensor(item["flagged"]).any()))
         for name, value in item.get("baselines", {}).items():

@@ -97,7 +97,8 @@ class QualityRegressor(nn.Module):
     with ``num_res_units`` subunits (or a plain :class:`~monai.networks.blocks.Convolution` when
     ``num_res_units == 0``) that downsamples by the matching ``strides`` entry. Global average pooling makes the
     network independent of the input's spatial size; the head is ``Linear -> PReLU -> Dropout -> Linear ->
-    Sigmoid``.
+    Sigmoid``. With ``num_scalars > 0`` the head also reads a vector of per-case scalars (e.g. the stage-1 aggregates
+    of :class:`segq_monai.transforms.QualityScalarsd`), concatenated to the pooled features before its first layer.
 
     Args:
         spatial_dims: 2 or 3.
@@ -111,10 +112,12 @@ class QualityRegressor(nn.Module):
         norm: normalisation of the encoder blocks (a MONAI ``Norm`` name such as ``"instance"``, ``"batch"``,
             or ``None``).
         dropout: dropout probability in the encoder blocks and the head, in [0, 1).
+        num_scalars: length ``S`` of the per-case scalar vector ``forward(x, scalars)`` reads (0: none, the default;
+            the weights' names and shapes are then those of a head without this option).
 
     Input ``[B, in_channels, H, W[, D]]`` with each spatial size >= the product of that axis' strides (with instance norm,
     at least one of them larger, as instance norm of a single element is undefined); output
-    ``[B, out_channels]`` in [0, 1] (predicted Dice per foreground class).
+    ``[B, out_channels]`` in [0, 1] (predicted Dice per foreground class); with ``num_scalars``, ``scalars`` ``[B, S]``.
 
     Example::
 
@@ -132,6 +135,7 @@ class QualityRegressor(nn.Module):
         num_res_units: int = 1,
         norm: str | tuple | None = "instance",
         dropout: float = 0.0,
+        num_scalars: int = 0,
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -150,9 +154,12 @@ class QualityRegressor(nn.Module):
             raise ValueError(f"num_res_units must be >= 0, got {num_res_units}.")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
+        if num_scalars < 0:
+            raise ValueError(f"num_scalars must be >= 0 (0: no per-case scalars), got {num_scalars}.")
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.out_channels = out_channels
+        self.num_scalars = num_scalars
         self.strides = tuple(s if len(set(s)) > 1 else s[0] for s in _per_axis(strides, spatial_dims))
         #: the smallest input size per axis: the product of that axis' strides
         self.min_size = tuple(math.prod(axes) for axes in zip(*_per_axis(strides, spatial_dims)))
@@ -174,15 +181,16 @@ class QualityRegressor(nn.Module):
         self.pool = nn.AdaptiveAvgPool3d(1) if spatial_dims == 3 else nn.AdaptiveAvgPool2d(1)
         self.head = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(c_in, c_in),
+            nn.Linear(c_in + num_scalars, c_in),
             nn.PReLU(),
             nn.Dropout(dropout),
             nn.Linear(c_in, out_channels),
             nn.Sigmoid(),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: ``[B, in_channels, *spatial]`` -> ``[B, out_channels]`` in [0, 1]."""
+    def forward(self, x: torch.Tensor, scalars: torch.Tensor | None = None) -> torch.Tensor:
+        """``x``: ``[B, in_channels, *spatial]`` (and ``scalars`` ``[B, num_scalars]`` when ``num_scalars > 0``) ->
+        ``[B, out_channels]`` in [0, 1]."""
         if x.ndim != self.spatial_dims + 2:
             raise ValueError(
                 f"QualityRegressor(spatial_dims={self.spatial_dims}) expects input [B, C, "
@@ -210,4 +218,15 @@ class QualityRegressor(nn.Module):
                 f"spatial size {tuple(x.shape[2:])} shrinks to {tuple(deepest)}; use an input larger than "
                 f"the strides' product {self.min_size} along one axis, fewer strides, or norm='batch'."
             )
-        return self.head(self.pool(self.encoder(x)))
+        features = self.head[0](self.pool(self.encoder(x)))  # Flatten: [B, channels[-1]]
+        if self.num_scalars:
+            if scalars is None or tuple(scalars.shape) != (x.shape[0], self.num_scalars):
+                raise ValueError(
+                    f"QualityRegressor(num_scalars={self.num_scalars}) needs scalars [B, {self.num_scalars}] = "
+                    f"[{x.shape[0]}, {self.num_scalars}], got "
+                    f"{None if scalars is None else tuple(scalars.shape)}; add QualityScalarsd and pass its key."
+                )
+            features = torch.cat([features, scalars.to(features)], dim=1)
+        elif scalars is not None:
+            raise ValueError("QualityRegressor got scalars but was built with num_scalars=0; set num_scalars.")
+        return self.head[1:](features)

@@ -53,3 +53,11 @@ from segq_monai.transforms.recalibration import (
     RecalibrateQualityd,
     RecalibrateQualityDict,
 )
+from segq_monai.transforms.scalars import (
+    QUALITY_SCALARS,
+    QualityScalars,
+    QualityScalarsD,
+    QualityScalarsd,
+    QualityScalarsDict,
+    foreground_fraction,
+)

@@ -1,6 +1,7 @@
 """Quality transforms: true Dice/IoU, the stage-2 input stack, predicted quality and the failure flag.
 
-Array transforms and their dictionary twins (aliases ``XD = XDict = Xd``). Keys follow the data keys table of
+Array transforms and their dictionary twins (:class:`PredictQuality` lives in :mod:`segq_monai.transforms.predict`
+and is imported here too) (aliases ``XD = XDict = Xd``). Keys follow the data keys table of
 CONTRIBUTING.md: ``seg``/``label`` are ``[1, H, W[, D]]`` class-index maps, ``true_dice``/``true_iou``/``pred_dice``/
 ``pred_iou`` are ``[K]`` with ``K = num_classes - 1`` foreground classes, ``flagged`` is a ``[]`` bool tensor.
 """
@@ -17,8 +18,8 @@ from monai.networks.utils import one_hot
 from monai.transforms import MapTransform, Transform
 from monai.utils import convert_to_tensor, ensure_tuple
 
-from segq_monai.inferers.modes import dropout_modules, network_modes, seeded
-from segq_monai.metrics.quality import as_class_indices, dice_to_iou, segmentation_quality
+from segq_monai.metrics.quality import as_class_indices, segmentation_quality
+from segq_monai.transforms.predict import PredictQuality, PredictQualityD, PredictQualityd, PredictQualityDict
 
 __all__ = [
     "PLAIN_NETWORK_VARIANTS",
@@ -317,95 +318,6 @@ class FailureFlagd(MapTransform):
         return d
 
 
-class PredictQuality(Transform):
-    """Stage 2 inference: the quality regressor's predicted Dice and IoU for one case, and optionally its own spread.
-
-    Args:
-        network: the regressor (e.g. :class:`segq_monai.networks.QualityRegressor`), mapping
-            ``[B, C_in, *spatial]`` to predicted Dice ``[B, K]`` in [0, 1]. It is run without gradients, on the
-            device of its parameters; every module's mode is restored afterwards.
-        num_samples: ``0``: the point prediction only. ``K >= 2``: also ``K`` MC-dropout passes of the head (only its
-            dropout modules in train mode, :func:`segq_monai.inferers.modes.network_modes`, as stage 1's MC dropout),
-            whose standard deviation is the head's spread. A head without dropout (``p > 0``) cannot spread: refused.
-        seed: seed of the passes' dropout masks (the same for every case; the caller's random state is left as it
-            was); None: the global random state.
-
-    ``__call__(x)``: the input stack ``[C_in, *spatial]`` -> ``(dice, iou, sd)``: ``dice`` the eval-mode pass (the
-    passes never change it), ``iou = dice / (2 - dice)`` (exact for one pair of masks), ``sd`` the population standard
-    deviation (ddof 0, as the stage-1 ``variance`` map) of the ``K`` passes' Dice, Dice units, or None with
-    ``num_samples=0``; each float32 ``[K]``. Raises ``ValueError`` when the network's output leaves [0, 1].
-    """
-
-    def __init__(self, network: torch.nn.Module, num_samples: int = 0, seed: int | None = 0) -> None:
-        if num_samples < 0 or num_samples == 1:
-            raise ValueError(
-                f"num_samples is 0 (no spread) or the number of MC-dropout passes of the head (>= 2), got {num_samples}."
-            )
-        if num_samples and not dropout_modules(network):
-            raise ValueError(
-                f"num_samples={num_samples} asks for the head's MC-dropout spread, but the head has no dropout module "
-                "with p > 0; set num_samples=0 (config id quality_num_samples, segq#quality_num_samples in the "
-                "overlay), or train a head with dropout > 0 (QualityRegressor(dropout=0.2))."
-            )
-        self.network = network
-        self.num_samples = num_samples
-        self.seed = seed
-
-    def _dice(self, x: torch.Tensor) -> torch.Tensor:
-        dice = self.network(x[None])[0].float().cpu()
-        if dice.numel() and (dice.min() < 0 or dice.max() > 1):
-            raise ValueError(
-                f"predicted Dice must lie in [0, 1], got range [{float(dice.min())}, {float(dice.max())}]; "
-                "end the regressor with a sigmoid (QualityRegressor does)."
-            )
-        return dice
-
-    def __call__(self, x: NdarrayOrTensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        device = next(self.network.parameters()).device
-        x = convert_to_tensor(x, track_meta=False, dtype=torch.float32).to(device)
-        with torch.no_grad():
-            with network_modes(self.network):
-                dice = self._dice(x)
-            sd = None
-            if self.num_samples:
-                with network_modes(self.network, dropout_modules(self.network)), seeded(self.seed, device):
-                    passes = torch.stack([self._dice(x) for _ in range(self.num_samples)]).double()
-                sd = passes.std(dim=0, unbiased=False).float()
-        return dice, dice_to_iou(dice), sd
-
-
-class PredictQualityd(MapTransform):
-    """Dictionary twin of :class:`PredictQuality`: reads ``keys`` (one key: the stage-2 input stack), writes
-    ``dice_key`` and ``iou_key``, and with ``num_samples >= 2`` ``sd_key`` (the head's spread ``[K]``, Dice units;
-    the ``pred_dice_sd`` column). With ``allow_missing_keys``, a case without the input passes through unchanged."""
-
-    def __init__(
-        self,
-        network: torch.nn.Module,
-        keys: KeysCollection = "quality_input",
-        dice_key: str = "pred_dice",
-        iou_key: str = "pred_iou",
-        num_samples: int = 0,
-        seed: int | None = 0,
-        sd_key: str = "pred_dice_sd",
-        allow_missing_keys: bool = False,
-    ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        if len(self.keys) != 1:
-            raise ValueError(f"PredictQualityd reads one key (the stage-2 input stack), got {self.keys}.")
-        self.dice_key, self.iou_key, self.sd_key = dice_key, iou_key, sd_key
-        self.predict = PredictQuality(network, num_samples, seed)
-
-    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[self.dice_key], d[self.iou_key], sd = self.predict(d[key])
-            if sd is not None:
-                d[self.sd_key] = sd
-        return d
-
-
 SegmentationQualityD = SegmentationQualityDict = SegmentationQualityd
 QualityInputD = QualityInputDict = QualityInputd
 FailureFlagD = FailureFlagDict = FailureFlagd
-PredictQualityD = PredictQualityDict = PredictQualityd

@@ -1,0 +1,154 @@
+"""The head candidates of benchmarks/head_choice.py through the bundle's own configs: each trains one epoch with
+train_quality.json on tiny stage-2 data, and the inference config's quality transforms load and run its head."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import unittest
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.bundle import ConfigParser
+from parameterized import parameterized
+
+from benchmarks.head_choice import CANDIDATES, RANK_WEIGHT, rule_scores, summary
+from segq_monai.apps.workflows import run_workflow
+from segq_monai.losses import QualityRankLoss
+from segq_monai.networks import QualityEnsemble, QualityRegressor
+from segq_monai.utils.resources import bundle_root
+
+SIZE = 32
+
+
+def _write(path: Path, array: np.ndarray) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(array, np.eye(4)), str(path))
+    return str(path)
+
+
+def _stage2_data(root: Path, n: int = 6) -> Path:
+    """``n`` cases with image, seg, entropy, mutual_information maps, true_dice and pairwise_dice (one class)."""
+    rng = np.random.default_rng(0)
+    items = []
+    for i in range(n):
+        seg = np.zeros((SIZE, SIZE), np.uint8)
+        seg[8 : 12 + 2 * i, 8:20] = 1
+        case = root / f"c{i}"
+        items.append({
+            "image": _write(case / "image.nii.gz", rng.random((SIZE, SIZE)).astype(np.float32)),
+            "seg": _write(case / "seg.nii.gz", seg),
+            "entropy": _write(case / "entropy.nii.gz", rng.random((SIZE, SIZE)).astype(np.float32) * 0.7),
+            "mutual_information": _write(case / "mi.nii.gz", rng.random((SIZE, SIZE)).astype(np.float32) * 0.1),
+            "true_dice": [0.5 + 0.08 * i], "true_iou": [0.3], "pairwise_dice": [0.9 - 0.05 * i],
+        })  # fmt: skip
+    path = root / "fold0" / "stage2_datalist.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"training": items}))
+    return path
+
+
+def _config(name: str | list[str], overrides: dict) -> ConfigParser:
+    parser = ConfigParser()
+    parser.read_config([str(bundle_root() / "configs" / n) for n in ([name] if isinstance(name, str) else name)])
+    parser.update({"device": "$torch.device('cpu')", **overrides})
+    return parser
+
+
+class TestDefaultsUnchanged(unittest.TestCase):
+    def test_train_quality_defaults_are_one_plain_head_and_mse(self):
+        parser = _config("train_quality.json", {})
+        self.assertIs(type(parser.get_parsed_content("quality_network")), QualityRegressor)
+        self.assertEqual(parser.get_parsed_content("quality_network").num_scalars, 0)
+        loss = parser.get_parsed_content("loss")
+        self.assertIsInstance(loss, QualityRankLoss)
+        self.assertEqual(loss.rank_weight, 0.0)
+        names = [type(t).__name__ for t in parser.get_parsed_content("train#deterministic_transforms")]
+        self.assertEqual(names, ["SafeLoadImaged", "EnsureChannelFirstd", "ScaleIntensityd"])
+        prepare = parser.get_parsed_content("train#prepare_batch")
+        self.assertEqual(len(prepare({"quality_input": torch.zeros(1), "true_dice": torch.zeros(1)}, "cpu", False)), 2)
+
+    def test_inference_defaults_are_one_head_with_mc_dropout(self):
+        transforms = _config("inference.json", {}).get_parsed_content("quality_transforms")
+        self.assertEqual([type(t).__name__ for t in transforms], ["QualityInputd", "PredictQualityd"])
+        self.assertEqual(transforms[-1].predict.num_samples, 20)
+        self.assertIsNone(transforms[-1].scalars_key)
+
+
+class TestCandidatesTrainAndPredict(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = Path(tempfile.mkdtemp())
+        cls.datalist = _stage2_data(cls.tmp / "data")
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def test_every_option_at_once_trains_and_predicts(self):
+        """seg_entropy + rank + an ensemble of 2 + scalars in one run (each id's wiring; the candidates each set one)."""
+        overrides = {"quality_variant": "seg_entropy", "rank_weight": RANK_WEIGHT, "quality_members": 2,
+                     "quality_scalars": CANDIDATES["scalars"]["quality_scalars"]}  # fmt: skip
+        out = self.tmp / "all"
+        run_workflow(bundle_root(), ["train_quality.json"], stage2_datalists=[str(self.datalist)], ckpt_dir=str(out),
+                     output_dir=str(out), epochs=1, batch_size=3, device="cpu", **overrides)  # fmt: skip
+        self.assertEqual(_config("train_quality.json", overrides).get_parsed_content("loss").rank_weight, RANK_WEIGHT)
+        inference = _config("inference.json", {"ckpt_dir": str(out), **overrides})
+        net = inference.get_parsed_content("quality_network")
+        self.assertIsInstance(net, QualityEnsemble)
+        state = torch.load(inference.get_parsed_content("quality_checkpoint"), map_location="cpu", weights_only=True)
+        net.load_state_dict(state["model"])  # the trained file holds both members, each reading 4 scalars
+        item = json.loads(self.datalist.read_text())["training"][0]
+        case = {k: torch.as_tensor(np.asarray(nib.load(item[k]).dataobj, np.float32))[None]
+                for k in ("image", "seg", "entropy", "mutual_information")}  # fmt: skip
+        case["pairwise_dice"] = torch.tensor(item["pairwise_dice"])
+        transforms = inference.get_parsed_content("quality_transforms")
+        self.assertEqual(transforms[-1].predict.num_samples, 0)  # the members' sd, not MC dropout
+        for t in transforms:
+            case = t(case)
+        self.assertEqual(tuple(case["quality_input"].shape), (3, SIZE, SIZE))  # one-hot seg + entropy: no image
+        torch.testing.assert_close(case["scalars"][0], torch.tensor(0.9))  # pairwise Dice, the first of the names
+        self.assertEqual(tuple(case["pred_dice"].shape), (1,))
+        self.assertTrue(0 <= float(case["pred_dice"][0]) <= 1)
+        self.assertGreater(float(case["pred_dice_sd"][0]), 0)
+
+    @parameterized.expand([(name,) for name in CANDIDATES])
+    def test_each_candidate_parses(self, name):
+        for config in ("train_quality.json", "inference.json"):
+            net = _config(config, CANDIDATES[name]).get_parsed_content("quality_network")
+            self.assertEqual(isinstance(net, QualityEnsemble), name == "ensemble5")
+
+
+class TestEvaluateMaps(unittest.TestCase):
+    def test_pairwise_dice_from_the_saved_baseline(self):
+        configs = ["inference.json", "evaluate_maps.json"]
+        steps = _config(configs, {"quality_scalars": ["pairwise_dice"]}).get_parsed_content("label_transforms")
+        out = steps[-1]({"baselines": {"pairwise_dice": 0.75, "mean_entropy": -0.1}})
+        torch.testing.assert_close(out["pairwise_dice"], torch.tensor([0.75]))
+        self.assertEqual(len(_config(configs, {}).get_parsed_content("label_transforms")), 2)  # off by default
+
+
+class TestRuleScores(unittest.TestCase):
+    def test_mean_of_the_choosing_splits(self):
+        rows = [{"cross_subject": {"spearman": 0.4, "aurc": 0.2}, "shift": {"spearman": 0.6, "aurc": 0.1}},
+                {"cross_subject": {"spearman": 0.2, "aurc": 0.3}, "shift": {"spearman": 0.4, "aurc": 0.1}}]  # fmt: skip
+        self.assertEqual(rule_scores(rows), {"spearman": [0.5, 0.30000000000000004], "aurc": [0.15000000000000002, 0.2]})
+        self.assertIsNone(rule_scores([{"shift": {"spearman": 0.1, "aurc": 0.1}}]))
+
+
+    def test_summary_rows(self):
+        split = {"mae": 0.1, "pearson": 0.5, "spearman": 0.4, "aurc": 0.2}
+        records = [{"candidate": "rank", "seed": s, "seconds": 10.0 + s, "shift": split, "cross_subject": split}
+                   for s in (0, 1)] + [{"candidate": "rank", "label": "T1", "seed": 0, "seconds": 4.0, "shift": split}]  # fmt: skip
+        rows = summary(records).splitlines()
+        self.assertEqual(len(rows), 4)
+        self.assertTrue(rows[2].startswith("| rank | 2 | 10 | 0.100 ± 0.000 |"))
+        self.assertTrue(rows[2].endswith("| 0.400 ± 0.000 | 0.200 ± 0.000 |"))
+        self.assertTrue(rows[3].startswith("| rank (T1) | 1 | 4 |") and rows[3].endswith("| n/a | n/a |"))
+
+
+if __name__ == "__main__":
+    unittest.main()
