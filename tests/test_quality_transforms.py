@@ -251,8 +251,8 @@ class TestHeadSpread(unittest.TestCase):
             for m in net.modules():
                 if isinstance(m, torch.nn.Dropout):
                     m.train()
-            torch.manual_seed(seed)
-            passes = np.array([net(x[None])[0].numpy() for _ in range(num_samples)], np.float64)
+            torch.manual_seed(seed)  # the K passes run as one batch of K copies, each with its own dropout masks
+            passes = net(x[None].expand(num_samples, *x.shape)).numpy().astype(np.float64)
         torch.testing.assert_close(dice, point)  # unchanged by the passes
         torch.testing.assert_close(iou, point / (2 - point))
         self.assertEqual(tuple(sd.shape), (2,))
