@@ -51,6 +51,7 @@ from segq_monai.inferers import (
 from segq_monai.losses import ConfidenceLoss, QualityRankLoss, SampledLogitLoss
 from segq_monai.metrics import BASELINES, dice_to_iou, iou_to_dice, segmentation_quality
 from segq_monai.networks import (
+    HEAD_RECIPE,
     AleatoricNet,
     ConfidenceNet,
     QualityEnsemble,
@@ -84,6 +85,7 @@ from segq_monai.transforms import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "HEAD_RECIPE",
     "AleatoricNet",
     "AleatoricSampler",
     "BASELINES",

@@ -44,7 +44,7 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LinearRegression
 from segq_testing import REPO, make_host, parse_bundle_command, read_csv, write_labelled_cases
 
-from segq_monai import ForegroundBandSampler
+from segq_monai import HEAD_RECIPE, ForegroundBandSampler
 from segq_monai.__main__ import main
 from segq_monai.data import load_datalist, write_datalist
 from segq_monai.data.outputs import case_name
@@ -180,6 +180,9 @@ class TestFitHosts(unittest.TestCase):
         self.assertEqual(fit["steps"], ["sample", "head", "calibration"])
         self.assertEqual(fit["spatial_dims"], len(shape))  # the data's, also for the 2D network run by SliceInferer
         self.assertEqual(fit["head"]["strides"], h["strides"])  # chosen from the first case's grid, recorded
+        recipe = {"quality_variant": fit["head"]["quality_variant"], "rank_weight": fit["head"]["rank_weight"],
+                  "quality_members": fit["head"]["members"], "quality_scalars": fit["head"]["scalars"]}
+        self.assertEqual(recipe, HEAD_RECIPE)  # the demo's head, from one source
         first = train[0]["image"][0] if files > 1 else train[0]["image"]
         self.assertEqual(fit["head"]["grid"]["image"], first)
         self.assertEqual(fit["head"]["grid"]["shape"], list(shape))

@@ -78,6 +78,28 @@ class TestDefaultsUnchanged(unittest.TestCase):
         self.assertIsNone(transforms[-1].scalars_key)
 
 
+class TestOneRecipe(unittest.TestCase):
+    """The head's recipe has one source, ``segq_monai.HEAD_RECIPE``: the bundle's training and inference configs, the
+    demo's main head and the fit's defaults read it (test_fit checks that a fit records it in fit.json)."""
+
+    def test_configs_demo_and_fit_read_it(self):
+        import argparse
+
+        from segq_monai import HEAD_RECIPE
+        from segq_monai.apps import demo, fit
+
+        for name in ("train_quality.json", "inference.json"):
+            parser = _config(name, {})
+            for key in ("quality_variant", "quality_members", "quality_scalars"):
+                self.assertEqual(parser.get_parsed_content(key), HEAD_RECIPE[key], (name, key))
+        self.assertEqual(_config("train_quality.json", {}).get_parsed_content("rank_weight"), HEAD_RECIPE["rank_weight"])
+        self.assertEqual(demo.MAIN_VARIANT, HEAD_RECIPE["quality_variant"])
+        sub = argparse.ArgumentParser().add_subparsers()
+        fit.add_parser(sub)
+        args = sub.choices["fit"].parse_args(["--host_bundle", "h", "--datalist", "d", "--output_dir", "o"])
+        self.assertEqual(args.quality_variant, HEAD_RECIPE["quality_variant"])
+
+
 class TestCandidatesTrainAndPredict(unittest.TestCase):
     @classmethod
     def setUpClass(cls):

@@ -63,6 +63,7 @@ from segq_monai.calibration.quality_calibration import calibrate_quality_table, 
 from segq_monai.calibration.flag import min_calibration_cases
 from segq_monai.calibration.recalibration import min_interval_cases
 from segq_monai.inferers.factory import PLAIN_NETWORK_SAMPLERS
+from segq_monai.networks.recipe import HEAD_RECIPE
 from segq_monai.transforms.quality import PLAIN_NETWORK_VARIANTS, QUALITY_VARIANTS
 from segq_monai.utils.atomic import remove_temporaries, writable_dir
 from segq_monai.utils.errors import bad_input
@@ -201,6 +202,10 @@ class _Fit:
             "checkpoint": HEAD_FILE,
             "quality_variant": args.quality_variant,
             "quality_keys": list(QUALITY_VARIANTS[args.quality_variant]),
+            # the rest of the recipe, as train_quality.json reads it (segq_monai.HEAD_RECIPE)
+            "rank_weight": HEAD_RECIPE["rank_weight"],
+            "members": HEAD_RECIPE["quality_members"],
+            "scalars": list(HEAD_RECIPE["quality_scalars"]),
             "channels": channels,
             "strides": strides,
             "grid": grid,
@@ -407,7 +412,8 @@ def add_parser(sub: Any) -> None:
                         f"input; auto (default): {AUTO_BAND_MARGIN} voxels on a CPU for 3D cases of at least "
                         f"{AUTO_BAND_VOXELS} voxels, else none (the cost table in docs/fit.md)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quality_variant", default="image_seg_entropy", choices=PLAIN_NETWORK_VARIANTS)
+    p.add_argument("--quality_variant", default=HEAD_RECIPE["quality_variant"], choices=PLAIN_NETWORK_VARIANTS,
+                   help="the head's input stack (default: the recipe's, segq_monai.HEAD_RECIPE)")
     p.add_argument("--synthetic_failures", type=int, default=SYNTHETIC_FAILURES,
                    help="synthetic failures per sampled case (segq_monai.SegmentationFailured, true Dice exact) "
                         "added to the head's training cases; softmax hosts only (default: the demo's chosen recipe)")

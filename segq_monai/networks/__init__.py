@@ -8,3 +8,4 @@ from .confidence import ConfidenceNet
 from .extra_output import ExtraOutputNet
 from .quality_ensemble import QualityEnsemble, mean_over_members, quality_ensemble
 from .quality_regressor import QualityRegressor, quality_strides
+from .recipe import HEAD_RECIPE

@@ -1,0 +1,26 @@
+"""The quality head's recipe: the one source of the choices ``docs/head_choice_rule.md`` makes.
+
+``train_quality.json`` and ``inference.json`` (the segq bundle), the demo and ``python -m segq_monai fit`` read their
+defaults from :data:`HEAD_RECIPE`, so the head the demo measures is the head a fit trains and a deployment runs:
+
+* ``quality_variant``: the input stack (a key of :data:`segq_monai.transforms.QUALITY_VARIANTS`);
+* ``rank_weight``: weight of the pairwise ranking term added to the MSE (:class:`segq_monai.losses.QualityRankLoss`;
+  0: the MSE alone);
+* ``quality_members``: heads in the ensemble (:class:`~segq_monai.networks.QualityEnsemble`; their disagreement is
+  ``pred_dice_sd``), 1: one head (its spread from MC dropout);
+* ``quality_scalars``: per-case scalars joined to the pooled features (names of
+  :data:`segq_monai.transforms.QUALITY_SCALARS`; ``[]``: none).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["HEAD_RECIPE"]
+
+HEAD_RECIPE: dict[str, Any] = {
+    "quality_variant": "image_seg_entropy",
+    "rank_weight": 0.0,
+    "quality_members": 1,
+    "quality_scalars": [],
+}
