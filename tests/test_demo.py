@@ -22,7 +22,7 @@ from segq_monai.calibration.quality_calibration import calibrate_quality_table, 
 
 TOY = ["--num_folds", "2", "--epochs_segmentation", "1", "--epochs_quality", "1", "--num_samples", "2",
        "--variants_per_slice", "1", "--geometric_variants", "1", "--held_out_variants", "2", "--shift_variants", "3",
-       "--cross_plane_variants", "1",
+       "--cross_subject_variants", "1",
        "--device", "cpu"]  # fmt: skip
 
 
@@ -51,8 +51,9 @@ def table_rows(text: str, heading: str) -> dict[str, list[str]]:
 
 
 class TestDemoDefault(unittest.TestCase):
-    """The default run at toy size: 2 folds, 1 epoch per stage, T = 2, the main quality head; 48 development slices
-    x 1 artifact copy, 16 calibration and 8 test slices x 2 copies, the 8 test slices x 3 shifted copies."""
+    """The default run at toy size: 2 folds, 1 epoch per stage, T = 2, the main quality head; Colin27 in three planes:
+    76 development slices x 1 artifact copy (+1 turned), 26 calibration and 14 test slices x 2 copies, the 14 test
+    slices x 3 shifted copies, the 26 MNI152 slices x 1 copy."""
 
     @classmethod
     def setUpClass(cls):
@@ -78,8 +79,8 @@ class TestDemoDefault(unittest.TestCase):
 
     def test_tables_match_the_reports(self):
         """Every cell of the head's and the baselines' rows is the report's value with its bootstrap interval."""
-        for heading, folder, slices in (("Test split", "report", 8), ("Shift split", "report/shift_split", 8),
-                                        ("Cross-plane split", "report/cross_plane_split", 16)):
+        for heading, folder, slices in (("Test split", "report", 14), ("Shift split", "report/shift_split", 14),
+                                        ("Cross-subject split", "report/cross_subject_split", 26)):
             report = json.loads((self.out / folder / "report.json").read_text())
             boot = json.loads((self.out / folder / "bootstrap.json").read_text())
             rows = table_rows(self.text, heading)
@@ -95,7 +96,7 @@ class TestDemoDefault(unittest.TestCase):
             flag = report["guaranteed_flag"]
             self.assertEqual(rows["quality head (image_seg_entropy)"][8].split(" = ")[0],
                              f"{flag['failures_accepted']}/{flag['n_accepted']}")  # fmt: skip
-            self.assertEqual(boot["n_groups"], slices)  # slices (8 test, 16 cross-plane), not their copies
+            self.assertEqual(boot["n_groups"], slices)  # slices (14 test, 26 cross-subject), not their copies
 
     def test_recalibration_table(self):
         """The recalibration rows are trust's ``interval_scores`` of each split, recalibrated on the calibration
@@ -108,7 +109,7 @@ class TestDemoDefault(unittest.TestCase):
                                               groups=[group_of[r["image"]] for r in cal_rows])  # fmt: skip
         rows = table_rows(self.text, "Recalibration to the site")
         for label, folder in (("test (in-distribution)", "report"), ("shift", "report/shift_split"),
-                              ("cross-plane", "report/cross_plane_split")):
+                              ("cross-subject", "report/cross_subject_split")):
             scores = interval_scores(calibration.recalibrate_rows(read_quality_csv(self.out / folder / "quality.csv")),
                                      calibration)  # fmt: skip
             s = scores["foreground"]
@@ -123,12 +124,12 @@ class TestDemoDefault(unittest.TestCase):
 
     def test_splits_apart(self):
         report = json.loads((self.out / "report" / "report.json").read_text())
-        self.assertEqual(report["n_cases"], 16)  # 8 test slices x 2
+        self.assertEqual(report["n_cases"], 28)  # 14 test slices x 2
         flag = report["guaranteed_flag"]
-        self.assertEqual((flag["alpha"], flag["n_calibration"], flag["n"]), (0.1, 32, 16))
+        self.assertEqual((flag["alpha"], flag["n_calibration"], flag["n"]), (0.1, 52, 28))
         folders = (("calibration", "calibration_split"), ("testing", "."), ("shift", "shift_split"))
         tables = {s: read_csv(self.out / "report" / d / "quality.csv") for s, d in folders}
-        self.assertEqual({s: len(t) for s, t in tables.items()}, {"calibration": 32, "testing": 16, "shift": 24})
+        self.assertEqual({s: len(t) for s, t in tables.items()}, {"calibration": 52, "testing": 28, "shift": 42})
         images = {s: {r["image"] for r in t} for s, t in tables.items()}
         self.assertFalse(images["calibration"] & images["testing"] or images["shift"] & images["testing"])
         dataset = json.loads((self.out / "data" / "dataset.json").read_text())
@@ -136,11 +137,12 @@ class TestDemoDefault(unittest.TestCase):
         self.assertEqual(groups["shift"], groups["testing"])  # held-out test slices only: nothing stage 1 or 2 saw
         self.assertFalse(groups["shift"] & (groups["training"] | groups["calibration"]))
         self.assertEqual({item["shift"] for item in dataset["shift"]}, {"rotate90", "zoom_out", "zoom_in"})
-        # the cross-plane split: one copy of each of the 16 coronal and sagittal slices, none seen by either stage
-        cross = read_csv(self.out / "report" / "cross_plane_split" / "quality.csv")
-        self.assertEqual(len(cross), 16)
-        self.assertEqual({item["plane"] for item in dataset["cross_plane"]}, {"coronal", "sagittal"})
-        self.assertFalse({item["group"] for item in dataset["cross_plane"]} & set().union(*groups.values()))
+        self.assertEqual({item["plane"] for item in dataset["testing"]}, {"axial", "coronal", "sagittal"})
+        # the cross-subject split: one copy of each of the 26 MNI152 slices, three planes, none seen by either stage
+        cross = read_csv(self.out / "report" / "cross_subject_split" / "quality.csv")
+        self.assertEqual(len(cross), 26)
+        self.assertEqual({item["plane"] for item in dataset["cross_subject"]}, {"axial", "coronal", "sagittal"})
+        self.assertFalse({item["group"] for item in dataset["cross_subject"]} & set().union(*groups.values()))
 
     def test_time_section(self):
         rows = table_rows(self.text, "Time of each step")
@@ -189,7 +191,8 @@ class TestDemoFull(unittest.TestCase):
         cls.tmp = Path(tempfile.mkdtemp())
         cls.result, cls.root, cls.out = run_demo(
             cls.tmp, "--full", "--seeds", "2", "--quality_variants", "image_seg_entropy", "seg_entropy",
-            "--estimators", "softmax", "confidence", "--shift_variants", "0", "--cross_plane_variants", "0")  # fmt: skip
+            "--estimators", "softmax", "confidence", "--shift_variants", "0", "--cross_subject_variants", "0",
+            "--planes", "axial")  # fmt: skip
 
     @classmethod
     def tearDownClass(cls):

@@ -279,7 +279,8 @@ class TestDemoKilled(unittest.TestCase):
 
     def _args(self, out: Path) -> list[str]:
         return ["demo", "--output_dir", str(out), "--bundle_root", str(self.root), *TOY, "--geometric_variants", "0",
-                "--shift_variants", "0", "--cross_plane_variants", "0", "--bootstrap_resamples", "100"]  # fmt: skip
+                "--shift_variants", "0", "--cross_subject_variants", "0", "--planes", "axial",
+                "--bootstrap_resamples", "100"]  # fmt: skip
 
     def test_killed_demo_resumes(self):
         reference, out, log = self.tmp / "reference", self.tmp / "out", self.tmp / "demo.log"
