@@ -125,7 +125,7 @@ def train_head(
     datalists = stage2_datalists(run, bool(overrides.get("quality_scalars")))
     start = time.perf_counter()
     run_workflow(bundle_root(), ["train_quality.json"], stage2_datalists=datalists, ckpt_dir=str(workdir),
-                 output_dir=str(workdir), seed=seed, **overrides)  # fmt: skip
+                 output_dir=str(workdir), seed=seed, mlflow=False, **overrides)  # fmt: skip
     seconds = time.perf_counter() - start
     parser = head_config({**overrides, "ckpt_dir": str(workdir), "seed": seed})
     net = parser.get_parsed_content("quality_network")  # one head, or the ensemble of quality_members

@@ -122,7 +122,7 @@ class _Demo:
                 self.times.run(f"{where}: train the segmentation network", trained(checkpoint), partial(
                     run_workflow, self.bundle_root, ["train_segmentation.json", *overlay],
                     datalist=str(self.data["stage1"]), epochs=a.epochs_segmentation, output_dir=str(self.out),
-                    seed=seed, **folds))  # fmt: skip
+                    seed=seed, mlflow=False, **folds))  # fmt: skip
             if train and not overlay:
                 self.times.run(f"{where}: fit the temperature on its held-out slices",
                                (checkpoint.parent / "temperature.json").is_file(),
@@ -173,7 +173,8 @@ class _Demo:
                        partial(run_workflow, self.bundle_root, ["train_quality.json"], stage2_datalists=training,
                                quality_variant=variant, ckpt_dir=str(head_dir),
                                **({"epochs": a.epochs_quality} if a.epochs_quality else {}),
-                               output_dir=str(report_dir.parent), seed=seed, **self.common))  # fmt: skip
+                               output_dir=str(report_dir.parent), seed=seed, mlflow=False,
+                               **self.common))  # fmt: skip
         oof_tables = [str(Path(p).with_name("quality.csv")) for p in stage2_datalists]
         common = dict(datalist=str(self.data["dataset"]), quality_variant=variant, num_samples=a.num_samples,
                       sampler=sampler, ckpt_dir=str(head_dir), stage1_checkpoint=str(stage1_checkpoint),
