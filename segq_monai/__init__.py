@@ -61,6 +61,7 @@ from segq_monai.networks import (
     quality_strides,
 )
 from segq_monai.transforms import (
+    Untracked,
     PLAIN_NETWORK_VARIANTS,
     QUALITY_SCALARS,
     QUALITY_VARIANTS,
@@ -86,6 +87,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "HEAD_RECIPE",
+    "Untracked",
     "AleatoricNet",
     "AleatoricSampler",
     "BASELINES",

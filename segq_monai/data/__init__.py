@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from .collate import padded_collate
 from .columns import quality_columns, read_quality_csv, write_quality_csv
 from .datalist import (
     DEFAULT_PATH_KEYS,
@@ -17,6 +18,7 @@ from .outputs import case_name, pending_items, saved_items
 
 __all__ = [
     "DEFAULT_PATH_KEYS",
+    "padded_collate",
     "case_name",
     "pending_items",
     "quality_columns",

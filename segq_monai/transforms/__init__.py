@@ -53,6 +53,7 @@ from segq_monai.transforms.recalibration import (
     RecalibrateQualityd,
     RecalibrateQualityDict,
 )
+from segq_monai.transforms.untracked import Untracked
 from segq_monai.transforms.scalars import (
     QUALITY_SCALARS,
     QualityScalars,
