@@ -372,10 +372,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                    help="the full comparison: every quality variant, every estimator, 3 seeds (each overridable)")
     d.add_argument("--num_folds", type=int, default=3)
     d.add_argument("--variants_per_slice", type=int, default=4, help="artifact copies per development slice")
-    d.add_argument("--held_out_variants", type=int, default=12,
+    d.add_argument("--held_out_variants", type=int, default=6,
                    help="artifact copies per calibration or test slice")
-    d.add_argument("--shift_variants", type=int, default=12, help="shifted artifact copies per test slice (0: none)")
-    d.add_argument("--cross_subject_variants", type=int, default=6,
+    d.add_argument("--shift_variants", type=int, default=6, help="shifted artifact copies per test slice (0: none)")
+    d.add_argument("--cross_subject_variants", type=int, default=4,
                    help="artifact copies per MNI152 slice, 26 slices in three planes (0: no cross-subject split)")
     d.add_argument("--planes", nargs="+", default=list(PLANES), choices=PLANES,
                    help="the planes of Colin27 both stages train on and the calibration and test splits hold")
@@ -385,7 +385,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     d.add_argument("--synthetic_failures", type=int, default=SYNTHETIC_FAILURES,
                    help="synthetic failures per out-of-fold case for the quality head's training (0: none; "
                         "the default is the recipe chosen in docs/results.md)")
-    d.add_argument("--epochs_segmentation", type=int, default=40)
+    d.add_argument("--epochs_segmentation", type=int, default=30)
     d.add_argument("--epochs_quality", type=int, default=None,
                    help="epochs of the quality head (default: train_quality.json's, chosen with its recipe)")
     d.add_argument("--num_samples", type=int, default=20, help="T, samples per image")
