@@ -157,10 +157,10 @@ nearest-neighbour masks, zero padding), `<plane>_<axis><index>_*.nii.gz` with th
 evenly over the range whose brain area is at least 30 % of the largest:
 {planes}
 
-A model trained on the axial slices has seen this head's tissue, but never an image in these planes: the demo's
-cross-plane split tests the quality head on real anatomy in another plane (not axial slices turned).
+The demo trains both stages on every plane (a deployed 2D model is fed every orientation its protocol has) and holds
+out contiguous blocks of each (`segq_monai.data.demo.prepare_demo`).
 
-**A second subject** (`mni152/`, with its own README and `dataset.json`; not in the demo's splits yet): slices of
+**A second subject** (`mni152/`, with its own README and `dataset.json`; the demo's cross-subject split): slices of
 the MNI ICBM152 2009a template in the three planes, on the same 2D grids as the slices here at the same MNI
 coordinates, made by `python -m segq_monai.data.make_demo_mni`. The template is brain-extracted: its missing skull
 is a real shift for the brain-mask task, to be reported as such.
