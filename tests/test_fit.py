@@ -49,6 +49,7 @@ from segq_monai.__main__ import main
 from segq_monai.data import load_datalist, write_datalist
 from segq_monai.data.outputs import case_name
 from segq_monai.calibration.recalibration import split_calibration
+from segq_monai.utils.errors import bad_input
 
 OVERLAY = REPO / "configs" / "segq_overlay.json"
 TINY = ["--num_samples", "2", "--epochs", "1", "--head_channels", "4", "4", "--alpha", "0.95", "--delta", "0.5",
@@ -258,6 +259,15 @@ class TestFitHosts(unittest.TestCase):
         if name == "brats_like":
             test_list = write_datalist(self.tmp / "test.json", {"testing": [{"image": c["image"]} for c in cal]})
             inputs.update(data_list_file_path=str(test_list), dataset_dir=str(test_list.parent))  # paths relative to it
+        if fit["host_bundle"]["overrides"]:  # the deploy command without the fit's overrides runs another host
+            bare = {k: v for k, v in deploy.items() if k not in fit["host_bundle"]["overrides"]}
+            with self.assertRaises(Exception) as refused:
+                bundle_run(**bare, **{**inputs, "output_dir": str(self.tmp / "bare")})
+            message = str(bad_input(refused.exception))
+            self.assertIn("transforms[3].spacing_transform.pixdim is [1.5, 1.5, 1.5] here, [3.0, 3.0, 3.0] in the fit",
+                          message)  # fmt: skip
+            self.assertIn("--displayable_configs#highres False", message)
+            self.assertFalse((self.tmp / "bare" / "quality.csv").exists())
         bundle_run(**deploy, **inputs)  # the printed deploy command, as MONAI's entry point parses it
         rows = {Path(r["image"]).name: r for r in read_csv(out / "quality.csv")}
         deployed = [rows[Path(r["image"]).name] for r in table]
