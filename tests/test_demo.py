@@ -179,7 +179,7 @@ class TestDemoDefault(unittest.TestCase):
         workflow(["inference.json", "evaluate.json", "evaluate_maps.json"], self.root,
                  datalist=str(self.out / "data" / "dataset.json"), datalist_key="testing", output_dir=str(again),
                  maps_dir=str(self.out / "report"), ckpt_dir=str(self.out / "models"), baseline_fit_csvs=[],
-                 device="cpu")  # fmt: skip
+                 device="cpu", batch_size=1)  # fmt: skip  (three planes: slices of three sizes, one a batch)
         self.assert_same_table(read_csv(again / "quality.csv"), sampled, 1e-6)
 
 
