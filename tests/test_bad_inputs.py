@@ -321,9 +321,9 @@ class _Context:
         self.mounts = []
 
 
-class _BadInputs(unittest.TestCase):
+class _BadInputs:
     """Runs the rows of :data:`ROWS` for ``command``: ``prefix()`` + ``defaults()`` (those a row does not set) + the
-    row's arguments."""
+    row's arguments. A mixin: each command's ``unittest.TestCase`` names it first."""
 
     command = ""
 
@@ -383,7 +383,7 @@ def _spleen_fit_input(ctx) -> Path:
     return write_datalist(data / "datalist.json", {"validation": train, "calibration": cal})
 
 
-class TestBundleBadInputs(_BadInputs):
+class TestBundleBadInputs(_BadInputs, unittest.TestCase):
     command = "bundle"
 
     @classmethod
@@ -404,7 +404,7 @@ class TestBundleBadInputs(_BadInputs):
                 "--datalist": str(self.ctx.datalist)}  # fmt: skip
 
 
-class TestFitBadInputs(_BadInputs):
+class TestFitBadInputs(_BadInputs, unittest.TestCase):
     command = "fit"
 
     @classmethod
@@ -420,7 +420,7 @@ class TestFitBadInputs(_BadInputs):
                 "--datalist": str(self.ctx.datalist)}  # fmt: skip
 
 
-class TestDeployBadInputs(_BadInputs):
+class TestDeployBadInputs(_BadInputs, unittest.TestCase):
     """Deployment of one real toy fit (spleen-like host, T = 2, one epoch), edited per row."""
 
     command = "deploy"
@@ -441,7 +441,7 @@ class TestDeployBadInputs(_BadInputs):
         return {"--segq#fit_dir": str(self.ctx.fit), "--output_dir": str(self.ctx.tmp / "out")}
 
 
-class TestSegqCommands(_BadInputs):
+class TestSegqCommands(_BadInputs, unittest.TestCase):
     """``python -m segq_monai demo / example3d / export``: one clean message, exit code 1; ``--debug`` and
     ``SEGQ_DEBUG=1`` show the traceback."""
 
