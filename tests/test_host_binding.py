@@ -31,7 +31,8 @@ from segq_testing import REPO, make_host, parse_bundle_command, write_labelled_c
 from test_fit import TINY, run_fit
 
 from segq_monai.apps.fit_host import _parse_override
-from segq_monai.apps.workflows import bundle_command, cli_value
+from segq_monai.apps.workflows import bundle_command
+from segq_monai.utils.command_line import cli_value
 from segq_monai.data import write_datalist
 from segq_monai.handlers.host_binding import check_host_binding
 from segq_monai.monailabel.pipeline import SegQPipeline

@@ -35,7 +35,7 @@ from typing import Any
 
 from segq_monai.apps.example3d_report import add_true_quality, write_example_report
 from segq_monai.apps.fit import OVERLAYS, check_calibration_size
-from segq_monai.apps.workflows import cli_value
+from segq_monai.utils.command_line import cli_value
 from segq_monai.data.datalist import load_datalist
 from segq_monai.data.fit_folder import FIT_FILE
 from segq_monai.data.volume3d import SPLITS, prepare_volume3d

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from monai.utils import min_version, optional_import
 
 from segq_monai.utils.atomic import atomic_write_text
+from segq_monai.utils.command_line import cli_value
 from segq_monai.utils.host_binding import HOST_BINDING_FILE, binding_differences, host_binding
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
@@ -49,7 +50,7 @@ def loaded_weight_files(engine: Engine) -> list[str]:
 
 def _fix(fit_dir: str | os.PathLike, fit: Mapping[str, Any]) -> str:
     overrides = fit.get("host_bundle", {}).get("overrides") or {}
-    passed = " ".join(f"--{k} {shlex.quote(str(v))}" for k, v in overrides.items())
+    passed = " ".join(f"--{k} {shlex.quote(cli_value(v))}" for k, v in overrides.items())
     return (
         (f"The fit ran the host with {passed}: pass the same to this command if you left them out. " if passed else "")
         + f"If the host changed on purpose, fit again (python -m segq_monai fit ... --output_dir NEW_FIT) or, for the "
