@@ -139,8 +139,8 @@ class TestPrepareDemo(unittest.TestCase):
             self.assertEqual(shapes, {"axial": (96, 112), "coronal": (96, 96), "sagittal": (112, 96)})
 
     def test_cross_subject_split(self):
-        """The MNI152 slices (10 axial, 8 coronal, 8 sagittal), two copies each with their own labels, groups apart
-        from every Colin27 slice."""
+        """The MNI152 slices (10 axial, 8 coronal, 8 sagittal), two copies each with their own labels (the second
+        turned by 90°), groups apart from every Colin27 slice."""
         from segq_monai.data.demo import prepare_demo
 
         with tempfile.TemporaryDirectory() as d:
@@ -152,6 +152,10 @@ class TestPrepareDemo(unittest.TestCase):
             colin = {i["group"] for k in ("training", "calibration", "testing")
                      for i in load_datalist(paths["dataset"], k)}  # fmt: skip
             self.assertFalse({i["group"] for i in cross} & colin)
+            self.assertEqual([i["shift"] for i in cross[:4]], ["none", "rotate90", "none", "rotate90"])
+            kept, turned = _load(cross[0]["label"]), _load(cross[1]["label"])  # one slice, the second copy turned
+            self.assertEqual(turned.shape[1:], kept.shape[1:][::-1])
+            self.assertEqual(float(turned.sum()), float(kept.sum()))  # a 90° turn moves every pixel, loses none
             for item in cross[::8]:
                 self.assertTrue(item["group"].startswith(f"mni152_{item['plane']}"))
                 image, label = _load(item["image"]), _load(item["label"])

@@ -370,7 +370,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                    help="the bundle whose workflows run (default: the one shipped with segq-monai; it is only read)")
     d.add_argument("--full", action="store_true",
                    help="the full comparison: every quality variant, every estimator, 3 seeds (each overridable)")
-    d.add_argument("--num_folds", type=int, default=3)
+    d.add_argument("--num_folds", type=int, default=2)
     d.add_argument("--variants_per_slice", type=int, default=4, help="artifact copies per development slice")
     d.add_argument("--held_out_variants", type=int, default=6,
                    help="artifact copies per calibration or test slice")
@@ -385,10 +385,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     d.add_argument("--synthetic_failures", type=int, default=SYNTHETIC_FAILURES,
                    help="synthetic failures per out-of-fold case for the quality head's training (0: none; "
                         "the default is the recipe chosen in docs/results.md)")
-    d.add_argument("--epochs_segmentation", type=int, default=30)
+    d.add_argument("--epochs_segmentation", type=int, default=25)
     d.add_argument("--epochs_quality", type=int, default=None,
                    help="epochs of the quality head (default: train_quality.json's, chosen with its recipe)")
-    d.add_argument("--num_samples", type=int, default=20, help="T, samples per image")
+    d.add_argument("--num_samples", type=int, default=10, help="T, samples per image")
     d.add_argument("--sampler", default="mc_dropout", choices=PLAIN_NETWORK_SAMPLERS)
     d.add_argument("--quality_variants", nargs="+", default=None, choices=list(VARIANTS),
                    help=f"quality-head inputs; the first samples, the others reuse its maps (default: {MAIN_VARIANT}; "

@@ -14,8 +14,8 @@ held-out slices are split at random, by slice, into a calibration split (for the
 test split; both get ``held_out_variants`` artifact copies per slice. The shift split holds further artifact copies
 of the test slices, each also turned or resampled (:mod:`segq_monai.data.shift`: orientations and resolutions stage
 1 never saw), ``shift_variants`` per slice. The cross-subject split holds artifact copies of the MNI152 slices
-(``cross_subject_variants`` per slice, all three planes): a person neither stage saw, from another scanner and
-grid, and without a skull, which is a real shift for the brain-mask task (pipelines do feed brain-extracted images).
+(``cross_subject_variants`` per slice, all three planes), the copies of a slice kept, turned by 90°, zoomed out and
+zoomed in in turn: a person neither stage saw, from another scanner, grid and field of view, and without a skull, which is a real shift for the brain-mask task (pipelines do feed brain-extracted images).
 
 Outputs under ``output_dir``:
 
@@ -46,6 +46,8 @@ __all__ = ["prepare_demo", "save_nifti"]
 TASKS = {"brain": "label", "regions": "regions"}
 #: the planes of the embedded slices, in their order
 PLANES = ("axial", "coronal", "sagittal")
+#: the moves of the cross-subject copies, taking turns: none, then each of :data:`SHIFT_KINDS`
+CROSS_SUBJECT_MOVES = ("none", *SHIFT_KINDS)
 
 
 def save_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
@@ -83,7 +85,9 @@ def _shift(corrupted: np.ndarray, label: np.ndarray, v: int) -> tuple[np.ndarray
 
 def _cross_subject(out: Path, task: str, copies: int, seed: int) -> list[dict]:
     """Artifact copies (graded plan of seed ``seed + 3``) of the embedded MNI152 slices of every plane, saved as
-    ``mni152_<slice>_x<v>`` with the slice's label; groups ``mni152_<slice>``, entries also hold ``plane``."""
+    ``mni152_<slice>_x<v>`` with the slice's label; copy ``v`` is also moved by :data:`CROSS_SUBJECT_MOVES`
+    ``[v % 4]`` (kept, turned by 90°, zoomed out, zoomed in: another scanner's grid and field of view). Groups
+    ``mni152_<slice>``; entries also hold ``plane`` and ``shift`` (``"none"`` for a kept copy)."""
     path = demo_datalist_path().parent / "mni152" / "dataset.json"
     slices = [item for plane in PLANES for item in load_datalist(path, plane, path_keys=("image", "label", "regions"))]
     plan = graded_artifact_plan(copies * len(slices), seed=seed + 3)
@@ -94,11 +98,14 @@ def _cross_subject(out: Path, task: str, copies: int, seed: int) -> list[dict]:
         image = np.asarray(image_nii.dataobj, dtype=np.float32)
         label = np.asarray(nib.load(item[TASKS[task]]).dataobj, dtype=np.uint8)
 
-        def unmoved(corrupted: np.ndarray, label: np.ndarray, v: int, plane: str = item["plane"]) -> tuple:
-            return corrupted.astype(np.float32), label, {"plane": plane}
+        def moved(corrupted: np.ndarray, label: np.ndarray, v: int, plane: str = item["plane"]) -> tuple:
+            kind = CROSS_SUBJECT_MOVES[v % len(CROSS_SUBJECT_MOVES)]
+            if kind != "none":
+                corrupted, label = shift_slice(corrupted, label, kind)
+            return corrupted.astype(np.float32), label, {"plane": plane, "shift": kind}
 
         entries += _moved_copies(image, label, image_nii.affine, name, task, out, plan[k * copies : (k + 1) * copies],
-                                 seed + 20_000 + k * copies, "x", unmoved)  # fmt: skip
+                                 seed + 20_000 + k * copies, "x", moved)  # fmt: skip
     return entries
 
 
