@@ -22,7 +22,7 @@ import numpy as np
 from segq_testing import REPO, read_csv
 
 from segq_monai.apps.example3d import example3d
-from segq_monai.apps.example3d_report import bootstrap_interval, summary_table
+from segq_monai.apps.example3d_report import summary_table
 
 HOST_METADATA = REPO / "examples" / "colin27_regions3d" / "configs" / "metadata.json"
 
@@ -116,8 +116,11 @@ class TestExample3dCommand(unittest.TestCase):
             capture_output=True, text=True, cwd=self.tmp,
         )  # fmt: skip
         self.assertEqual(again.returncode, 0, again.stderr[-3000:])
-        self.assertNotIn("== host training", again.stdout)
-        self.assertNotIn("== fit", again.stdout)
+        for step in ("host training (the host's own train.json)", "fit (segq_monai fit on the host's validation cases)",
+                     "deploy (host inference.json + segq overlay) on the test cases"):  # fmt: skip
+            self.assertIn(f"== {step}: done by an earlier run, skipped", again.stdout)
+        self.assertNotIn("monai.bundle run", again.stdout)  # no step's command line: none ran
+        self.assertNotIn("segq_monai fit --host_bundle", again.stdout)
         rerun = json.loads((self.out / "times.json").read_text())
         for step in ("host training (the host's own train.json)",):
             self.assertEqual(rerun[step], times[step])
@@ -137,21 +140,7 @@ class TestExample3dBadInput(unittest.TestCase):
             self.assertFalse((Path(tmp) / "data").exists())
 
 
-class TestBootstrap(unittest.TestCase):
-    def test_mean_interval_matches_normal_theory(self):
-        rng = np.random.default_rng(1)
-        x = rng.normal(0.0, 1.0, 400)
-        value, low, high = bootstrap_interval(lambda p, t: float(np.mean(p - t)), x, np.zeros_like(x), 4000)
-        half = 1.96 * x.std() / np.sqrt(len(x))  # analytic 95 % half-width of a mean
-        self.assertAlmostEqual(value, x.mean())
-        self.assertAlmostEqual(high - value, half, delta=0.12 * half)
-        self.assertAlmostEqual(value - low, half, delta=0.12 * half)
-
-    def test_undefined_statistic_gives_no_interval(self):
-        pred, true = np.array([0.5, 0.5, 0.5]), np.array([0.1, 0.2, 0.3])
-        value, low, high = bootstrap_interval(lambda p, t: float("nan"), pred, true, 100)
-        self.assertTrue(np.isnan(value) and np.isnan(low) and np.isnan(high))
-
+class TestSummaryTable(unittest.TestCase):
     def test_summary_table_by_hand(self):
         rows = [{"pred_dice_a": p, "true_dice_a": t} for p, t in ((0.9, 0.95), (0.5, 0.4), (0.7, 0.85), (0.3, 0.2))]
         text = summary_table(rows, ["a"], threshold=0.8, num_resamples=200)
