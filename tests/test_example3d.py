@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -25,6 +26,8 @@ from segq_monai.apps.example3d import example3d
 from segq_monai.apps.example3d_report import summary_table
 
 HOST_METADATA = REPO / "examples" / "colin27_regions3d" / "configs" / "metadata.json"
+#: the command runs this checkout's package, also when the venv's editable install points at another checkout
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
 
 
 def _numpy_dice(seg: np.ndarray, label: np.ndarray, k: int) -> float:
@@ -46,7 +49,7 @@ class TestExample3dCommand(unittest.TestCase):
             [sys.executable, "-m", "segq_monai", "example3d", "--output_dir", str(cls.out), "--cases", "4", "6", "4",
              "3", "--spatial_size", "24", "24", "24", "--epochs", "1", "--epochs_quality", "1", "--num_samples", "2",
              "--alpha", "0.9", "--coverage", "0.6", "--device", "cpu"],
-            capture_output=True, text=True, cwd=cls.tmp,
+            capture_output=True, text=True, cwd=cls.tmp, env=ENV,
         )  # fmt: skip
         channel_def = json.loads(HOST_METADATA.read_text())["network_data_format"]["outputs"]["pred"]["channel_def"]
         cls.classes = [channel_def[str(k)] for k in range(1, len(channel_def))]
@@ -113,7 +116,7 @@ class TestExample3dCommand(unittest.TestCase):
             [sys.executable, "-m", "segq_monai", "example3d", "--output_dir", str(self.out), "--cases", "4", "6", "4",
              "3", "--spatial_size", "24", "24", "24", "--epochs", "1", "--epochs_quality", "1", "--num_samples", "2",
              "--alpha", "0.9", "--coverage", "0.6", "--device", "cpu"],
-            capture_output=True, text=True, cwd=self.tmp,
+            capture_output=True, text=True, cwd=self.tmp, env=ENV,
         )  # fmt: skip
         self.assertEqual(again.returncode, 0, again.stderr[-3000:])
         for step in ("host training (the host's own train.json)", "fit (segq_monai fit on the host's validation cases)",
