@@ -20,9 +20,11 @@ point, in this process); the command prints each step's command line, so every s
 ``--recalibrate`` reruns the calibrate step alone on the cases of ``--datalist`` (e.g. labelled cases of a new
 site), keeping the quality head: the fit's calibration cases, table and file are replaced.
 
-Before anything is written, every labelled case is checked from its file headers (:mod:`segq_monai.apps.fit_grid`):
-the head's per-axis strides are chosen from the first case's shape and spacing (the input grid, which the head
-reads), and a case the head cannot read, or a label on another grid than its image, is refused, named.
+The labelled cases are split into the head's training cases and the calibration cases, and counted, by
+:mod:`segq_monai.apps.fit_cases`. Before anything is written, every labelled case is checked from its file headers
+(:mod:`segq_monai.apps.fit_grid`): the head's per-axis strides are chosen from the first case's shape and spacing
+(the input grid, which the head reads), and a case the head cannot read, or a label on another grid than its image,
+is refused, named.
 
 ``FIT/fit.json`` holds the settings and each step's result (:mod:`segq_monai.data.fit_folder`). A rerun of the same
 command continues: finished steps are skipped, sampling skips finished cases, training resumes from its last epoch.
