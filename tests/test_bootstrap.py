@@ -1,4 +1,4 @@
-"""Grouped bootstrap (segq_monai.evaluation.bootstrap): whole groups are resampled, intervals on known answers."""
+"""The bootstrap (segq_monai.evaluation.bootstrap): whole groups are resampled, intervals on known answers."""
 
 from __future__ import annotations
 
@@ -10,7 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
-from segq_monai.evaluation.bootstrap import grouped_resamples, percentile_interval, report_intervals, write_intervals
+from segq_monai.evaluation.bootstrap import (
+    bootstrap_interval,
+    grouped_resamples,
+    percentile_interval,
+    report_intervals,
+    write_intervals,
+)
 from segq_monai.evaluation.report import evaluate_quality
 
 
@@ -43,6 +49,42 @@ class TestGroupedResamples(unittest.TestCase):
     def test_percentile_interval(self):
         np.testing.assert_allclose(percentile_interval(np.arange(101.0), 0.9), (5.0, 95.0))
         self.assertTrue(all(math.isnan(v) for v in percentile_interval([float("nan")])))
+
+
+class TestBootstrapInterval(unittest.TestCase):
+    def test_mean_interval_matches_normal_theory(self):
+        """Over cases (no groups), the interval of a mean is the normal one: +- 1.96 sd / sqrt(n)."""
+        rng = np.random.default_rng(1)
+        x = rng.normal(0.0, 1.0, 400)
+        value, low, high = bootstrap_interval(lambda p, t: float(np.mean(p - t)), x, np.zeros_like(x),
+                                              n_resamples=4000)  # fmt: skip
+        half = 1.96 * x.std() / np.sqrt(len(x))
+        self.assertAlmostEqual(value, x.mean())
+        self.assertAlmostEqual(high - value, half, delta=0.12 * half)
+        self.assertAlmostEqual(value - low, half, delta=0.12 * half)
+
+    def test_groups_travel_together(self):
+        """Values 0 (group a, 1 case) and 1 (group b, 3 cases): a grouped resample's mean is 0, 3/4 or 1 with
+        probability 1/4, 1/2, 1/4, so the 95 % interval is [0, 1]; over cases it is narrower."""
+        pred = np.array([0.0, 1.0, 1.0, 1.0])
+
+        def mean(p, t):
+            return float(np.mean(p))
+
+        self.assertEqual(bootstrap_interval(mean, pred, pred, groups=list("abbb"), n_resamples=2000), (0.75, 0.0, 1.0))
+        _, low, _ = bootstrap_interval(mean, pred, pred, n_resamples=2000)
+        self.assertGreater(low, 0.0)  # resampling cases: P(mean = 0) = (1/4)^4 < 2.5 %
+
+    def test_undefined_statistic(self):
+        """Resamples where the statistic is NaN are left out; NaN only when none gives a value."""
+        pred, true = np.array([0.5, 0.5, 0.5]), np.array([0.1, 0.2, 0.3])
+        value, low, high = bootstrap_interval(lambda p, t: float("nan"), pred, true, n_resamples=100)
+        self.assertTrue(np.isnan(value) and np.isnan(low) and np.isnan(high))
+
+        def first(p, t):  # defined when the resample starts with case 0
+            return float(p[0]) if t[0] == 0.1 else float("nan")
+
+        self.assertEqual(bootstrap_interval(first, pred, true, n_resamples=100), (0.5, 0.5, 0.5))
 
 
 class TestReportIntervals(unittest.TestCase):

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from monai.bundle import ConfigParser, ckpt_export, verify_net_in_out
 from parameterized import parameterized
-from segq_testing import copy_bundle, isotonic_reference, read_csv, workflow, write_cases
+from segq_testing import chain, copy_bundle, isotonic_reference, read_csv, workflow, write_cases
 
 from segq_monai.data import split_fold, write_datalist
 from segq_monai.calibration.recalibration import split_calibration
@@ -224,7 +224,7 @@ class TestTwoStageBundle2D(unittest.TestCase):
         with self.assertRaises(RuntimeError) as refused:  # MONAI wraps the error of a failing "$" expression
             parser.get_parsed_content("calibration")
         self.assertIn("was made for the quality head 0000000000000000… with classes ['foreground']; this run uses "
-                      "the head", str(refused.exception.__cause__))
+                      "the head", chain(refused.exception))
 
     def test_verify_net_in_out_and_torchscript_export(self):
         meta, configs = str(self.root / "configs" / "metadata.json"), str(self.root / "configs" / "inference.json")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -22,9 +23,11 @@ import numpy as np
 from segq_testing import REPO, read_csv
 
 from segq_monai.apps.example3d import example3d
-from segq_monai.apps.example3d_report import bootstrap_interval, summary_table
+from segq_monai.apps.example3d_report import summary_table
 
 HOST_METADATA = REPO / "examples" / "colin27_regions3d" / "configs" / "metadata.json"
+#: the command runs this checkout's package, also when the venv's editable install points at another checkout
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
 
 
 def _numpy_dice(seg: np.ndarray, label: np.ndarray, k: int) -> float:
@@ -46,7 +49,7 @@ class TestExample3dCommand(unittest.TestCase):
             [sys.executable, "-m", "segq_monai", "example3d", "--output_dir", str(cls.out), "--cases", "4", "6", "4",
              "3", "--spatial_size", "24", "24", "24", "--epochs", "1", "--epochs_quality", "1", "--num_samples", "2",
              "--alpha", "0.9", "--coverage", "0.6", "--device", "cpu"],
-            capture_output=True, text=True, cwd=cls.tmp,
+            capture_output=True, text=True, cwd=cls.tmp, env=ENV,
         )  # fmt: skip
         channel_def = json.loads(HOST_METADATA.read_text())["network_data_format"]["outputs"]["pred"]["channel_def"]
         cls.classes = [channel_def[str(k)] for k in range(1, len(channel_def))]
@@ -113,11 +116,14 @@ class TestExample3dCommand(unittest.TestCase):
             [sys.executable, "-m", "segq_monai", "example3d", "--output_dir", str(self.out), "--cases", "4", "6", "4",
              "3", "--spatial_size", "24", "24", "24", "--epochs", "1", "--epochs_quality", "1", "--num_samples", "2",
              "--alpha", "0.9", "--coverage", "0.6", "--device", "cpu"],
-            capture_output=True, text=True, cwd=self.tmp,
+            capture_output=True, text=True, cwd=self.tmp, env=ENV,
         )  # fmt: skip
         self.assertEqual(again.returncode, 0, again.stderr[-3000:])
-        self.assertNotIn("== host training", again.stdout)
-        self.assertNotIn("== fit", again.stdout)
+        for step in ("host training (the host's own train.json)", "fit (segq_monai fit on the host's validation cases)",
+                     "deploy (host inference.json + segq overlay) on the test cases"):  # fmt: skip
+            self.assertIn(f"== {step}: done by an earlier run, skipped", again.stdout)
+        self.assertNotIn("monai.bundle run", again.stdout)  # no step's command line: none ran
+        self.assertNotIn("segq_monai fit --host_bundle", again.stdout)
         rerun = json.loads((self.out / "times.json").read_text())
         for step in ("host training (the host's own train.json)",):
             self.assertEqual(rerun[step], times[step])
@@ -137,21 +143,7 @@ class TestExample3dBadInput(unittest.TestCase):
             self.assertFalse((Path(tmp) / "data").exists())
 
 
-class TestBootstrap(unittest.TestCase):
-    def test_mean_interval_matches_normal_theory(self):
-        rng = np.random.default_rng(1)
-        x = rng.normal(0.0, 1.0, 400)
-        value, low, high = bootstrap_interval(lambda p, t: float(np.mean(p - t)), x, np.zeros_like(x), 4000)
-        half = 1.96 * x.std() / np.sqrt(len(x))  # analytic 95 % half-width of a mean
-        self.assertAlmostEqual(value, x.mean())
-        self.assertAlmostEqual(high - value, half, delta=0.12 * half)
-        self.assertAlmostEqual(value - low, half, delta=0.12 * half)
-
-    def test_undefined_statistic_gives_no_interval(self):
-        pred, true = np.array([0.5, 0.5, 0.5]), np.array([0.1, 0.2, 0.3])
-        value, low, high = bootstrap_interval(lambda p, t: float("nan"), pred, true, 100)
-        self.assertTrue(np.isnan(value) and np.isnan(low) and np.isnan(high))
-
+class TestSummaryTable(unittest.TestCase):
     def test_summary_table_by_hand(self):
         rows = [{"pred_dice_a": p, "true_dice_a": t} for p, t in ((0.9, 0.95), (0.5, 0.4), (0.7, 0.85), (0.3, 0.2))]
         text = summary_table(rows, ["a"], threshold=0.8, num_resamples=200)

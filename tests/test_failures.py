@@ -1,5 +1,6 @@
-"""Synthetic segmentation failures: exact Dice/IoU/entropy of the returned case, hand-computed geometry, a flat
-spread of achieved Dice, 2D and 3D, seeding, pass-through and counted skips, and the stage-2 input path."""
+"""Synthetic segmentation failures: each kind alone on a hand-built case (hand-computed Dice and geometry), exact
+Dice/IoU/entropy of the returned case, a flat spread of achieved Dice, 2D and 3D, seeding, pass-through and counted
+skips, and the stage-2 input path."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from scipy import ndimage
 
 from segq_monai import FAILURE_KINDS, QualityInputd, SegmentationFailure, SegmentationFailured, soft_one_hot
 from segq_monai.transforms import SegmentationFailureD, SegmentationFailureDict, corrupt_prob, morph_prob
-from segq_monai.transforms import translate_prob
+from segq_monai.transforms import FAILURE_KIND_REGISTRY, translate_prob
+from segq_monai.transforms.failure_kinds import FailureTarget, UnusableCase, failure_function
+from segq_monai.transforms.failure_maps import equivalent_radius
 
 
 # ------------------------------------------------------------------------------------- numpy references
@@ -133,6 +136,126 @@ class TestGeometry(unittest.TestCase):
         np.testing.assert_allclose(corrupt_prob(prob, lab, kind, 0.0, 3, seed=1).numpy(), prob.numpy(), atol=1e-6)
         d1, _ = np_dice_iou(corrupt_prob(prob, lab, kind, 1.0, 3, seed=1).numpy().argmax(0), lab[0], 3)
         self.assertLess(d1.mean(), 0.9, kind)
+
+
+def failure_target(label: np.ndarray, num_classes: int, cls: int, seed: int = 0) -> FailureTarget:
+    """The hard one-hot map of ``label`` as a kind's target, class ``cls`` chosen here (not drawn)."""
+    prob = soft_one_hot(label, num_classes, sigma=0.0).numpy().astype(np.float64)
+    seg = prob.argmax(0)
+    mask = seg == cls
+    return FailureTarget(prob, seg, cls, mask, equivalent_radius(mask), num_classes, np.random.RandomState(seed))
+
+
+def disk(size: int, centre, radius: float) -> np.ndarray:
+    return ellipse((size, size), centre, (radius, radius)).astype(np.int64)[None]
+
+
+class TestEachKind(unittest.TestCase):
+    """Each kind of ``FAILURE_KIND_REGISTRY`` alone, on hard one-hot maps whose answer is known by hand. A disk of
+    radius 10 holds 317 pixels and one of radius 5 holds 81 (Gauss circle counts)."""
+
+    def kind(self, name: str, target: FailureTarget):
+        return FAILURE_KIND_REGISTRY[name].corrupt(target)
+
+    def test_registry(self):
+        self.assertEqual(FAILURE_KINDS, ("erode", "dilate", "shift", "affine", "hole", "remove_component",
+                                         "spurious_component", "boundary_noise", "class_swap"))  # fmt: skip
+        self.assertEqual({k: v.min_classes for k, v in FAILURE_KIND_REGISTRY.items() if v.min_classes != 2},
+                         {"class_swap": 3})  # fmt: skip
+
+    def test_erode(self):
+        """The disk's centre lies sqrt(101) pixels from the background (pixel (1, 10) is the nearest outside):
+        severity 1 erodes with radius sqrt(101) + 1 (all of it), severity 0.5 with half of that."""
+        lab = disk(64, (32, 32), 10)
+        t = failure_target(lab, 2, 1)
+        self.assertEqual(int(t.mask.sum()), 317)
+        fn = self.kind("erode", t)
+        np.testing.assert_array_equal(fn(0.5), morph_prob(t.prob, 1, (np.sqrt(101) + 1) / 2, dilate=False))
+        self.assertEqual(int((fn(1.0).argmax(0) == 1).sum()), 0)
+
+    def test_dilate(self):
+        """Radius ``s (2 r + 1)`` with ``r = sqrt(317 / pi)``: severity 0.5 grows the disk to radius about 20.5,
+        Dice ``2 x 10^2 / (10^2 + 20.5^2)``."""
+        lab = disk(64, (32, 32), 10)
+        fn = self.kind("dilate", failure_target(lab, 2, 1))
+        radius = 0.5 * (2 * np.sqrt(317 / np.pi) + 1)
+        np.testing.assert_array_equal(fn(0.5), morph_prob(soft_one_hot(lab, 2, 0.0).numpy().astype(np.float64), 1,
+                                                          radius, dilate=True))  # fmt: skip
+        d, _ = np_dice_iou(fn(0.5).argmax(0), lab[0], 2)
+        np.testing.assert_allclose(d, [2 * 100 / (100 + 20.5**2)], atol=0.02)
+
+    @parameterized.expand([(0,), (1,), (2,)])
+    def test_shift(self, seed):
+        """A 10 x 10 square moves by ``s (10 |u_0| + 10 |u_1| + 1)`` along the unit direction ``u`` of its move;
+        at severity 1 it leaves its old place (Dice 0)."""
+        lab = np.zeros((1, 64, 64), np.int64)
+        lab[0, 27:37, 27:37] = 1
+        fn = self.kind("shift", failure_target(lab, 2, 1, seed))
+        moved = ndimage.center_of_mass(fn(0.5).argmax(0) == 1)
+        step = np.subtract(moved, ndimage.center_of_mass(lab[0]))
+        u = step / np.linalg.norm(step)
+        self.assertAlmostEqual(np.linalg.norm(step), 0.5 * (10 * np.abs(u).sum() + 1), delta=0.75)
+        np.testing.assert_array_equal(np_dice_iou(fn(1.0).argmax(0), lab[0], 2)[0], [0.0])
+
+    @parameterized.expand([(0,), (1,)])
+    def test_affine(self, seed):
+        """Rotation, scale and shear about the image centre: a disk centred there stays centred (pixel (31.5,
+        31.5) of 64 x 64), and changes its area."""
+        lab = disk(64, (31.5, 31.5), 10)
+        out = self.kind("affine", failure_target(lab, 2, 1, seed))(1.0)
+        np.testing.assert_allclose(ndimage.center_of_mass(out[1]), (31.5, 31.5), atol=0.5)
+        np.testing.assert_allclose(out.sum(0), 1.0, atol=1e-12)
+        self.assertNotEqual(int((out.argmax(0) == 1).sum()), int(lab.sum()))
+
+    def test_hole(self):
+        """Severity 1 moves all of class 1 to the background; class 2 is untouched: Dice (0, 1)."""
+        lab = three_class_2d()
+        out = self.kind("hole", failure_target(lab, 3, 1))(1.0)
+        np.testing.assert_array_equal(np_dice_iou(out.argmax(0), lab[0], 3)[0], [0.0, 1.0])
+        np.testing.assert_array_equal(out[2], soft_one_hot(lab, 3, 0.0).numpy()[2])
+
+    def test_class_swap(self):
+        """Severity 1 moves class 1 (A) to class 2 (B), the only other foreground class: Dice (0, 2|B| / (|A| +
+        2|B|)); on a binary task the kind cannot act."""
+        lab = three_class_2d()
+        a, b = int((lab == 1).sum()), int((lab == 2).sum())
+        out = self.kind("class_swap", failure_target(lab, 3, 1))(1.0)
+        np.testing.assert_allclose(np_dice_iou(out.argmax(0), lab[0], 3)[0], [0.0, 2 * b / (a + 2 * b)])
+        binary = disk(64, (32, 32), 10)
+        with self.assertRaisesRegex(UnusableCase, "class_swap needs >= 2 foreground classes"):
+            failure_function(soft_one_hot(binary, 2).numpy().astype(np.float64), binary[0], "class_swap", 2)
+
+    @parameterized.expand([(0,), (1,), (2,), (3,)])
+    def test_remove_component(self, seed):
+        """Two disks of class 1 (317 and 81 pixels): severity 1 removes one whole, Dice ``2 x 317 / 715`` or
+        ``2 x 81 / 479``."""
+        lab = disk(64, (20, 20), 10) + disk(64, (48, 48), 5)
+        out = self.kind("remove_component", failure_target(lab, 2, 1, seed))(1.0)
+        d = float(np_dice_iou(out.argmax(0), lab[0], 2)[0][0])
+        self.assertTrue(np.isclose(d, 2 * 317 / 715) or np.isclose(d, 2 * 81 / 479), d)
+
+    @parameterized.expand([(0,), (1,)])
+    def test_spurious_component(self, seed):
+        """Class 1 keeps every pixel it had and gains a blob around a background pixel at least max(2, r / 4) = 2
+        pixels from it (``r = sqrt(81 / pi)``)."""
+        lab = disk(64, (14, 14), 5)
+        out = self.kind("spurious_component", failure_target(lab, 2, 1, seed))(1.0)
+        seg = out.argmax(0) == 1
+        self.assertTrue(seg[lab[0] == 1].all())
+        gained = seg & (ndimage.distance_transform_edt(lab[0] == 0) >= 2)
+        self.assertGreater(int(gained.sum()), 0)
+
+    @parameterized.expand([(0,), (1,)])
+    def test_boundary_noise(self, seed):
+        """Every pixel reads the map at most ``s r`` pixels away (``r = sqrt(317 / pi)``): pixels farther than that
+        (+ 1.5 for the interpolation) from the disk's edge keep their class, and some pixel near the edge changes."""
+        lab = disk(64, (32, 32), 10)
+        s = 0.3
+        out = self.kind("boundary_noise", failure_target(lab, 2, 1, seed))(s)
+        rho = np.hypot(*np.meshgrid(np.arange(64) - 32.0, np.arange(64) - 32.0, indexing="ij"))
+        far = np.abs(rho - 10) > s * np.sqrt(317 / np.pi) + 1.5
+        np.testing.assert_array_equal(out.argmax(0)[far], lab[0][far])
+        self.assertGreater(int((out.argmax(0) != lab[0]).sum()), 0)
 
 
 class TestSegmentationFailure(unittest.TestCase):

@@ -28,14 +28,15 @@ import shlex
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from segq_monai.apps.example3d_report import add_true_quality, write_example_report
-from segq_monai.apps.fit import OVERLAYS, check_calibration_size
-from segq_monai.utils.command_line import cli_value
+from segq_monai.apps.fit import OVERLAYS
+from segq_monai.apps.fit_cases import check_calibration_size
+from segq_monai.apps.steps import StepTimes
+from segq_monai.apps.workflows import bundle_argv
 from segq_monai.data.datalist import load_datalist
 from segq_monai.data.fit_folder import FIT_FILE
 from segq_monai.data.volume3d import SPLITS, prepare_volume3d
@@ -59,10 +60,9 @@ def example_host_source() -> Path:
     return path
 
 
-def _run(step: str, argv: list[str], times: dict[str, float], log: Path) -> None:
-    """Run one step's command line (output to the console and to ``log``) and record its wall time in seconds."""
-    print(f"== {step}:\n{shlex.join(argv)}", flush=True)
-    start = time.perf_counter()
+def _command(step: str, argv: list[str], log: Path) -> None:
+    """Run one step's command line in a process of its own, its output to the console and to ``log``."""
+    print(shlex.join(argv), flush=True)
     with open(log, "a") as f:
         f.write(f"== {step}: {shlex.join(argv)}\n")
         f.flush()
@@ -76,14 +76,6 @@ def _run(step: str, argv: list[str], times: dict[str, float], log: Path) -> None
         raise RuntimeError(
             f"step '{step}' failed (exit code {code}); its output is in {log}. Command:\n{shlex.join(argv)}"
         )
-    _record(times, step, time.perf_counter() - start, log.parent)
-
-
-def _record(times: dict[str, float], step: str, seconds: float, out: Path) -> None:
-    """Record a step's wall time in ``times`` and in ``out/times.json`` (kept across reruns: skipped steps keep
-    the time of the run that did them)."""
-    times[step] = seconds
-    atomic_write_text(out / "times.json", json.dumps(times, indent=2) + "\n")
 
 
 def _fit_done(fit_dir: Path) -> bool:
@@ -93,17 +85,6 @@ def _fit_done(fit_dir: Path) -> bool:
     return path.is_file() and "calibration" in json.loads(path.read_text()).get("steps", [])
 
 
-def _bundle_run(host: Path, configs: Sequence[Path], overrides: dict[str, Any]) -> list[str]:
-    """The argv of ``python -m monai.bundle run`` on ``configs`` of ``host``, values as MONAI's command line reads them."""
-    files = str(configs[0]) if len(configs) == 1 else [str(c) for c in configs]
-    argv = [sys.executable, "-m", "monai.bundle", "run", "--bundle_root", str(host), "--config_file", cli_value(files),
-            "--meta_file", str(host / "configs" / "metadata.json"),
-            "--logging_file", str(host / "configs" / "logging.conf")]  # fmt: skip
-    for key, value in overrides.items():
-        argv += [f"--{key}", cli_value(value)]
-    return argv
-
-
 def example3d(args: argparse.Namespace) -> dict[str, Any]:
     """Run the example (see the module docstring); returns the report (with ``"times"``: seconds per step)."""
     check_calibration_size(args.cases[2], args, f"--cases gives {args.cases[2]}",
@@ -111,23 +92,22 @@ def example3d(args: argparse.Namespace) -> dict[str, Any]:
     out = writable_dir(Path(args.output_dir).expanduser().resolve())
     remove_temporaries(out)  # a killed run's half-written files
     log = out / "example3d.log"
-    times: dict[str, float] = json.loads((out / "times.json").read_text()) if (out / "times.json").is_file() else {}
+    times = StepTimes(out)
 
-    start = time.perf_counter()
     cases = dict(zip(SPLITS, args.cases))
-    print(f"== data: {cases} cases of {'x'.join(map(str, args.spatial_size))} voxels (4 mm) -> {out / 'data'}")
-    datalist = prepare_volume3d(out / "data", cases=cases, spatial_size=args.spatial_size, seed=args.seed)
-    _record(times, "data", time.perf_counter() - start, out)
+    with times.timed("data"):
+        print(f"{cases} cases of {'x'.join(map(str, args.spatial_size))} voxels (4 mm) -> {out / 'data'}")
+        datalist = prepare_volume3d(out / "data", cases=cases, spatial_size=args.spatial_size, seed=args.seed)
 
     host = out / HOST_NAME
     if not (host / "configs").is_dir():
         shutil.copytree(example_host_source(), host, ignore=shutil.ignore_patterns("models", "eval"))
     device = {"device": f"$torch.device('{args.device}')"} if args.device else {}
-    if not (host / "models" / "model.pt").is_file():
-        train = _bundle_run(host, [host / "configs" / "train.json"],
-                            {"dataset_dir": str(out / "data"), "epochs": args.epochs,
-                             "val_interval": max(1, args.epochs // 4), **device})  # fmt: skip
-        _run("host training (the host's own train.json)", train, times, log)
+    train = [sys.executable, *bundle_argv([host / "configs" / "train.json"], host, "run",
+                                          {"dataset_dir": str(out / "data"), "epochs": args.epochs,
+                                           "val_interval": max(1, args.epochs // 4), **device})]  # fmt: skip
+    step = "host training (the host's own train.json)"
+    times.run(step, (host / "models" / "model.pt").is_file(), partial(_command, step, train, log))
 
     fit_dir = out / "fit"
     fit = [sys.executable, "-m", "segq_monai", "fit", "--host_bundle", str(host), "--datalist", str(datalist),
@@ -138,27 +118,27 @@ def example3d(args: argparse.Namespace) -> dict[str, Any]:
         fit += ["--head_channels", *map(str, args.head_channels)]
     if args.device:
         fit += ["--device", args.device]
-    if not _fit_done(fit_dir):
-        _run("fit (segq_monai fit on the host's validation cases)", fit, times, log)
+    step = "fit (segq_monai fit on the host's validation cases)"
+    times.run(step, _fit_done(fit_dir), partial(_command, step, fit, log))
 
     deploy_dir = out / "deploy"
-    deploy = _bundle_run(host, [host / "configs" / "inference.json", OVERLAYS / "segq_overlay.json"],
-                         {"segq#fit_dir": str(fit_dir), "dataset_dir": str(out / "data"),
-                          "output_dir": str(deploy_dir), **device})  # fmt: skip
-    if not (deploy_dir / "index.html").is_file():  # the deployment's last file (its cohort page)
-        _run("deploy (host inference.json + segq overlay) on the test cases", deploy, times, log)
+    deploy = [sys.executable, *bundle_argv([host / "configs" / "inference.json", OVERLAYS / "segq_overlay.json"], host,
+                                           "run", {"segq#fit_dir": str(fit_dir), "dataset_dir": str(out / "data"),
+                                                   "output_dir": str(deploy_dir), **device})]  # fmt: skip
+    step = "deploy (host inference.json + segq overlay) on the test cases"
+    # the deployment's last file is its cohort page
+    times.run(step, (deploy_dir / "index.html").is_file(), partial(_command, step, deploy, log))
 
-    start = time.perf_counter()
-    fit_json = json.loads((fit_dir / "fit.json").read_text())
-    class_names = fit_json["class_names"]
-    tests = load_datalist(datalist, "testing")
-    labels = {item["image"]: item["label"] for item in tests}
-    rows = add_true_quality(read_quality_csv(deploy_dir / "quality.csv"), deploy_dir, labels, class_names)
-    tau = fit_json["calibration"]["tau"]
-    report = write_example_report(rows, out / "report", deploy_dir, labels, class_names, threshold=tau)
-    _record(times, "report", time.perf_counter() - start, out)
-    report["times"] = times
-    text = _report_markdown(report, args, fit_json, times)
+    with times.timed("report"):
+        fit_json = json.loads((fit_dir / "fit.json").read_text())
+        class_names = fit_json["class_names"]
+        tests = load_datalist(datalist, "testing")
+        labels = {item["image"]: item["label"] for item in tests}
+        rows = add_true_quality(read_quality_csv(deploy_dir / "quality.csv"), deploy_dir, labels, class_names)
+        tau = fit_json["calibration"]["tau"]
+        report = write_example_report(rows, out / "report", deploy_dir, labels, class_names, threshold=tau)
+    report["times"] = dict(times.steps)
+    text = _report_markdown(report, args, fit_json, report["times"])
     atomic_write_text(out / "report" / "report.md", text)
     print(text)
     print(f"Report: {out / 'report'}")

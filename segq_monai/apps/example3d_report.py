@@ -6,8 +6,9 @@ input grid. :func:`add_true_quality` adds the true Dice/IoU per class, computed 
 (:func:`segq_monai.evaluation.report.write_report`: ``report.json``, predicted-vs-true and risk-coverage plots, map
 overlays of the best and worst cases); :func:`summary_table` gives the table of ``report.md``: per class and for
 the per-case mean, the mean true and predicted Dice, MAE, Pearson correlation and failure AUROC, each with a
-bootstrap 95 % interval over cases. Cases come from one head (see :mod:`segq_monai.data.volume3d`): the intervals
-describe resampling of these cases, not of subjects.
+bootstrap 95 % interval over cases (:func:`segq_monai.evaluation.bootstrap.bootstrap_interval`, every case its own
+group). Cases come from one head (see :mod:`segq_monai.data.volume3d`): the intervals describe resampling of these
+cases, not of subjects.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ from segq_monai import metrics
 from segq_monai.data.outputs import case_name
 from segq_monai.data.columns import write_quality_csv
 from segq_monai.evaluation import write_report
+from segq_monai.evaluation.bootstrap import bootstrap_interval
 from segq_monai.metrics.quality import segmentation_quality
 
-__all__ = ["add_true_quality", "bootstrap_interval", "summary_table", "write_example_report"]
+__all__ = ["add_true_quality", "summary_table", "write_example_report"]
 
 _LOAD = LoadImage(image_only=True, ensure_channel_first=True)
 
@@ -70,32 +72,6 @@ def add_true_quality(
     return out
 
 
-def bootstrap_interval(
-    statistic: Callable[[np.ndarray, np.ndarray], float],
-    pred: np.ndarray,
-    true: np.ndarray,
-    num_resamples: int = 2000,
-    level: float = 0.95,
-    seed: int = 0,
-) -> tuple[float, float, float]:
-    """``(value, low, high)``: ``statistic(pred, true)`` and its percentile bootstrap interval over cases.
-
-    Cases are drawn with replacement ``num_resamples`` times; resamples where the statistic is undefined (NaN, e.g.
-    a correlation of constant values or an AUROC without failures) are left out. ``low``/``high`` are NaN when
-    fewer than half of the resamples give a value.
-    """
-    pred, true = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
-    value = float(statistic(pred, true))
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(pred), size=(num_resamples, len(pred)))
-    stats = np.array([float(statistic(pred[d], true[d])) for d in draws])
-    stats = stats[np.isfinite(stats)]
-    if len(stats) < num_resamples / 2:
-        return value, float("nan"), float("nan")
-    tail = (1.0 - level) / 2.0 * 100.0
-    return value, float(np.percentile(stats, tail)), float(np.percentile(stats, 100.0 - tail))
-
-
 def _quiet(fn: Callable[..., Any]) -> Callable[[np.ndarray, np.ndarray], float]:
     def statistic(pred: np.ndarray, true: np.ndarray) -> float:
         with warnings.catch_warnings():  # undefined on a resample (constant values, one outcome only): NaN
@@ -135,7 +111,7 @@ def summary_table(
     columns = [(name, pred[:, k], true[:, k]) for k, name in enumerate(class_names)]
     columns.append(("mean over classes", pred.mean(axis=1), true.mean(axis=1)))
     for name, p, t in columns:
-        cells = [_cell(*bootstrap_interval(fn, p, t, num_resamples)) for fn in stats.values()]
+        cells = [_cell(*bootstrap_interval(fn, p, t, n_resamples=num_resamples)) for fn in stats.values()]
         lines.append(
             f"| {name} | {len(p)} | {t.mean():.3f} | {p.mean():.3f} | {int((t < threshold).sum())} | "
             + " | ".join(cells) + " |"

@@ -20,9 +20,11 @@ point, in this process); the command prints each step's command line, so every s
 ``--recalibrate`` reruns the calibrate step alone on the cases of ``--datalist`` (e.g. labelled cases of a new
 site), keeping the quality head: the fit's calibration cases, table and file are replaced.
 
-Before anything is written, every labelled case is checked from its file headers (:mod:`segq_monai.apps.fit_grid`):
-the head's per-axis strides are chosen from the first case's shape and spacing (the input grid, which the head
-reads), and a case the head cannot read, or a label on another grid than its image, is refused, named.
+The labelled cases are split into the head's training cases and the calibration cases, and counted, by
+:mod:`segq_monai.apps.fit_cases`. Before anything is written, every labelled case is checked from its file headers
+(:mod:`segq_monai.apps.fit_grid`): the head's per-axis strides are chosen from the first case's shape and spacing
+(the input grid, which the head reads), and a case the head cannot read, or a label on another grid than its image,
+is refused, named.
 
 ``FIT/fit.json`` holds the settings and each step's result (:mod:`segq_monai.data.fit_folder`). A rerun of the same
 command continues: finished steps are skipped, sampling skips finished cases, training resumes from its last epoch.
@@ -39,10 +41,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from monai.bundle import ConfigParser
-from monai.bundle import run as bundle_run
 
 from segq_monai.data.fit_folder import CALIBRATION_FILE, FIT_FILE, HEAD_FILE, write_fit
 from segq_monai.apps.fit_grid import (
@@ -54,14 +54,12 @@ from segq_monai.apps.fit_grid import (
 )
 from segq_monai.apps.fit_host import HostBundle
 from segq_monai.apps.fit_progress import FitProgress
-from segq_monai.apps.workflows import bundle_command
-from segq_monai.data.datalist import load_datalist, read_datalist, write_datalist
-from segq_monai.data.outputs import first_path
+from segq_monai.apps.fit_cases import split_cases
+from segq_monai.apps.workflows import bundle_command, run_workflow
+from segq_monai.data.datalist import load_datalist, write_datalist
 from segq_monai.data.synthetic import FAILURE_SOURCE, SYNTHETIC_FAILURES, write_synthetic_failures
 from segq_monai.data.columns import class_label, read_quality_csv
 from segq_monai.calibration.quality_calibration import calibrate_quality_table, head_fingerprint
-from segq_monai.calibration.flag import min_calibration_cases
-from segq_monai.calibration.recalibration import min_interval_cases
 from segq_monai.inferers.factory import PLAIN_NETWORK_SAMPLERS
 from segq_monai.networks.recipe import HEAD_RECIPE
 from segq_monai.transforms.quality import PLAIN_NETWORK_VARIANTS, QUALITY_VARIANTS
@@ -70,7 +68,7 @@ from segq_monai.utils.errors import bad_input
 from segq_monai.utils.host_binding import HOST_BINDING_FILE
 from segq_monai.utils.resources import bundle_root, configs_dir
 
-__all__ = ["add_parser", "check_calibration_size", "fit"]
+__all__ = ["add_parser", "fit"]
 
 SEGQ_BUNDLE = bundle_root()
 OVERLAYS = configs_dir()
@@ -78,25 +76,14 @@ OVERLAYS = configs_dir()
 FULL_EPOCHS = 60
 
 
-
-
 def _run(configs: Sequence[Path], bundle_root: Path, run_id: str, overrides: Mapping[str, Any], step: str,
          progress: tuple[str, Any] | None = None) -> None:  # fmt: skip
-    """Run one step as ``python -m monai.bundle run`` runs it; a failure is re-raised with its first clear cause.
-    ``progress``: an id and the fit's bar (:mod:`segq_monai.apps.fit_progress`), set in the run, not printed."""
+    """Print a step's command line and run it (:func:`~segq_monai.apps.workflows.run_workflow`); a failure is
+    re-raised with its first clear cause. ``progress``: an id and the fit's bar (:mod:`segq_monai.apps.fit_progress`),
+    set in the run, not printed."""
     print(f"== fit, {step}:\n{bundle_command(configs, bundle_root, run_id, overrides)}", flush=True)
-    meta = bundle_root / "configs" / "metadata.json"
-    logging_conf = bundle_root / "configs" / "logging.conf"
     try:
-        bundle_run(
-            run_id=run_id,
-            config_file=[str(f) for f in configs],
-            meta_file=str(meta if meta.is_file() else SEGQ_BUNDLE / "configs" / "metadata.json"),
-            logging_file=str(logging_conf if logging_conf.is_file() else SEGQ_BUNDLE / "configs" / "logging.conf"),
-            bundle_root=str(bundle_root),
-            **overrides,
-            **dict([progress] if progress else []),
-        )
+        run_workflow(bundle_root, configs, run_id, **overrides, **dict([progress] if progress else []))
     except Exception as e:
         cause = bad_input(e)
         if cause is None:
@@ -104,59 +91,6 @@ def _run(configs: Sequence[Path], bundle_root: Path, run_id: str, overrides: Map
         raise type(cause)(
             f"The fit stopped at step {step!r}: {cause}\nFix it and rerun the same command: it continues."
         ) from e
-
-
-def check_calibration_size(n: int, args: argparse.Namespace, source: str, fix: str) -> None:
-    """Enough (``n``) labelled calibration cases for the guaranteed flag at ``args.alpha``, ``args.delta`` and for
-    the intervals at ``args.coverage``; ``source`` says where they came from and ``fix`` how to get more."""
-    if not 0.0 < args.coverage < 1.0:
-        raise ValueError(f"--coverage is the intervals' promised coverage, in (0, 1), e.g. 0.9; got {args.coverage}.")
-    for what, needed in (
-        (f"The guaranteed flag needs at least {{}} labelled calibration cases at alpha={args.alpha}, "
-         f"delta={args.delta}", min_calibration_cases(args.alpha, args.delta)),
-        (f"Intervals at coverage {args.coverage} need at least {{}} labelled calibration cases (half of them fit the "
-         "recalibration, the rest give the conformal scores)", min_interval_cases(args.coverage)),
-    ):  # fmt: skip
-        if n < needed:
-            raise ValueError(f"{what.format(needed)}; {source}. {fix}")
-
-
-def _split(args: argparse.Namespace) -> tuple[dict[str, list[dict]], str]:
-    """The labelled cases, ``training`` (stage 2) and ``calibration``, checked for labels and numbers; and the
-    section of ``args.datalist`` they came from. With ``--recalibrate`` all of them are calibration cases."""
-    path = Path(args.datalist)
-    sections = read_datalist(path)
-    key = args.datalist_key or ("validation" if sections.get("validation") else "training")
-    if args.recalibrate and not args.datalist_key and sections.get("calibration"):
-        key = "calibration"
-    items = load_datalist(path, key)
-    if args.recalibrate:
-        stage2, calibration = [], items
-    elif sections.get("calibration"):
-        stage2, calibration = items, load_datalist(path, "calibration")
-    else:
-        order = np.random.default_rng(args.seed).permutation(len(items))
-        n_cal = round(len(items) * args.calibration_fraction)
-        calibration = [items[i] for i in sorted(order[:n_cal])]
-        stage2 = [items[i] for i in sorted(order[n_cal:])]
-    for name, cases in (("training", stage2), ("calibration", calibration)):
-        unlabelled = [Path(str(first_path(c["image"]))).name for c in cases if "label" not in c]
-        if unlabelled:
-            raise ValueError(f"Cases {unlabelled} ({name} cases, from {path}) have no 'label'; fitting needs labels.")
-    split_by_fit = not (args.recalibrate or sections.get("calibration"))
-    check_calibration_size(
-        len(calibration), args,
-        f"{path} gives {len(calibration)} (of {len(items)} in {key!r}"
-        f"{f', calibration_fraction {args.calibration_fraction}' if split_by_fit else ''})",
-        "Add labelled cases the host network did not train on"
-        f"{', raise --calibration_fraction' if split_by_fit else ''}, raise --alpha/--delta or lower --coverage.",
-    )  # fmt: skip
-    if len(stage2) < 2 and not args.recalibrate:
-        raise ValueError(
-            f"Training the quality head needs at least 2 labelled cases; {path} leaves {len(stage2)} after "
-            f"{len(calibration)} calibration cases. Add labelled cases or lower --calibration_fraction."
-        )
-    return {"training": stage2, "calibration": calibration}, key
 
 
 def _json_list(text: str, name: str) -> list[Any]:
@@ -178,7 +112,7 @@ class _Fit:
                                args.class_names, args.sampler)
         self.dir = Path(args.output_dir).expanduser().resolve()
         remove_temporaries(self.dir)  # a killed run's half-written files
-        split, key = _split(args)
+        split, key = split_cases(args)
         train_config = ConfigParser()
         train_config.read_config(str(SEGQ_BUNDLE / "configs" / "train_quality.json"))
         head_def = train_config.get("quality_network_def")

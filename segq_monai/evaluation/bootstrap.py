@@ -1,10 +1,16 @@
-"""Bootstrap intervals that resample groups of cases (e.g. the artifact copies of one slice), not single cases.
+"""The package's one bootstrap: percentile intervals over resamples of whole groups of cases.
 
-The demo's cases are artifact copies of a few slices: copies of one slice are correlated, so resampling cases
-would treat them as independent and give intervals that are too narrow. :func:`grouped_resamples` draws whole
-groups with replacement (a resample holds as many groups as the data, each with all its cases);
-:func:`report_intervals` gives percentile intervals of the report's metrics (:mod:`segq_monai.evaluation.report`)
-for the quality head and every baseline over the same resamples.
+What is resampled: groups of cases, with replacement, each drawn group with all its cases; a resample holds as many
+groups as the data (:func:`grouped_resamples`). With every case its own group (``groups=None`` in
+:func:`bootstrap_interval`) this is the plain bootstrap over cases. The demo's cases are artifact copies of a few
+slices: copies of one slice are correlated, so resampling cases would treat them as independent and give intervals
+that are too narrow; its groups are the slices.
+
+The interval (:func:`percentile_interval`) is the ``(1 ± level) / 2`` quantiles of the statistic over the resamples
+where it is defined (finite): a resample where it is not (a correlation of constant values, an AUROC without
+failures) is left out, and the interval is NaN only when no resample gives a value. :func:`bootstrap_interval`
+gives one statistic's value and interval; :func:`report_intervals` those of the report's metrics
+(:mod:`segq_monai.evaluation.report`) for the quality head and every baseline over the same resamples.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from segq_monai.data.columns import baseline_names, column_matrix, column_name, 
 from segq_monai.utils.jsonable import jsonable
 from segq_monai.utils.atomic import atomic_write_text
 
-__all__ = ["INTERVAL_KEYS", "grouped_resamples", "percentile_interval", "report_intervals", "write_intervals"]
+__all__ = ["INTERVAL_KEYS", "bootstrap_interval", "grouped_resamples", "percentile_interval", "report_intervals", "write_intervals"]
 
 #: the metrics :func:`report_intervals` gives intervals for, in table order.
 INTERVAL_KEYS = ("mae", "pearson", "spearman", "auroc", "aurc", "eaurc")
@@ -58,6 +64,23 @@ def percentile_interval(values: Sequence[float], level: float = 0.95) -> tuple[f
         return float("nan"), float("nan")
     lo, hi = np.quantile(v, [(1 - level) / 2, (1 + level) / 2])
     return float(lo), float(hi)
+
+
+def bootstrap_interval(
+    statistic: Callable[[np.ndarray, np.ndarray], float],
+    pred: Sequence[float],
+    true: Sequence[float],
+    groups: Sequence[Hashable] | None = None,
+    n_resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """``(value, lo, hi)``: ``statistic(pred, true)`` on all ``[N]`` cases, and its :func:`percentile_interval` over
+    :func:`grouped_resamples` of ``groups`` (``[N]``; None: every case its own group, the bootstrap over cases)."""
+    pred, true = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
+    resamples = grouped_resamples(range(len(pred)) if groups is None else groups, n_resamples, seed)
+    values = [float(statistic(pred[idx], true[idx])) for idx in resamples]
+    return (float(statistic(pred, true)), *percentile_interval(values, level))
 
 
 def _metric_fns(tau: float) -> dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], float]]:

@@ -13,17 +13,14 @@ from segq_monai.transforms.artifacts import (
 )
 from segq_monai.transforms.baselines import ScalarBaselinesD, ScalarBaselinesd, ScalarBaselinesDict
 from segq_monai.transforms.checks import CheckImage, CheckImageD, CheckImaged, CheckImageDict, SafeLoadImaged
+from segq_monai.transforms.failure_kinds import FAILURE_KIND_REGISTRY, FAILURE_KINDS, FailureKind, corrupt_prob
+from segq_monai.transforms.failure_maps import morph_prob, soft_one_hot, translate_prob
 from segq_monai.transforms.failures import (
-    FAILURE_KINDS,
     FailureCase,
     SegmentationFailure,
     SegmentationFailureD,
     SegmentationFailured,
     SegmentationFailureDict,
-    corrupt_prob,
-    morph_prob,
-    soft_one_hot,
-    translate_prob,
 )
 from segq_monai.transforms.labels import CheckLabel, CheckLabelD, CheckLabeld, CheckLabelDict
 from segq_monai.transforms.quality import (
