@@ -29,7 +29,23 @@ from segq_monai.calibration import (
     fit_temperature,
     load_quality_calibration,
 )
+from segq_monai.data.datalist import load_stage2_items
+from segq_monai.data.outputs import items_to_run
 from segq_monai.data.fit_folder import load_fit, load_quality_head, network_signature
+from segq_monai.handlers import (
+    AURC,
+    CalibrationReport,
+    CohortPage,
+    FailureAUROC,
+    HostBinding,
+    ProgressUpdate,
+    QualityRegression,
+    QualityReport,
+    QualityWriter,
+    TemperatureFit,
+    rank_handlers,
+)
+from segq_monai.handlers.resume import EpochSeed, ResumeCheckpoint
 from segq_monai.inferers import (
     MAPS,
     PLAIN_NETWORK_SAMPLERS,
@@ -69,6 +85,7 @@ from segq_monai.transforms import (
     CheckImaged,
     CheckLabeld,
     FailureFlagd,
+    InverseActivation,
     MRArtifactd,
     PredictQualityd,
     QualityInputd,
@@ -79,13 +96,31 @@ from segq_monai.transforms import (
     SegmentationFailure,
     SegmentationFailured,
     SegmentationQualityd,
+    inverted_keys,
     quality_input_channels,
+    scalar_map_keys,
     soft_one_hot,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AURC",
+    "CalibrationReport",
+    "CohortPage",
+    "EpochSeed",
+    "FailureAUROC",
+    "HostBinding",
+    "ProgressUpdate",
+    "QualityRegression",
+    "QualityReport",
+    "QualityWriter",
+    "ResumeCheckpoint",
+    "TemperatureFit",
+    "rank_handlers",
+    "InverseActivation",
+    "inverted_keys",
+    "scalar_map_keys",
     "HEAD_RECIPE",
     "Untracked",
     "AleatoricNet",
@@ -110,6 +145,8 @@ __all__ = [
     "CheckImaged",
     "CheckLabeld",
     "load_fit",
+    "load_stage2_items",
+    "items_to_run",
     "load_quality_head",
     "load_quality_calibration",
     "network_signature",

@@ -26,6 +26,8 @@ from segq_monai.data import split_fold, write_datalist
 from segq_monai.calibration.recalibration import split_calibration
 from segq_monai.utils.errors import causes
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 class TestTwoStageBundle2D(unittest.TestCase):
     """train_segmentation (2 folds) -> sample (out-of-fold) -> train_quality -> inference (CLI) -> evaluate."""
@@ -309,6 +311,44 @@ class TestEstimatorOverlays(unittest.TestCase):
                     self.assertTrue(((u > 0) & (u < 1)).all())  # 1 - sigmoid: strictly inside (0, 1)
             mi = np.asarray(nib.load(out / "c0" / "c0_mutual_information.nii.gz").dataobj)
             self.assertGreater(float(mi.max()), 0.0)  # samples differ: dropout (and logit noise) are active
+
+
+class TestConfigText(unittest.TestCase):
+    """Every JSON config of the bundle and the overlays: ``$`` expressions wire ids (logic lives in Python
+    components), so no line is over 120 characters, and every segq ``_target_`` is a top-level name of
+    ``segq_monai``. ``metadata.json`` is prose (MONAI's schema wants single strings), so only its targets count."""
+
+    CONFIGS = sorted((REPO / "bundle" / "configs").glob("*.json")) + sorted((REPO / "configs").glob("*.json"))
+
+    def test_configs_found(self):
+        names = {p.name for p in self.CONFIGS}
+        self.assertTrue({"inference.json", "segq_overlay.json", "multi_gpu_inference.json"} <= names, names)
+
+    def test_no_line_over_120_characters(self):
+        long = [f"{p.relative_to(REPO)}:{i}: {len(line)}" for p in self.CONFIGS if p.name != "metadata.json"
+                for i, line in enumerate(p.read_text().splitlines(), 1) if len(line) > 120]  # fmt: skip
+        self.assertEqual(long, [])
+
+    def test_segq_targets_are_one_level_deep_and_resolve(self):
+        import segq_monai
+
+        def targets(node):
+            if isinstance(node, dict):
+                if isinstance(node.get("_target_"), str):
+                    yield node["_target_"]
+                for v in node.values():
+                    yield from targets(v)
+            elif isinstance(node, list):
+                for v in node:
+                    yield from targets(v)
+
+        found = {t for p in self.CONFIGS for t in targets(json.loads(p.read_text())) if t.startswith("segq_monai.")}
+        self.assertIn("segq_monai.QualityWriter", found)
+        for target in sorted(found):
+            with self.subTest(target=target):
+                self.assertEqual(target.count("."), 1, f"{target}: write it as segq_monai.<name>")
+                self.assertTrue(callable(getattr(segq_monai, target.split(".", 1)[1], None)), target)
+                self.assertIn(target.split(".", 1)[1], segq_monai.__all__)
 
 
 class TestBundleBadInput(unittest.TestCase):

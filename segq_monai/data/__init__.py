@@ -3,23 +3,26 @@
 
 from __future__ import annotations
 
-from .collate import padded_collate
+from .collate import padded_collate, prepare_quality_batch
 from .columns import quality_columns, read_quality_csv, write_quality_csv
 from .datalist import (
     DEFAULT_PATH_KEYS,
     default_section,
     demo_datalist_path,
     load_datalist,
+    load_stage2_items,
     read_datalist,
     write_datalist,
 )
 from .folds import contiguous_folds, holdout_split, split_fold
-from .outputs import case_name, pending_items, saved_items
+from .outputs import case_name, items_to_run, pending_items, saved_items
 
 __all__ = [
     "DEFAULT_PATH_KEYS",
     "padded_collate",
+    "prepare_quality_batch",
     "case_name",
+    "items_to_run",
     "pending_items",
     "quality_columns",
     "read_quality_csv",
@@ -32,6 +35,7 @@ __all__ = [
     "load_fit",
     "load_quality_head",
     "load_datalist",
+    "load_stage2_items",
     "read_datalist",
     "make_demo_data",
     "make_volume3d_data",

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import default_collate
 
-__all__ = ["padded_collate"]
+__all__ = ["padded_collate", "prepare_quality_batch"]
 
 
 def _pad_to(tensor: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
@@ -37,3 +37,17 @@ def padded_collate(batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             for item in out:
                 item[key] = _pad_to(item[key], largest)
     return default_collate(out)
+
+
+def prepare_quality_batch(
+    batch: Mapping[str, Any], device: str | torch.device | None = None, non_blocking: bool = False, **kwargs: Any
+) -> tuple[Any, ...]:
+    """The quality head's ``prepare_batch`` for MONAI's ``SupervisedTrainer``: ``(quality_input, true_dice)`` moved to
+    ``device``, ``quality_input`` ``[B, C, *spatial]`` and ``true_dice`` ``[B, K]``; with ``"scalars"`` in the batch
+    also ``((), {"scalars": scalars})``, the head's keyword argument, ``[B, S]``. ``kwargs`` (the trainer's
+    ``to`` arguments) are not used."""
+    inputs = (batch["quality_input"].to(device, non_blocking=non_blocking),
+              batch["true_dice"].to(device, non_blocking=non_blocking))  # fmt: skip
+    if "scalars" not in batch:
+        return inputs
+    return inputs + ((), {"scalars": batch["scalars"].to(device, non_blocking=non_blocking)})

@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_PATH_KEYS",
     "default_section",
     "demo_datalist_path",
+    "load_stage2_items",
     "load_datalist",
     "read_datalist",
     "write_datalist",
@@ -189,3 +190,26 @@ def write_datalist(
         content[name] = [{k: _relative(v, path.parent, k in path_keys) for k, v in item.items()} for item in items]
     atomic_write_text(path, json.dumps(content, indent=2) + "\n")
     return path
+
+
+def load_stage2_items(
+    paths: Sequence[str | os.PathLike],
+    keys: Sequence[str],
+    path_keys: Sequence[str],
+    optional_keys: Sequence[str] = (),
+) -> list[dict]:
+    """The quality head's training cases: section ``"training"`` of each stage-2 datalist in ``paths`` (written by
+    the sample step), in order, each item cut to ``keys`` and those of ``optional_keys`` it has (e.g. the
+    ``pairwise_dice`` number that only a sampling step with several samples writes), keys in that order.
+
+    Args:
+        paths: stage-2 datalist JSON files.
+        keys: keys every item must have and keeps, e.g. ``["image", "seg", "entropy", "true_dice"]``.
+        path_keys: keys whose files must exist (:func:`load_datalist`).
+        optional_keys: keys kept where an item has them.
+
+    Raises:
+        ValueError: an item lacks one of ``keys`` (:func:`load_datalist`, naming the file).
+    """
+    items = [x for p in paths for x in load_datalist(p, "training", path_keys, required_keys=keys)]
+    return [{k: x[k] for k in [*keys, *optional_keys] if k in x} for x in items]

@@ -29,8 +29,9 @@ import torch
 from monai.data import MetaTensor, NibabelWriter
 
 from segq_monai.utils.atomic import atomic_path
+from segq_monai.utils.booleans import as_bool
 
-__all__ = ["case_name", "first_path", "map_path", "pending_items", "save_map", "save_png", "saved_items", "sidecar_path"]
+__all__ = ["case_name", "first_path", "items_to_run", "map_path", "pending_items", "save_map", "save_png", "saved_items", "sidecar_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -186,3 +187,19 @@ def saved_items(
         baselines = {k[len("baseline_") :]: float(v) for k, v in row.items() if k.startswith("baseline_")}
         out.append({**item, **{prefix + k: str(p) for k, p in paths.items()}, prefix + "baselines": baselines})
     return out
+
+
+def items_to_run(
+    items: Sequence[Mapping[str, Any]],
+    output_dir: str | os.PathLike,
+    map_keys: Sequence[str],
+    skip_existing: bool | str,
+    batch_size: int = 1,
+    name: str = "skip_existing",
+) -> list[Mapping[str, Any]]:
+    """The items a run computes: all of ``items`` (a copy of the list), or with ``skip_existing`` only those
+    :func:`pending_items` leaves (a stopped run continued). ``skip_existing``: the value of the config id ``name``,
+    a bool or ``"true"`` / ``"false"`` (:func:`segq_monai.utils.as_bool`)."""
+    if as_bool(skip_existing, name):
+        return pending_items(items, output_dir, map_keys, batch_size=batch_size)
+    return list(items)

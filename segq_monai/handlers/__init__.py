@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .calibration_report import CalibrationReport
 from .cohort_page import CohortPage
+from .distributed import rank_handlers
 from .host_binding import HostBinding
 from .progress import ProgressUpdate
 from .quality_metrics import AURC, FailureAUROC, QualityRegression

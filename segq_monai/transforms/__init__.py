@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from segq_monai.transforms.activation import InverseActivation
 from segq_monai.transforms.artifacts import (
     ARTIFACT_KINDS,
     MRArtifact,
@@ -22,6 +23,7 @@ from segq_monai.transforms.failures import (
     SegmentationFailured,
     SegmentationFailureDict,
 )
+from segq_monai.transforms.keys import inverted_keys, scalar_map_keys
 from segq_monai.transforms.labels import CheckLabel, CheckLabelD, CheckLabeld, CheckLabelDict
 from segq_monai.transforms.quality import (
     PLAIN_NETWORK_VARIANTS,
