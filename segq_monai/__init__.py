@@ -29,7 +29,7 @@ from segq_monai.calibration import (
     fit_temperature,
     load_quality_calibration,
 )
-from segq_monai.data.fit_folder import load_fit, load_quality_head, network_signature
+from segq_monai.data.fit_folder import load_fit
 from segq_monai.inferers import (
     MAPS,
     PLAIN_NETWORK_SAMPLERS,
@@ -56,7 +56,9 @@ from segq_monai.networks import (
     ConfidenceNet,
     QualityEnsemble,
     QualityRegressor,
+    load_quality_head,
     mean_over_members,
+    network_signature,
     quality_ensemble,
     quality_strides,
 )
