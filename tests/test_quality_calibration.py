@@ -22,14 +22,8 @@ from segq_monai.data.columns import (
     read_quality_csv,
     write_quality_csv,
 )
-from segq_monai.calibration.quality_calibration import (
-    QualityCalibration,
-    calibrate_quality_csvs,
-    calibrate_quality_table,
-    head_fingerprint,
-    interval_scores,
-    load_quality_calibration,
-)
+from segq_monai.calibration.calibration_file import QualityCalibration, head_fingerprint, load_quality_calibration
+from segq_monai.calibration.quality_calibration import calibrate_quality_csvs, calibrate_quality_table, interval_scores
 from segq_monai.handlers import CalibrationReport, QualityReport
 from segq_monai.calibration.drift import distribution_shift
 from segq_monai.calibration.recalibration import split_calibration

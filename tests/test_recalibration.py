@@ -8,14 +8,13 @@ import numpy as np
 from parameterized import parameterized
 from sklearn.isotonic import IsotonicRegression
 
+from segq_monai.calibration.maps import isotonic_regression, recalibrate
 from segq_monai.calibration.recalibration import (
     DiceRecalibration,
     calibrate_dice,
     conformal_quantile,
-    isotonic_regression,
     min_interval_cases,
     minimum_calibration_size,
-    recalibrate,
     split_calibration,
 )
 

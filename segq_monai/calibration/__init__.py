@@ -16,10 +16,12 @@ the calibration file; the config-facing twins stay in MONAI's rooms by kind and 
 :class:`segq_monai.handlers.TemperatureFit` (writes ``fit_temperature.json``).
 
 * :mod:`.flag`: acceptance thresholds with a finite-sample guarantee (selective / conformal risk control);
-* :mod:`.recalibration`: the recalibration map (identity, linear, isotonic) and split-conformal intervals;
+* :mod:`.maps`: the recalibration maps (identity, linear, isotonic) and their cross-validated choice;
+* :mod:`.recalibration`: one class's recalibration (the chosen map) and its split-conformal intervals;
 * :mod:`.drift`: the two-sample check of a cohort against the calibration split;
 * :mod:`.temperature`: the stage-1 temperature fit and expected calibration error;
-* :mod:`.quality_calibration`: the calibration file (:class:`QualityCalibration`), made from a calibration split;
+* :mod:`.calibration_file`: the calibration file (:class:`QualityCalibration`): applying, reading and writing it;
+* :mod:`.quality_calibration`: fitting the calibration file from a calibration split, and scoring its intervals;
 * :mod:`.guaranteed`: the guaranteed flag of an evaluation report, fitted on the calibration split.
 
 Modules of this package import each other by module (``segq_monai.calibration.flag``), never through this entry
@@ -37,20 +39,14 @@ from .flag import (
     calibrate_selective_threshold,
     min_calibration_cases,
 )
+from .calibration_file import QualityCalibration, head_fingerprint, load_quality_calibration
 from .guaranteed import add_guaranteed_flags, guaranteed_flag
-from .quality_calibration import (
-    QualityCalibration,
-    calibrate_quality_csvs,
-    calibrate_quality_table,
-    head_fingerprint,
-    interval_scores,
-    load_quality_calibration,
-)
+from .maps import isotonic_regression
+from .quality_calibration import calibrate_quality_csvs, calibrate_quality_table, interval_scores
 from .recalibration import (
     DiceRecalibration,
     calibrate_dice,
     conformal_quantile,
-    isotonic_regression,
     min_interval_cases,
 )
 from .temperature import (

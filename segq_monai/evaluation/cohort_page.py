@@ -34,7 +34,7 @@ import numpy as np
 from segq_monai.data.outputs import case_name, map_path, sidecar_path
 from segq_monai.data.columns import FLAG_COLUMN, as_float, quality_columns, read_quality_csv
 from segq_monai.evaluation.plots import dice_histogram_png, thumbnail_png
-from segq_monai.calibration.quality_calibration import QualityCalibration
+from segq_monai.calibration.calibration_file import QualityCalibration
 from segq_monai.utils.atomic import atomic_write_text
 
 __all__ = ["write_cohort_page", "PAGE_NAME", "SORT_KEYS"]

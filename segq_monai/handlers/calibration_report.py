@@ -4,7 +4,7 @@ When an inference (or evaluation) run with ``--calibration_file`` completes, it 
 not at all:
 
 * ``calibration.json``: what the ``pred_dice_lo`` / ``pred_dice_hi`` / ``flagged`` columns of ``quality.csv``
-  promise (:meth:`segq_monai.calibration.quality_calibration.QualityCalibration.promise`); with ``host_change``,
+  promise (:meth:`segq_monai.calibration.calibration_file.QualityCalibration.promise`); with ``host_change``,
   the differences from the fitted host of a run forced with ``segq#allow_host_change`` (:class:`HostBinding`), under
   which the promise may not hold;
 * ``drift.json``: the cohort's raw predicted Dice (per-case mean over classes) and mean predictive entropy (nats)
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from monai.utils import min_version, optional_import
 
-from segq_monai.calibration.quality_calibration import QualityCalibration
+from segq_monai.calibration.calibration_file import QualityCalibration
 from segq_monai.utils.jsonable import jsonable
 from segq_monai.metrics.baselines import mean_entropy
 from segq_monai.calibration.drift import distribution_shift
