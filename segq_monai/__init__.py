@@ -49,7 +49,7 @@ from segq_monai.inferers import (
     entropy,
 )
 from segq_monai.losses import ConfidenceLoss, QualityRankLoss, SampledLogitLoss
-from segq_monai.metrics import BASELINES, dice_to_iou, iou_to_dice, segmentation_quality
+from segq_monai.metrics import BASELINES, FAILURE_DICE, dice_to_iou, iou_to_dice, segmentation_quality
 from segq_monai.networks import (
     HEAD_RECIPE,
     AleatoricNet,

@@ -23,9 +23,9 @@ The file (strict JSON; ``null`` for an infinite threshold)::
          "interval": "normalised" | "absolute",                # the kind of pred_dice_lo/hi
          "half_width": q, "half_width_normalised": q_n | null, # the conformal q of both kinds
          "sd_floor": 0.001, "coverage": 0.9, "n_fit": .., "n_score": .., "fallback": false}},
-     "flag": {"threshold": λ̂ | null, "alpha", "delta", "tau", "feasible", "bound", "fraction_accepted",
+     "flag": {"acceptance_threshold": λ̂ | null, "alpha", "delta", "tau", "feasible", "bound", "fraction_accepted",
               "n_calibration", "n_accepted", "failures_accepted", "method": "selective"},
-     "reference": {"pred_dice": [n raw per-case mean predicted Dice], "mean_entropy": [n, nats] | null}}
+     "reference": {"pred_dice_raw": [n per-case mean raw predicted Dice], "mean_entropy": [n, nats] | null}}
 
 Promises (see :mod:`segq_monai.calibration.recalibration` and :mod:`segq_monai.calibration.flag`): if the calibration
 cases and a new case are exchangeable, the new case's true Dice of each class lies in its interval with
@@ -79,7 +79,8 @@ def head_fingerprint(checkpoint: str | os.PathLike) -> str:
 
 
 def _promise(coverage: float, flag: AcceptanceThreshold) -> str:
-    lam = f"{flag.threshold:g}" if math.isfinite(flag.threshold) else "+inf (no threshold certified: all flagged)"
+    lam = flag.acceptance_threshold
+    lam = f"{lam:g}" if math.isfinite(lam) else "+inf (no threshold certified: all flagged)"
     return (
         f"pred_dice_lo/pred_dice_hi: if the calibration cases and a new case are exchangeable (drawn alike from "
         f"one site), the new case's true Dice of each class lies in [pred_dice_lo, pred_dice_hi] with probability "
@@ -101,7 +102,7 @@ class QualityCalibration:
         flag: the guaranteed flag's threshold on the per-case minimum raw predicted Dice.
         head_fingerprint: :func:`head_fingerprint` of the head the calibration split was predicted with.
         n_calibration, fit_fraction, seed: the calibration split and how it was divided.
-        reference: per-case values of the calibration split for drift checks: ``"pred_dice"`` (raw, mean over
+        reference: per-case values of the calibration split for drift checks: ``"pred_dice_raw"`` (the head's, mean over
             classes, Dice units) and ``"mean_entropy"`` (mean predictive entropy, nats; None when the table had
             no ``baseline_mean_entropy`` column).
     """
@@ -143,7 +144,7 @@ class QualityCalibration:
 
     def flagged(self, raw_dice: Any) -> bool:
         """The guaranteed flag of one case: minimum raw predicted Dice over classes ``< λ̂`` (or NaN)."""
-        return not bool(np.min(np.asarray(raw_dice, np.float64)) >= self.flag.threshold)
+        return not bool(np.min(np.asarray(raw_dice, np.float64)) >= self.flag.acceptance_threshold)
 
     def recalibrate_rows(self, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """``quality.csv`` rows as a run with this calibration writes them: ``pred_dice`` (and ``pred_iou``)
@@ -193,7 +194,7 @@ class QualityCalibration:
                     class_label(c): r.half_width_normalised for c, r in zip(self.classes, self.recalibrations)
                 },
                 "map": {class_label(c): r.map for c, r in zip(self.classes, self.recalibrations)},
-                "acceptance_threshold": self.flag.threshold,
+                "acceptance_threshold": self.flag.acceptance_threshold,
                 "alpha": self.flag.alpha,
                 "delta": self.flag.delta,
                 "tau": self.flag.tau,
@@ -240,7 +241,8 @@ class QualityCalibration:
         classes = tuple(d["classes"])
         recal = tuple(_from_record(d["recalibration"][class_label(c)], path) for c in classes)
         flag = dict(d["flag"])
-        flag["threshold"] = math.inf if flag["threshold"] is None else flag["threshold"]
+        lam = flag.pop("acceptance_threshold", flag.pop("threshold", None))  # "threshold": files before the rename
+        flag["acceptance_threshold"] = math.inf if lam is None else lam
         return cls(
             classes=classes,
             recalibrations=recal,
@@ -249,8 +251,16 @@ class QualityCalibration:
             n_calibration=d["n_calibration"],
             fit_fraction=d["fit_fraction"],
             seed=d["seed"],
-            reference=d["reference"],
+            reference=_reference(d["reference"]),
         )
+
+
+def _reference(reference: Mapping[str, Any]) -> dict[str, list[float] | None]:
+    """The file's drift reference; files before the raw prediction had its own name held it as ``"pred_dice"``."""
+    reference = dict(reference)
+    if "pred_dice" in reference:
+        reference["pred_dice_raw"] = reference.pop("pred_dice")
+    return reference
 
 
 def _record(r: DiceRecalibration) -> dict[str, Any]:

@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 
 from segq_monai.calibration.calibration_file import QualityCalibration, head_fingerprint, head_spreads
-from segq_monai.calibration.flag import AcceptanceThreshold, calibrate_selective_threshold, min_calibration_cases
+from segq_monai.calibration.flag import AcceptanceThreshold, calibrate_selective_threshold, min_flag_cases
 from segq_monai.calibration.maps import DEFAULT_FOLDS, MAPS
 from segq_monai.calibration.recalibration import calibrate_dice, split_calibration
 from segq_monai.data.columns import RAW, class_label, column_matrix, column_name, quality_columns, read_quality_csv
+from segq_monai.metrics.quality import FAILURE_DICE
 
 __all__ = ["calibrate_quality_csvs", "calibrate_quality_table", "interval_scores"]
 
@@ -29,7 +30,7 @@ __all__ = ["calibrate_quality_csvs", "calibrate_quality_table", "interval_scores
 def _calibrate_flag(conf: np.ndarray, true: np.ndarray, tau: float, alpha: float, delta: float) -> AcceptanceThreshold:
     """The guaranteed flag; below the smallest calibration split that can certify any threshold (every case
     accepted, none a failure: ``(1 - alpha)^n <= delta / m`` for the ``m`` grid points), one warning names it."""
-    minimum = min_calibration_cases(alpha, delta)
+    minimum = min_flag_cases(alpha, delta)
     if len(conf) >= minimum:
         return calibrate_selective_threshold(conf, true, tau=tau, alpha=alpha, delta=delta)
     warnings.warn(
@@ -50,7 +51,7 @@ def calibrate_quality_table(
     coverage: float = 0.9,
     alpha: float = 0.1,
     delta: float = 0.1,
-    tau: float = 0.8,
+    tau: float = FAILURE_DICE,
     fit_fraction: float = 0.5,
     seed: int = 0,
     groups: Sequence[Hashable] | None = None,
@@ -125,7 +126,7 @@ def calibrate_quality_table(
         n_calibration=len(raw),
         fit_fraction=float(fit_fraction),
         seed=int(seed),
-        reference={"pred_dice": raw.mean(axis=1).tolist(), "mean_entropy": entropy},
+        reference={"pred_dice_raw": raw.mean(axis=1).tolist(), "mean_entropy": entropy},
     )
 
 

@@ -30,7 +30,7 @@ split and the new case together (marginal coverage; not conditional on the case,
 either kind. Without ties among the scores it is also at most ``coverage + 1 / (m + 1)``. The fit part (where
 ``g`` is fitted and chosen) is kept apart from the scored part because residuals on the cases ``g`` was fitted to
 are smaller than on new ones; that is what makes the scores of the score part exchangeable with a new case's.
-``k <= m`` needs ``m >= 1/(1 - coverage) - 1`` score cases (:func:`minimum_calibration_size`); fewer is refused, since the
+``k <= m`` needs ``m >= 1/(1 - coverage) - 1`` score cases (:func:`min_interval_scores`); fewer is refused, since the
 only valid interval would be [0, 1].
 """
 
@@ -63,7 +63,7 @@ __all__ = [
     "calibrate_dice",
     "conformal_quantile",
     "min_interval_cases",
-    "minimum_calibration_size",
+    "min_interval_scores",
     "split_calibration",
 ]
 
@@ -75,7 +75,7 @@ SD_FLOOR = 1e-3
 MIN_SD_SPREAD = 0.05
 
 
-def minimum_calibration_size(coverage: float) -> int:
+def min_interval_scores(coverage: float) -> int:
     """Fewest conformal scores ``m`` for an interval at ``coverage``: ``ceil(1/(1 - coverage) - 1)`` (9 for 0.9)."""
     if not 0.0 < coverage < 1.0:
         raise ValueError(f"coverage (of the interval) must be in (0, 1), got {coverage}.")
@@ -84,11 +84,11 @@ def minimum_calibration_size(coverage: float) -> int:
 
 def min_interval_cases(coverage: float, fit_fraction: float = 0.5) -> int:
     """Fewest calibration cases ``n`` for an interval at ``coverage`` when :func:`split_calibration` keeps
-    ``floor(fit_fraction * n)`` of them to fit ``g``: at least one fit case and :func:`minimum_calibration_size`
+    ``floor(fit_fraction * n)`` of them to fit ``g``: at least one fit case and :func:`min_interval_scores`
     scored ones (17 for coverage 0.9 and fit_fraction 0.5)."""
     if not 0.0 < fit_fraction < 1.0:
         raise ValueError(f"fit_fraction must be in (0, 1), got {fit_fraction}.")
-    m = minimum_calibration_size(coverage)
+    m = min_interval_scores(coverage)
     n = m + 1
     while math.floor(fit_fraction * n) < 1 or n - math.floor(fit_fraction * n) < m:
         n += 1
@@ -101,7 +101,7 @@ def conformal_quantile(scores: Any, coverage: float) -> float:
     Raises ``ValueError`` naming the minimum when ``m < 1/(1 - coverage) - 1`` (the rank would exceed ``m``).
     """
     s = case_vector(scores, "scores")
-    m, minimum = s.size, minimum_calibration_size(coverage)
+    m, minimum = s.size, min_interval_scores(coverage)
     k = math.ceil((m + 1) * coverage - 1e-9)  # tolerance: (m + 1) coverage may round just above an integer
     if m < minimum or k > m:
         raise ValueError(

@@ -16,6 +16,7 @@ from segq_monai.calibration.quality_calibration import interval_scores
 from segq_monai.evaluation.report import write_report
 from segq_monai.handlers.calibration_report import CalibrationReport
 from segq_monai.handlers.quality_writer import QualityWriter
+from segq_monai.metrics.quality import FAILURE_DICE
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ class QualityReport:
     def __init__(
         self,
         writer: QualityWriter,
-        tau: float = 0.8,
+        tau: float = FAILURE_DICE,
         baseline_fit_csvs: Sequence[str | os.PathLike] = (),
         overlays: int = 2,
         uncertainty_key: str = "entropy",
