@@ -3,11 +3,11 @@
 When an inference (or evaluation) run with ``--calibration_file`` completes, it writes into ``output_dir``, whole or
 not at all:
 
-* ``promise.json`` (:data:`~segq_monai.data.outputs.PROMISE_FILE`; ``calibration.json`` before it was named for what
-  it holds): what the ``pred_dice_lo`` / ``pred_dice_hi`` / ``flagged`` columns of ``quality.csv``
-  promise (:meth:`segq_monai.calibration.calibration_file.QualityCalibration.promise`); with ``host_change``,
-  the differences from the fitted host of a run forced with ``segq#allow_host_change`` (:class:`HostBinding`), under
-  which the promise may not hold;
+* ``promise.json`` (:data:`~segq_monai.data.outputs.PROMISE_FILE`): what the ``pred_dice_lo`` / ``pred_dice_hi`` /
+  ``flagged`` columns of ``quality.csv`` promise
+  (:meth:`segq_monai.calibration.calibration_file.QualityCalibration.promise`); with ``host_change``, the differences
+  from the fitted host of a run forced with ``segq#allow_host_change`` (:class:`HostBinding`), under which the promise
+  may not hold;
 * ``drift.json``: the cohort's raw predicted Dice (per-case mean over classes) and mean predictive entropy (nats)
   against the calibration split's (:func:`segq_monai.calibration.drift.distribution_shift`), and whether either moved::
 
