@@ -211,7 +211,7 @@ class TestTwoStageBundle2D(unittest.TestCase):
         report = json.loads((out / "report.json").read_text())  # the promise, the drift check, realised coverage
         covered = [float(r["pred_dice_lo"]) <= float(r["true_dice"]) <= float(r["pred_dice_hi"]) for r in rows]
         self.assertAlmostEqual(report["intervals"]["foreground"]["coverage"], np.mean(covered))
-        self.assertEqual(report["calibration"]["coverage"], 0.8)
+        self.assertEqual(report["promise"]["coverage"], 0.8)
         self.assertEqual(report["drift"], drift)
 
         # a calibration made for another head is refused, naming both

@@ -35,7 +35,9 @@ split, at most a fraction ``alpha`` of the cases the flag accepts are failures (
 calibrated on all ``n`` cases (the raw head did not see them); the intervals use the fit / score split.
 
 Files written before the map choice and the normalised intervals (no ``"map"``, no ``"interval"``) load as what they
-were: isotonic maps with absolute intervals.
+were: isotonic maps with absolute intervals; files that name λ̂ ``"flag": {"threshold"}`` and the raw predicted Dice
+``"reference": {"pred_dice"}`` (before one word per idea) load with those read as ``acceptance_threshold`` and
+``pred_dice_raw``.
 """
 
 from __future__ import annotations

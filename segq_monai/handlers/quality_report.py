@@ -51,7 +51,7 @@ class QualityReport:
             labelled cases that neither stage was trained on (``pred_dice`` and ``true_dice`` columns, checked in
             ``attach``); the stage-2 training tables do not qualify.
         calibration_report: the run's :class:`CalibrationReport` when it has a quality calibration (attach that
-            one first); ``report.json`` then also holds ``"calibration"`` (its promise), ``"drift"`` (its check)
+            one first); ``report.json`` then also holds ``"promise"`` (its promise), ``"drift"`` (its check)
             and ``"intervals"`` (per class: realised coverage and mean width of ``[pred_dice_lo, pred_dice_hi]``,
             MAE of ``pred_dice_raw`` and of the recalibrated ``pred_dice``,
             :func:`~segq_monai.calibration.quality_calibration.interval_scores`).
@@ -90,7 +90,7 @@ class QualityReport:
                 )
         if self.alpha is not None and self.calibration_report is not None:
             raise ValueError(
-                "with a calibration_file the flag is the calibrated one (its λ̂ is in report.json's 'calibration' "
+                "with a calibration_file the flag is the calibrated one (its λ̂ is in report.json's 'promise' "
                 "block), and pred_dice is recalibrated, unlike the calibration tables' raw pred_dice: set alpha to "
                 "None, or evaluate without calibration_file."
             )
@@ -141,7 +141,7 @@ class QualityReport:
         if self.calibration_report is None:
             return {}
         return {
-            "calibration": self.calibration_report.calibration.promise(),
+            "promise": self.calibration_report.calibration.promise(),
             "drift": self.calibration_report.result,
             "intervals": interval_scores(self.writer.rows, self.calibration_report.calibration),
         }
