@@ -116,7 +116,10 @@ def _cell(value: float, low: float, high: float) -> str:
 
 
 def summary_table(
-    rows: Sequence[Mapping[str, Any]], class_names: Sequence[str], threshold: float = FAILURE_DICE, num_resamples: int = 2000
+    rows: Sequence[Mapping[str, Any]],
+    class_names: Sequence[str],
+    threshold: float = FAILURE_DICE,
+    num_resamples: int = 2000,
 ) -> str:
     """Markdown: per class and for the per-case mean over classes, the number of cases, mean true and predicted
     Dice, MAE, Pearson r and failure AUROC (failure: true Dice < ``threshold``), with bootstrap 95 % intervals."""

@@ -96,8 +96,8 @@ def load_fit(
 
     Args:
         fit_dir: the fit folder; ``None`` gives ``{}`` (the overlay then uses its own defaults).
-        host: the host network's :func:`~segq_monai.networks.signature.network_signature`; a fit made for another network is refused here, before
-            any case is sampled.
+        host: the host network's :func:`~segq_monai.networks.signature.network_signature`; a fit made for another
+            network is refused here, before any case is sampled.
         require: the steps that must be done: ``"sample"``, ``"head"`` (the quality head is trained),
             ``"calibration"``.
 
