@@ -4,14 +4,17 @@ The package is laid out by kind, as MONAI lays out its own:
 
 * stage 1, the uncertainty sampler: :mod:`segq_monai.inferers` (``UncertaintyInferer``, the samplers, the streaming
   maps, the MC-dropout internals);
-* stage 2, the quality head: :mod:`segq_monai.networks` (``QualityRegressor`` and the stage-1 networks with extra
-  outputs), :mod:`segq_monai.losses`, :mod:`segq_monai.transforms` (array and dictionary transforms),
-  :mod:`segq_monai.metrics` (true and predicted quality, baselines);
+* stage 2, the quality head: :mod:`segq_monai.networks` (``QualityRegressor`` and its checkpoint, the stage-1
+  networks with extra outputs, a host network's signature), :mod:`segq_monai.losses`, :mod:`segq_monai.transforms`
+  (array and dictionary transforms), :mod:`segq_monai.metrics` (true and predicted quality, baselines,
+  ``FAILURE_DICE``);
 * calibration on a labelled calibration split: :mod:`segq_monai.calibration` (the guaranteed flag, recalibration with
   per-case intervals, the drift check, the stage-1 temperature fit, the calibration file);
 * workflows: :mod:`segq_monai.handlers` (Ignite handlers), :mod:`segq_monai.evaluation` (the ``quality.csv`` scheme,
-  ``report.json``, tables, figures), :mod:`segq_monai.data` (also the fit folder and its loaders), :mod:`segq_monai.monailabel`, :mod:`segq_monai.apps`
-  (the ``python -m segq_monai`` commands).
+  ``report.json``, tables, figures), :mod:`segq_monai.data` (also the fit folder, ``fit.json``),
+  :mod:`segq_monai.monailabel`, :mod:`segq_monai.apps` (the ``python -m segq_monai`` commands).
+
+The rooms import only downward (CONTRIBUTING.md, "Rooms"; ``tests/test_import_graph.py``).
 
 Every public name of a bundle config's ``_target_`` is importable from here.
 """
@@ -31,7 +34,7 @@ from segq_monai.calibration import (
 )
 from segq_monai.data.datalist import load_stage2_items
 from segq_monai.data.outputs import items_to_run
-from segq_monai.data.fit_folder import load_fit, load_quality_head, network_signature
+from segq_monai.data.fit_folder import load_fit
 from segq_monai.handlers import (
     AURC,
     CalibrationReport,
@@ -65,14 +68,16 @@ from segq_monai.inferers import (
     entropy,
 )
 from segq_monai.losses import ConfidenceLoss, QualityRankLoss, SampledLogitLoss
-from segq_monai.metrics import BASELINES, dice_to_iou, iou_to_dice, segmentation_quality
+from segq_monai.metrics import BASELINES, FAILURE_DICE, dice_to_iou, iou_to_dice, segmentation_quality
 from segq_monai.networks import (
     HEAD_RECIPE,
     AleatoricNet,
     ConfidenceNet,
     QualityEnsemble,
     QualityRegressor,
+    load_quality_head,
     mean_over_members,
+    network_signature,
     quality_ensemble,
     quality_strides,
 )
@@ -126,6 +131,7 @@ __all__ = [
     "AleatoricNet",
     "AleatoricSampler",
     "BASELINES",
+    "FAILURE_DICE",
     "ConfidenceLoss",
     "ConfidenceNet",
     "DiceRecalibration",

@@ -222,7 +222,7 @@ def isotonic_reference(x: np.ndarray, y: np.ndarray):
     hand-computed numbers; no copy of that rule here. Returns ``g``, a function of an array of raw predictions."""
     from sklearn.isotonic import IsotonicRegression
 
-    from segq_monai.calibration.recalibration import recalibrate
+    from segq_monai.calibration.maps import recalibrate
 
     iso = IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip").fit(x, y)
     return lambda raw: recalibrate(raw, iso.X_thresholds_, iso.y_thresholds_)

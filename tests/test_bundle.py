@@ -170,7 +170,7 @@ class TestTwoStageBundle2D(unittest.TestCase):
         workflow(["inference.json", "evaluate.json"], self.root, datalist=str(datalist), datalist_key="calibration",
                  output_dir=str(self.tmp / "cal_eval"), **common)
         cal_csv = self.tmp / "cal_eval" / "quality.csv"
-        cal_file = self.tmp / "deploy" / "calibration.json"
+        cal_file = self.tmp / "deploy" / "quality_calibration.json"
         workflow(["inference.json", "calibrate_quality.json"], self.root, calibration_csvs=[str(cal_csv)],
                  calibration_file=str(cal_file), coverage=0.8, alpha=0.5, delta=0.5, **common)
         # the file against an independent fit: sklearn's isotonic regression on the seeded fit half, and the
@@ -183,7 +183,7 @@ class TestTwoStageBundle2D(unittest.TestCase):
         q = np.sort(np.abs(true_cal[score] - iso(raw_cal[score])))[5]
         self.assertAlmostEqual(saved["recalibration"]["foreground"]["half_width"], q, places=6)
         self.assertEqual((saved["coverage"], saved["n_calibration"], saved["classes"]), (0.8, 12, [""]))
-        lam = math.inf if saved["flag"]["threshold"] is None else saved["flag"]["threshold"]
+        lam = math.inf if saved["flag"]["acceptance_threshold"] is None else saved["flag"]["acceptance_threshold"]
 
         out = self.tmp / "calibrated"
         cli = subprocess.run(
@@ -205,15 +205,15 @@ class TestTwoStageBundle2D(unittest.TestCase):
             self.assertAlmostEqual(float(row["pred_dice_lo"]), max(0.0, g - q), places=6)
             self.assertAlmostEqual(float(row["pred_dice_hi"]), min(1.0, g + q), places=6)
             self.assertEqual(int(row["flagged"]), int(raw < lam))  # the calibrated flag, not pred_dice < 0.8
-        self.assertEqual(json.loads((out / "calibration.json").read_text())["coverage"], 0.8)
+        self.assertEqual(json.loads((out / "promise.json").read_text())["coverage"], 0.8)
         drift = json.loads((out / "drift.json").read_text())
-        pred_drift = drift["statistics"]["pred_dice"]
+        pred_drift = drift["statistics"]["pred_dice_raw"]
         self.assertEqual((pred_drift["n"], pred_drift["n_reference"]), (3, 12))
         self.assertEqual(drift["statistics"]["mean_entropy"]["n_reference"], 12)
         report = json.loads((out / "report.json").read_text())  # the promise, the drift check, realised coverage
         covered = [float(r["pred_dice_lo"]) <= float(r["true_dice"]) <= float(r["pred_dice_hi"]) for r in rows]
         self.assertAlmostEqual(report["intervals"]["foreground"]["coverage"], np.mean(covered))
-        self.assertEqual(report["calibration"]["coverage"], 0.8)
+        self.assertEqual(report["promise"]["coverage"], 0.8)
         self.assertEqual(report["drift"], drift)
 
         # a calibration made for another head is refused, naming both

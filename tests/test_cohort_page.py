@@ -91,7 +91,7 @@ class TestCohortPageInBrowser(unittest.TestCase):
         common = {"num_samples": 2, "device": "cpu", "datalist": str(cls.datalist)}
         both = ["inference.json", "evaluate.json"]
         workflow(both, cls.root, datalist_key="calibration", output_dir=str(cls.tmp / "cal"), **common)
-        cls.cal_file = cls.tmp / "calibration.json"
+        cls.cal_file = cls.tmp / "quality_calibration.json"
         workflow(["inference.json", "calibrate_quality.json"], cls.root, calibration_csvs=[str(cls.tmp / "cal" / "quality.csv")],
                  calibration_file=str(cls.cal_file), coverage=0.8, alpha=0.5, delta=0.5, **common)  # fmt: skip
         cls.out = cls.tmp / "calibrated"

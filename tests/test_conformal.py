@@ -69,7 +69,7 @@ class TestHandComputed(unittest.TestCase):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             got = calibrate_selective_threshold(CONF, TRUE, tau=TAU, alpha=alpha, delta=delta, grid=GRID)
-        self.assertEqual(got.threshold, lam)
+        self.assertEqual(got.acceptance_threshold, lam)
         self.assertEqual((got.n_accepted, got.failures_accepted, got.feasible), (n_acc, k, feasible))
         np.testing.assert_allclose(got.fraction_accepted, n_acc / 13, rtol=1e-12)
         np.testing.assert_allclose(got.bound, bound, rtol=1e-9)
@@ -81,7 +81,7 @@ class TestHandComputed(unittest.TestCase):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             got = calibrate_crc_threshold(torch.tensor(CONF), torch.tensor(TRUE), tau=TAU, alpha=alpha)
-        self.assertEqual(got.threshold, lam)
+        self.assertEqual(got.acceptance_threshold, lam)
         self.assertEqual((got.n_accepted, got.failures_accepted, got.feasible), (n_acc, k, feasible))
         np.testing.assert_allclose((got.fraction_accepted, got.bound), (n_acc / 13, bound), rtol=1e-12)
         self.assertIsNone(got.delta)
@@ -94,14 +94,14 @@ class TestHandComputed(unittest.TestCase):
         got = calibrate_selective_threshold(c, q, alpha=0.1, delta=0.1)
         perm = rng.permutation(400)
         self.assertEqual(got, calibrate_selective_threshold(c[perm], q[perm], alpha=0.1, delta=0.1))
-        self.assertIn(round(got.threshold * 100), range(101))
+        self.assertIn(round(got.acceptance_threshold * 100), range(101))
         # brute force over the 101-point grid, Bonferroni level 0.1 / 101
         ok = [
             lam
             for lam in np.arange(101) / 100
             if (c >= lam).any() and stats.binom.cdf(((c >= lam) & (q < TAU)).sum(), (c >= lam).sum(), 0.1) <= 0.1 / 101
         ]
-        self.assertEqual(got.threshold, min(ok))
+        self.assertEqual(got.acceptance_threshold, min(ok))
 
     def test_acceptance_counts(self):
         # accepted: confidence >= 0.7 (0.9, 0.7, 0.75); failures among them: true < 0.8 (0.6, 0.79)
@@ -114,7 +114,7 @@ class TestHandComputed(unittest.TestCase):
         with self.assertRaises(RuntimeError):
             flagger.flag([0.5])
         self.assertIs(flagger.fit(CONF, TRUE), flagger)
-        self.assertEqual(flagger.threshold, 0.7)
+        self.assertEqual(flagger.acceptance_threshold, 0.7)
         np.testing.assert_array_equal(flagger.flag([0.71, 0.7, 0.69, np.nan]), [False, False, True, True])
         flags = flagger.flag(torch.tensor([0.95, 0.2]))
         self.assertTrue(torch.equal(flags, torch.tensor([False, True])))
@@ -189,7 +189,7 @@ class TestGuarantee(unittest.TestCase):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             fits = [calibrate_selective_threshold(c[s], q[s], TAU, alpha, delta) for s in range(self.SPLITS)]
-        lam = np.array([f.threshold for f in fits])
+        lam = np.array([f.acceptance_threshold for f in fits])
         risk = population_risks(lam)[1]
         min_ok = stats.binom.ppf(1e-6, self.SPLITS, 1 - delta)
         self.assertGreaterEqual(np.sum(risk <= alpha), min_ok)
@@ -210,7 +210,7 @@ class TestGuarantee(unittest.TestCase):
         """
         alpha, n = 0.1, 150
         c, q = draw(np.random.default_rng(2), self.SPLITS, n)
-        lam = np.array([calibrate_crc_threshold(c[s], q[s], TAU, alpha).threshold for s in range(self.SPLITS)])
+        lam = np.array([calibrate_crc_threshold(c[s], q[s], TAU, alpha).acceptance_threshold for s in range(self.SPLITS)])
         joint = population_risks(lam)[0]
         slack = 5 * joint.std(ddof=1) / math.sqrt(self.SPLITS)
         r = math.floor(alpha * (n + 1))

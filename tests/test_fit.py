@@ -16,7 +16,7 @@ deploys it with ``configs/segq_overlay.json`` and ``segq#fit_dir`` on the calibr
   ``q`` against the conformal rank on the other half;
 * the deployment: ``quality.csv`` columns named from the metadata, ``pred_dice_raw`` = the predicted Dice of the
   calibration run of the same cases, ``pred_dice`` = g(raw), ``pred_dice_lo/hi`` = g(raw) -/+ q clipped to [0, 1],
-  ``flagged`` = (min raw predicted Dice < λ̂), ``calibration.json`` (the promise) and ``drift.json`` written, maps on
+  ``flagged`` = (min raw predicted Dice < λ̂), ``promise.json`` and ``drift.json`` written, maps on
   the input grid; the host's files unchanged.
 """
 
@@ -247,7 +247,7 @@ class TestFitHosts(unittest.TestCase):
         # the fit half's range (monotone outside it), q against the conformal rank of the other half
         saved = json.loads((fit_dir / cal_fit["file"]).read_text())
         self.assertEqual(saved["format"], "segq-quality-calibration/1")
-        self.assertEqual(saved["flag"]["threshold"], lam)
+        self.assertEqual(saved["flag"]["acceptance_threshold"], lam)
         self.assertEqual(saved["head_fingerprint"], sha256(fit_dir / "quality_head.pt"))
         self.assertEqual((saved["coverage"], saved["n_calibration"]), (0.5, N_CAL))
         fit_idx, score_idx = split_calibration(N_CAL, 0.5, 0)
@@ -309,7 +309,7 @@ class TestFitHosts(unittest.TestCase):
         for row in deployed:
             worst = min(float(row[f"pred_dice_raw{s}"]) for s in suffix)
             self.assertEqual(int(row["flagged"]), int(lam is None or worst < lam))
-        self.assertEqual(json.loads((out / "calibration.json").read_text())["coverage"], 0.5)
+        self.assertEqual(json.loads((out / "promise.json").read_text())["coverage"], 0.5)
         # the deploy overlay builds the sampler fit.json records: the band around it when the fit chose one
         parser = ConfigParser()
         parser.read_config([str(host_config), str(OVERLAY)])
@@ -321,8 +321,8 @@ class TestFitHosts(unittest.TestCase):
             self.assertIsInstance(sampler, ForegroundBandSampler)
             self.assertEqual(sampler.margin, fit["foreground_band"])
         drift = json.loads((out / "drift.json").read_text())
-        self.assertEqual(drift["statistics"]["pred_dice"]["n"], N_CAL)
-        self.assertEqual(drift["statistics"]["pred_dice"]["n_reference"], N_CAL)
+        self.assertEqual(drift["statistics"]["pred_dice_raw"]["n"], N_CAL)
+        self.assertEqual(drift["statistics"]["pred_dice_raw"]["n_reference"], N_CAL)
         self.assertIsNotNone(drift["statistics"]["mean_entropy"])
         for item in cal[:3]:
             image = item["image"][0] if files > 1 else item["image"]

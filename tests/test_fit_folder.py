@@ -17,7 +17,7 @@ from parameterized import parameterized
 
 from segq_monai import load_fit, network_signature
 from segq_monai.data.fit_folder import write_fit
-from segq_monai.calibration.flag import calibrate_selective_threshold, min_calibration_cases
+from segq_monai.calibration.flag import calibrate_selective_threshold, min_flag_cases
 from segq_monai.transforms import CheckLabel, FailureFlag, QualityInput, SegmentationQuality
 
 
@@ -43,11 +43,11 @@ class TestNetworkSignature(unittest.TestCase):
 class TestMinCalibrationCases(unittest.TestCase):
     @parameterized.expand([(0.1, 0.1, 66), (0.95, 0.5, 2), (0.2, 0.05, 35)])
     def test_value(self, alpha, delta, expected):
-        self.assertEqual(min_calibration_cases(alpha, delta), expected)
+        self.assertEqual(min_flag_cases(alpha, delta), expected)
         self.assertEqual(expected, math.ceil(math.log(delta / 101) / math.log(1 - alpha)))
 
     def test_is_the_fewest_that_can_certify(self):
-        n = min_calibration_cases(0.1, 0.1)
+        n = min_flag_cases(0.1, 0.1)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             for cases, feasible in ((n, True), (n - 1, False)):  # all perfect: the best a calibration split can be

@@ -8,7 +8,7 @@
 * A fitted host (``spleen_like``): a deployment on the host as fitted runs; with changed weights, a changed
   preprocessing setting, a changed network or a fit made before bindings it is refused before any case is written,
   naming the difference and the fix, by the bundle CLI, by MONAI Label's pipeline and by ``fit --recalibrate``;
-  ``--segq#allow_host_change true`` runs it with a WARNING and a note in ``calibration.json`` and the cohort page.
+  ``--segq#allow_host_change true`` runs it with a WARNING and a note in ``promise.json`` and the cohort page.
 """
 
 from __future__ import annotations
@@ -183,7 +183,7 @@ class TestFittedHost(unittest.TestCase):
     def test_as_fitted(self):
         out = self._deploy("as_fitted")
         self.assertTrue((out / "quality.csv").is_file())
-        self.assertNotIn("host_change", json.loads((out / "calibration.json").read_text()))
+        self.assertNotIn("host_change", json.loads((out / "promise.json").read_text()))
         self.assertNotIn('id="host_change"', (out / "index.html").read_text())
 
     def test_changed_weights(self):
@@ -214,7 +214,7 @@ class TestFittedHost(unittest.TestCase):
         with self.assertLogs("segq_monai.handlers.host_binding", "WARNING") as logs:
             out = self._deploy("allowed", **{"segq#allow_host_change": "true"})
         self.assertIn("differs from the fitted one", logs.output[0])
-        note = json.loads((out / "calibration.json").read_text())["host_change"]
+        note = json.loads((out / "promise.json").read_text())["host_change"]
         self.assertEqual(len(note), 1)
         self.assertTrue(note[0].startswith("weights: "))
         self.assertIn('id="host_change"', (out / "index.html").read_text())

@@ -228,9 +228,9 @@ AURC_CASES = [
 class TestRiskCoverage(unittest.TestCase):
     @parameterized.expand(AURC_CASES)
     def test_hand_computed(self, confidence, risk, expected_aurc, expected_eaurc, expected_curve):
-        coverage, selective = risk_coverage_curve(confidence, risk)
+        fraction_accepted, selective = risk_coverage_curve(confidence, risk)
         n = len(confidence)
-        np.testing.assert_allclose(coverage, np.arange(1, n + 1) / n)
+        np.testing.assert_allclose(fraction_accepted, np.arange(1, n + 1) / n)
         np.testing.assert_allclose(selective, expected_curve, atol=1e-12)
         np.testing.assert_allclose(aurc(confidence, risk), expected_aurc, atol=1e-12)
         np.testing.assert_allclose(excess_aurc(confidence, risk), expected_eaurc, atol=1e-12)

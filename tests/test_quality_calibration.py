@@ -22,14 +22,8 @@ from segq_monai.data.columns import (
     read_quality_csv,
     write_quality_csv,
 )
-from segq_monai.calibration.quality_calibration import (
-    QualityCalibration,
-    calibrate_quality_csvs,
-    calibrate_quality_table,
-    head_fingerprint,
-    interval_scores,
-    load_quality_calibration,
-)
+from segq_monai.calibration.calibration_file import QualityCalibration, head_fingerprint, load_quality_calibration
+from segq_monai.calibration.quality_calibration import calibrate_quality_csvs, calibrate_quality_table, interval_scores
 from segq_monai.handlers import CalibrationReport, QualityReport
 from segq_monai.calibration.drift import distribution_shift
 from segq_monai.calibration.recalibration import split_calibration
@@ -112,7 +106,7 @@ class TestQualityCalibration(unittest.TestCase):
             self.assertAlmostEqual(cal.recalibrations[i].half_width, residuals[k - 1], places=12)
         self.assertEqual(cal.classes, ("brain", "csf"))
         self.assertEqual((cal.flag.alpha, cal.flag.delta, cal.flag.tau, cal.flag.n_calibration), (0.2, 0.2, 0.7, 60))
-        self.assertEqual(len(cal.reference["pred_dice"]), 60)
+        self.assertEqual(len(cal.reference["pred_dice_raw"]), 60)
         np.testing.assert_allclose(cal.reference["mean_entropy"], [-r["baseline_mean_entropy"] for r in rows])
 
     def test_recalibrates_the_raw_columns_of_a_calibrated_table(self):
@@ -125,8 +119,8 @@ class TestQualityCalibration(unittest.TestCase):
     def test_save_load_round_trip_and_transform(self):
         rows = site_rows(40, seed=1)
         cal = calibrate_quality_table(rows, head_fingerprint(self.ckpt), coverage=0.8, alpha=0.3, delta=0.3, tau=0.5)
-        self.assertTrue(cal.flag.feasible and 0.3 < cal.flag.threshold < 0.7, cal.flag)
-        path = self.tmp / "cal" / "calibration.json"
+        self.assertTrue(cal.flag.feasible and 0.3 < cal.flag.acceptance_threshold < 0.7, cal.flag)
+        path = self.tmp / "cal" / "quality_calibration.json"
         cal.save(path)
         loaded = load_quality_calibration(path, self.ckpt, [""])
         self.assertEqual(loaded, cal)
@@ -141,9 +135,14 @@ class TestQualityCalibration(unittest.TestCase):
         self.assertAlmostEqual(float(out["pred_dice_lo"]), max(0.0, g - q), places=6)
         self.assertAlmostEqual(float(out["pred_dice_hi"]), min(1.0, g + q), places=6)
         self.assertAlmostEqual(float(out["pred_iou"]), g / (2 - g), places=6)
-        self.assertEqual(bool(out["flagged"]), 0.61 < cal.flag.threshold)
-        lam = cal.flag.threshold
+        self.assertEqual(bool(out["flagged"]), 0.61 < cal.flag.acceptance_threshold)
+        lam = cal.flag.acceptance_threshold
         self.assertEqual([loaded.flagged([v]) for v in (lam - 1e-6, lam, lam + 0.01)], [True, False, False])
+        # a file written before the renames (flag "threshold", reference "pred_dice") still loads as the same
+        data["flag"]["threshold"] = data["flag"].pop("acceptance_threshold")
+        data["reference"]["pred_dice"] = data["reference"].pop("pred_dice_raw")
+        path.write_text(json.dumps(data))
+        self.assertEqual(QualityCalibration.load(path), cal)
 
     def test_recalibrate_rows_and_interval_scores(self):
         cal = calibrate_quality_table(site_rows(200, classes=("a", "b"), seed=4), "abc", coverage=0.8, tau=0.5,
@@ -172,10 +171,10 @@ class TestQualityCalibration(unittest.TestCase):
     def test_infeasible_flag_flags_everything_and_round_trips(self):
         with self.assertWarnsRegex(UserWarning, "needs at least 918 calibration cases"):
             cal = calibrate_quality_table(site_rows(20), "abc", coverage=0.5, alpha=0.01, delta=0.01)
-        self.assertTrue(math.isinf(cal.flag.threshold))
+        self.assertTrue(math.isinf(cal.flag.acceptance_threshold))
         path = self.tmp / "c.json"
         cal.save(path)
-        self.assertIsNone(json.loads(path.read_text())["flag"]["threshold"])
+        self.assertIsNone(json.loads(path.read_text())["flag"]["acceptance_threshold"])
         self.assertTrue(QualityCalibration.load(path).flagged([1.0]))
 
     def test_refuses_another_head_or_class_set(self):
@@ -195,7 +194,7 @@ class TestQualityCalibration(unittest.TestCase):
         # alpha = delta = 0.1 over 101 grid points: (0.9)^n <= 0.1 / 101 needs n >= log(0.1/101) / log(0.9) = 65.7
         rows = [dict(r, true_dice=0.99) for r in site_rows(65)]  # no failure at all, still too few
         with self.assertWarnsRegex(UserWarning, "needs at least 66 calibration cases .* got 65"):
-            self.assertTrue(math.isinf(calibrate_quality_table(rows, "abc", coverage=0.8).flag.threshold))
+            self.assertTrue(math.isinf(calibrate_quality_table(rows, "abc", coverage=0.8).flag.acceptance_threshold))
         rows = [dict(r, true_dice=0.99) for r in site_rows(66)]
         self.assertEqual(calibrate_quality_table(rows, "abc", coverage=0.8).flag.fraction_accepted, 1.0)
 
@@ -225,7 +224,7 @@ class TestQualityCalibration(unittest.TestCase):
     def test_csvs_step_writes_the_file(self):
         csv = self.tmp / "quality.csv"
         write_quality_csv(csv, site_rows(30))
-        out = self.tmp / "deploy" / "calibration.json"
+        out = self.tmp / "deploy" / "quality_calibration.json"
         cal = calibrate_quality_csvs([csv], self.ckpt, [""], out, coverage=0.8)
         self.assertEqual(QualityCalibration.load(out), cal)
         self.assertEqual(cal.n_calibration, len(read_quality_csv(csv)))
@@ -320,8 +319,8 @@ class TestDrift(unittest.TestCase):
         stats = result["statistics"]
         self.assertAlmostEqual(stats["mean_entropy"]["ks_statistic"], 1.0)
         self.assertAlmostEqual(stats["mean_entropy"]["fraction_outside"], 1.0)
-        self.assertIn("cohort of 30 cases: median predicted Dice", logs.output[0])
-        self.assertIn(f"KS D = {stats['pred_dice']['ks_statistic']:.2f}", logs.output[0])
+        self.assertIn("cohort of 30 cases: median raw predicted Dice", logs.output[0])
+        self.assertIn(f"KS D = {stats['pred_dice_raw']['ks_statistic']:.2f}", logs.output[0])
         alike = [(r["pred_dice"], -r["baseline_mean_entropy"]) for r in site_rows(60, seed=2)]
         self.assertFalse(report.check(alike)["drifted"])  # the calibration split itself: D = 0, p = 1
 

@@ -8,14 +8,13 @@ import numpy as np
 from parameterized import parameterized
 from sklearn.isotonic import IsotonicRegression
 
+from segq_monai.calibration.maps import isotonic_regression, recalibrate
 from segq_monai.calibration.recalibration import (
     DiceRecalibration,
     calibrate_dice,
     conformal_quantile,
-    isotonic_regression,
     min_interval_cases,
-    minimum_calibration_size,
-    recalibrate,
+    min_interval_scores,
     split_calibration,
 )
 
@@ -82,7 +81,7 @@ class TestConformal(unittest.TestCase):
 
     @parameterized.expand([(0.9, 9), (0.8, 4), (0.95, 19), (0.7, 3), (0.5, 1)])
     def test_minimum_size(self, coverage, minimum):
-        self.assertEqual(minimum_calibration_size(coverage), minimum)
+        self.assertEqual(min_interval_scores(coverage), minimum)
         conformal_quantile(np.ones(minimum), coverage)  # enough
         if minimum > 1:
             with self.assertRaisesRegex(ValueError, f"at least {minimum} scored calibration cases"):
@@ -90,7 +89,7 @@ class TestConformal(unittest.TestCase):
 
     @parameterized.expand([(0.9, 0.5, 17), (0.8, 0.5, 7), (0.9, 0.25, 11)])
     def test_min_interval_cases(self, coverage, fit_fraction, n):
-        # n cases: floor(fit_fraction * n) >= 1 fit, and n - that >= minimum_calibration_size(coverage) scored
+        # n cases: floor(fit_fraction * n) >= 1 fit, and n - that >= min_interval_scores(coverage) scored
         self.assertEqual(min_interval_cases(coverage, fit_fraction), n)
 
     def test_too_small_calibration_names_the_minimum(self):

@@ -27,7 +27,7 @@ from segq_monai.data.outputs import case_name
 from segq_monai.data.columns import write_quality_csv
 from segq_monai.evaluation import write_report
 from segq_monai.evaluation.bootstrap import bootstrap_interval
-from segq_monai.metrics.quality import segmentation_quality
+from segq_monai.metrics.quality import FAILURE_DICE, segmentation_quality
 
 __all__ = ["add_true_quality", "summary_table", "write_example_report"]
 
@@ -92,7 +92,10 @@ def _cell(value: float, low: float, high: float) -> str:
 
 
 def summary_table(
-    rows: Sequence[Mapping[str, Any]], class_names: Sequence[str], threshold: float = 0.8, num_resamples: int = 2000
+    rows: Sequence[Mapping[str, Any]],
+    class_names: Sequence[str],
+    threshold: float = FAILURE_DICE,
+    num_resamples: int = 2000,
 ) -> str:
     """Markdown: per class and for the per-case mean over classes, the number of cases, mean true and predicted
     Dice, MAE, Pearson r and failure AUROC (failure: true Dice < ``threshold``), with bootstrap 95 % intervals."""
@@ -125,7 +128,7 @@ def write_example_report(
     deploy_dir: str | os.PathLike,
     labels: Mapping[str, str],
     class_names: Sequence[str],
-    threshold: float = 0.8,
+    threshold: float = FAILURE_DICE,
     map_key: str = "entropy",
 ) -> dict[str, Any]:
     """Write ``quality.csv`` (the rows, with true quality), ``report.json`` and the figures into ``output_dir``.

@@ -61,6 +61,7 @@ from segq_monai.data.synthetic import FAILURE_SOURCE, SYNTHETIC_FAILURES, write_
 from segq_monai.data.columns import class_label, read_quality_csv
 from segq_monai.calibration.quality_calibration import calibrate_quality_table, head_fingerprint
 from segq_monai.inferers.factory import PLAIN_NETWORK_SAMPLERS
+from segq_monai.metrics.quality import FAILURE_DICE
 from segq_monai.networks.recipe import HEAD_RECIPE
 from segq_monai.transforms.quality import PLAIN_NETWORK_VARIANTS, QUALITY_VARIANTS
 from segq_monai.utils.atomic import remove_temporaries, writable_dir
@@ -282,7 +283,7 @@ class _Fit:
         flag = cal.flag
         self.fit["calibration"] = {
             **s,
-            "acceptance_threshold": flag.threshold if math.isfinite(flag.threshold) else None,
+            "acceptance_threshold": flag.acceptance_threshold if math.isfinite(flag.acceptance_threshold) else None,
             "feasible": flag.feasible,
             "bound": flag.bound,
             "n_calibration": flag.n_calibration,
@@ -362,7 +363,7 @@ def add_parser(sub: Any) -> None:
                    help="share of the cases kept for calibration (unless the datalist has a calibration section)")
     p.add_argument("--alpha", type=float, default=0.1, help="target failure rate among auto-accepted cases")
     p.add_argument("--delta", type=float, default=0.1, help="allowed probability that the guarantee fails")
-    p.add_argument("--tau", type=float, default=0.8, help="a case fails when its true Dice is below tau")
+    p.add_argument("--tau", type=float, default=FAILURE_DICE, help="a case fails when its true Dice is below tau")
     p.add_argument("--coverage", type=float, default=0.9,
                    help="promised coverage of the per-case Dice intervals pred_dice_lo/hi (marginal, per class)")
     p.add_argument("--recalibrate", action="store_true",

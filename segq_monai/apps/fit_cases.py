@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segq_monai.calibration.flag import min_calibration_cases
+from segq_monai.calibration.flag import min_flag_cases
 from segq_monai.calibration.recalibration import min_interval_cases
 from segq_monai.data.datalist import load_datalist, read_datalist
 from segq_monai.data.outputs import first_path
@@ -27,7 +27,7 @@ def check_calibration_size(n: int, args: argparse.Namespace, source: str, fix: s
         raise ValueError(f"--coverage is the intervals' promised coverage, in (0, 1), e.g. 0.9; got {args.coverage}.")
     for what, needed in (
         (f"The guaranteed flag needs at least {{}} labelled calibration cases at alpha={args.alpha}, "
-         f"delta={args.delta}", min_calibration_cases(args.alpha, args.delta)),
+         f"delta={args.delta}", min_flag_cases(args.alpha, args.delta)),
         (f"Intervals at coverage {args.coverage} need at least {{}} labelled calibration cases (half of them fit the "
          "recalibration, the rest give the conformal scores)", min_interval_cases(args.coverage)),
     ):  # fmt: skip

@@ -13,7 +13,7 @@ from typing import Any
 
 from monai.bundle import ConfigParser
 
-from segq_monai.data.fit_folder import network_signature
+from segq_monai.networks.signature import network_signature
 from segq_monai.utils.host_binding import plain_value
 
 __all__ = ["HOST_IDS", "HostBundle"]

@@ -19,7 +19,7 @@ The failure rate among accepted cases is a ratio that is not monotone in ``λ``,
 on the joint rate is a weaker promise (with 50 % accepted, a joint rate of 0.1 is a failure rate of 0.2 among the
 accepted).
 
-:class:`ConformalFlagger` wraps both for bundle configs: ``fit(confidence, true_quality)`` then
+:class:`ConformalFlagger` wraps both for bundle configs: ``fit(confidence, true_dice)`` then
 ``flag(confidence)``.
 """
 
@@ -35,6 +35,8 @@ import numpy as np
 import torch
 from scipy import stats
 
+from segq_monai.metrics.quality import FAILURE_DICE
+
 __all__ = [
     "DEFAULT_GRID",
     "AcceptanceThreshold",
@@ -42,7 +44,7 @@ __all__ = [
     "acceptance_counts",
     "calibrate_crc_threshold",
     "calibrate_selective_threshold",
-    "min_calibration_cases",
+    "min_flag_cases",
 ]
 
 #: Default candidate thresholds of :func:`calibrate_selective_threshold`: 1.00, 0.99, ..., 0.00 (Dice scale).
@@ -51,7 +53,7 @@ DEFAULT_GRID = tuple(np.arange(100, -1, -1) / 100.0)
 _METHODS = ("selective", "crc")
 
 
-def min_calibration_cases(alpha: float, delta: float, grid_size: int = len(DEFAULT_GRID)) -> int:
+def min_flag_cases(alpha: float, delta: float, grid_size: int = len(DEFAULT_GRID)) -> int:
     """The fewest calibration cases with which :func:`calibrate_selective_threshold` can certify any threshold.
 
     With ``n`` accepted cases and no failure among them, the binomial p-value is ``(1 - alpha) ** n``; it must reach
@@ -63,12 +65,12 @@ def min_calibration_cases(alpha: float, delta: float, grid_size: int = len(DEFAU
 
 @dataclass(frozen=True)
 class AcceptanceThreshold:
-    """A calibrated acceptance threshold: accept a case when ``confidence >= threshold``, flag it otherwise.
+    """A calibrated acceptance threshold: accept a case when ``confidence >= acceptance_threshold``, flag it otherwise.
 
     Attributes:
-        threshold: ``λ``, in the units of the confidence; ``+inf`` accepts nothing, ``-inf`` everything.
-        fraction_accepted: fraction of the calibration cases with ``confidence >= threshold``, in [0, 1].
-        bound: the bound that certifies ``threshold`` (see ``method``); ``feasible`` when it is ``<= alpha``.
+        acceptance_threshold: ``λ̂``, in the units of the confidence; ``+inf`` accepts nothing, ``-inf`` everything.
+        fraction_accepted: fraction of the calibration cases with ``confidence >= acceptance_threshold``, in [0, 1].
+        bound: the bound that certifies ``acceptance_threshold`` (see ``method``); ``feasible`` when it is ``<= alpha``.
             ``"selective"``: the one-sided Clopper-Pearson upper confidence bound, at level ``1 - delta / m``
             (``m`` grid points), on the failure rate among accepted cases (1.0 when nothing is accepted).
             ``"crc"``: the inflated empirical joint rate ``(#accepted failures + 1) / (n + 1)``.
@@ -76,12 +78,12 @@ class AcceptanceThreshold:
             flag everything) was returned.
         method: ``"selective"`` or ``"crc"``.
         alpha: the target rate. delta: the allowed failure probability of ``"selective"`` (None for ``"crc"``).
-        tau: failure threshold on the true quality (a failure is ``true_quality < tau``).
+        tau: failure threshold on the true quality (a failure is ``true_dice < tau``).
         n_calibration: calibration cases used. n_accepted: of those, the accepted ones.
         failures_accepted: accepted calibration cases that are failures.
     """
 
-    threshold: float
+    acceptance_threshold: float
     fraction_accepted: float
     bound: float
     feasible: bool
@@ -98,16 +100,16 @@ def _to_numpy(x: Any) -> np.ndarray:
     return x.detach().cpu().to(torch.float64).numpy() if isinstance(x, torch.Tensor) else np.asarray(x, np.float64)
 
 
-def _check_inputs(confidence: Any, true_quality: Any, tau: float, alpha: float) -> tuple[np.ndarray, np.ndarray]:
-    conf, true = _to_numpy(confidence), _to_numpy(true_quality)
+def _check_inputs(confidence: Any, true_dice: Any, tau: float, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    conf, true = _to_numpy(confidence), _to_numpy(true_dice)
     if conf.ndim != 1 or conf.shape != true.shape:
         raise ValueError(
-            f"`confidence` and `true_quality` must both be [N] (one value per case), got {conf.shape} and "
+            f"`confidence` and `true_dice` must both be [N] (one value per case), got {conf.shape} and "
             f"{true.shape}; for several classes pass e.g. the per-case minimum over classes."
         )
     if conf.size == 0:
         raise ValueError("no calibration cases; pass a labelled calibration split.")
-    for name, arr in (("confidence", conf), ("true_quality", true)):
+    for name, arr in (("confidence", conf), ("true_dice", true)):
         if not np.all(np.isfinite(arr)):
             raise ValueError(f"`{name}` contains NaN or infinite values; drop those calibration cases first.")
     if not 0.0 < alpha < 1.0:
@@ -129,18 +131,18 @@ def _clopper_pearson_upper(k: np.ndarray, n: np.ndarray, level: float) -> np.nda
     return np.where(full, 1.0, upper)
 
 
-def acceptance_counts(confidence: Any, true_quality: Any, threshold: float, tau: float) -> tuple[int, int]:
+def acceptance_counts(confidence: Any, true_dice: Any, threshold: float, tau: float) -> tuple[int, int]:
     """Cases accepted at ``threshold`` (``confidence >= threshold``) and, of those, the failures
-    (``true_quality < tau``).
+    (``true_dice < tau``).
 
     Args:
-        confidence: ``[N]`` confidences (e.g. predicted Dice); true_quality: ``[N]`` true qualities (e.g. true Dice).
+        confidence: ``[N]`` confidences (e.g. predicted Dice); true_dice: ``[N]`` true qualities (e.g. true Dice).
         threshold: the acceptance threshold ``λ``; tau: the failure threshold ``τ`` on the true quality.
 
     Returns:
         ``(n_accepted, failures_accepted)``.
     """
-    conf, true = _to_numpy(confidence), _to_numpy(true_quality)
+    conf, true = _to_numpy(confidence), _to_numpy(true_dice)
     accepted = conf >= threshold
     return int(accepted.sum()), int(np.sum(accepted & (true < tau)))
 
@@ -159,7 +161,7 @@ def _result(
     n_acc, k = acceptance_counts(conf, true, threshold, tau)
     value = bound(k, n_acc)
     return AcceptanceThreshold(
-        threshold=float(threshold),
+        acceptance_threshold=float(threshold),
         fraction_accepted=n_acc / len(conf),
         bound=value,
         feasible=value <= alpha * (1 + 1e-9),  # the tolerance of the decisions (binomial p-value, floor)
@@ -175,8 +177,8 @@ def _result(
 
 def calibrate_selective_threshold(
     confidence: Any,
-    true_quality: Any,
-    tau: float = 0.8,
+    true_dice: Any,
+    tau: float = FAILURE_DICE,
     alpha: float = 0.1,
     delta: float = 0.1,
     grid: Sequence[float] | None = None,
@@ -207,8 +209,8 @@ def calibrate_selective_threshold(
     Args:
         confidence: ``[N]`` calibration confidences, higher = better expected (e.g. ``pred_dice`` in [0, 1]; for
             several classes, the per-case minimum over classes). Tensor or array-like, finite.
-        true_quality: ``[N]`` true quality of the same cases (e.g. true Dice in [0, 1]), finite.
-        tau: a case is a failure when ``true_quality < tau`` (strictly).
+        true_dice: ``[N]`` true quality of the same cases (e.g. true Dice in [0, 1]), finite.
+        tau: a case is a failure when ``true_dice < tau`` (strictly).
         alpha: target failure rate among accepted cases, in (0, 1).
         delta: allowed probability, over the calibration draw, that the guarantee fails, in (0, 1).
         grid: the candidate thresholds ``Λ`` (finite, in the units of ``confidence``), fixed independently of the
@@ -221,9 +223,9 @@ def calibrate_selective_threshold(
     Example::
 
         cal = calibrate_selective_threshold(pred_dice_cal, true_dice_cal, tau=0.8, alpha=0.1, delta=0.1)
-        flagged = pred_dice_new < cal.threshold
+        flagged = pred_dice_new < cal.acceptance_threshold
     """
-    conf, true = _check_inputs(confidence, true_quality, tau, alpha)
+    conf, true = _check_inputs(confidence, true_dice, tau, alpha)
     if not 0.0 < delta < 1.0:
         raise ValueError(f"delta must be in (0, 1), got {delta}.")
     lam = np.asarray(DEFAULT_GRID if grid is None else grid, dtype=np.float64).reshape(-1)
@@ -262,7 +264,7 @@ def calibrate_selective_threshold(
 
 
 def calibrate_crc_threshold(
-    confidence: Any, true_quality: Any, tau: float = 0.8, alpha: float = 0.1
+    confidence: Any, true_dice: Any, tau: float = FAILURE_DICE, alpha: float = 0.1
 ) -> AcceptanceThreshold:
     """Acceptance threshold whose expected rate of *accepted failures per case* is at most ``alpha`` (CRC).
 
@@ -288,7 +290,7 @@ def calibrate_crc_threshold(
 
     Args:
         confidence: ``[N]`` calibration confidences, higher = better expected. Tensor or array-like, finite.
-        true_quality: ``[N]`` true quality (failure: ``< tau``), finite.
+        true_dice: ``[N]`` true quality (failure: ``< tau``), finite.
         tau: failure threshold on the true quality.
         alpha: target joint rate, in (0, 1).
 
@@ -296,7 +298,7 @@ def calibrate_crc_threshold(
         :class:`AcceptanceThreshold` with ``method="crc"``, ``delta=None`` and ``bound`` =
         ``(#accepted calibration failures + 1) / (n + 1)``.
     """
-    conf, true = _check_inputs(confidence, true_quality, tau, alpha)
+    conf, true = _check_inputs(confidence, true_dice, tau, alpha)
     n = len(conf)
     r = math.floor(alpha * (n + 1) + 1e-9)  # tolerance: alpha * (n + 1) may round just below an integer
     fail_conf = np.sort(conf[true < tau])[::-1]
@@ -342,7 +344,7 @@ class ConformalFlagger:
         self,
         alpha: float = 0.1,
         delta: float = 0.1,
-        tau: float = 0.8,
+        tau: float = FAILURE_DICE,
         method: str = "selective",
         grid: Sequence[float] | None = None,
     ) -> None:
@@ -355,31 +357,31 @@ class ConformalFlagger:
         self.grid = grid
         self.result: AcceptanceThreshold | None = None
 
-    def fit(self, confidence: Any, true_quality: Any) -> ConformalFlagger:
+    def fit(self, confidence: Any, true_dice: Any) -> ConformalFlagger:
         """Calibrate on ``[N]`` confidences and true qualities of held-out labelled cases; returns ``self``."""
         if self.method == "selective":
             self.result = calibrate_selective_threshold(
-                confidence, true_quality, tau=self.tau, alpha=self.alpha, delta=self.delta, grid=self.grid
+                confidence, true_dice, tau=self.tau, alpha=self.alpha, delta=self.delta, grid=self.grid
             )
         else:
-            self.result = calibrate_crc_threshold(confidence, true_quality, tau=self.tau, alpha=self.alpha)
+            self.result = calibrate_crc_threshold(confidence, true_dice, tau=self.tau, alpha=self.alpha)
         return self
 
     @property
-    def threshold(self) -> float:
-        """The fitted acceptance threshold ``λ`` (accept when ``confidence >= λ``)."""
+    def acceptance_threshold(self) -> float:
+        """The fitted acceptance threshold ``λ̂`` (accept when ``confidence >= λ̂``)."""
         if self.result is None:
-            raise RuntimeError("ConformalFlagger is not fitted; call fit(confidence, true_quality) first.")
-        return self.result.threshold
+            raise RuntimeError("ConformalFlagger is not fitted; call fit(confidence, true_dice) first.")
+        return self.result.acceptance_threshold
 
     def flag(self, confidence: Any) -> np.ndarray | torch.Tensor:
-        """Flag (True) every case not accepted: ``confidence < threshold`` or NaN.
+        """Flag (True) every case not accepted: ``confidence < acceptance_threshold`` or NaN.
 
         Args:
             confidence: any shape, e.g. ``[N]``; a tensor gives a bool tensor on its device, anything else a numpy
                 bool array.
         """
-        lam = self.threshold
+        lam = self.acceptance_threshold
         if isinstance(confidence, torch.Tensor):
             return ~(confidence >= lam)
         return ~(np.asarray(confidence, dtype=np.float64) >= lam)

@@ -1,7 +1,7 @@
-"""The guaranteed flag of the evaluation report: an acceptance threshold ``λ`` fitted on the calibration split, scored on
+"""The guaranteed flag of the evaluation report: an acceptance threshold ``λ̂`` fitted on the calibration split, scored on
 the evaluated cases.
 
-``λ`` is calibrated by a :class:`segq_monai.calibration.flag.ConformalFlagger` (``method="selective"``) on
+``λ̂`` is calibrated by a :class:`segq_monai.calibration.flag.ConformalFlagger` (``method="selective"``) on
 ``calibration_rows`` (labelled cases that neither stage was trained on, run through the same pipeline) and its
 acceptances are counted on the evaluated rows by :func:`segq_monai.calibration.flag.acceptance_counts`. A case
 fails when any class's true Dice is below the failure Dice ``τ``. Its confidence is the per-case minimum over classes
@@ -30,16 +30,16 @@ def guaranteed_flag(
     alpha: float,
     delta: float,
 ) -> dict[str, Any]:
-    """``λ`` fitted on ``calibration`` = (confidence ``[n]``, true Dice ``[n]``), scored on ``evaluated`` (the same, of
+    """``λ̂`` fitted on ``calibration`` = (confidence ``[n]``, true Dice ``[n]``), scored on ``evaluated`` (the same, of
     the evaluated cases): the report's ``"guaranteed_flag"`` block (see :func:`~segq_monai.evaluation.report.
     evaluate_quality`)."""
     cal = ConformalFlagger(alpha=alpha, delta=delta, tau=tau).fit(*calibration).result
     conf, true = evaluated
-    n_acc, failures = acceptance_counts(conf, true, cal.threshold, tau)
+    n_acc, failures = acceptance_counts(conf, true, cal.acceptance_threshold, tau)
     return {
         "alpha": float(alpha),
         "delta": float(delta),
-        "acceptance_threshold": cal.threshold,
+        "acceptance_threshold": cal.acceptance_threshold,
         "feasible": cal.feasible,
         "n_calibration": cal.n_calibration,
         "calibration_fraction_accepted": cal.fraction_accepted,

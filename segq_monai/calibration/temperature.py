@@ -29,11 +29,11 @@ import torch.nn.functional as F
 from monai.metrics import CalibrationErrorMetric
 from scipy import optimize
 
+from segq_monai.inferers.samplers import check_temperature
 from segq_monai.utils.booleans import as_bool
 
 __all__ = [
     "bundle_temperature",
-    "check_temperature",
     "cross_fitted_calibration",
     "expected_calibration_error",
     "fit_temperature",
@@ -45,20 +45,6 @@ _FIX = (
     "run bundle/configs/fit_temperature.json first (python -m monai.bundle run --bundle_root bundle --config_file "
     "bundle/configs/fit_temperature.json --fold N), or set temperature_scaling to false"
 )
-
-
-def check_temperature(temperature: Any) -> float:
-    """``temperature`` as a python float; ``ValueError`` unless it is a finite number > 0 (dimensionless)."""
-    try:
-        value = float(temperature)
-    except (TypeError, ValueError):
-        value = math.nan
-    if isinstance(temperature, bool) or not (math.isfinite(value) and value > 0):
-        raise ValueError(
-            f"temperature must be a finite number > 0 (1.0: no scaling), got {temperature!r}; fit one on held-out "
-            "cases with segq_monai.calibration.temperature.fit_temperature (bundle/configs/fit_temperature.json)."
-        )
-    return value
 
 
 def _flatten(scores: torch.Tensor, labels: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -88,6 +88,7 @@ ITEM_KINDS = {
     "true_dice": ("true_dice", ""),
     "true_iou": ("true_iou", ""),
 }
+#: the failure flag: the ``quality.csv`` column, and the key of a postprocessed case that holds it (0/1)
 FLAG_COLUMN = "flagged"
 _BASELINE_PREFIX = "baseline_"
 _RESERVED_CLASSES = (*QUALIFIERS, "mean")

@@ -37,10 +37,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
-from segq_monai.inferers.inferer import input_convolution
 from segq_monai.utils.atomic import atomic_write_text
 
 __all__ = [
@@ -48,8 +44,6 @@ __all__ = [
     "FIT_FILE",
     "HEAD_FILE",
     "load_fit",
-    "load_quality_head",
-    "network_signature",
     "write_fit",
 ]
 
@@ -63,32 +57,6 @@ _RECORDED = ("host_network", "head", "steps")
 #: optional head record keys, read by the overlay with their defaults: ``members`` (1: one head, no ensemble) and
 #: ``scalars`` (``[]``: no per-case scalars; :data:`segq_monai.transforms.QUALITY_SCALARS` names)
 _HEAD_OPTIONS = ("members", "scalars")
-
-
-def network_signature(network: nn.Module) -> dict[str, int]:
-    """``spatial_dims``, ``in_channels`` and ``out_channels`` of a segmentation network, from its convolutions.
-
-    The input convolution (:func:`~segq_monai.inferers.inferer.input_convolution`: the first one of MONAI's
-    ``UNet``, ``SegResNet``, ``SwinUNETR``, ``DynUNet``, ``BasicUNet``..., the stem of ``DiNTS``) gives the input
-    channels and the dimensionality, the last one (in registration order) the output channels; true also when the
-    config does not name these arguments.
-
-    Raises:
-        ValueError: the network has no convolution; the message names the ids to set instead.
-    """
-    convs = [m for m in network.modules() if isinstance(m, nn.modules.conv._ConvNd)]
-    if not convs:
-        raise ValueError(
-            f"Cannot tell the spatial_dims / in_channels / out_channels of the host network "
-            f"({type(network).__name__}: it has no convolution); set them with --segq#host "
-            "\"{'spatial_dims': 3, 'in_channels': 1, 'out_channels': 2}\"."
-        )
-    first = input_convolution(network)
-    return {
-        "spatial_dims": len(first.kernel_size),
-        "in_channels": int(first.in_channels),
-        "out_channels": int(convs[-1].out_channels),
-    }
 
 
 def write_fit(fit_dir: str | os.PathLike, content: Mapping[str, Any]) -> Path:
@@ -128,8 +96,8 @@ def load_fit(
 
     Args:
         fit_dir: the fit folder; ``None`` gives ``{}`` (the overlay then uses its own defaults).
-        host: the host network's :func:`network_signature`; a fit made for another network is refused here, before
-            any case is sampled.
+        host: the host network's :func:`~segq_monai.networks.signature.network_signature`; a fit made for another
+            network is refused here, before any case is sampled.
         require: the steps that must be done: ``"sample"``, ``"head"`` (the quality head is trained),
             ``"calibration"``.
 
@@ -181,35 +149,3 @@ def load_fit(
                 "with --recalibrate to write it again."
             )
     return out
-
-
-def load_quality_head(network: nn.Module, checkpoint: str | os.PathLike) -> nn.Module:
-    """Load the quality head's weights (``{"model": state_dict}`` or a plain state dict) with
-    ``torch.load(..., weights_only=True)`` onto the device of ``network``; returns ``network`` in eval mode.
-
-    Raises:
-        FileNotFoundError: no such file. ValueError: a truncated file, or the weights of another head; the file named.
-    """
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"Quality head checkpoint {path} does not exist; point segq#fit_dir at a fit folder (python -m segq_monai "
-            "fit) or segq#quality_checkpoint at trained weights (train_quality.json writes them)."
-        )
-    device = next(network.parameters()).device
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:
-        raise ValueError(
-            f"Quality head checkpoint {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0]}): it is "
-            "truncated or not a torch checkpoint; rerun the fit step that writes it (python -m segq_monai fit, "
-            "the same command: it continues) or restore the file."
-        ) from e
-    try:
-        network.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
-    except RuntimeError as e:
-        raise ValueError(
-            f"Quality head checkpoint {path} holds the weights of another head (another architecture, classes or "
-            f"inputs: {str(e).splitlines()[0]}); point segq#fit_dir at the fit folder it belongs to, or refit."
-        ) from e
-    return network.eval()

@@ -5,6 +5,10 @@ Layout written by :class:`segq_monai.handlers.QualityWriter`::
     output_dir/<case>/<case>_<key>.nii.gz      one map per key (``seg``, ``entropy``, ...)
     output_dir/<case>/<case>_quality.json      the case's quality.csv row and datalist entry, written last
 
+and, with a calibration file, the run's :data:`PROMISE_FILE` (what its intervals and flag promise) and
+:data:`DRIFT_FILE` (the cohort against the calibration split), written by
+:class:`segq_monai.handlers.CalibrationReport`.
+
 ``<case>`` is the input image's file name without its extension. Each file is written whole or not at all (a
 temporary name, then ``os.replace``) and the JSON sidecar is written after the maps, so a case whose sidecar and
 maps all exist is complete: :func:`pending_items` drops it from a rerun, and the writer reads its row back.
@@ -31,7 +35,24 @@ from monai.data import MetaTensor, NibabelWriter
 from segq_monai.utils.atomic import atomic_path
 from segq_monai.utils.booleans import as_bool
 
-__all__ = ["case_name", "first_path", "items_to_run", "map_path", "pending_items", "save_map", "save_png", "saved_items", "sidecar_path"]
+__all__ = [
+    "DRIFT_FILE",
+    "PROMISE_FILE",
+    "case_name",
+    "first_path",
+    "items_to_run",
+    "map_path",
+    "pending_items",
+    "save_map",
+    "save_png",
+    "saved_items",
+    "sidecar_path",
+]
+
+#: what a run with a calibration file promises (coverage, λ̂, the statement); not the calibration file itself
+PROMISE_FILE = "promise.json"
+#: the drift check of a run with a calibration file
+DRIFT_FILE = "drift.json"
 
 logger = logging.getLogger(__name__)
 

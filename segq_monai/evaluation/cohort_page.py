@@ -31,27 +31,23 @@ from urllib.parse import quote
 
 import numpy as np
 
-from segq_monai.data.outputs import case_name, map_path, sidecar_path
-from segq_monai.data.columns import FLAG_COLUMN, as_float, quality_columns, read_quality_csv
+from segq_monai.data.outputs import DRIFT_FILE, PROMISE_FILE, case_name, map_path, sidecar_path
+from segq_monai.data.columns import FLAG_COLUMN, RAW, SPREAD, as_float, column_name, quality_columns, read_quality_csv
 from segq_monai.evaluation.plots import dice_histogram_png, thumbnail_png
-from segq_monai.calibration.quality_calibration import QualityCalibration
+from segq_monai.calibration.calibration_file import QualityCalibration
 from segq_monai.utils.atomic import atomic_write_text
 
 __all__ = ["write_cohort_page", "PAGE_NAME", "SORT_KEYS"]
 
 PAGE_NAME = "index.html"
 #: the columns the page sorts by (``?sort=`` values)
-SORT_KEYS = ("index", "case", "pred_dice", "pred_dice_lo", "pred_dice_hi", "pred_dice_sd", "true_dice", "flagged")
-_OUTPUT_FILES = ("quality.csv", "report.json", "calibration.json", "drift.json")
-
-
-def _column(kind: str, bound: str, cls: str) -> str:
-    return "_".join(part for part in (kind, bound, cls) if part)
+SORT_KEYS = ("index", "case", "pred_dice", "pred_dice_lo", "pred_dice_hi", "pred_dice_sd", "true_dice", FLAG_COLUMN)
+_OUTPUT_FILES = ("quality.csv", "report.json", PROMISE_FILE, DRIFT_FILE)
 
 
 def _mean(row: Mapping[str, Any], kind: str, bound: str, classes: Sequence[str]) -> float:
     """The class mean of ``<kind>[_<bound>]_<class>``; NaN when a class's cell is missing or empty."""
-    values = [as_float(row.get(_column(kind, bound, c))) for c in classes]
+    values = [as_float(row.get(column_name(kind, c, bound))) for c in classes]
     return float(np.mean(values)) if values and all(math.isfinite(v) for v in values) else math.nan
 
 
@@ -94,7 +90,7 @@ def _reference(calibration: QualityCalibration | str | os.PathLike | None) -> li
         return None
     if not isinstance(calibration, QualityCalibration):
         calibration = QualityCalibration.load(calibration)
-    return calibration.reference.get("pred_dice")
+    return calibration.reference.get("pred_dice_raw")
 
 
 def _drift_statement(drift: Mapping[str, Any] | None) -> str | None:
@@ -103,7 +99,7 @@ def _drift_statement(drift: Mapping[str, Any] | None) -> str | None:
     if drift.get("drifted"):
         return str(drift.get("message"))
     parts = []
-    for key, name in (("pred_dice", "raw predicted Dice"), ("mean_entropy", "mean entropy (nats)")):
+    for key, name in (("pred_dice_raw", "raw predicted Dice"), ("mean_entropy", "mean entropy (nats)")):
         s = (drift.get("statistics") or {}).get(key)
         if s and s.get("p_value") is not None and math.isfinite(s["p_value"]):
             parts.append(f"{name}: median {s['median']:.3g} against {s['median_reference']:.3g} in calibration, "
@@ -153,14 +149,13 @@ def write_cohort_page(
 
     output_dir = Path(output_dir)
     table = read_quality_csv(output_dir / "quality.csv")
-    # "sd" columns (pred_dice_sd[_<class>]) are a qualifier, not a class, whether or not columns.py knows them yet
-    classes = [c for c in quality_columns(table) if c != "sd" and not c.startswith("sd_")] if table else [""]
-    raw = "pred_dice_raw" if any(_column("pred_dice", "raw", c) in table[0] for c in classes) else None
+    classes = quality_columns(table) if table else [""]
+    raw = any(column_name("pred_dice", c, RAW) in table[0] for c in classes) if table else False
     has = {
-        key: any(_column("pred_dice", key.rpartition("_")[2], c) in row for row in table for c in classes)
-        for key in ("pred_dice_lo", "pred_dice_sd")
-    }
-    has["true_dice"] = any(_column("true_dice", "", c) in row for row in table for c in classes)
+        key: any(column_name(kind, c, bound) in row for row in table for c in classes)
+        for key, (kind, bound) in {"pred_dice_lo": ("pred_dice", "lo"), "pred_dice_sd": ("pred_dice", SPREAD),
+                                   "true_dice": ("true_dice", "")}.items()
+    }  # fmt: skip
     rows = []
     for index, row in enumerate(table):
         case = case_name(str(row["image"]))
@@ -170,13 +165,13 @@ def write_cohort_page(
             "pred_dice": _mean(row, "pred_dice", "", classes),
             "pred_dice_lo": _mean(row, "pred_dice", "lo", classes),
             "pred_dice_hi": _mean(row, "pred_dice", "hi", classes),
-            "pred_dice_sd": _mean(row, "pred_dice", "sd", classes),
+            "pred_dice_sd": _mean(row, "pred_dice", SPREAD, classes),
             "true_dice": _mean(row, "true_dice", "", classes),
-            "raw": _mean(row, "pred_dice", "raw", classes) if raw else math.nan,
+            "raw": _mean(row, "pred_dice", RAW, classes) if raw else math.nan,
         }
         flagged = row.get(FLAG_COLUMN)
         per_class = (
-            ", ".join(f"{c}: {_fmt(as_float(row.get(_column('pred_dice', '', c))))}" for c in classes)
+            ", ".join(f"{c}: {_fmt(as_float(row.get(column_name('pred_dice', c))))}" for c in classes)
             if len(classes) > 1
             else ""
         )
@@ -187,13 +182,13 @@ def write_cohort_page(
         rows.append({
             "index": index, "case": case, "image": row["image"], "values": values,
             "text": {k: _fmt(v) for k, v in values.items()}, "sort": {k: _sort_value(v) for k, v in values.items()},
-            "flagged": None if flagged is None else int(flagged), "per_class": per_class, "links": links,
+            FLAG_COLUMN: None if flagged is None else int(flagged), "per_class": per_class, "links": links,
             "thumbnail": _thumbnail(output_dir, case, entry, seg_key, uncertainty_key, thumbnail_size),
         })  # fmt: skip
     rows.sort(key=lambda r: (not math.isfinite(r["values"]["pred_dice"]), r["values"]["pred_dice"], r["index"]))
     cohort = [r["values"]["raw" if raw else "pred_dice"] for r in rows]
     reference = _reference(calibration)
-    drift_file = output_dir / "drift.json"
+    drift_file = output_dir / DRIFT_FILE
     drift = json.loads(drift_file.read_text()) if drift_file.is_file() else None
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("segq_monai.evaluation", "templates"),
@@ -204,7 +199,7 @@ def write_cohort_page(
     page = environment.get_template("cohort.html.j2").render(
         title=title or output_dir.resolve().name,
         rows=rows,
-        n_flagged=sum(1 for r in rows if r["flagged"]),
+        n_flagged=sum(1 for r in rows if r[FLAG_COLUMN]),
         has=has,
         thumbnail_size=thumbnail_size,
         histogram=_data_uri(dice_histogram_png(cohort, reference)) if rows else None,

@@ -1,7 +1,7 @@
 """Figures of the evaluation report (matplotlib, Agg backend): each function saves one PNG and closes its figure.
 
 * :func:`plot_predicted_vs_true`: predicted against true Dice, identity line and the failure Dice τ.
-* :func:`plot_risk_coverage`: selective risk (mean ``1 - Dice`` of the accepted cases) against coverage.
+* :func:`plot_risk_coverage`: selective risk (mean ``1 - Dice`` of the accepted cases) against the fraction accepted.
 * :func:`plot_uncertainty_overlay`: image with contours, uncertainty heat map (nats), segmentation.
 * :func:`plot_best_and_worst`: overlays of the cases with the highest and lowest Dice.
 * :func:`thumbnail_png`, :func:`dice_histogram_png`: small figures as PNG bytes, for the cohort page
@@ -30,6 +30,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from segq_monai import metrics  # noqa: E402
 from segq_monai.data.columns import class_mean  # noqa: E402
+from segq_monai.metrics.quality import FAILURE_DICE  # noqa: E402
 from segq_monai.utils.atomic import atomic_path  # noqa: E402
 
 __all__ = [
@@ -80,7 +81,7 @@ def plot_predicted_vs_true(
     pred: Any,
     true: Any,
     path: str | os.PathLike,
-    tau: float = 0.8,
+    tau: float = FAILURE_DICE,
     title: str = "Predicted vs true Dice per case",
     class_names: Sequence[str] | None = None,
 ) -> str:
@@ -126,9 +127,10 @@ def plot_predicted_vs_true(
 def plot_risk_coverage(
     curves: Mapping[str, tuple[Any, Any]],
     path: str | os.PathLike,
-    title: str = "Risk-coverage: selective risk vs coverage",
+    title: str = "Risk-coverage: selective risk vs fraction accepted",
 ) -> str:
-    """Selective risk against coverage for each method, AURC in the legend, plus the optimal curve.
+    """Selective risk against the fraction of cases accepted, for each method, AURC in the legend, plus the optimal
+    curve.
 
     Args:
         curves: ``{method: (confidence [N], risk [N])}``; confidence any scale (higher = more likely good),
@@ -146,17 +148,18 @@ def plot_risk_coverage(
     optimal: list[np.ndarray] = []
     for name, (confidence, risk) in curves.items():
         c, r = _np(confidence), _np(risk)
-        coverage, selective = metrics.risk_coverage_curve(c, r)
+        fraction_accepted, selective = metrics.risk_coverage_curve(c, r)
         area = _quiet(metrics.aurc, c, r)
-        ax.plot(coverage, selective, lw=1.5, label=f"{name} (AURC {area:.3f})")
+        ax.plot(fraction_accepted, selective, lw=1.5, label=f"{name} (AURC {area:.3f})")
         if not any(o.shape == r.shape and np.array_equal(np.sort(o), np.sort(r)) for o in optimal):
             optimal.append(r)
-            cov_o, sel_o = metrics.risk_coverage_curve(-r, r)
+            accepted, sel_o = metrics.risk_coverage_curve(-r, r)
             label = "optimal" if len(optimal) == 1 else f"optimal ({name}'s cases)"
-            ax.plot(cov_o, sel_o, color="k", lw=1, ls="--", label=f"{label} (AURC {_quiet(metrics.aurc, -r, r):.3f})")
+            area = _quiet(metrics.aurc, -r, r)
+            ax.plot(accepted, sel_o, color="k", lw=1, ls="--", label=f"{label} (AURC {area:.3f})")
     ax.set_xlim(0, 1.0)
     ax.set_ylim(bottom=0)
-    ax.set_xlabel("coverage (fraction of cases accepted, most confident first)")
+    ax.set_xlabel("fraction of cases accepted, most confident first")
     ax.set_ylabel("selective risk (mean 1 − Dice of accepted cases)")
     ax.set_title(f"{title}\n(risk = 1 − Dice, dimensionless; lower is better)", fontsize=10)
     ax.legend(fontsize=7, loc="upper left", framealpha=0.9)
@@ -358,14 +361,16 @@ def thumbnail_png(image: Any, seg: Any, uncertainty: Any, size: int = 96, transp
     return _png_bytes(fig, dpi=100)
 
 
-def dice_histogram_png(cohort: Any, reference: Any | None = None, tau: float | None = None) -> bytes:
+def dice_histogram_png(
+    cohort: Any, reference: Any | None = None, acceptance_threshold: float | None = None
+) -> bytes:
     """A PNG histogram of the cohort's per-case predicted Dice (dimensionless, [0, 1]) over 20 bins, as densities;
     with ``reference`` (the calibration split's values) both, so that their shapes compare whatever the sizes.
 
     Args:
         cohort: ``[N]`` per-case predicted Dice; non-finite values are left out.
         reference: optional ``[M]``, the same quantity on the calibration split.
-        tau: optional acceptance threshold drawn as a vertical line.
+        acceptance_threshold: optional ``λ̂`` (or the fixed threshold), drawn as a vertical line.
     """
     bins = np.linspace(0.0, 1.0, 21)
     fig, ax = plt.subplots(figsize=(4.8, 2.6), layout="constrained")
@@ -376,8 +381,8 @@ def dice_histogram_png(cohort: Any, reference: Any | None = None, tau: float | N
         v = v[np.isfinite(v)]
         if v.size:
             ax.hist(np.clip(v, 0.0, 1.0), bins=bins, density=True, alpha=0.55, color=colour, label=f"{name} (n={v.size})")
-    if tau is not None and np.isfinite(tau):
-        ax.axvline(tau, color="tab:red", ls="--", lw=1, label=f"threshold {tau:.2f}")
+    if acceptance_threshold is not None and np.isfinite(acceptance_threshold):
+        ax.axvline(acceptance_threshold, color="tab:red", ls="--", lw=1, label=f"threshold {acceptance_threshold:.2f}")
     ax.set_xlim(0.0, 1.0)
     ax.set_xlabel("predicted Dice (dimensionless)", fontsize=8)
     ax.set_ylabel("density", fontsize=8)

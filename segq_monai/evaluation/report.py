@@ -8,7 +8,7 @@ ordinary least-squares line ``true_dice ≈ slope * score + intercept`` (``numpy
 ``baseline_fit_rows`` (e.g. the stage-2 training cases), or in-sample when none are given. Risk is ``1 - true Dice``;
 a failure is ``true Dice < τ`` (the failure Dice ``tau``).
 
-With ``alpha``, :func:`evaluate_quality` also calibrates a guaranteed acceptance threshold ``λ`` on the predicted
+With ``alpha``, :func:`evaluate_quality` also calibrates a guaranteed acceptance threshold ``λ̂`` on the predicted
 Dice and on each baseline (:mod:`segq_monai.calibration.guaranteed`, fitted on ``calibration_rows``, the calibration
 split) and reports how it does on the evaluated cases (``"guaranteed_flag"``).
 """
@@ -35,6 +35,7 @@ from segq_monai.data.columns import (
     quality_columns,
 )
 from segq_monai.calibration.guaranteed import add_guaranteed_flags
+from segq_monai.metrics.quality import FAILURE_DICE
 from segq_monai.utils.atomic import atomic_write_text
 from segq_monai.utils.jsonable import jsonable
 
@@ -167,7 +168,7 @@ def _baseline_entry(
 
 def evaluate_quality(
     rows: Sequence[Mapping[str, Any]],
-    tau: float = 0.8,
+    tau: float = FAILURE_DICE,
     baseline_fit_rows: Sequence[Mapping[str, Any]] | None = None,
     alpha: float | None = None,
     delta: float = 0.1,
@@ -182,9 +183,9 @@ def evaluate_quality(
         baseline_fit_rows: cases to fit each baseline's baseline fit on (columns ``baseline_<name>`` and the true
             Dice), e.g. the stage-2 training cases. None: fit on ``rows`` (``"baseline_fit_split": "in-sample"``).
         alpha: None (default): no guaranteed flag. Otherwise the target failure rate among auto-accepted cases,
-            in (0, 1): an acceptance threshold ``λ`` on a confidence is calibrated on ``calibration_rows`` by
+            in (0, 1): an acceptance threshold ``λ̂`` on a confidence is calibrated on ``calibration_rows`` by
             :func:`~segq_monai.calibration.calibrate_selective_threshold`, so that with probability >= ``1 - delta``
-            over i.i.d. calibration cases, the failure rate among cases with confidence >= ``λ`` is at most ``alpha``
+            over i.i.d. calibration cases, the failure rate among cases with confidence >= ``λ̂`` is at most ``alpha``
             (a case fails when any class's true Dice is below ``tau``, as for ``"flag"``). The quality head's
             confidence is the per-case predicted Dice (minimum over classes), reported under ``"guaranteed_flag"``;
             each baseline's is its score mapped onto the Dice scale by its baseline fit (fitted on
@@ -214,9 +215,9 @@ def evaluate_quality(
         with ``M = {"n", "mae", "rmse", "r2", "pearson", "spearman", "auroc", "aurc", "eaurc"}``. ``"mean"``
         scores the per-case mean Dice over classes (for a binary task, the one class ``"foreground"``).
 
-        ``lambda`` is ``λ`` (``inf``, written ``null``, when no threshold is certified: ``feasible`` is false and
-        every case is flagged); ``calibration_bound`` the Clopper-Pearson bound that certifies it; the rest are
-        realised on ``rows``: ``failure_rate_accepted`` = true failures among the accepted (NaN when none is
+        ``acceptance_threshold`` is ``λ̂`` (``inf``, written ``null``, when no threshold is certified: ``feasible`` is
+        false and every case is flagged); ``calibration_bound`` the Clopper-Pearson bound that certifies it; the rest
+        are realised on ``rows``: ``failure_rate_accepted`` = true failures among the accepted (NaN when none is
         accepted). A single evaluation set scatters around the guaranteed rate; the guarantee is on the rate.
     """
     classes = _table_classes(rows)
@@ -266,7 +267,7 @@ def _risk_curves(
 def write_report(
     rows: Sequence[Mapping[str, Any]],
     output_dir: str | os.PathLike,
-    tau: float = 0.8,
+    tau: float = FAILURE_DICE,
     baseline_fit_rows: Sequence[Mapping[str, Any]] | None = None,
     load_case: Callable[[Mapping[str, Any]], tuple[Any, Any, Any, Any]] | None = None,
     k: int = 2,

@@ -3,15 +3,16 @@
 When an inference (or evaluation) run with ``--calibration_file`` completes, it writes into ``output_dir``, whole or
 not at all:
 
-* ``calibration.json``: what the ``pred_dice_lo`` / ``pred_dice_hi`` / ``flagged`` columns of ``quality.csv``
-  promise (:meth:`segq_monai.calibration.quality_calibration.QualityCalibration.promise`); with ``host_change``,
-  the differences from the fitted host of a run forced with ``segq#allow_host_change`` (:class:`HostBinding`), under
-  which the promise may not hold;
+* ``promise.json`` (:data:`~segq_monai.data.outputs.PROMISE_FILE`): what the ``pred_dice_lo`` / ``pred_dice_hi`` /
+  ``flagged`` columns of ``quality.csv`` promise
+  (:meth:`segq_monai.calibration.calibration_file.QualityCalibration.promise`); with ``host_change``, the differences
+  from the fitted host of a run forced with ``segq#allow_host_change`` (:class:`HostBinding`), under which the promise
+  may not hold;
 * ``drift.json``: the cohort's raw predicted Dice (per-case mean over classes) and mean predictive entropy (nats)
   against the calibration split's (:func:`segq_monai.calibration.drift.distribution_shift`), and whether either moved::
 
       {"p_value_threshold": 0.01, "drifted": true, "message": "cohort of 24 cases: ...",
-       "statistics": {"pred_dice": {"n", "n_reference", "median", "median_reference", "ks_statistic",
+       "statistics": {"pred_dice_raw": {"n", "n_reference", "median", "median_reference", "ks_statistic",
                                     "p_value", "fraction_outside"},
                       "mean_entropy": {...} | null}}
 
@@ -34,7 +35,8 @@ import numpy as np
 import torch
 from monai.utils import min_version, optional_import
 
-from segq_monai.calibration.quality_calibration import QualityCalibration
+from segq_monai.calibration.calibration_file import QualityCalibration
+from segq_monai.data.outputs import DRIFT_FILE, PROMISE_FILE
 from segq_monai.utils.jsonable import jsonable
 from segq_monai.metrics.baselines import mean_entropy
 from segq_monai.calibration.drift import distribution_shift
@@ -56,7 +58,7 @@ def _drift_message(n: int, stats: Mapping[str, Mapping[str, float] | None], p_va
     if not moved:
         return None
     parts = [
-        f"median {'predicted Dice' if k == 'pred_dice' else 'mean entropy (nats)'} {s['median']:.3g} against "
+        f"median {'raw predicted Dice' if k == 'pred_dice_raw' else 'mean entropy (nats)'} {s['median']:.3g} against "
         f"{s['median_reference']:.3g} in calibration; KS D = {s['ks_statistic']:.2f}, p = {s['p_value']:.2g}, "
         f"{s['fraction_outside']:.0%} outside the calibration range"
         for k, s in moved.items()
@@ -68,7 +70,7 @@ def _drift_message(n: int, stats: Mapping[str, Mapping[str, float] | None], p_va
 
 
 class CalibrationReport:
-    """Writes ``calibration.json`` and ``drift.json`` (module docstring) when the run completes.
+    """Writes ``promise.json`` and ``drift.json`` (module docstring) when the run completes.
 
     Args:
         calibration: the run's calibration (the one :class:`~segq_monai.transforms.RecalibrateQualityd` applies).
@@ -115,7 +117,7 @@ class CalibrationReport:
         """The drift block for per-case ``(raw predicted Dice, mean entropy)`` pairs; logs the WARNING."""
         cohort = np.asarray(values, np.float64).reshape(-1, 2)
         reference = self.calibration.reference
-        stats: dict[str, Any] = {"pred_dice": distribution_shift(cohort[:, 0], reference["pred_dice"])}
+        stats: dict[str, Any] = {"pred_dice_raw": distribution_shift(cohort[:, 0], reference["pred_dice_raw"])}
         entropy = reference.get("mean_entropy")
         stats["mean_entropy"] = None if entropy is None else distribution_shift(cohort[:, 1], entropy)
         message = _drift_message(len(cohort), stats, self.p_value)
@@ -136,5 +138,5 @@ class CalibrationReport:
         host_change = getattr(engine.state, "host_change", None) if engine is not None else None
         if host_change:  # deployed with segq#allow_host_change on a host unlike the fitted one (HostBinding)
             promise["host_change"] = list(host_change)
-        for name, content in (("calibration.json", promise), ("drift.json", self.result)):
+        for name, content in ((PROMISE_FILE, promise), (DRIFT_FILE, self.result)):
             atomic_write_text(self.output_dir / name, json.dumps(content, indent=2, allow_nan=False) + "\n")

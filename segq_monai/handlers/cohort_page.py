@@ -17,7 +17,7 @@ import ignite.distributed as idist
 from monai.utils import min_version, optional_import
 
 from segq_monai.evaluation.cohort_page import write_cohort_page
-from segq_monai.calibration.quality_calibration import QualityCalibration
+from segq_monai.calibration.calibration_file import QualityCalibration
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 if TYPE_CHECKING:

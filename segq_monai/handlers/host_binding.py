@@ -10,7 +10,7 @@ the preprocessing and the inferer with every setting resolved) and
 * otherwise compares it with ``fit.json``'s and refuses a host that differs, naming each difference with both
   values and the fix, before any case is run. With ``allow_host_change=True`` it logs the differences as a WARNING
   instead and leaves them in ``engine.state.host_change`` (a list of lines), which :class:`CalibrationReport`
-  writes into ``calibration.json`` and :class:`CohortPage` shows on the cohort page.
+  writes into ``promise.json`` and :class:`CohortPage` shows on the cohort page.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from monai.handlers import IgniteMetricHandler
 from monai.utils import MetricReduction
 
-from segq_monai.metrics import AURCMetric, FailureAUROCMetric, QualityRegressionMetric
+from segq_monai.metrics import FAILURE_DICE, AURCMetric, FailureAUROCMetric, QualityRegressionMetric
 
 __all__ = ["QualityRegression", "FailureAUROC", "AURC"]
 
@@ -46,18 +46,18 @@ class QualityRegression(IgniteMetricHandler):
 
 
 class FailureAUROC(IgniteMetricHandler):
-    """AUROC for detecting failures (true quality < ``tau``) from a confidence (:class:`FailureAUROCMetric`).
+    """AUROC for detecting failures (``true_dice < tau``) from a confidence (:class:`FailureAUROCMetric`).
 
     Args:
-        tau: the failure Dice τ: a case is a failure when its true quality is below it.
+        tau: the failure Dice τ: a case is a failure when its true Dice is below it.
         reduction: ``"mean"`` over classes (ignoring NaN) or ``"none"`` (per class).
-        output_transform: maps ``engine.state.output`` to ``(confidence, true_quality)``.
+        output_transform: maps ``engine.state.output`` to ``(confidence, true_dice)``.
         save_details: store the buffered per-case values in ``engine.state.metric_details``.
     """
 
     def __init__(
         self,
-        tau: float = 0.8,
+        tau: float = FAILURE_DICE,
         reduction: MetricReduction | str = MetricReduction.MEAN,
         output_transform: Callable = lambda x: x,
         save_details: bool = True,

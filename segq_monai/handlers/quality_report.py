@@ -16,6 +16,7 @@ from segq_monai.calibration.quality_calibration import interval_scores
 from segq_monai.evaluation.report import write_report
 from segq_monai.handlers.calibration_report import CalibrationReport
 from segq_monai.handlers.quality_writer import QualityWriter
+from segq_monai.metrics.quality import FAILURE_DICE
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ class QualityReport:
             labelled cases that neither stage was trained on (``pred_dice`` and ``true_dice`` columns, checked in
             ``attach``); the stage-2 training tables do not qualify.
         calibration_report: the run's :class:`CalibrationReport` when it has a quality calibration (attach that
-            one first); ``report.json`` then also holds ``"calibration"`` (its promise), ``"drift"`` (its check)
+            one first); ``report.json`` then also holds ``"promise"`` (its promise), ``"drift"`` (its check)
             and ``"intervals"`` (per class: realised coverage and mean width of ``[pred_dice_lo, pred_dice_hi]``,
             MAE of ``pred_dice_raw`` and of the recalibrated ``pred_dice``,
             :func:`~segq_monai.calibration.quality_calibration.interval_scores`).
@@ -59,7 +60,7 @@ class QualityReport:
     def __init__(
         self,
         writer: QualityWriter,
-        tau: float = 0.8,
+        tau: float = FAILURE_DICE,
         baseline_fit_csvs: Sequence[str | os.PathLike] = (),
         overlays: int = 2,
         uncertainty_key: str = "entropy",
@@ -89,7 +90,7 @@ class QualityReport:
                 )
         if self.alpha is not None and self.calibration_report is not None:
             raise ValueError(
-                "with a calibration_file the flag is the calibrated one (its λ̂ is in report.json's 'calibration' "
+                "with a calibration_file the flag is the calibrated one (its λ̂ is in report.json's 'promise' "
                 "block), and pred_dice is recalibrated, unlike the calibration tables' raw pred_dice: set alpha to "
                 "None, or evaluate without calibration_file."
             )
@@ -140,7 +141,7 @@ class QualityReport:
         if self.calibration_report is None:
             return {}
         return {
-            "calibration": self.calibration_report.calibration.promise(),
+            "promise": self.calibration_report.calibration.promise(),
             "drift": self.calibration_report.result,
             "intervals": interval_scores(self.writer.rows, self.calibration_report.calibration),
         }

@@ -76,8 +76,8 @@ class QualityTable:
         for key in ENTRY_EXTRAS:
             if key in item:
                 entry[key] = _values(item[key])
-        if "flagged" in item:
-            row[FLAG_COLUMN] = int(bool(torch.as_tensor(item["flagged"]).any()))
+        if FLAG_COLUMN in item:  # the flag's key of a case is its column's name
+            row[FLAG_COLUMN] = int(bool(torch.as_tensor(item[FLAG_COLUMN]).any()))
         for name, value in item.get("baselines", {}).items():
             row[baseline_column(name)] = float(value)
         return row

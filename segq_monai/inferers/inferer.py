@@ -12,6 +12,7 @@ from monai.utils import convert_to_dst_type
 from torch import nn
 
 from segq_monai.inferers.samplers import Sampler
+from segq_monai.networks.signature import input_convolution
 from segq_monai.inferers.streaming import MAPS, StreamingUncertainty
 
 __all__ = ["UncertaintyInferer"]
@@ -106,16 +107,6 @@ class UncertaintyInferer(Inferer):
                 f"The input has {inputs.shape[1]} channels but the network takes {expected}; check the "
                 "preprocessing (EnsureChannelFirstd, concatenated modalities) or the network's in_channels."
             )
-
-
-def input_convolution(network: nn.Module) -> nn.Module | None:
-    """The convolution that reads the network's input, or ``None`` if it has none: the first one (in registration
-    order) whose input channels no other convolution produces (the last one's output aside), which is the first one
-    of MONAI's ``UNet``, ``SegResNet``, ``SwinUNETR``, ``DynUNet``... and the stem of ``DiNTS``, which registers its
-    searched cells before it; the first one when every convolution's input is another's output."""
-    convs = [m for m in network.modules() if isinstance(m, nn.modules.conv._ConvNd)]
-    produced = {int(c.out_channels) for c in convs[:-1]}
-    return next((c for c in convs if int(c.in_channels) not in produced), convs[0] if convs else None)
 
 
 def _first_conv_in_channels(network: nn.Module) -> int | None:

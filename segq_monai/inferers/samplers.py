@@ -23,6 +23,7 @@ temperature scaling of :mod:`segq_monai.calibration.temperature`.
 from __future__ import annotations
 
 import itertools
+import math
 import logging
 import weakref
 from abc import ABC, abstractmethod
@@ -35,7 +36,6 @@ from torch import nn
 
 from segq_monai.inferers.modes import dropout_modules, mc_dropout_masks, network_modes, seeded
 from segq_monai.inferers.shared_prefix import SharedPrefix, network_fingerprint, split_at_dropout
-from segq_monai.calibration.temperature import check_temperature
 
 __all__ = [
     "Sampler",
@@ -43,6 +43,7 @@ __all__ = [
     "MCDropoutSampler",
     "TTASampler",
     "check_num_samples",
+    "check_temperature",
 ]
 
 Inferer = Callable[..., torch.Tensor]
@@ -104,6 +105,20 @@ def check_num_samples(num_samples: int) -> int:
     if int(num_samples) < 1:
         raise ValueError(f"num_samples must be at least 1, got {num_samples}; use 1 for a single pass.")
     return int(num_samples)
+
+
+def check_temperature(temperature: Any) -> float:
+    """``temperature`` as a python float; ``ValueError`` unless it is a finite number > 0 (dimensionless)."""
+    try:
+        value = float(temperature)
+    except (TypeError, ValueError):
+        value = math.nan
+    if isinstance(temperature, bool) or not (math.isfinite(value) and value > 0):
+        raise ValueError(
+            f"temperature must be a finite number > 0 (1.0: no scaling), got {temperature!r}; fit one on held-out "
+            "cases with segq_monai.calibration.temperature.fit_temperature (bundle/configs/fit_temperature.json)."
+        )
+    return value
 
 
 class SinglePassSampler(Sampler):

@@ -5,7 +5,7 @@ live in :mod:`segq_monai.calibration`."""
 from __future__ import annotations
 
 from .baselines import BASELINES
-from .quality import dice_to_iou, iou_to_dice, segmentation_quality
+from .quality import FAILURE_DICE, dice_to_iou, iou_to_dice, segmentation_quality
 from .regression import (
     AURCMetric,
     FailureAUROCMetric,

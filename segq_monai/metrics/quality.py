@@ -16,7 +16,11 @@ from monai.config import NdarrayOrTensor
 from monai.metrics import compute_dice, compute_iou
 from monai.utils import convert_to_tensor
 
-__all__ = ["segmentation_quality", "dice_to_iou", "iou_to_dice", "as_class_indices"]
+__all__ = ["FAILURE_DICE", "segmentation_quality", "dice_to_iou", "iou_to_dice", "as_class_indices"]
+
+#: the failure Dice τ (``tau``): a case (class) whose true Dice is strictly below it is a failure; also the default
+#: acceptance threshold of an uncalibrated pipeline (:class:`~segq_monai.transforms.FailureFlagd`)
+FAILURE_DICE = 0.8
 
 _T = TypeVar("_T", float, np.ndarray, torch.Tensor)
 

@@ -23,8 +23,12 @@ Dependencies. Pearson and Spearman are ``scipy.stats.pearsonr`` / ``spearmanr`` 
 ``monai.metrics.compute_roc_auc``, which counts a tied failure/non-failure pair as one half (the Mann-Whitney
 statistic, as ``sklearn.metrics.roc_auc_score``).
 
+The risk-coverage curve (Geifman & El-Yaniv 2017; AURC is the area under it) keeps its name from the literature, but
+its x axis is called ``fraction_accepted`` here (the literature's "coverage"): the fraction of cases accepted, most
+confident first. ``coverage`` in this package is only an interval's coverage (:mod:`segq_monai.calibration`).
+
 Ties. For the risk-coverage curve, cases with equal confidence cannot be ordered, so *tied cases share their risk*:
-each case's risk is replaced by the mean risk of its tie group before the running mean is taken. At coverages where
+each case's risk is replaced by the mean risk of its tie group before the running mean is taken. At fractions where
 a whole tie group has entered, the curve equals the one where tied cases enter together; inside a group it is the
 expected selective risk over all orders of the tied cases. The result does not depend on the input order.
 
@@ -45,6 +49,8 @@ import torch
 from monai.metrics import CumulativeIterationMetric, compute_roc_auc
 from monai.utils import MetricReduction
 from scipy import stats
+
+from segq_monai.metrics.quality import FAILURE_DICE
 
 __all__ = [
     "mean_absolute_error",
@@ -137,10 +143,10 @@ def _r2_1d(pred: np.ndarray, true: np.ndarray) -> float:
     return float(1.0 - ss_res / ss_tot)
 
 
-def _auroc_1d(confidence: np.ndarray, true_quality: np.ndarray, tau: float) -> float:
+def _auroc_1d(confidence: np.ndarray, true_dice: np.ndarray, tau: float) -> float:
     if len(confidence) < 2:
         raise _Undefined("fewer than two cases")
-    failure = true_quality < tau
+    failure = true_dice < tau
     if not failure.any():
         raise _Undefined(f"no failures (every true quality >= tau = {tau})")
     if failure.all():
@@ -150,7 +156,7 @@ def _auroc_1d(confidence: np.ndarray, true_quality: np.ndarray, tau: float) -> f
 
 
 def _selective_risks_1d(confidence: np.ndarray, risk: np.ndarray) -> np.ndarray:
-    """Selective risk ``[N]`` at coverage k/N, k = 1..N; tied confidences share their group's mean risk."""
+    """Selective risk ``[N]`` at the accepted fraction k/N, k = 1..N; tied confidences share their group's mean risk."""
     order = np.argsort(-confidence, kind="stable")
     conf, rsk = confidence[order], risk[order]
     starts = np.concatenate(([0], np.flatnonzero(np.diff(conf) != 0) + 1))
@@ -215,41 +221,41 @@ def r2_score(pred: ArrayLike, true: ArrayLike) -> float | torch.Tensor:
     return _per_class(_r2_1d, pred, true, ("pred", "true"), "R2")
 
 
-def failure_auroc(confidence: ArrayLike, true_quality: ArrayLike, tau: float = 0.8) -> float | torch.Tensor:
+def failure_auroc(confidence: ArrayLike, true_dice: ArrayLike, tau: float = FAILURE_DICE) -> float | torch.Tensor:
     """Area under the ROC curve for detecting failed segmentations from a confidence score, in [0, 1].
 
-    A case is a failure when ``true_quality < tau``; a lower ``confidence`` should mean failure, so the
-    detection score is ``-confidence``. Equals ``sklearn.metrics.roc_auc_score(true_quality < tau,
+    A case is a failure when ``true_dice < tau``; a lower ``confidence`` should mean failure, so the
+    detection score is ``-confidence``. Equals ``sklearn.metrics.roc_auc_score(true_dice < tau,
     -confidence)``: the probability that a random failure has lower confidence than a random non-failure, ties
     counting one half. 0.5 is chance.
 
     Args:
         confidence: ``[N]`` or ``[N, K]``, any real scale (e.g. ``pred_dice``).
-        true_quality: same shape, e.g. ``true_dice`` in [0, 1].
-        tau: the failure Dice τ on ``true_quality`` (strictly below is a failure).
+        true_dice: same shape, the true Dice in [0, 1].
+        tau: the failure Dice τ on ``true_dice`` (strictly below is a failure).
 
     Returns:
         ``float`` or float64 tensor ``[K]``; NaN (with a ``UserWarning``) when N < 2 or all cases are failures,
         or none is.
     """
     kernel = partial(_auroc_1d, tau=float(tau))
-    return _per_class(kernel, confidence, true_quality, ("confidence", "true_quality"), "failure AUROC")
+    return _per_class(kernel, confidence, true_dice, ("confidence", "true_dice"), "failure AUROC")
 
 
 def risk_coverage_curve(confidence: ArrayLike, risk: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    """Selective risk against coverage when the most confident cases are accepted first.
+    """Selective risk against the fraction of cases accepted, most confident first (the risk-coverage curve).
 
-    Cases are sorted by confidence, descending; at coverage k/N the selective risk is the mean risk of the k most
-    confident cases. Tied confidences share their risk (see the module docstring), so the curve does not depend
-    on the input order.
+    Cases are sorted by confidence, descending; at the accepted fraction k/N the selective risk is the mean risk of
+    the k most confident cases. Tied confidences share their risk (see the module docstring), so the curve does not
+    depend on the input order.
 
     Args:
         confidence: ``[N]`` or ``[N, K]``, higher means more likely to be correct.
         risk: same shape, e.g. ``1 - dice`` in [0, 1].
 
     Returns:
-        ``(coverage, selective_risk)`` as float64 numpy arrays: coverage ``[N]`` = (1..N) / N; selective risk
-        ``[N]`` (``[N, K]`` for ``[N, K]`` input), in the units of ``risk``.
+        ``(fraction_accepted, selective_risk)`` as float64 numpy arrays: fraction_accepted ``[N]`` = (1..N) / N;
+        selective risk ``[N]`` (``[N, K]`` for ``[N, K]`` input), in the units of ``risk``.
     """
     conf2, risk2, single = _as_2d(confidence, risk, ("confidence", "risk"))
     n = conf2.shape[0]
@@ -258,7 +264,8 @@ def risk_coverage_curve(confidence: ArrayLike, risk: ArrayLike) -> tuple[np.ndar
 
 
 def aurc(confidence: ArrayLike, risk: ArrayLike) -> float | torch.Tensor:
-    """Area under the risk-coverage curve: the mean selective risk over coverages k/N, k = 1..N. Lower is better.
+    """Area under the risk-coverage curve: the mean selective risk over the accepted fractions k/N, k = 1..N. Lower is
+    better.
 
     For segmentation use ``risk = 1 - dice`` (Zenk et al. 2024); then AURC is in [0, 1].
 
@@ -370,7 +377,7 @@ class FailureAUROCMetric(_BufferedQualityMetric):
         reduction: ``"mean"`` over classes (ignoring NaN) or ``"none"`` (per-class tensor ``[K]``).
     """
 
-    def __init__(self, tau: float = 0.8, reduction: MetricReduction | str = MetricReduction.MEAN) -> None:
+    def __init__(self, tau: float = FAILURE_DICE, reduction: MetricReduction | str = MetricReduction.MEAN) -> None:
         super().__init__(reduction=reduction)
         self.tau = float(tau)
 

@@ -18,7 +18,7 @@ from monai.networks.utils import one_hot
 from monai.transforms import MapTransform, Transform
 from monai.utils import convert_to_tensor, ensure_tuple
 
-from segq_monai.metrics.quality import as_class_indices, segmentation_quality
+from segq_monai.metrics.quality import FAILURE_DICE, as_class_indices, segmentation_quality
 from segq_monai.transforms.predict import PredictQuality, PredictQualityD, PredictQualityd, PredictQualityDict
 
 __all__ = [
@@ -280,7 +280,7 @@ class FailureFlag(Transform):
     ``__call__(pred_dice)``: ``[K]`` -> bool ``[]`` (or ``[B, K]`` -> ``[B]``).
     """
 
-    def __init__(self, acceptance_threshold: float = 0.8) -> None:
+    def __init__(self, acceptance_threshold: float = FAILURE_DICE) -> None:
         if not (0.0 <= acceptance_threshold <= 1.0 or acceptance_threshold == float("inf")):
             raise ValueError(
                 "acceptance_threshold is a predicted Dice and must be in [0, 1] (or inf: flag all), got "
@@ -302,7 +302,7 @@ class FailureFlagd(MapTransform):
     def __init__(
         self,
         keys: KeysCollection = "pred_dice",
-        acceptance_threshold: float = 0.8,
+        acceptance_threshold: float = FAILURE_DICE,
         output_key: str = "flagged",
         allow_missing_keys: bool = False,
     ) -> None:

@@ -1,7 +1,7 @@
 """Recalibrated predicted quality with per-case intervals and the calibrated failure flag.
 
 Array transform and its dictionary twin (aliases ``XD = XDict = Xd``). They take a
-:class:`segq_monai.calibration.quality_calibration.QualityCalibration` (one head at one site) and replace the
+:class:`segq_monai.calibration.calibration_file.QualityCalibration` (one head at one site) and replace the
 fixed-threshold :class:`~segq_monai.transforms.FailureFlagd` of an uncalibrated pipeline.
 """
 
@@ -18,7 +18,7 @@ from monai.utils import convert_to_numpy
 from segq_monai.metrics.quality import dice_to_iou
 
 if TYPE_CHECKING:
-    from segq_monai.calibration.quality_calibration import QualityCalibration
+    from segq_monai.calibration.calibration_file import QualityCalibration
 
 __all__ = ["RecalibrateQuality", "RecalibrateQualityD", "RecalibrateQualityd", "RecalibrateQualityDict"]
 
