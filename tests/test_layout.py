@@ -8,9 +8,6 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "segq_monai"
 MAX_LINES = 400
-#: modules over the limit whose split (issue #26) lands from another branch; each is checked to still be over it,
-#: so the entry is deleted when its split is merged
-BEING_SPLIT = {"apps/demo.py", "calibration/quality_calibration.py", "calibration/recalibration.py"}
 
 
 def module_lines(package: Path = PACKAGE) -> dict[str, int]:
@@ -22,13 +19,8 @@ class TestModuleSize(unittest.TestCase):
     def test_no_module_over_the_limit(self):
         lines = module_lines()
         self.assertGreater(len(lines), 50)  # the package was found
-        over = {m: n for m, n in lines.items() if n > MAX_LINES and m not in BEING_SPLIT}
+        over = {m: n for m, n in lines.items() if n > MAX_LINES}
         self.assertEqual(over, {}, f"split these modules by idea to at most {MAX_LINES} lines")
-
-    def test_being_split_list_is_current(self):
-        lines = module_lines()
-        done = sorted(m for m in BEING_SPLIT if lines.get(m, 0) <= MAX_LINES)
-        self.assertEqual(done, [], "these modules are split now: delete them from BEING_SPLIT")
 
 
 if __name__ == "__main__":

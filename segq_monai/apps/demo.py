@@ -42,7 +42,7 @@ import torch
 
 from segq_monai.apps.arguments import bundle_root_arg
 from segq_monai.apps.demo_recalibration import fit_site_calibration, recalibration_scores, recalibration_table
-from segq_monai.apps.demo_tables import reference_pass_ms, results_of, spread_table, time_table
+from segq_monai.apps.demo_tables import reference_pass_ms, results_of, spread_table, temperature_table, time_table
 from segq_monai.apps.steps import StepTimes, trained
 from segq_monai.apps.workflows import run_workflow
 from segq_monai.calibration.recalibration import min_interval_cases
@@ -303,8 +303,9 @@ class _Demo:
         )
         titles = {
             "testing": "Test split (in-distribution)",
-            "cross_subject": "Cross-subject split (the MNI152 template's slices in three planes with graded artifacts: "
-                             "a person neither stage saw, brain-extracted, from another scanner and grid)",
+            "cross_subject": "Cross-subject split (the MNI152 template's slices in three planes with graded artifacts, "
+                             "kept, turned or zoomed: a person neither stage saw, brain-extracted, from another "
+                             "scanner, grid and field of view)",
             "shift": "Shift split (the test slices' artifact copies turned by 90° or resampled to 3 mm / 1.5 mm "
                      "pixels: an orientation and resolutions stage 1 never saw)",
         }  # fmt: skip
@@ -326,25 +327,9 @@ class _Demo:
             if len(tables.get(f"estimators/{split}", {})) > 1:
                 table = spread_table(tables[f"estimators/{split}"])
                 text += f"## Uncertainty estimators of stage 1, {titles[split]}\n\n{table}\n"
-        text += _temperature_table(self.out / "models", a.num_folds)
+        text += temperature_table(self.out / "models", a.num_folds)
         text += f"## Time of each step\n\n{time_table(self.times.steps, self.reference_ms)}"
         return text
-
-
-def _temperature_table(models: Path, num_folds: int) -> str:
-    """Markdown: each fold's fitted temperature and its calibration errors (``fit_temperature.json`` outputs, seed 0)."""
-    lines = [
-        "## Temperature scaling of stage 1 (fitted per fold on its held-out clean slices; seed 0)\n",
-        "| fold | cases | T | ECE before | ECE after (cross-fitted) | NLL before | NLL after (cross-fitted) |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for fold in range(num_folds):
-        t = json.loads((models / f"fold{fold}" / "temperature.json").read_text())
-        lines.append(
-            f"| {fold} | {t['n_cases']} | {t['temperature']:.3f} | {t['ece_before']:.4f} | {t['ece_after']:.4f} | "
-            f"{t['nll_before']:.4f} | {t['nll_after']:.4f} |"
-        )
-    return "\n".join(lines) + "\n\n"
 
 
 def demo(args: argparse.Namespace) -> dict[str, dict[str, list[Any]]]:
@@ -377,8 +362,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     d.add_argument("--shift_variants", type=int, default=6, help="shifted artifact copies per test slice (0: none)")
     d.add_argument("--cross_subject_variants", type=int, default=4,
                    help="artifact copies per MNI152 slice, 26 slices in three planes (0: no cross-subject split)")
-    d.add_argument("--planes", nargs="+", default=list(PLANES), choices=PLANES,
-                   help="the planes of Colin27 both stages train on and the calibration and test splits hold")
+    d.add_argument("--planes", nargs="+", default=["axial"], choices=PLANES,
+                   help="the planes of Colin27 both stages train on and the calibration and test splits hold "
+                        "(default: axial, chosen by the rule of docs/head_choice_rule.md over all three)")
     d.add_argument("--geometric_variants", type=int, default=0,
                    help="further artifact copies per development slice, turned and zoomed at random (stage-2 data; "
                         "measured, not the default: docs/results.md, 'Choosing the head')")

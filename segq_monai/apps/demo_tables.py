@@ -8,6 +8,7 @@ the mean and the sample standard deviation over seeds (``0.072 ± 0.010``).
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from collections.abc import Mapping, Sequence
@@ -22,7 +23,7 @@ from segq_monai.evaluation.bootstrap import INTERVAL_KEYS
 from segq_monai.data.columns import as_float
 from segq_monai.evaluation.tables import format_number, guaranteed_cells
 
-__all__ = ["Result", "reference_pass_ms", "results_of", "spread_table", "time_table"]
+__all__ = ["Result", "reference_pass_ms", "results_of", "spread_table", "temperature_table", "time_table"]
 
 
 class Result(NamedTuple):
@@ -119,3 +120,19 @@ def time_table(steps: Sequence[tuple[str, float]], reference_ms: Sequence[float]
         + " and ".join(f"{r:.1f}" for r in reference_ms) + f" ms (start, end of the run); total / reference = "
         f"{total / (ref / 1000):.0f} passes. On another machine, expect about that many of its own passes.\n"
     )
+
+
+def temperature_table(models: Path, num_folds: int) -> str:
+    """Markdown: each fold's fitted temperature and its calibration errors (``fit_temperature.json`` outputs, seed 0)."""
+    lines = [
+        "## Temperature scaling of stage 1 (fitted per fold on its held-out clean slices; seed 0)\n",
+        "| fold | cases | T | ECE before | ECE after (cross-fitted) | NLL before | NLL after (cross-fitted) |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for fold in range(num_folds):
+        t = json.loads((models / f"fold{fold}" / "temperature.json").read_text())
+        lines.append(
+            f"| {fold} | {t['n_cases']} | {t['temperature']:.3f} | {t['ece_before']:.4f} | {t['ece_after']:.4f} | "
+            f"{t['nll_before']:.4f} | {t['nll_after']:.4f} |"
+        )
+    return "\n".join(lines) + "\n\n"

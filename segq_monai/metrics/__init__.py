@@ -6,10 +6,8 @@ from __future__ import annotations
 
 from .baselines import BASELINES
 from .quality import FAILURE_DICE, dice_to_iou, iou_to_dice, segmentation_quality
+from .cumulative import AURCMetric, FailureAUROCMetric, QualityRegressionMetric
 from .regression import (
-    AURCMetric,
-    FailureAUROCMetric,
-    QualityRegressionMetric,
     aurc,
     excess_aurc,
     failure_auroc,
