@@ -160,6 +160,42 @@ def rule_scores(rows: list[dict[str, Any]]) -> dict[str, list[float]] | None:
     return {m: [sum(r[s][m] for s in CHOOSING) / len(CHOOSING) for r in rows] for m in ("spearman", "aurc")}
 
 
+def decision(records: list[dict[str, Any]], seeds: int = 3) -> tuple[str, list[str]]:
+    """The rule's choice among the unlabelled records (docs/head_choice_rule.md, steps 3 and 5): each candidate is
+    ranked on the mean over seeds of its Spearman (higher first) and of its AURC (lower first); the lowest rank sum
+    wins. A tie in rank sum goes to the lower cross-subject AURC, or, when the two are within the larger of their seed
+    sds on it, to the less head training time. A candidate with fewer than ``seeds`` seeds wins only if every seed it
+    has beats every seed of every other candidate on both scores. Returns the winner and the reasons, one a line."""
+    rows = {c: [r for r in records if r["candidate"] == c and not r.get("label")] for c in CANDIDATES}
+    scores = {c: rule_scores(v) for c, v in rows.items() if v and rule_scores(v)}
+    mean = {c: {m: float(np.mean(v[m])) for m in v} for c, v in scores.items()}
+    rank = {c: 1 + sorted(mean, key=lambda k: -mean[k]["spearman"]).index(c)
+               + 1 + sorted(mean, key=lambda k: mean[k]["aurc"]).index(c) for c in mean}  # fmt: skip
+    cross = {c: [r["cross_subject"]["aurc"] for r in rows[c]] for c in mean}
+
+    def beats_all(c: str) -> bool:
+        others = [s for k in scores if k != c for s in zip(scores[k]["spearman"], scores[k]["aurc"])]
+        return all(sp > osp and au < oau for sp, au in zip(scores[c]["spearman"], scores[c]["aurc"])
+                   for osp, oau in others)  # fmt: skip
+
+    eligible = [c for c in mean if len(rows[c]) >= seeds or beats_all(c)]
+    reasons = [f"{c}: Spearman {mean[c]['spearman']:.4f}, AURC {mean[c]['aurc']:.4f}, rank sum {rank[c]}, "
+               f"{len(rows[c])} seed(s){'' if c in eligible else ' (too few seeds to win)'}" for c in mean]  # fmt: skip
+    best = min(rank[c] for c in eligible)
+    tied = sorted((c for c in eligible if rank[c] == best), key=lambda c: np.mean(cross[c]))
+    winner = tied[0]
+    for other in tied[1:]:
+        spread = max(float(np.std(cross[c], ddof=1)) if len(cross[c]) > 1 else 0.0 for c in (winner, other))
+        if abs(np.mean(cross[other]) - np.mean(cross[winner])) <= spread:
+            seconds = {c: np.mean([r["seconds"] for r in rows[c]]) for c in (winner, other)}
+            reasons.append(f"tie {winner} / {other}: cross-subject AURC within {spread:.4f}; head time "
+                           f"{seconds[winner]:.0f} / {seconds[other]:.0f} s")  # fmt: skip
+            winner = min((winner, other), key=seconds.__getitem__)
+        else:
+            reasons.append(f"tie {winner} / {other}: {winner} has the lower cross-subject AURC")
+    return winner, reasons
+
+
 def _cell(values: list[float]) -> str:
     return f"{np.mean(values):.3f}" + (f" ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else "")
 
@@ -219,6 +255,8 @@ def main() -> None:
             out.write_text(json.dumps(records, indent=1))
             print(f"{candidate}, seed {seed} ({seconds:.0f} s): {json.dumps(records[-1])}")
     print(summary(records))
+    winner, reasons = decision([r for r in records if r["run"] == str(run.absolute())])
+    print("\n".join(reasons) + f"\nThe rule chooses: {winner}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import torch
 from monai.bundle import ConfigParser
 from parameterized import parameterized
 
-from benchmarks.head_choice import CANDIDATES, RANK_WEIGHT, rule_scores, summary
+from benchmarks.head_choice import CANDIDATES, RANK_WEIGHT, decision, rule_scores, summary
 from segq_monai.apps.workflows import run_workflow
 from segq_monai.losses import QualityRankLoss
 from segq_monai.networks import QualityEnsemble, QualityRegressor
@@ -160,6 +160,26 @@ class TestRuleScores(unittest.TestCase):
         self.assertEqual(rule_scores(rows), {"spearman": [0.5, 0.30000000000000004], "aurc": [0.15000000000000002, 0.2]})
         self.assertIsNone(rule_scores([{"shift": {"spearman": 0.1, "aurc": 0.1}}]))
 
+
+    def test_decision(self):
+        """Rank sums by hand. shipped (Spearman 0.8, AURC 0.1, 0.3, 0.3: mean 0.233, sd 0.115) ranks 1 + 2, rank
+        (0.7, 0.1) 2 + 1: a tie of 3, to the lower cross-subject AURC (rank), 0.133 apart, more than the larger sd;
+        seg_entropy, last on both with one seed, cannot win. With rank's AURC 0.05, 0.2, 0.2 (mean 0.15, 0.083 from
+        shipped's, within its sd 0.115) the tie goes to the cheaper head; a one-seed candidate beating every seed of
+        the others on both scores wins."""
+
+        def rec(candidate, seed, sp, au, seconds=1.0):
+            split = {"spearman": sp, "aurc": au}
+            return {"candidate": candidate, "seed": seed, "seconds": seconds, "shift": split, "cross_subject": split}
+
+        shipped = [rec("shipped", s, 0.8, 0.3 if s else 0.1, seconds=5.0) for s in range(3)]
+        winner, reasons = decision(shipped + [rec("rank", s, 0.7, 0.1) for s in range(3)]
+                                   + [rec("seg_entropy", 0, 0.6, 0.5)])  # fmt: skip
+        self.assertEqual(winner, "rank")
+        self.assertTrue(any(r.startswith("seg_entropy") and "too few seeds" in r for r in reasons))
+        records = shipped + [rec("rank", s, 0.7, 0.2 if s else 0.05, seconds=9.0) for s in range(3)]
+        self.assertEqual(decision(records)[0], "shipped")
+        self.assertEqual(decision(records + [rec("scalars", 0, 0.9, 0.01)])[0], "scalars")
 
     def test_summary_rows(self):
         split = {"mae": 0.1, "pearson": 0.5, "spearman": 0.4, "aurc": 0.2}
