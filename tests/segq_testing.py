@@ -75,6 +75,26 @@ def workflow(configs: list[str], bundle_root: Path, **overrides) -> ConfigWorkfl
     return wf
 
 
+def train_bundle(folder: Path) -> Path:
+    """The bundle's two stages trained at toy size in ``folder``: stage 1 on 2 folds (1 epoch each) of 8 random
+    32x48 discs (``folder / "data" / "case<i>.nii.gz"``), each fold's held-out cases sampled (T = 3) into
+    ``stage2_data/fold<k>``, then the quality head (1 epoch); the datalist ``folder / "data" / "datalist.json"`` also
+    holds 3 test cases of 40x36 (``test<i>``, padded to 48x48 by the inference). Returns the bundle root,
+    ``folder / "bundle"``; every path it writes is relative, so a copy of ``folder`` is a trained bundle too."""
+    from segq_monai.data import write_datalist
+
+    root = copy_bundle(folder)
+    train = write_cases(folder / "data", [f"case{i}" for i in range(8)], (32, 48))
+    test = write_cases(folder / "data", [f"test{i}" for i in range(3)], (40, 36), seed=1)
+    datalist = write_datalist(folder / "data" / "datalist.json", {"training": train, "testing": test})
+    common = {"device": "cpu", "num_folds": 2}
+    for fold in range(2):
+        workflow(["train_segmentation.json"], root, datalist=str(datalist), fold=fold, epochs=1, **common)
+        workflow(["inference.json", "sample.json"], root, datalist=str(datalist), fold=fold, num_samples=3, **common)
+    workflow(["train_quality.json"], root, epochs=1, device="cpu")
+    return root
+
+
 def parse_bundle_command(command: str) -> dict:
     """The keyword arguments that ``python -m monai.bundle run ...`` (a shell command line, as ``fit`` prints it)
     passes to ``monai.bundle.run``: the line parsed by MONAI's own entry point (``monai.bundle.__main__``, Python

@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 
 import nibabel as nib
 import numpy as np
+import pytest
 import torch
 from segq_testing import REPO, copy_bundle, make_host, untrained_weights, write_cases, write_labelled_cases
 from test_fit import TINY, run_fit
@@ -383,6 +384,7 @@ def _spleen_fit_input(ctx) -> Path:
     return write_datalist(data / "datalist.json", {"validation": train, "calibration": cal})
 
 
+@pytest.mark.slow
 class TestBundleBadInputs(_BadInputs, unittest.TestCase):
     command = "bundle"
 
@@ -404,6 +406,7 @@ class TestBundleBadInputs(_BadInputs, unittest.TestCase):
                 "--datalist": str(self.ctx.datalist)}  # fmt: skip
 
 
+@pytest.mark.slow
 class TestFitBadInputs(_BadInputs, unittest.TestCase):
     command = "fit"
 
@@ -420,6 +423,7 @@ class TestFitBadInputs(_BadInputs, unittest.TestCase):
                 "--datalist": str(self.ctx.datalist)}  # fmt: skip
 
 
+@pytest.mark.slow
 class TestDeployBadInputs(_BadInputs, unittest.TestCase):
     """Deployment of one real toy fit (spleen-like host, T = 2, one epoch), edited per row."""
 
@@ -441,6 +445,7 @@ class TestDeployBadInputs(_BadInputs, unittest.TestCase):
         return {"--segq#fit_dir": str(self.ctx.fit), "--output_dir": str(self.ctx.tmp / "out")}
 
 
+@pytest.mark.slow
 class TestSegqCommands(_BadInputs, unittest.TestCase):
     """``python -m segq_monai demo / example3d / export``: one clean message, exit code 1; ``--debug`` and
     ``SEGQ_DEBUG=1`` show the traceback."""

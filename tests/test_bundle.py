@@ -1,14 +1,14 @@
 """The bundle's workflows end to end on small random NIfTI data, as model-zoo bundle tests do it.
 
-Every workflow runs through ``monai.bundle.ConfigWorkflow`` with tiny overrides (1 epoch, small images) on files
-written in ``setUpClass``; inference also runs through the real ``python -m monai.bundle run`` command line.
+Every workflow runs through ``monai.bundle.ConfigWorkflow`` with tiny overrides (1 epoch, small images) on random
+files; the 2D bundle is trained once per test run (the ``trained_bundle`` fixture, ``tests/conftest.py``); inference
+also runs through the real ``python -m monai.bundle run`` command line.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 import torch
 from monai.bundle import ConfigParser, ckpt_export, verify_net_in_out
 from parameterized import parameterized
@@ -29,38 +30,31 @@ from segq_monai.utils.errors import causes
 REPO = Path(__file__).resolve().parents[1]
 
 
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="class")
+def inferred(request: pytest.FixtureRequest, trained_bundle_copy: None) -> None:
+    """The trained bundle's test cases through the real inference command line (``cls.cli``, into ``cls.out``) and
+    through evaluate (into ``cls.report_dir``)."""
+    cls = request.cls
+    cls.out = cls.tmp / "inference"
+    cls.cli = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "run", "--bundle_root", str(cls.root),
+         "--config_file", str(cls.root / "configs" / "inference.json"),
+         "--meta_file", str(cls.root / "configs" / "metadata.json"),
+         "--datalist", str(cls.datalist), "--output_dir", str(cls.out), "--num_samples", "3", "--device", "cpu"],
+        capture_output=True, text=True, cwd=cls.tmp,
+    )
+    cls.report_dir = cls.tmp / "report"
+    workflow(["inference.json", "evaluate.json"], cls.root, datalist=str(cls.datalist),
+             output_dir=str(cls.report_dir), num_samples=3, device="cpu")
+
+
+@pytest.mark.usefixtures("inferred")
 class TestTwoStageBundle2D(unittest.TestCase):
-    """train_segmentation (2 folds) -> sample (out-of-fold) -> train_quality -> inference (CLI) -> evaluate."""
-
-    @classmethod
-    def setUpClass(cls):
-        cls.tmp = Path(tempfile.mkdtemp())
-        cls.root = copy_bundle(cls.tmp)
-        train = write_cases(cls.tmp / "data", [f"case{i}" for i in range(8)], (32, 48))
-        test = write_cases(cls.tmp / "data", [f"test{i}" for i in range(3)], (40, 36), seed=1)  # padded to 48×48
-        cls.datalist = cls.tmp / "data" / "datalist.json"
-        write_datalist(cls.datalist, {"training": train, "testing": test})
-        common = {"device": "cpu", "num_folds": 2}
-        for fold in range(2):
-            workflow(["train_segmentation.json"], cls.root, datalist=str(cls.datalist), fold=fold, epochs=1, **common)
-            workflow(["inference.json", "sample.json"], cls.root, datalist=str(cls.datalist), fold=fold, num_samples=3,
-                     **common)
-        workflow(["train_quality.json"], cls.root, epochs=1, device="cpu")
-        cls.out = cls.tmp / "inference"
-        cls.cli = subprocess.run(
-            [sys.executable, "-m", "monai.bundle", "run", "--bundle_root", str(cls.root),
-             "--config_file", str(cls.root / "configs" / "inference.json"),
-             "--meta_file", str(cls.root / "configs" / "metadata.json"),
-             "--datalist", str(cls.datalist), "--output_dir", str(cls.out), "--num_samples", "3", "--device", "cpu"],
-            capture_output=True, text=True, cwd=cls.tmp,
-        )
-        cls.report_dir = cls.tmp / "report"
-        workflow(["inference.json", "evaluate.json"], cls.root, datalist=str(cls.datalist),
-                 output_dir=str(cls.report_dir), num_samples=3, device="cpu")
-
-    @classmethod
-    def tearDownClass(cls):
-        shutil.rmtree(cls.tmp, ignore_errors=True)
+    """train_segmentation (2 folds) -> sample (out-of-fold) -> train_quality (the ``trained_bundle`` fixture) ->
+    inference (CLI) -> evaluate."""
 
     def test_samplers_by_name(self):
         for sampler in ("tta", "ensemble", "single_pass"):
@@ -351,26 +345,9 @@ class TestConfigText(unittest.TestCase):
                 self.assertIn(target.split(".", 1)[1], segq_monai.__all__)
 
 
+@pytest.mark.usefixtures("trained_bundle_copy")
 class TestBundleBadInput(unittest.TestCase):
     """Bad input stops the run with a message naming the file and the fix, and leaves no quality.csv."""
-
-    @classmethod
-    def setUpClass(cls):
-        cls.tmp = Path(tempfile.mkdtemp())
-        cls.root = copy_bundle(cls.tmp)
-        items = write_cases(cls.tmp / "data", ["a", "b"], (32, 32))
-        cls.datalist = cls.tmp / "data" / "datalist.json"
-        write_datalist(cls.datalist, {"training": items})
-        workflow(["train_segmentation.json"], cls.root, datalist=str(cls.datalist), fold=0, num_folds=2, epochs=1,
-                 device="cpu")
-        workflow(["inference.json", "sample.json"], cls.root, datalist=str(cls.datalist), fold=0, num_folds=2,
-                 num_samples=2,
-                 device="cpu")
-        workflow(["train_quality.json"], cls.root, epochs=1, device="cpu")
-
-    @classmethod
-    def tearDownClass(cls):
-        shutil.rmtree(cls.tmp, ignore_errors=True)
 
     def _infer(self, items: list[dict] | None, name: str, output_dir: Path | None = None, raw: str | None = None):
         datalist = self.tmp / f"{name}.json"
@@ -396,10 +373,10 @@ class TestBundleBadInput(unittest.TestCase):
         self._assert_fails(r"nowhere\.nii\.gz", [{"image": "nowhere.nii.gz"}], "missing")
 
     def test_corrupt_nifti(self):
-        good = (self.tmp / "data" / "a.nii.gz").read_bytes()
+        good = (self.tmp / "data" / "case0.nii.gz").read_bytes()
         bad = self.tmp / "data" / "truncated.nii.gz"
         bad.write_bytes(good[: len(good) // 2])
-        self._assert_fails(r"truncated\.nii\.gz", [{"image": "data/truncated.nii.gz"}, {"image": "data/a.nii.gz"}],
+        self._assert_fails(r"truncated\.nii\.gz", [{"image": "data/truncated.nii.gz"}, {"image": "data/case0.nii.gz"}],
                            "corrupt")
 
     def test_wrong_dimensionality(self):
@@ -418,7 +395,8 @@ class TestBundleBadInput(unittest.TestCase):
     def test_unwritable_output_dir(self):
         blocker = self.tmp / "a_file"
         blocker.write_text("not a folder")
-        self._assert_fails(r"a_file.*writable", [{"image": "data/a.nii.gz"}], "unwritable", output_dir=blocker / "out")
+        self._assert_fails(r"a_file.*writable", [{"image": "data/case0.nii.gz"}], "unwritable",
+                           output_dir=blocker / "out")
 
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 from monai.bundle import ConfigParser
 from segq_testing import copy_bundle, read_csv, untrained_weights, workflow, write_cases
 
@@ -69,6 +70,7 @@ def _dump(page: Path, query: str = "") -> _Page:
     return _Page(result.stdout)
 
 
+@pytest.mark.slow
 class TestCohortPageInBrowser(unittest.TestCase):
     """A tiny calibrated evaluation and a plain inference of the bundle (untrained, seeded weights, T = 2), their
     pages opened in headless Chromium."""

@@ -7,6 +7,7 @@ import math
 import unittest
 
 import numpy as np
+import pytest
 from parameterized import parameterized
 from segq_testing import isotonic_reference
 from sklearn.linear_model import LinearRegression
@@ -149,6 +150,7 @@ class TestNormalisedIntervals(unittest.TestCase):
         lo_abs, hi_abs = cal.interval(x)  # no spread: the absolute interval
         np.testing.assert_allclose(hi_abs - lo_abs, np.clip(g + cal.half_width, 0, 1) - np.clip(g - cal.half_width, 0, 1))
 
+    @pytest.mark.slow
     def test_coverage_of_both_kinds_and_the_narrower_normalised(self):
         """2000 draws of 40 calibration cases (20 fit, 20 scored) and a new case, coverage 0.9. With continuous
         scores each kind covers with probability k / (m + 1) = 19 / 21 = 0.9048; the realised fraction of 2000

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 import torch
 from segq_testing import copy_bundle, read_csv, workflow
 
@@ -24,6 +25,9 @@ TOY = ["--num_folds", "2", "--epochs_segmentation", "1", "--epochs_quality", "1"
        "--variants_per_slice", "1", "--geometric_variants", "1", "--held_out_variants", "2", "--shift_variants", "3",
        "--cross_subject_variants", "1",
        "--device", "cpu"]  # fmt: skip
+
+
+pytestmark = pytest.mark.slow
 
 
 def run_demo(tmp: Path, *extra: str) -> tuple[subprocess.CompletedProcess, Path, Path]:

@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pytest
 from monai.transforms import LoadImage
 
 from segq_monai.data import demo_datalist_path, load_datalist, make_demo_data
@@ -69,6 +70,7 @@ class TestDemoData(unittest.TestCase):
 
 
 @unittest.skipUnless(SOURCE_DIR.is_dir(), f"Colin27 source not found at {SOURCE_DIR} (../shared beside the repo)")
+@pytest.mark.slow
 class TestMakeDemoReproduces(unittest.TestCase):
     def test_same_arrays(self):
         with tempfile.TemporaryDirectory() as tmp:
@@ -87,6 +89,7 @@ class TestPrepareDemo(unittest.TestCase):
     """The experiment's splits. Axial alone: 72 slices in 12 blocks of 6, every 3rd block held out (blocks 1, 4, 7,
     10: 24 slices), two thirds of those (16 slices) to calibration, the other 8 to testing, disjoint by slice."""
 
+    @pytest.mark.slow
     def test_splits(self):
         from segq_monai.data.demo import prepare_demo
 
@@ -138,6 +141,7 @@ class TestPrepareDemo(unittest.TestCase):
             shapes = {i["plane"]: tuple(_load(i["image"]).shape[1:]) for i in stage1}
             self.assertEqual(shapes, {"axial": (96, 112), "coronal": (96, 96), "sagittal": (112, 96)})
 
+    @pytest.mark.slow
     def test_cross_subject_split(self):
         """The MNI152 slices (10 axial, 8 coronal, 8 sagittal), two copies each with their own labels (the second
         turned by 90°), groups apart from every Colin27 slice."""

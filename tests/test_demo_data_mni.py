@@ -8,6 +8,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 from parameterized import parameterized
 from scipy import ndimage
 
@@ -114,6 +115,7 @@ class TestMakeMni152(unittest.TestCase):
         for index, _, code in rows:
             cls.lut[int(index)] = LOBE_CLASS.get(code[0], 0)
 
+    @pytest.mark.slow
     def test_reproduces_byte_for_byte(self):
         from segq_monai.data.make_demo_mni import make_mni152_demo_data
 

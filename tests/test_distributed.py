@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import unittest
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 import torch
-from segq_testing import copy_bundle, free_port, read_csv, workflow, write_cases
+from segq_testing import free_port, read_csv, workflow, write_cases
 
 from segq_monai.data import write_datalist
 
@@ -29,25 +28,24 @@ SAMPLING = {"num_samples": 2, "batch_size": 1, "device": "cpu"}
 FOLDS = {"fold": 0, "num_folds": 2}
 
 
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="class")
+def single_process(request: pytest.FixtureRequest, trained_bundle_copy: None) -> None:
+    """The single-process results the ranks must give, with the trained bundle on this module's cases: fold 0's
+    sampling (into the bundle's ``stage2_data/fold0``) and inference (into ``infer_1``)."""
+    cls = request.cls
+    train = write_cases(cls.tmp / "ddp_data", [f"c{i}" for i in range(10)], (32, 32))  # fold 0 holds out c0..c4
+    test = write_cases(cls.tmp / "ddp_data", [f"t{i}" for i in range(5)], (32, 32), seed=1)
+    cls.datalist = write_datalist(cls.tmp / "ddp_data" / "datalist.json", {"training": train, "testing": test})
+    dl = {"datalist": str(cls.datalist)}
+    workflow(["inference.json", "sample.json"], cls.root, **dl, **FOLDS, **SAMPLING)
+    workflow(["inference.json"], cls.root, **dl, output_dir=str(cls.tmp / "infer_1"), **SAMPLING)
+
+
+@pytest.mark.usefixtures("single_process")
 class TestMultiGPUOverlays(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.tmp = Path(tempfile.mkdtemp())
-        cls.root = copy_bundle(cls.tmp)
-        train = write_cases(cls.tmp / "data", [f"c{i}" for i in range(10)], (32, 32))  # fold 0 holds out c0..c4
-        test = write_cases(cls.tmp / "data", [f"t{i}" for i in range(5)], (32, 32), seed=1)
-        cls.datalist = cls.tmp / "data" / "datalist.json"
-        write_datalist(cls.datalist, {"training": train, "testing": test})
-        dl = {"datalist": str(cls.datalist)}
-        workflow(["train_segmentation.json"], cls.root, **dl, **FOLDS, epochs=1, device="cpu", **NO_MLFLOW)
-        workflow(["inference.json", "sample.json"], cls.root, **dl, **FOLDS, **SAMPLING)
-        workflow(["train_quality.json"], cls.root, epochs=1, device="cpu", **NO_MLFLOW)
-        workflow(["inference.json"], cls.root, **dl, output_dir=str(cls.tmp / "infer_1"), **SAMPLING)
-
-    @classmethod
-    def tearDownClass(cls):
-        shutil.rmtree(cls.tmp, ignore_errors=True)
-
     def torchrun(self, config: str, **overrides) -> None:
         """``torchrun --nproc_per_node=2 -m monai.bundle run`` with ``[<config>.json, multi_gpu_<config>.json]``
         (sample: ``[inference.json, sample.json, multi_gpu_inference.json]``)."""

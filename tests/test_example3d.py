@@ -20,6 +20,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 from segq_testing import REPO, read_csv
 
 from segq_monai.apps.example3d import example3d
@@ -40,6 +41,7 @@ def _case(path: str) -> str:
     return Path(path).name.removesuffix(".nii.gz")
 
 
+@pytest.mark.slow
 class TestExample3dCommand(unittest.TestCase):
     @classmethod
     def setUpClass(cls):

@@ -8,6 +8,7 @@ import unittest
 import warnings
 
 import numpy as np
+import pytest
 import torch
 from monai.data import MetaTensor
 from parameterized import parameterized
@@ -282,6 +283,7 @@ class TestSegmentationFailure(unittest.TestCase):
         check_case(self, case, lab, 3)
 
     @parameterized.expand([("ground truth", None), ("blurred prob", 0)])
+    @pytest.mark.slow
     def test_flat_spread_of_achieved_dice(self, _, prob_seed):
         lab = binary_2d()
         source = soft_one_hot(lab, 2, 1.0) if prob_seed is None else realistic_prob(lab, 2, prob_seed)

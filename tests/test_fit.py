@@ -34,6 +34,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 import yaml
 from monai.bundle import ConfigParser
 from monai.bundle import run as bundle_run
@@ -59,6 +60,9 @@ SHORT_AXIS = np.diag([1.25, 1.25, 8.0, 1.0])  # cardiac cine: 10 slices 8 mm apa
 COARSE_Z = np.array([[-1.0, 0.0, 0.0, 20.0], [0.0, -1.0, 0.0, 10.0], [0.0, 0.0, 5.0, -5.0], [0.0, 0.0, 0.0, 1.0]])
 WHOLEBODY = ["spleen", "kidney_right", "kidney_left", "gallbladder", "liver", "stomach", "aorta"] + [
     f"structure_{i}" for i in range(8, 105)]  # fmt: skip
+
+
+pytestmark = pytest.mark.slow
 
 
 def _host(shape, values, names, strides, files=1, affine=None, args=(), run_id="run", members=0, fmt="nifti",

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 from monai.bundle import run as bundle_run
 from parameterized import parameterized
 from segq_testing import HOSTS, REPO, chain, make_host, read_csv, write_labelled_cases
@@ -144,6 +145,7 @@ class TestFitErrors(unittest.TestCase):
             run_fit(self.host, datalist, self.fit_dir)
         self.assertFalse(self.fit_dir.exists())
 
+    @pytest.mark.slow
     def test_interrupted_fit_continues_and_deploys(self):
         datalist, _, cal = self.datalist()
         label = nib.load(cal[1]["label"])
@@ -202,6 +204,7 @@ class TestFitErrors(unittest.TestCase):
         self.assertIn("this host's network has {'spatial_dims': 3, 'in_channels': 1, 'out_channels': 3}", message)
         self.assertFalse(refused.exists() and any(refused.iterdir()))
 
+    @pytest.mark.slow
     def test_recalibrate_then_refuse_another_fits_calibration(self):
         datalist, _, _ = self.datalist()
         run_fit(self.host, datalist, self.fit_dir, "--tau", "0.0")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 import torch
 from monai.bundle import ConfigParser
 from parameterized import parameterized
@@ -110,6 +111,7 @@ class TestCandidatesTrainAndPredict(unittest.TestCase):
     def tearDownClass(cls):
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
+    @pytest.mark.slow
     def test_every_option_at_once_trains_and_predicts(self):
         """seg_entropy + rank + an ensemble of 2 + scalars in one run (each id's wiring; the candidates each set one)."""
         overrides = {"quality_variant": "seg_entropy", "rank_weight": RANK_WEIGHT, "quality_members": 2,

@@ -22,6 +22,7 @@ import tempfile
 import unittest
 from pathlib import Path
 
+import pytest
 import torch
 from monai.bundle import run as bundle_run
 from monai.inferers import SlidingWindowInferer
@@ -138,6 +139,7 @@ class TestBinding(unittest.TestCase):
             check_host_binding("/f/FIT", {"host_bundle": {}}, here)
 
 
+@pytest.mark.slow
 class TestFittedHost(unittest.TestCase):
     """One ``spleen_like`` fit, deployed on its host as fitted and as changed."""
 

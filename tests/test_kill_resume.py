@@ -26,6 +26,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 import torch
 from parameterized import parameterized
 from segq_testing import (
@@ -150,6 +151,7 @@ OVERRIDES = {"datalist_key": "testing", "num_samples": 2, "quality_num_samples":
              "skip_existing": True}
 
 
+@pytest.mark.slow
 class TestBundleInferenceKilled(unittest.TestCase):
     """The bundle's inference (and evaluate) with ``--skip_existing true``, 5 cases in batches of 2: killed after its
     second batch, then, as if the kill had come between the 2 cases of that batch, the last case's sidecar removed.
@@ -206,6 +208,7 @@ FIT_ARGS = ["--num_samples", "2", "--epochs", "1", "--head_channels", "4", "4", 
             "--coverage", "0.5", "--tau", "0.3"]  # fmt: skip
 
 
+@pytest.mark.slow
 class TestFitKilled(unittest.TestCase):
     """``python -m segq_monai fit`` killed while it runs the calibration cases (its sample and head steps done):
     the rerun skips both steps, reads back the calibration cases written, runs the others and calibrates."""
@@ -265,6 +268,7 @@ def same_text(test: unittest.TestCase, folder: Path, reference: Path, names: lis
                          (reference / name).read_text().replace(str(reference), "OUT"), name)  # fmt: skip
 
 
+@pytest.mark.slow
 class TestDemoKilled(unittest.TestCase):
     """``python -m segq_monai demo`` at test_demo's toy size (without geometric copies, the shift and cross-plane
     splits, 100 bootstrap resamples) killed while
@@ -327,6 +331,7 @@ class TestExample3dKilled(unittest.TestCase):
     def _command(self, out: Path) -> list[str]:
         return [sys.executable, "-m", "segq_monai", *self._args(out)]
 
+    @pytest.mark.slow
     def test_killed_example_resumes(self):
         reference, out, log = self.tmp / "reference", self.tmp / "out", self.tmp / "example3d.log"
         with one_thread(), mock.patch.dict(os.environ, ENV), open(log, "w") as f, redirect_stdout(f):

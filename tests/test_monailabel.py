@@ -1,9 +1,9 @@
 """MONAI Label integration, against a real ``monailabel start_server`` on a loopback port.
 
-``setUpClass`` trains a tiny bundle (2D random NIfTI, fold 0, 1 epoch; sample; train_quality 1 epoch), writes a
+A class fixture takes a copy of the bundle trained at toy size (``trained_bundle``, ``tests/conftest.py``), writes a
 datastore of three images and one truncated file, starts the server in a subprocess with the app in
 ``segq_monai/monailabel/app`` and scores the datastore over HTTP. The server is stopped (terminate, then kill) by a
-class cleanup, which runs even when ``setUpClass`` fails.
+class cleanup, which runs even when the class's set-up fails.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 from parameterized import parameterized
-from segq_testing import BUNDLE, REPO, free_port, read_csv, workflow
+from segq_testing import REPO, free_port, read_csv
 
 try:
     import monailabel  # noqa: F401
@@ -59,23 +60,6 @@ def write_disc(path: Path, shape: tuple[int, ...], offset=(0.0, 0.0, 0.0), seed:
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(image, affine), path)
     nib.save(nib.Nifti1Image(label, affine), path.with_name(path.name.replace(".nii.gz", "_label.nii.gz")))
-
-
-def build_tiny_bundle(root: Path, data: Path) -> None:
-    """Copy the bundle's configs to ``root`` and train it on two 32x32 images: fold 0, sample, quality head."""
-    from segq_monai.data import write_datalist
-
-    shutil.copytree(BUNDLE / "configs", root / "configs")
-    items = []
-    for i in range(2):
-        write_disc(data / f"train{i}.nii.gz", (32, 32), seed=10 + i)
-        items.append({"image": str(data / f"train{i}.nii.gz"), "label": str(data / f"train{i}_label.nii.gz")})
-    datalist = data / "datalist.json"
-    write_datalist(datalist, {"training": items})
-    common = {"datalist": str(datalist), "fold": 0, "num_folds": 2, "device": "cpu"}
-    workflow(["train_segmentation.json"], root, **common, epochs=1)
-    workflow(["inference.json", "sample.json"], root, **common, num_samples=2)
-    workflow(["train_quality.json"], root, epochs=1, device="cpu")
 
 
 def monailabel_command() -> list[str]:
@@ -219,27 +203,29 @@ class _ServerCase(unittest.TestCase):
         self.assertIsNone(self.server.poll())
 
 
+@pytest.fixture(scope="class")
+def scored_server(request: pytest.FixtureRequest, trained_bundle_copy: None) -> None:
+    """A server with the trained bundle (``cls.root``) over a datastore of ``IMAGES`` and one truncated file, and the
+    datastore scored (``cls.scoring``, ``cls.datastore``); the server is stopped by a class cleanup."""
+    cls = request.cls
+    cls.studies = cls.tmp / "studies"  # the datastore holds the images only (labels stay in source/)
+    cls.studies.mkdir()
+    for i, (name, (shape, offset)) in enumerate(IMAGES.items()):
+        write_disc(cls.tmp / "source" / f"{name}.nii.gz", shape, offset, seed=i)
+        shutil.copy(cls.tmp / "source" / f"{name}.nii.gz", cls.studies)
+    good = (cls.studies / "case_a.nii.gz").read_bytes()
+    (cls.studies / "broken.nii.gz").write_bytes(good[: len(good) // 2])  # truncated gzip
+
+    cls.start_server(["bundle_root", str(cls.root), "num_samples", "3", "device", "cpu"])
+    cls.scoring = cls.run_scoring("segq_quality", timeout=120)
+    cls.datastore = cls.wait_for_scores(timeout=30)
+
+
 @unittest.skipUnless(HAS_MONAILABEL, REASON)
+@pytest.mark.slow
+@pytest.mark.usefixtures("scored_server")
 class TestMONAILabelServer(_ServerCase):
     """Scoring, active learning and inference through a real MONAI Label server."""
-
-    @classmethod
-    def setUpClass(cls):
-        cls.tmp = Path(tempfile.mkdtemp(prefix="segq_monailabel_"))
-        cls.addClassCleanup(shutil.rmtree, cls.tmp, ignore_errors=True)
-        cls.bundle = cls.tmp / "bundle"
-        build_tiny_bundle(cls.bundle, cls.tmp / "train")
-        cls.studies = cls.tmp / "studies"  # the datastore holds the images only (labels stay in source/)
-        cls.studies.mkdir()
-        for i, (name, (shape, offset)) in enumerate(IMAGES.items()):
-            write_disc(cls.tmp / "source" / f"{name}.nii.gz", shape, offset, seed=i)
-            shutil.copy(cls.tmp / "source" / f"{name}.nii.gz", cls.studies)
-        good = (cls.studies / "case_a.nii.gz").read_bytes()
-        (cls.studies / "broken.nii.gz").write_bytes(good[: len(good) // 2])  # truncated gzip
-
-        cls.start_server(["bundle_root", str(cls.bundle), "num_samples", "3", "device", "cpu"])
-        cls.scoring = cls.run_scoring("segq_quality", timeout=120)
-        cls.datastore = cls.wait_for_scores(timeout=30)
 
     # -------------------------------------------------------------------------------------------------- tests
     def test_info_lists_tasks(self):
@@ -311,6 +297,7 @@ class TestMONAILabelServer(_ServerCase):
 
 
 @unittest.skipUnless(HAS_MONAILABEL, REASON)
+@pytest.mark.slow
 class TestMONAILabelHostFit(_ServerCase):
     """The app with a user's own bundle and the head fitted to it (``--conf host_bundle``, ``--conf fit_dir``): the
     datastore is scored as the fit's deployment scores (its calibration run on the same images, then the fit's
@@ -361,6 +348,8 @@ class TestMONAILabelHostFit(_ServerCase):
 
 
 @unittest.skipUnless(HAS_MONAILABEL, REASON)
+@pytest.mark.slow
+@pytest.mark.usefixtures("trained_bundle_copy")
 class TestQualityScoringInProcess(unittest.TestCase):
     """``QualityScoring`` on a ``LocalDatastore`` in this process: rescoring skips images scored by the same model."""
 
@@ -371,7 +360,6 @@ class TestQualityScoringInProcess(unittest.TestCase):
 
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
-            build_tiny_bundle(tmp / "bundle", tmp / "train")
             for i, name in enumerate(("x", "y")):
                 write_disc(tmp / "source" / f"{name}.nii.gz", (24, 20), seed=i)
             (tmp / "studies").mkdir()
@@ -379,7 +367,7 @@ class TestQualityScoringInProcess(unittest.TestCase):
                 shutil.copy(tmp / "source" / f"{name}.nii.gz", tmp / "studies")
             (tmp / "studies" / "z.nii.gz").write_bytes(b"not an image")
             datastore = LocalDatastore(str(tmp / "studies"), extensions=("*.nii.gz",))
-            scoring = QualityScoring(SegQPipeline(tmp / "bundle", device="cpu", overrides={"num_samples": 2}))
+            scoring = QualityScoring(SegQPipeline(self.root, device="cpu", overrides={"num_samples": 2}))
             first = scoring({}, datastore)
             self.assertEqual((first["total"], first["skipped"], first["executed"]), (3, 0, 2))
             self.assertEqual(set(first["failed"]), {"z"})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import unittest
 
+import pytest
 import torch
 from parameterized import parameterized
 
@@ -171,6 +172,7 @@ def _corrupted_discs(n: int, size: int, generator: torch.Generator) -> tuple[tor
     return x, y
 
 
+@pytest.mark.slow
 class TestQualityRegressorLearns(unittest.TestCase):
     def test_learns_dice_of_corrupted_discs(self):
         torch.manual_seed(0)

@@ -21,6 +21,7 @@ from pathlib import Path
 import monai
 import nibabel as nib
 import numpy as np
+import pytest
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
 from segq_testing import read_csv
@@ -44,6 +45,7 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow
 class TestSegqOverlay(unittest.TestCase):
     @classmethod
     def setUpClass(cls):

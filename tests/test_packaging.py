@@ -19,6 +19,7 @@ import unittest
 import zipfile
 from pathlib import Path
 
+import pytest
 from segq_testing import REPO, read_csv, untrained_weights
 
 # What a user runs, by its path in the wheel and in the repository (the one source).
@@ -41,6 +42,9 @@ SHIPPED = {
 }
 OVERLAYS = sorted(p.stem for p in (REPO / "configs").glob("*.json"))
 PATH_NAMES = ["package", "bundle_root", "bundle_configs", *OVERLAYS, "schema", "demo_datalist", "monailabel_app"]
+
+
+pytestmark = pytest.mark.slow
 
 
 def _source_copy(dest: Path) -> Path:

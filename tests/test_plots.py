@@ -6,6 +6,7 @@ import unittest
 from unittest import mock
 
 import numpy as np
+import pytest
 import torch
 from parameterized import parameterized
 from PIL import Image
@@ -164,6 +165,7 @@ class TestOverlay(PNGAssertions):
             plot_uncertainty_overlay(image[None, None], seg, unc, os.path.join(self.dir, "x.png"))
 
 
+@pytest.mark.slow
 class TestBestAndWorst(PNGAssertions):
     def rows(self, with_true=True):
         rows = []

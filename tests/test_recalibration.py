@@ -5,6 +5,7 @@ import unittest
 import warnings
 
 import numpy as np
+import pytest
 from parameterized import parameterized
 from sklearn.isotonic import IsotonicRegression
 
@@ -105,6 +106,7 @@ class TestConformal(unittest.TestCase):
         self.assertEqual(sorted(np.r_[fit, score].tolist()), list(range(11)))
         np.testing.assert_array_equal(split_calibration(11, 0.5, seed=4)[0], fit)
 
+    @pytest.mark.slow
     def test_coverage_on_exchangeable_data(self):
         """2000 calibration draws of n = 40 (20 fit, 20 scored), one new case each, coverage 0.9.
 

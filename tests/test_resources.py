@@ -14,6 +14,7 @@ import tempfile
 import unittest
 from pathlib import Path
 
+import pytest
 from segq_testing import BUNDLE, REPO
 
 from segq_monai.__main__ import main
@@ -90,6 +91,7 @@ class TestBadInput(unittest.TestCase):
         self.assertIn(f"{Path(tmp).resolve()} is not a segq bundle: configs/metadata.json and configs/inference.json "
                       "missing", text)  # fmt: skip
 
+    @pytest.mark.slow
     def test_without_the_monailabel_extra(self):
         """MONAI Label hidden in a subprocess (it is installed here): ``segq-monai paths`` says which extra the app
         needs, and importing ``segq_monai.monailabel`` fails with the install command."""

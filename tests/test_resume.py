@@ -20,6 +20,7 @@ import time
 import unittest
 from pathlib import Path
 
+import pytest
 import torch
 from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader
@@ -52,6 +53,7 @@ class Pickled:
     """Not a tensor: ``torch.load(weights_only=True)`` must refuse a checkpoint holding one."""
 
 
+@pytest.mark.slow
 class TestCrashSafeRuns(unittest.TestCase):
     @classmethod
     def setUpClass(cls):

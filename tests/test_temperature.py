@@ -15,6 +15,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 import torch
 from ignite.engine import Engine
 from monai.inferers import SimpleInferer
@@ -212,6 +213,7 @@ class TestLoadTemperature(unittest.TestCase):
                 bundle_temperature(1, path)
 
 
+@pytest.mark.slow
 class TestTemperatureBundle(unittest.TestCase):
     """train_segmentation (1 epoch) -> fit_temperature.json (CLI) -> sample.json with and without
     temperature_scaling."""

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 
 from segq_monai.data.make_demo import aal_region_classes
 from segq_monai.data.make_volume3d import VOLUME3D_FILES, block_majority, block_mean, fill_lobes, make_volume3d_data
@@ -67,6 +68,7 @@ class TestEmbeddedVolume(unittest.TestCase):
 
 @unittest.skipUnless(SOURCE_DIR.is_dir(), f"Colin27 source not found at {SOURCE_DIR} (../shared beside the repo)")
 class TestMakeVolume3dReproduces(unittest.TestCase):
+    @pytest.mark.slow
     def test_same_bytes(self):
         with tempfile.TemporaryDirectory() as tmp:
             paths = make_volume3d_data(SOURCE_DIR, tmp)
