@@ -29,7 +29,7 @@ from monai.inferers import SlidingWindowInferer
 from monai.transforms import Compose, LoadImaged, Spacingd
 from parameterized import parameterized
 from segq_testing import REPO, make_host, parse_bundle_command, write_labelled_cases
-from test_fit import TINY, run_fit
+from test_fit import run_fit
 
 from segq_monai.apps.fit_host import _parse_override
 from segq_monai.apps.workflows import bundle_command

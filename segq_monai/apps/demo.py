@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
