@@ -188,8 +188,9 @@ class TestCohortPageWriter(unittest.TestCase):
         parser.read_config([str(Path(__file__).resolve().parents[1] / "bundle" / "configs" / c)
                             for c in ("inference.json", "evaluate.json")])  # fmt: skip
         parser.update({"calibration": None, "device": "cpu", "output_dir": tempfile.gettempdir()})
-        self.assertTrue(parser.get("evaluator")["val_handlers"].endswith("@report_handlers + [@cohort_page]"))
-        handlers = [type(h) for h in parser.get_parsed_content("evaluator#val_handlers")]
+        self.assertEqual(parser.get("evaluator")["val_handlers"], "@val_handlers")  # composed once, at the top
+        self.assertTrue(parser.get("val_handlers").endswith("@report_handlers + [@cohort_page]"))
+        handlers = [type(h) for h in parser.get_parsed_content("val_handlers")]
         self.assertEqual(handlers[-1], CohortPage)
         self.assertLess(handlers.index(QualityWriter), handlers.index(QualityReport))
 
