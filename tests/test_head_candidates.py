@@ -100,6 +100,16 @@ class TestOneRecipe(unittest.TestCase):
         args = sub.choices["fit"].parse_args(["--host_bundle", "h", "--datalist", "d", "--output_dir", "o"])
         self.assertEqual(args.quality_variant, HEAD_RECIPE["quality_variant"])
 
+    def test_the_rules_winner_ships(self):
+        """docs/results.md: issue #25's rule chose the ``rank`` candidate; the recipe is that candidate's overrides
+        on the defaults of every other candidate."""
+        from segq_monai import HEAD_RECIPE
+
+        self.assertEqual({k: HEAD_RECIPE[k] for k in CANDIDATES["rank"]}, CANDIDATES["rank"])
+        others = {k for c in CANDIDATES.values() for k in c} - set(CANDIDATES["rank"])
+        defaults = {"quality_variant": "image_seg_entropy", "quality_members": 1, "quality_scalars": []}
+        self.assertEqual({k: HEAD_RECIPE[k] for k in others}, {k: defaults[k] for k in others})
+
 
 class TestCandidatesTrainAndPredict(unittest.TestCase):
     @classmethod

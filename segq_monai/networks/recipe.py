@@ -1,4 +1,5 @@
-"""The quality head's recipe: the one source of the choices ``docs/head_choice_rule.md`` makes.
+"""The quality head's recipe: the one source of the choices ``docs/head_choice_rule.md`` makes (issue #25's rule chose
+the ranking term, ``rank_weight`` 1.0, on 2026-12-07: ``docs/results.md``, "Choosing the head").
 
 ``train_quality.json`` and ``inference.json`` (the segq bundle), the demo and ``python -m segq_monai fit`` read their
 defaults from :data:`HEAD_RECIPE`, so the head the demo measures is the head a fit trains and a deployment runs:
@@ -20,7 +21,7 @@ __all__ = ["HEAD_RECIPE"]
 
 HEAD_RECIPE: dict[str, Any] = {
     "quality_variant": "image_seg_entropy",
-    "rank_weight": 0.0,
+    "rank_weight": 1.0,
     "quality_members": 1,
     "quality_scalars": [],
 }
