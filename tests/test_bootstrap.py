@@ -114,6 +114,16 @@ class TestReportIntervals(unittest.TestCase):
             written = json.loads((Path(tmp) / "bootstrap.json").read_text())
         self.assertEqual(written["methods"]["quality_head"]["mae"], head["mae"])
 
+    def test_baseline_without_a_map_onto_dice(self):
+        """A baseline whose line onto Dice is undefined (constant on the fitting cases: pairwise Dice at T = 1) has
+        no MAE interval; its rank metrics keep theirs."""
+        rows, groups = self.rows()
+        report = evaluate_quality(rows, tau=0.8)
+        report["baselines"]["mean_entropy"]["baseline_fit"]["mean"] = {"slope": None, "intercept": None}
+        block = report_intervals(rows, report, groups, n_resamples=50, seed=0)["methods"]["mean_entropy"]
+        self.assertTrue(np.isnan(block["mae"]).all())
+        self.assertTrue(np.isfinite(block["spearman"]).all())
+
     def test_groups_must_match_rows(self):
         rows, groups = self.rows()
         with self.assertRaises(ValueError):

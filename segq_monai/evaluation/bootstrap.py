@@ -84,9 +84,11 @@ def bootstrap_interval(
 
 
 def _metric_fns(tau: float) -> dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], float]]:
-    """``{metric: f(confidence, mapped onto Dice, true Dice)}``, as :func:`evaluate_quality` scores them."""
+    """``{metric: f(confidence, mapped onto Dice, true Dice)}``, as :func:`evaluate_quality` scores them; the MAE is
+    NaN where the map onto Dice is undefined (a baseline constant on the cases that fit it, e.g. pairwise Dice at
+    T = 1)."""
     return {
-        "mae": lambda c, m, t: metrics.mean_absolute_error(m, t),
+        "mae": lambda c, m, t: metrics.mean_absolute_error(m, t) if np.isfinite(m).all() else np.nan,
         "pearson": lambda c, m, t: metrics.pearson_correlation(c, t),
         "spearman": lambda c, m, t: metrics.spearman_correlation(c, t),
         "auroc": lambda c, m, t: metrics.failure_auroc(c, t, tau=tau),
