@@ -60,13 +60,14 @@ def _config(name: str | list[str], overrides: dict) -> ConfigParser:
 
 
 class TestDefaultsUnchanged(unittest.TestCase):
-    def test_train_quality_defaults_are_one_plain_head_and_mse(self):
+    def test_train_quality_defaults_are_one_plain_head_and_the_rank_loss(self):
+        """One head, no scalars, MSE plus the ranking term at weight 1.0 (issue #25's rule chose it)."""
         parser = _config("train_quality.json", {})
         self.assertIs(type(parser.get_parsed_content("quality_network")), QualityRegressor)
         self.assertEqual(parser.get_parsed_content("quality_network").num_scalars, 0)
         loss = parser.get_parsed_content("loss")
         self.assertIsInstance(loss, QualityRankLoss)
-        self.assertEqual(loss.rank_weight, 0.0)
+        self.assertEqual(loss.rank_weight, 1.0)
         names = [type(t).__name__ for t in parser.get_parsed_content("train#deterministic_transforms")]
         self.assertEqual(names, ["SafeLoadImaged", "EnsureChannelFirstd", "ScaleIntensityd"])
         prepare = parser.get_parsed_content("train#prepare_batch")
