@@ -354,7 +354,7 @@ class TestExample3dKilled(unittest.TestCase):
         rerun = log.with_name("rerun.log")
         run(self._command(out), rerun, self.tmp)
         printed = rerun.read_text()
-        self.assertNotIn("== host training", printed)
+        self.assertIn("== host training (the host's own train.json): done by an earlier run, skipped", printed)
         self.assertNotIn("== fit, 1/3", printed)  # the fit continued after its sampling
         self.assertIn("== fit, 2/3", printed)
         self.assertEqual((out / "colin27_regions3d" / "models" / "model.pt").stat().st_mtime_ns, host_weights)
