@@ -167,7 +167,7 @@ def decision(records: list[dict[str, Any]], seeds: int = 3) -> tuple[str, list[s
     sds on it, to the less head training time. A candidate with fewer than ``seeds`` seeds wins only if every seed it
     has beats every seed of every other candidate on both scores. Returns the winner and the reasons, one a line."""
     rows = {c: [r for r in records if r["candidate"] == c and not r.get("label")] for c in CANDIDATES}
-    scores = {c: rule_scores(v) for c, v in rows.items() if v and rule_scores(v)}
+    scores = {c: s for c, v in rows.items() if v and (s := rule_scores(v))}
     mean = {c: {m: float(np.mean(v[m])) for m in v} for c, v in scores.items()}
     rank = {c: 1 + sorted(mean, key=lambda k: -mean[k]["spearman"]).index(c)
                + 1 + sorted(mean, key=lambda k: mean[k]["aurc"]).index(c) for c in mean}  # fmt: skip
