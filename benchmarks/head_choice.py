@@ -12,11 +12,12 @@ Spearman, and of AURC. ``MAPS`` is ``--maps`` (another run's saved maps, e.g. sa
 ``RUN``. Results go to ``--out`` (JSON, one record per candidate, seed and ``--label``, with the head's training time
 in seconds; a rerun skips the records it finds).
 
-Candidates (overrides of ``train_quality.json``): ``shipped`` (none); ``seg_entropy`` (the head without the image
-channel: the paper's variant); ``rank`` (``rank_weight`` :data:`RANK_WEIGHT`: MSE + a pairwise logistic ranking term on
-Dice within the batch); ``ensemble5`` (``quality_members`` 5: five heads, their sd is ``pred_dice_sd``); ``scalars``
-(``quality_scalars``: pairwise Dice, foreground entropy, mutual information, foreground volume, joined to the pooled
-features).
+Candidates (overrides of ``train_quality.json``, written out in full so that they do not follow its defaults): round 1
+of the rule: ``mse`` (the MSE alone); ``seg_entropy`` (the head without the image channel: the paper's variant);
+``rank`` (``rank_weight`` :data:`RANK_WEIGHT`: MSE + a pairwise logistic ranking term on Dice within the batch);
+``ensemble5`` (``quality_members`` 5: five heads, their sd is ``pred_dice_sd``); ``scalars`` (``quality_scalars``:
+pairwise Dice, foreground entropy, mutual information, foreground volume, joined to the pooled features). Round 2:
+``rank_gap`` (MSE + the gap hinge, in Dice units) and ``rank_light`` (the logistic term at weight 0.25).
 
     python -m benchmarks.head_choice --run RUN --seeds 0 1 2 --out head_choice.json
     python -m benchmarks.head_choice --run RUN_T1 --candidates rank --label T1 --out head_choice.json
@@ -47,14 +48,20 @@ from segq_monai.utils.resources import bundle_root
 #: the ranking term's weight in the ``rank`` candidate, chosen once before the runs (the squared error's scale:
 #: both terms are of order 0.01 to 0.1 on the demo)
 RANK_WEIGHT = 1.0
+_MSE = {"rank_weight": 0.0}
 #: candidate name -> overrides of train_quality.json
 CANDIDATES: dict[str, dict[str, Any]] = {
-    "shipped": {},
-    "seg_entropy": {"quality_variant": "seg_entropy"},
-    "rank": {"rank_weight": RANK_WEIGHT},
-    "ensemble5": {"quality_members": 5},
-    "scalars": {"quality_scalars": list(QUALITY_SCALARS)},
+    "mse": _MSE,
+    "seg_entropy": {**_MSE, "quality_variant": "seg_entropy"},
+    "rank": {"rank_weight": RANK_WEIGHT, "rank_loss": "logistic"},
+    "ensemble5": {**_MSE, "quality_members": 5},
+    "scalars": {**_MSE, "quality_scalars": list(QUALITY_SCALARS)},
+    "rank_gap": {"rank_weight": 1.0, "rank_loss": "gap"},
+    "rank_light": {"rank_weight": 0.25, "rank_loss": "logistic"},
 }
+#: round 2's gates (docs/head_choice_rule.md): the most cross-subject MAE, and head time as a multiple of ``mse``'s
+MAX_CROSS_SUBJECT_MAE = 0.08
+MAX_TIME_RATIO = 1.5
 #: split name -> its folder under MAPS/report
 SPLITS = {"test": ".", "shift": "shift_split", "cross_subject": "cross_subject_split"}
 #: the splits the rule chooses on
@@ -160,14 +167,36 @@ def rule_scores(rows: list[dict[str, Any]]) -> dict[str, list[float]] | None:
     return {m: [sum(r[s][m] for s in CHOOSING) / len(CHOOSING) for r in rows] for m in ("spearman", "aurc")}
 
 
+def gates(records: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Round 2's gates (docs/head_choice_rule.md) per candidate: the reasons it fails them (``[]``: it passes). (a) mean
+    cross-subject MAE over seeds above :data:`MAX_CROSS_SUBJECT_MAE` (dropped when no candidate passes it); (b) mean
+    head time above :data:`MAX_TIME_RATIO` × ``mse``'s (not applied without ``mse`` records)."""
+    rows = {c: [r for r in records if r["candidate"] == c and not r.get("label")] for c in CANDIDATES}
+    rows = {c: v for c, v in rows.items() if v}
+    mae = {c: float(np.mean([r["cross_subject"]["mae"] for r in v])) for c, v in rows.items() if "cross_subject" in v[0]}
+    seconds = {c: float(np.mean([r["seconds"] for r in v])) for c, v in rows.items()}
+    passes_mae = any(m <= MAX_CROSS_SUBJECT_MAE for m in mae.values())
+    failed: dict[str, list[str]] = {c: [] for c in rows}
+    for c in rows:
+        if passes_mae and mae.get(c, float("inf")) > MAX_CROSS_SUBJECT_MAE:
+            failed[c].append(f"cross-subject MAE {mae.get(c, float('nan')):.3f} > {MAX_CROSS_SUBJECT_MAE}")
+        if "mse" in seconds and seconds[c] > MAX_TIME_RATIO * seconds["mse"]:
+            failed[c].append(f"head time {seconds[c] / seconds['mse']:.1f} x mse's > {MAX_TIME_RATIO}")
+    return failed
+
+
 def decision(records: list[dict[str, Any]], seeds: int = 3) -> tuple[str, list[str]]:
-    """The rule's choice among the unlabelled records (docs/head_choice_rule.md, steps 3 and 5): each candidate is
-    ranked on the mean over seeds of its Spearman (higher first) and of its AURC (lower first); the lowest rank sum
-    wins. A tie in rank sum goes to the lower cross-subject AURC, or, when the two are within the larger of their seed
-    sds on it, to the less head training time. A candidate with fewer than ``seeds`` seeds wins only if every seed it
-    has beats every seed of every other candidate on both scores. Returns the winner and the reasons, one a line."""
+    """The rule's choice among the unlabelled records (docs/head_choice_rule.md, round 2): candidates that fail a gate
+    (:func:`gates`) are out; the others are ranked on the mean over seeds of their Spearman (higher first) and of their
+    AURC (lower first); the lowest rank sum wins. A tie in rank sum goes to the lower cross-subject AURC, or, when the
+    two are within the larger of their seed sds on it, to the less head training time. A candidate with fewer than
+    ``seeds`` seeds wins only if every seed it has beats every seed of every other candidate on both scores. Returns
+    the winner and the reasons, one a line."""
+    failed = gates(records)
     rows = {c: [r for r in records if r["candidate"] == c and not r.get("label")] for c in CANDIDATES}
     scores = {c: s for c, v in rows.items() if v and (s := rule_scores(v))}
+    out = [f"{c}: out ({'; '.join(failed[c])})" for c in scores if failed.get(c)]
+    scores = {c: s for c, s in scores.items() if not failed.get(c)}
     mean = {c: {m: float(np.mean(v[m])) for m in v} for c, v in scores.items()}
     rank = {c: 1 + sorted(mean, key=lambda k: -mean[k]["spearman"]).index(c)
                + 1 + sorted(mean, key=lambda k: mean[k]["aurc"]).index(c) for c in mean}  # fmt: skip
@@ -179,8 +208,8 @@ def decision(records: list[dict[str, Any]], seeds: int = 3) -> tuple[str, list[s
                    for osp, oau in others)  # fmt: skip
 
     eligible = [c for c in mean if len(rows[c]) >= seeds or beats_all(c)]
-    reasons = [f"{c}: Spearman {mean[c]['spearman']:.4f}, AURC {mean[c]['aurc']:.4f}, rank sum {rank[c]}, "
-               f"{len(rows[c])} seed(s){'' if c in eligible else ' (too few seeds to win)'}" for c in mean]  # fmt: skip
+    reasons = out + [f"{c}: Spearman {mean[c]['spearman']:.4f}, AURC {mean[c]['aurc']:.4f}, rank sum {rank[c]}, "
+                     f"{len(rows[c])} seed(s){'' if c in eligible else ' (too few seeds to win)'}" for c in mean]  # fmt: skip
     best = min(rank[c] for c in eligible)
     tied = sorted((c for c in eligible if rank[c] == best), key=lambda c: np.mean(cross[c]))
     winner = tied[0]

@@ -186,7 +186,8 @@ class TestFitHosts(unittest.TestCase):
         self.assertEqual(fit["spatial_dims"], len(shape))  # the data's, also for the 2D network run by SliceInferer
         self.assertEqual(fit["head"]["strides"], h["strides"])  # chosen from the first case's grid, recorded
         recipe = {"quality_variant": fit["head"]["quality_variant"], "rank_weight": fit["head"]["rank_weight"],
-                  "quality_members": fit["head"]["members"], "quality_scalars": fit["head"]["scalars"]}
+                  "rank_loss": fit["head"]["rank_loss"], "quality_members": fit["head"]["members"],
+                  "quality_scalars": fit["head"]["scalars"]}
         self.assertEqual(recipe, HEAD_RECIPE)  # the demo's head, from one source
         first = train[0]["image"][0] if files > 1 else train[0]["image"]
         self.assertEqual(fit["head"]["grid"]["image"], first)

@@ -16,7 +16,7 @@ import torch
 from monai.bundle import ConfigParser
 from parameterized import parameterized
 
-from benchmarks.head_choice import CANDIDATES, RANK_WEIGHT, decision, rule_scores, summary
+from benchmarks.head_choice import CANDIDATES, RANK_WEIGHT, decision, gates, rule_scores, summary
 from segq_monai.apps.workflows import run_workflow
 from segq_monai.losses import QualityRankLoss
 from segq_monai.networks import QualityEnsemble, QualityRegressor
@@ -57,6 +57,13 @@ def _config(name: str | list[str], overrides: dict) -> ConfigParser:
     parser.read_config([str(bundle_root() / "configs" / n) for n in ([name] if isinstance(name, str) else name)])
     parser.update({"device": "$torch.device('cpu')", **overrides})
     return parser
+
+
+def _rec(candidate: str, seed: int, sp: float, au: float, seconds: float = 1.0, mae: float = 0.05) -> dict:
+    """A benchmark record with one Spearman and AURC on both choosing splits."""
+    split = {"spearman": sp, "aurc": au}
+    return {"candidate": candidate, "seed": seed, "seconds": seconds, "shift": split,
+            "cross_subject": {**split, "mae": mae}}  # fmt: skip
 
 
 class TestDefaultsUnchanged(unittest.TestCase):
@@ -175,24 +182,35 @@ class TestRuleScores(unittest.TestCase):
 
 
     def test_decision(self):
-        """Rank sums by hand. shipped (Spearman 0.8, AURC 0.1, 0.3, 0.3: mean 0.233, sd 0.115) ranks 1 + 2, rank
+        """Rank sums by hand. mse (Spearman 0.8, AURC 0.1, 0.3, 0.3: mean 0.233, sd 0.115) ranks 1 + 2, rank
         (0.7, 0.1) 2 + 1: a tie of 3, to the lower cross-subject AURC (rank), 0.133 apart, more than the larger sd;
         seg_entropy, last on both with one seed, cannot win. With rank's AURC 0.05, 0.2, 0.2 (mean 0.15, 0.083 from
-        shipped's, within its sd 0.115) the tie goes to the cheaper head; a one-seed candidate beating every seed of
+        mse's, within its sd 0.115) the tie goes to the cheaper head; a one-seed candidate beating every seed of
         the others on both scores wins."""
-
-        def rec(candidate, seed, sp, au, seconds=1.0):
-            split = {"spearman": sp, "aurc": au}
-            return {"candidate": candidate, "seed": seed, "seconds": seconds, "shift": split, "cross_subject": split}
-
-        shipped = [rec("shipped", s, 0.8, 0.3 if s else 0.1, seconds=5.0) for s in range(3)]
-        winner, reasons = decision(shipped + [rec("rank", s, 0.7, 0.1) for s in range(3)]
-                                   + [rec("seg_entropy", 0, 0.6, 0.5)])  # fmt: skip
+        mse = [_rec("mse", s, 0.8, 0.3 if s else 0.1, seconds=5.0) for s in range(3)]
+        winner, reasons = decision(mse + [_rec("rank", s, 0.7, 0.1) for s in range(3)]
+                                   + [_rec("seg_entropy", 0, 0.6, 0.5)])  # fmt: skip
         self.assertEqual(winner, "rank")
         self.assertTrue(any(r.startswith("seg_entropy") and "too few seeds" in r for r in reasons))
-        records = shipped + [rec("rank", s, 0.7, 0.2 if s else 0.05, seconds=9.0) for s in range(3)]
-        self.assertEqual(decision(records)[0], "shipped")
-        self.assertEqual(decision(records + [rec("scalars", 0, 0.9, 0.01)])[0], "scalars")
+        records = mse + [_rec("rank", s, 0.7, 0.2 if s else 0.05, seconds=7.0) for s in range(3)]
+        self.assertEqual(decision(records)[0], "mse")
+        self.assertEqual(decision(records + [_rec("scalars", 0, 0.9, 0.01)])[0], "scalars")
+
+    def test_gates(self):
+        """Round 2: cross-subject MAE above 0.08 (mean over seeds of 0.07, 0.07, 0.15: 0.097) or a head time above
+        1.5 x mse's (5 s: 7.5 s allowed, 8 s is out) keeps a candidate from winning, however it ranks; when no
+        candidate has a MAE of at most 0.08, the MAE gate is dropped and only the time gate stays."""
+        mse = [_rec("mse", s, 0.7, 0.2, seconds=5.0, mae=0.075) for s in range(3)]
+        rank = [_rec("rank", s, 0.9, 0.1, mae=0.07 if s else 0.15) for s in range(3)]
+        slow = [_rec("ensemble5", s, 0.95, 0.05, seconds=8.0, mae=0.05) for s in range(3)]
+        expected = {"mse": [], "rank": ["cross-subject MAE 0.097 > 0.08"], "ensemble5": ["head time 1.6 x mse's > 1.5"]}
+        self.assertEqual(gates(mse + rank + slow), expected)
+        winner, reasons = decision(mse + rank + slow)
+        self.assertEqual(winner, "mse")
+        self.assertIn("rank: out (cross-subject MAE 0.097 > 0.08)", reasons)
+        worse = [dict(r, cross_subject={**r["cross_subject"], "mae": 0.2}) for r in mse + rank + slow]
+        self.assertEqual(gates(worse), {"mse": [], "rank": [], "ensemble5": ["head time 1.6 x mse's > 1.5"]})
+        self.assertEqual(decision(worse)[0], "rank")
 
     def test_summary_rows(self):
         split = {"mae": 0.1, "pearson": 0.5, "spearman": 0.4, "aurc": 0.2}

@@ -1,4 +1,4 @@
-"""QualityRankLoss: squared error + a pairwise logistic ranking term, against values worked by hand."""
+"""QualityRankLoss: squared error + a pairwise ranking term (logistic or gap), against values worked by hand."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from parameterized import parameterized
 
-from segq_monai.losses import QualityRankLoss, pairwise_rank_loss, quality_rank_loss
+from segq_monai.losses import QualityRankLoss, gap_rank_loss, pairwise_rank_loss, quality_rank_loss
 
 # one class, 3 cases; cases 0 and 1 tie on the true Dice, so only the pairs (0, 2) and (1, 2) count
 PRED = torch.tensor([[0.6], [0.5], [0.9]])
@@ -45,6 +45,32 @@ class TestPairwiseRankLoss(unittest.TestCase):
         torch.testing.assert_close(pred.grad, torch.zeros_like(pred))
 
 
+class TestGapRankLoss(unittest.TestCase):
+    def test_three_cases_by_hand_ties_ignored(self):
+        # pair (0, 2): true gap 0.5, predicted gap -0.3 -> 0.8 short; pair (1, 2): 0.5 - (-0.4) = 0.9; mean of 2 pairs
+        self.assertAlmostEqual(float(gap_rank_loss(PRED, TRUE)), 0.85, places=6)
+
+    def test_a_pair_shown_wider_than_its_true_gap_costs_nothing(self):
+        # true gap 0.1; predicted gaps 0.1 (exact) and 0.5 (wider): both 0, unlike the logistic term
+        true = torch.tensor([[0.9], [0.8]])
+        for pred in (torch.tensor([[0.7], [0.6]]), torch.tensor([[1.0], [0.5]])):
+            self.assertAlmostEqual(float(gap_rank_loss(pred, true)), 0.0, places=6)
+        self.assertGreater(float(pairwise_rank_loss(torch.tensor([[1.0], [0.5]]), true)), 0.0)
+
+    def test_mean_over_classes_with_pairs(self):
+        # class 2 all tied (left out); class 3: pairs (0, 1) true gap 0.7, pred gap 0.2 -> 0.5; (0, 2) 0.7 - 0.1 -> 0.6
+        pred = torch.cat([PRED, torch.full((3, 1), 0.5), torch.tensor([[0.7], [0.5], [0.6]])], dim=1)
+        true = torch.cat([TRUE, torch.full((3, 1), 0.9), torch.tensor([[0.9], [0.2], [0.2]])], dim=1)
+        self.assertAlmostEqual(float(gap_rank_loss(pred, true)), (0.85 + 0.55) / 2, places=6)
+
+    def test_no_pair_is_zero_with_a_graph(self):
+        pred = torch.tensor([[0.3], [0.6]], requires_grad=True)
+        loss = gap_rank_loss(pred, torch.tensor([[0.5], [0.5]]))
+        self.assertEqual(float(loss.detach()), 0.0)
+        loss.backward()
+        torch.testing.assert_close(pred.grad, torch.zeros_like(pred))
+
+
 class TestQualityRankLoss(unittest.TestCase):
     def test_weight_zero_is_mse_exactly(self):
         pred, true = torch.rand(16, 3), torch.rand(16, 3)
@@ -54,6 +80,10 @@ class TestQualityRankLoss(unittest.TestCase):
     def test_mse_plus_weighted_rank_by_hand(self):
         expected = MSE + 0.5 * (softplus(3.0) + softplus(4.0)) / 2  # scale 10: softplus(10 * 0.3), softplus(10 * 0.4)
         self.assertAlmostEqual(float(QualityRankLoss(rank_weight=0.5)(PRED, TRUE)), expected, places=5)
+
+    def test_mse_plus_weighted_gap_by_hand(self):
+        loss = QualityRankLoss(rank_weight=0.5, rank_loss="gap")
+        self.assertAlmostEqual(float(loss(PRED, TRUE)), MSE + 0.5 * 0.85, places=5)
 
     def test_ensemble_members_averaged(self):
         members = torch.stack([PRED, torch.full((3, 1), 0.5)], dim=1)  # [B=3, M=2, K=1]
@@ -66,6 +96,8 @@ class TestQualityRankLoss(unittest.TestCase):
             QualityRankLoss(rank_weight=-1)
         with self.assertRaisesRegex(ValueError, "must be > 0"):
             QualityRankLoss(scale=0)
+        with self.assertRaisesRegex(ValueError, r"rank_loss must be one of \['gap', 'logistic'\], got 'listwise'"):
+            QualityRankLoss(rank_loss="listwise")
         with self.assertRaisesRegex(ValueError, r"pred and target must both be \[B, K\]"):
             QualityRankLoss()(torch.rand(4), torch.rand(4))
 

@@ -139,6 +139,7 @@ class _Fit:
             "quality_keys": list(QUALITY_VARIANTS[args.quality_variant]),
             # the rest of the recipe, as train_quality.json reads it (segq_monai.HEAD_RECIPE)
             "rank_weight": HEAD_RECIPE["rank_weight"],
+            "rank_loss": HEAD_RECIPE["rank_loss"],
             "members": HEAD_RECIPE["quality_members"],
             "scalars": list(HEAD_RECIPE["quality_scalars"]),
             "channels": channels,

@@ -4,4 +4,4 @@ from __future__ import annotations
 
 from .aleatoric import SampledLogitLoss, sampled_logit_loss
 from .confidence import ConfidenceLoss, confidence_loss
-from .quality import QualityRankLoss, pairwise_rank_loss, quality_rank_loss
+from .quality import RANK_LOSSES, QualityRankLoss, gap_rank_loss, pairwise_rank_loss, quality_rank_loss

@@ -7,6 +7,7 @@ defaults from :data:`HEAD_RECIPE`, so the head the demo measures is the head a f
 * ``quality_variant``: the input stack (a key of :data:`segq_monai.transforms.QUALITY_VARIANTS`);
 * ``rank_weight``: weight of the pairwise ranking term added to the MSE (:class:`segq_monai.losses.QualityRankLoss`;
   0: the MSE alone);
+* ``rank_loss``: the ranking term (a key of :data:`segq_monai.losses.RANK_LOSSES`: ``"logistic"`` or ``"gap"``);
 * ``quality_members``: heads in the ensemble (:class:`~segq_monai.networks.QualityEnsemble`; their disagreement is
   ``pred_dice_sd``), 1: one head (its spread from MC dropout);
 * ``quality_scalars``: per-case scalars joined to the pooled features (names of
@@ -22,6 +23,7 @@ __all__ = ["HEAD_RECIPE"]
 HEAD_RECIPE: dict[str, Any] = {
     "quality_variant": "image_seg_entropy",
     "rank_weight": 1.0,
+    "rank_loss": "logistic",
     "quality_members": 1,
     "quality_scalars": [],
 }
