@@ -67,14 +67,16 @@ def _rec(candidate: str, seed: int, sp: float, au: float, seconds: float = 1.0, 
 
 
 class TestDefaultsUnchanged(unittest.TestCase):
-    def test_train_quality_defaults_are_one_plain_head_and_the_rank_loss(self):
-        """One head, no scalars, MSE plus the ranking term at weight 1.0 (issue #25's rule chose it)."""
+    def test_train_quality_defaults_are_one_plain_head_and_mse(self):
+        """One head, no scalars, the MSE alone (round 2 of issue #25's rule chose it): ``QualityRankLoss`` at weight 0."""
         parser = _config("train_quality.json", {})
         self.assertIs(type(parser.get_parsed_content("quality_network")), QualityRegressor)
         self.assertEqual(parser.get_parsed_content("quality_network").num_scalars, 0)
         loss = parser.get_parsed_content("loss")
         self.assertIsInstance(loss, QualityRankLoss)
-        self.assertEqual(loss.rank_weight, 1.0)
+        self.assertEqual(loss.rank_weight, 0.0)
+        pred, true = torch.rand(8, 1), torch.rand(8, 1)
+        self.assertTrue(torch.equal(loss(pred, true), torch.nn.functional.mse_loss(pred, true)))
         names = [type(t).__name__ for t in parser.get_parsed_content("train#deterministic_transforms")]
         self.assertEqual(names, ["SafeLoadImaged", "EnsureChannelFirstd", "ScaleIntensityd"])
         prepare = parser.get_parsed_content("train#prepare_batch")
@@ -109,12 +111,12 @@ class TestOneRecipe(unittest.TestCase):
         self.assertEqual(args.quality_variant, HEAD_RECIPE["quality_variant"])
 
     def test_the_rules_winner_ships(self):
-        """docs/results.md: issue #25's rule chose the ``rank`` candidate; the recipe is that candidate's overrides
-        on the defaults of every other candidate."""
+        """docs/results.md: round 2 of issue #25's rule chose the ``mse`` candidate; the recipe is that candidate's
+        overrides on the defaults of every other candidate (``rank_loss`` is unused at ``rank_weight`` 0)."""
         from segq_monai import HEAD_RECIPE
 
-        self.assertEqual({k: HEAD_RECIPE[k] for k in CANDIDATES["rank"]}, CANDIDATES["rank"])
-        others = {k for c in CANDIDATES.values() for k in c} - set(CANDIDATES["rank"])
+        self.assertEqual({k: HEAD_RECIPE[k] for k in CANDIDATES["mse"]}, CANDIDATES["mse"])
+        others = {k for c in CANDIDATES.values() for k in c} - set(CANDIDATES["mse"]) - {"rank_loss"}
         defaults = {"quality_variant": "image_seg_entropy", "quality_members": 1, "quality_scalars": []}
         self.assertEqual({k: HEAD_RECIPE[k] for k in others}, {k: defaults[k] for k in others})
 
