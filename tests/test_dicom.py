@@ -168,7 +168,7 @@ class TestCaseObjects(unittest.TestCase):
             self.assertEqual((group["pred_dice_lo"], group["pred_dice_hi"]),
                              (quality.pred_dice_lo[name], quality.pred_dice_hi[name]))  # fmt: skip
             self.assertEqual((group["coverage"], group["flagged"], group["segment"]), (0.9, False, k))
-        self.assertEqual(values["segq case"], {"flagged": False})
+        self.assertEqual(values["segq case"], {"flagged": False, "provenance": dict(quality.provenance)})
         current, other = (evidence_uids(sr, kind) for kind in ("Current", "Other"))
         self.assertEqual(current, {seg.SOPInstanceUID})  # referenced by the content (the segments)
         self.assertEqual(other, {ds.SOPInstanceUID for ds in self.ordered})  # the source series
@@ -180,8 +180,8 @@ class TestCaseObjects(unittest.TestCase):
         self.assertEqual(seg.SeriesDescription, "FLAGGED for review: segq segmentation")
         self.assertTrue(sr.SeriesDescription.startswith("FLAGGED for review"))
         values = report_values(sr)
-        self.assertEqual(values["segq case"], {"flagged": True})
-        self.assertEqual(set(values["segq class frontal"]), {"pred_dice", "flagged", "segment"})
+        self.assertEqual(values["segq case"]["flagged"], True)
+        self.assertEqual(set(values["segq class frontal"]), {"pred_dice", "flagged", "segment", "provenance"})
 
     def test_empty_segmentation(self):
         seg, sr = self._write("empty", np.zeros_like(self.lobes), _quality())

@@ -11,6 +11,7 @@ the series' geometry worked from its DICOM attributes, and that every UID the ob
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -31,6 +32,7 @@ from segq_testing import REPO, evidence_uids, free_port, read_csv
 
 from segq_monai.__main__ import main
 from segq_monai.data.volume3d import prepare_volume3d
+from segq_monai.dicom.figure import main as figure_main
 from segq_monai.dicom.outputs import report_values
 from segq_monai.dicom.series import check_series_folder, derived_uid, series_affine, write_colin27_series
 
@@ -89,7 +91,8 @@ class TestPacsRoundTrip:
         argv = [sys.executable, "-m", "segq_monai", *_pacs_args(orthanc, host_fit, source[0].StudyInstanceUID, out)]
         result = subprocess.run(argv, capture_output=True, text=True, env=ENV)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        return {"source": source, "out": out, "record": json.loads((out / "pacs.json").read_text())}
+        return {"source": source, "out": out, "record": json.loads((out / "pacs.json").read_text()),
+                "fit": host_fit["fit"]}
 
     def _retrieve(self, orthanc, run, kind: str) -> pydicom.Dataset:
         study = run["source"][0].StudyInstanceUID
@@ -122,6 +125,15 @@ class TestPacsRoundTrip:
             assert group["segment"] == k
             assert group["flagged"] == bool(int(row["flagged"]))
         assert values["segq case"]["flagged"] == bool(int(row["flagged"]))
+        provenance = values["segq case"]["provenance"]  # what produced the values, checked against the fit folder
+        fit_dir = Path(provenance["fit_dir"])
+        assert fit_dir == run["fit"]
+        assert provenance["head_sha256"] == hashlib.sha256((fit_dir / "quality_head.pt").read_bytes()).hexdigest()
+        calibration = fit_dir / provenance["calibration_file"]
+        assert provenance["calibration_sha256"] == hashlib.sha256(calibration.read_bytes()).hexdigest()
+        fit = json.loads((fit_dir / "fit.json").read_text())
+        assert (provenance["sampler"], provenance["num_samples"]) == (fit["sampler"], str(fit["num_samples"])) == (
+            "mc_dropout", "2")
         assert sr.SeriesDescription.startswith("FLAGGED for review") == bool(int(row["flagged"]))
 
     def test_seg_voxels_equal_nifti(self, orthanc, run):
@@ -150,33 +162,11 @@ class TestPacsRoundTrip:
 
 
     def test_figure_of_the_seg_from_the_pacs(self, orthanc, run, tmp_path):
-        """The SEG as read back from the PACS, drawn over its series (3 axial slices); SEGQ_WRITE_DOCS=1 writes it
-        to docs/figures/dicom_seg_from_pacs.png (a random-weight host: the layout, not a good segmentation)."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        seg, sr = self._retrieve(orthanc, run, "seg"), self._retrieve(orthanc, run, "sr")
-        ordered = sorted(run["source"], key=lambda ds: float(ds.ImagePositionPatient[2]))
-        labels = hd.seg.Segmentation.from_dataset(seg).get_pixels_by_source_instance(
-            [ds.SOPInstanceUID for ds in ordered], combine_segments=True)  # fmt: skip
-        values = report_values(sr)
-        fig, axes = plt.subplots(1, 3, figsize=(9, 3.6))
-        for ax, k in zip(axes, (14, 22, 30)):
-            ax.imshow(ordered[k].pixel_array, cmap="gray")
-            ax.imshow(np.ma.masked_equal(labels[k], 0), cmap="tab10", vmin=0, vmax=9, alpha=0.5)
-            ax.set_title(f"slice {k + 1} of 46", fontsize=9)
-            ax.axis("off")
-        names = [f"{s.SegmentNumber} {s.SegmentLabel}: pred_dice "
-                 f"{values[f'segq class {s.SegmentLabel}']['pred_dice']:.2f}" for s in seg.SegmentSequence]  # fmt: skip
-        fig.suptitle(f"{seg.SeriesDescription} (SEG from Orthanc over its MR series)\n" + "; ".join(names), fontsize=8)
-        path = tmp_path / "dicom_seg_from_pacs.png"
-        fig.savefig(path, dpi=80)
-        plt.close(fig)
-        assert path.stat().st_size > 10_000
-        if os.environ.get("SEGQ_WRITE_DOCS") == "1":
-            shutil.copy(path, REPO / "docs" / "figures" / path.name)
+        """The SEG as read back from the PACS, drawn over its series by ``python -m segq_monai.dicom.figure`` (the
+        docs' figure comes from the same command on the trained example host, docs/dicom.md)."""
+        study = run["source"][0].StudyInstanceUID
+        figure_main(["--url", orthanc["url"], "--study", study, str(tmp_path / "seg.png")])
+        assert (tmp_path / "seg.png").stat().st_size > 10_000
 
 
 class TestPacsRefusals:

@@ -116,8 +116,9 @@ def report_values(report: Dataset) -> dict[str, dict[str, Any]]:
 
     Returns:
         tracking identifier (``"segq class <name>"`` per class, ``"segq case"``) -> ``{"pred_dice": float,
-        "pred_dice_lo": ..., "pred_dice_hi": ..., "coverage": ..., "flagged": bool, "segment": int}`` (the keys the
-        group holds; floats are the exact ``FloatingPointValue`` where present, else ``NumericValue``).
+        "pred_dice_lo": ..., "pred_dice_hi": ..., "coverage": ..., "flagged": bool, "segment": int, "provenance":
+        {name: text}}`` (the keys the group holds; floats are the exact ``FloatingPointValue`` where present, else
+        ``NumericValue``; ``provenance``: the algorithm's parameters, e.g. ``head_sha256``).
     """
     names = {segq_codes.PRED_DICE.value: "pred_dice", segq_codes.PRED_DICE_LO.value: "pred_dice_lo",
              segq_codes.PRED_DICE_HI.value: "pred_dice_hi", segq_codes.COVERAGE.value: "coverage"}  # fmt: skip
@@ -131,6 +132,9 @@ def report_values(report: Dataset) -> dict[str, dict[str, Any]]:
             code = _code(child)
             if child.ValueType == "TEXT" and code == "112039":  # DCM 112039 Tracking Identifier
                 key = str(child.TextValue)
+            elif child.ValueType == "TEXT" and code == "111002":  # DCM 111002 Algorithm Parameters: "name=value"
+                name, _, text = str(child.TextValue).partition("=")
+                values.setdefault("provenance", {})[name] = text
             elif child.ValueType == "NUM" and code in names:
                 measured = child.MeasuredValueSequence[0]
                 exact = measured.get("FloatingPointValue")
