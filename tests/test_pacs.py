@@ -3,7 +3,8 @@ over DICOMweb, the 3D example host deployed on it with a fit, DICOM SEG and SR s
 PACS inputs, each refused with the server or the series named and nothing half written.
 
 The host is ``examples/colin27_regions3d`` with seeded random weights, fitted at toy size (4 + 4 cases of the whole
-46 x 55 x 46 volume, T = 2, 1 epoch, 2-level head): the checks do not depend on how well it segments. What is checked
+46 x 55 x 46 volume, each written as a DICOM series folder, T = 2, 1 epoch, 2-level head): the checks do not depend
+on how well it segments. What is checked
 against an independent reading: the SR's values against ``quality.csv`` (exactly: the SR carries the float64), the
 SEG's voxels (read back by highdicom from the PACS copy) against the NIfTI segmentation, the NIfTI's grid against
 the series' geometry worked from its DICOM attributes, and that every UID the objects reference is in the PACS.
@@ -31,10 +32,13 @@ from monai.bundle import ConfigParser
 from segq_testing import REPO, evidence_uids, free_port, read_csv
 
 from segq_monai.__main__ import main
+from segq_monai.data import load_datalist, write_datalist
 from segq_monai.data.volume3d import prepare_volume3d
 from segq_monai.dicom.figure import main as figure_main
 from segq_monai.dicom.outputs import report_values
-from segq_monai.dicom.series import check_series_folder, derived_uid, series_affine, write_colin27_series
+from segq_monai.dicom.series import (
+    check_series_folder, derived_uid, in_series_order, series_affine, write_colin27_series, write_mr_series,
+)  # fmt: skip
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +51,10 @@ FIT = ["--num_samples", "2", "--epochs", "1", "--head_channels", "4", "4", "--al
 
 @pytest.fixture(scope="module")
 def host_fit(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The example host with seeded random weights (``models/model.pt``, a plain state dict) and its fit folder."""
+    """The example host with seeded random weights (``models/model.pt``, a plain state dict) and its fit folder,
+    fitted on DICOM series: each labelled case of :func:`prepare_volume3d` written as an MR series folder (its own
+    UIDs) with its label turned to the series' axis order (:func:`in_series_order`), so ``fit`` reads the images
+    with MONAI's reader from the folders."""
     tmp = tmp_path_factory.mktemp("host3d")
     host = tmp / "colin27_regions3d"
     shutil.copytree(HOST / "configs", host / "configs")
@@ -56,9 +63,39 @@ def host_fit(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     torch.manual_seed(0)
     (host / "models").mkdir()
     torch.save(parser.get_parsed_content("network_def").state_dict(), host / "models" / "model.pt")
-    datalist = prepare_volume3d(tmp / "data", cases={"validation": 4, "calibration": 4}, spatial_size=(46, 55, 46))
+    cases = prepare_volume3d(tmp / "data", cases={"validation": 4, "calibration": 4}, spatial_size=(46, 55, 46))
+    sections: dict[str, list[dict]] = {}
+    for split in ("validation", "calibration"):
+        for item in load_datalist(cases, split):
+            case = Path(item["image"]).name.removesuffix(".nii.gz")
+            write_mr_series(item["image"], tmp / "series" / case, uid_salt=case)
+            nib.save(in_series_order(nib.load(item["label"])), tmp / "series" / f"{case}_label.nii.gz")
+            sections.setdefault(split, []).append(
+                {"image": str(tmp / "series" / case), "label": str(tmp / "series" / f"{case}_label.nii.gz")})
+    datalist = write_datalist(tmp / "series" / "dataset.json", sections)
     main(["fit", "--host_bundle", str(host), "--datalist", str(datalist), "--output_dir", str(tmp / "fit"), *FIT])
-    return {"host": host, "fit": tmp / "fit"}
+    return {"host": host, "fit": tmp / "fit", "series": tmp / "series"}
+
+
+class TestFitOnSeries:
+    """``fit`` on DICOM series folders (the fixture): its sampled outputs on each series' grid, its true Dice the
+    numpy Dice of the saved segmentation against the label."""
+
+    def test_sampled_cases_on_the_series_grid(self, host_fit):
+        rows = read_csv(host_fit["fit"] / "sample" / "quality.csv")
+        assert sorted(Path(r["image"]).name for r in rows) == [f"colin3d_validation_{i:03d}" for i in range(4)]
+        for row in rows:
+            case = Path(row["image"]).name
+            ordered = check_series_folder(host_fit["series"] / case)
+            seg_nii = nib.load(str(host_fit["fit"] / "sample" / case / f"{case}_seg.nii.gz"))
+            np.testing.assert_allclose(seg_nii.affine, series_affine(ordered), atol=1e-4)
+            seg = np.asarray(seg_nii.dataobj).reshape(46, 55, 46)
+            label = np.asarray(nib.load(str(host_fit["series"] / f"{case}_label.nii.gz")).dataobj)
+            for k, name in enumerate(CLASSES, start=1):
+                s, lab = seg == k, label == k
+                total = s.sum() + lab.sum()
+                dice = 1.0 if total == 0 else 2.0 * np.logical_and(s, lab).sum() / total
+                assert float(row[f"true_dice_{name}"]) == pytest.approx(dice, abs=1e-6), (case, name)
 
 
 def _client(orthanc: dict[str, str]) -> DICOMwebClient:

@@ -24,8 +24,8 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, 
 from segq_monai.data.volume3d import volume3d_dir
 
 __all__ = [
-    "UID_ROOT", "check_series_folder", "derived_uid", "read_series_folder", "series_affine", "series_volume",
-    "sort_slices", "write_colin27_series", "write_mr_series",
+    "UID_ROOT", "check_series_folder", "derived_uid", "in_series_order", "read_series_folder", "series_affine",
+    "series_volume", "sort_slices", "write_colin27_series", "write_mr_series",
 ]  # fmt: skip
 
 #: the root of every UID this package derives (pydicom's registered root; the rest is a hash of what the object is)
@@ -137,6 +137,14 @@ def series_volume(datasets: Sequence[Dataset], source: str) -> tuple[np.ndarray,
     return np.stack(frames, axis=-1).transpose(1, 0, 2), series_affine(ordered), ordered
 
 
+def in_series_order(img: nib.Nifti1Image) -> nib.Nifti1Image:
+    """``img`` turned to the axis order :func:`write_mr_series` writes (the closest to LPS: columns to the patient's
+    left, rows to the back), its RAS affine turned with it: a label saved from it lies on the grid of the series
+    written from ``img`` (as MONAI's reader reads the series: :func:`series_affine`)."""
+    lps_axes = nib.orientations.axcodes2ornt(("L", "P", "S"))
+    return img.as_reoriented(nib.orientations.ornt_transform(nib.orientations.io_orientation(img.affine), lps_axes))
+
+
 def write_mr_series(nifti: str | os.PathLike, folder: str | os.PathLike, patient: str = "COLIN27",
                     description: str = "Colin27 T1 4 mm (derived, segq-monai test data)", modality: str = "MR",
                     uid_salt: str = "") -> list[Path]:  # fmt: skip
@@ -162,11 +170,8 @@ def write_mr_series(nifti: str | os.PathLike, folder: str | os.PathLike, patient
     if modality not in ("MR", "CT"):
         raise ValueError(f"modality must be 'MR' or 'CT', got {modality!r}.")
     storage = MRImageStorage if modality == "MR" else CTImageStorage
-    img = nib.load(os.fspath(nifti))
+    img = in_series_order(nib.load(os.fspath(nifti)))
     digest = hashlib.sha256(Path(nifti).read_bytes()).hexdigest() + uid_salt
-    lps_axes = nib.orientations.axcodes2ornt(("L", "P", "S"))
-    turn = nib.orientations.ornt_transform(nib.orientations.io_orientation(img.affine), lps_axes)
-    img = img.as_reoriented(turn)
     data = np.rint(np.asarray(img.dataobj, dtype=np.float64)).clip(0, 65535).astype(np.uint16)
     lps = _LPS_RAS @ img.affine
     spacing = np.linalg.norm(lps[:3, :3], axis=0)
