@@ -25,10 +25,14 @@ from segq_testing import free_port, train_bundle
 
 ORTHANC = Path("/usr/sbin/Orthanc")
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
-#: the test PACS refuses SEG objects of this patient, as a PACS refuses what it does not accept (a rejected STOW)
-REJECTING_PATIENT = "SEGQ_REJECT_SEG"
+#: the test PACS refuses SEG objects of the first patient and SR objects of the second, as a PACS refuses what it does
+#: not accept (a rejected STOW)
+REJECTING_PATIENT, REJECTING_SR_PATIENT = "SEGQ_REJECT_SEG", "SEGQ_REJECT_SR"
 _FILTER = f"""function ReceivedInstanceFilter(dicom, origin, info)
   if dicom.Modality == 'SEG' and dicom.PatientID == '{REJECTING_PATIENT}' then
+    return false
+  end
+  if dicom.Modality == 'SR' and dicom.PatientID == '{REJECTING_SR_PATIENT}' then
     return false
   end
   return true
@@ -55,7 +59,8 @@ def trained_bundle_copy(request: pytest.FixtureRequest, trained_bundle: Path,
 @pytest.fixture(scope="session")
 def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A running Orthanc on 127.0.0.1 for the test run: ``{"url": its DICOMweb root, "rest": its REST root}``; SEG
-    objects of the patient :data:`REJECTING_PATIENT` are rejected (a Lua ``ReceivedInstanceFilter``)."""
+    objects of the patient :data:`REJECTING_PATIENT` and SR objects of :data:`REJECTING_SR_PATIENT` are rejected (a Lua
+    ``ReceivedInstanceFilter``)."""
     if not (ORTHANC.is_file() and DICOMWEB_PLUGIN.is_file()):
         if os.environ.get("CI", "").lower() == "true":
             raise AssertionError("Orthanc or its DICOMweb plugin is missing under CI; .ci/run installs them "

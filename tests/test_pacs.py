@@ -26,7 +26,7 @@ import numpy as np
 import pydicom
 import pytest
 import torch
-from conftest import REJECTING_PATIENT
+from conftest import REJECTING_PATIENT, REJECTING_SR_PATIENT
 from dicomweb_client.api import DICOMwebClient
 from monai.bundle import ConfigParser
 from segq_testing import REPO, evidence_uids, free_port, read_csv
@@ -255,4 +255,17 @@ class TestPacsRefusals:
         self._refused(_pacs_args(orthanc, host_fit, study, tmp_path / "out"),
                       f"The PACS at {orthanc['url']} .*the SEG .*check what the server accepts")
         assert _modalities(orthanc, study) == ["MR"]  # neither SEG nor SR
+        assert not (tmp_path / "out" / "pacs.json").exists()
+
+    def test_sr_rejected_after_the_seg(self, orthanc, host_fit, tmp_path):
+        """The SEG is stored, the SR rejected: the SEG cannot be deleted again over DICOMweb (Orthanc's plugin has no
+        DELETE), so the message names it for removal by hand."""
+        study = _store_series(orthanc, tmp_path / "rej_sr", patient=REJECTING_SR_PATIENT,
+                              uid_salt="reject_sr")[0].StudyInstanceUID  # fmt: skip
+        with pytest.raises(ValueError, match=f"The PACS at {orthanc['url']} rejected the SR ") as raised:
+            main(_pacs_args(orthanc, host_fit, study, tmp_path / "out"))
+        seg = pydicom.dcmread(tmp_path / "out" / "dicom" / "seg.dcm")
+        assert f"could not delete what this run stored before it ({seg.SOPInstanceUID})" in str(raised.value)
+        assert "delete those instances on the server by hand" in str(raised.value)
+        assert _modalities(orthanc, study) == ["MR", "SEG"]
         assert not (tmp_path / "out" / "pacs.json").exists()
