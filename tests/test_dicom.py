@@ -27,7 +27,7 @@ from segq_monai.apps.pacs import check_geometry
 from segq_monai.data.volume3d import volume3d_dir
 from segq_monai.dicom.objects import CaseQuality
 from segq_monai.dicom.outputs import SEG_FILE, SR_FILE, case_quality, report_values, write_case_objects
-from segq_monai.dicom.series import check_series_folder, series_affine, series_volume, write_colin27_series
+from segq_monai.dicom.series import check_series_folder, series_volume, write_colin27_series
 
 CLASSES = ("frontal", "temporal", "parietal_occipital", "cerebellum")
 
