@@ -12,11 +12,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from segq_monai.apps import demo, example3d, export, fit, paths
+from segq_monai.apps import demo, example3d, export, fit, pacs, paths
 from segq_monai.utils.errors import DEBUG_ENV, bad_input_message, debug_requested
 
 #: The modules of the commands, in ``--help`` order.
-COMMANDS = (demo, fit, example3d, paths, export)
+COMMANDS = (demo, fit, example3d, paths, export, pacs)
 PROG = "python -m segq_monai"
 
 

@@ -1,5 +1,9 @@
 """Fixtures shared by the test modules; plain helpers live in ``segq_testing``.
 
+``orthanc``: a real Orthanc PACS with its DICOMweb plugin on 127.0.0.1 (Debian's ``orthanc`` and
+``orthanc-dicomweb``, installed by ``.ci/run``), with its storage in pytest's temporary folder, started once per test
+run and stopped after; without it the tests that use it are skipped, except under CI (``CI=true``), where they fail.
+
 The bundle trained at toy size (:func:`segq_testing.train_bundle`) is built once per test run and read by the
 bundle's, the multi-GPU overlays' and MONAI Label's tests. A test class that writes (weights, outputs, files beside
 the data) takes its own copy with ``@pytest.mark.usefixtures("trained_bundle_copy")``.
@@ -7,11 +11,33 @@ the data) takes its own copy with ``@pytest.mark.usefixtures("trained_bundle_cop
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from segq_testing import train_bundle
+import requests
+from segq_testing import free_port, train_bundle
+
+ORTHANC = Path("/usr/sbin/Orthanc")
+DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+#: the test PACS refuses SEG objects of the first patient and SR objects of the second, as a PACS refuses what it does
+#: not accept (a rejected STOW)
+REJECTING_PATIENT, REJECTING_SR_PATIENT = "SEGQ_REJECT_SEG", "SEGQ_REJECT_SR"
+_FILTER = f"""function ReceivedInstanceFilter(dicom, origin, info)
+  if dicom.Modality == 'SEG' and dicom.PatientID == '{REJECTING_PATIENT}' then
+    return false
+  end
+  if dicom.Modality == 'SR' and dicom.PatientID == '{REJECTING_SR_PATIENT}' then
+    return false
+  end
+  return true
+end
+"""
 
 
 @pytest.fixture(scope="session")
@@ -28,3 +54,49 @@ def trained_bundle_copy(request: pytest.FixtureRequest, trained_bundle: Path,
     tmp = tmp_path_factory.mktemp(request.cls.__name__)
     shutil.copytree(trained_bundle.parent, tmp, dirs_exist_ok=True)
     request.cls.tmp, request.cls.root, request.cls.datalist = tmp, tmp / "bundle", tmp / "data" / "datalist.json"
+
+
+@pytest.fixture(scope="session")
+def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A running Orthanc on 127.0.0.1 for the test run: ``{"url": its DICOMweb root, "rest": its REST root}``; SEG
+    objects of the patient :data:`REJECTING_PATIENT` and SR objects of :data:`REJECTING_SR_PATIENT` are rejected (a Lua
+    ``ReceivedInstanceFilter``)."""
+    if not (ORTHANC.is_file() and DICOMWEB_PLUGIN.is_file()):
+        if os.environ.get("CI", "").lower() == "true":
+            raise AssertionError("Orthanc or its DICOMweb plugin is missing under CI; .ci/run installs them "
+                                 "(apt-get install orthanc orthanc-dicomweb).")  # fmt: skip
+        pytest.skip("Orthanc with its DICOMweb plugin is not installed (apt-get install orthanc orthanc-dicomweb)")
+    folder = tmp_path_factory.mktemp("orthanc")
+    http, dicom = free_port(), free_port()
+    (folder / "filter.lua").write_text(_FILTER)
+    config = {
+        "Name": "segq-test", "StorageDirectory": str(folder / "db"), "IndexDirectory": str(folder / "db"),
+        "HttpPort": http, "DicomPort": dicom, "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
+        "Plugins": [str(DICOMWEB_PLUGIN)], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+        "LuaScripts": [str(folder / "filter.lua")],
+    }  # fmt: skip
+    (folder / "orthanc.json").write_text(json.dumps(config, indent=1))
+    log = open(folder / "orthanc.log", "w")
+    server = subprocess.Popen([str(ORTHANC), str(folder / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
+    rest = f"http://127.0.0.1:{http}"
+    try:
+        for _ in range(300):
+            try:
+                if requests.get(f"{rest}/system", timeout=1).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            if server.poll() is not None:
+                raise AssertionError(f"Orthanc stopped on start: {(folder / 'orthanc.log').read_text()[-2000:]}")
+            time.sleep(0.1)
+        else:
+            raise AssertionError("Orthanc did not answer within 30 s")
+        yield {"url": f"{rest}/dicom-web", "rest": rest}
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()

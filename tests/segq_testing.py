@@ -246,3 +246,11 @@ def isotonic_reference(x: np.ndarray, y: np.ndarray):
 
     iso = IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip").fit(x, y)
     return lambda raw: recalibrate(raw, iso.X_thresholds_, iso.y_thresholds_)
+
+
+def evidence_uids(sr, kind: str) -> set[str]:
+    """The SOP instance UIDs of an SR's ``CurrentRequestedProcedureEvidenceSequence`` (``kind="Current"``: what its
+    content references) or ``PertinentOtherEvidenceSequence`` (``"Other"``)."""
+    name = "CurrentRequestedProcedureEvidenceSequence" if kind == "Current" else "PertinentOtherEvidenceSequence"
+    return {ref.ReferencedSOPInstanceUID for study in sr.get(name, [])
+            for series in study.ReferencedSeriesSequence for ref in series.ReferencedSOPSequence}  # fmt: skip

@@ -32,6 +32,7 @@ ROOMS = (
     "data",
     "calibration",
     "evaluation",
+    "dicom",
     "handlers",
     "apps",
     "segq_monai",

@@ -82,9 +82,9 @@ class _ServerCase(unittest.TestCase):
     """A real MONAI Label server over ``cls.studies`` (started by ``start_server``) and HTTP helpers."""
 
     @classmethod
-    def start_server(cls, conf: list[str]) -> None:
-        """``monailabel start_server`` on ``cls.studies`` with the app (``--conf`` pairs ``conf``), stopped by a class
-        cleanup; returns when it answers."""
+    def start_server(cls, conf: list[str], env: dict[str, str] | None = None) -> None:
+        """``monailabel start_server`` on ``cls.studies`` with the app (``--conf`` pairs ``conf``, environment
+        variables ``env`` besides), stopped by a class cleanup; returns when it answers."""
         # the app folder is copied: start_server writes bin/ lib/ logs/ model/ into it
         cls.app = cls.tmp / "app"
         shutil.copytree(APP, cls.app, ignore=shutil.ignore_patterns("__pycache__", "bin", "lib", "logs", "model"))
@@ -95,6 +95,7 @@ class _ServerCase(unittest.TestCase):
             "MONAILABEL_PYEXE": sys.executable,  # the launcher runs `python` from PATH otherwise
             "MONAI_LABEL_AUTO_UPDATE_SCORING": "false",  # scoring runs when the test asks for it
             "MONAI_LABEL_SESSION_PATH": str(cls.tmp / "sessions"),
+            **(env or {}),
         }
         cls.log = open(cls.tmp / "server.log", "wb")  # noqa: SIM115 - closed by a class cleanup
         cls.addClassCleanup(cls.log.close)
@@ -345,6 +346,89 @@ class TestMONAILabelHostFit(_ServerCase):
         first = self.post_json("/activelearning/lowest_quality")
         self.assertEqual(first["id"], min(recalibrated, key=lambda n: (recalibrated[n], n)))
         self.assertEqual(self.get_json("/info/")["labels"], {"spleen": 1})
+
+
+@pytest.fixture(scope="class")
+def dicomweb_server(request: pytest.FixtureRequest, orthanc: dict[str, str],
+                    tmp_path_factory: pytest.TempPathFactory) -> None:  # fmt: skip
+    """The app with a fitted host (``spleen_like``) over the real Orthanc (``--studies`` its DICOMweb root): two MR
+    series of 16 x 16 x 12 (``cls.series``: SeriesInstanceUID -> the folder written), found by a QIDO filter on their
+    patient; the datastore scored (``cls.scoring``, ``cls.datastore``)."""
+    import pydicom
+    from dicomweb_client.api import DICOMwebClient
+    from segq_testing import make_host, write_labelled_cases
+    from test_fit import run_fit
+
+    from segq_monai.data import write_datalist
+    from segq_monai.dicom.series import write_mr_series
+
+    cls = request.cls
+    cls.tmp = tmp_path_factory.mktemp("monailabel_dicomweb")
+    cls.host = make_host("spleen_like", cls.tmp)
+    train = write_labelled_cases(cls.tmp / "train", ["t0", "t1"], (16, 16, 12), seed=1)
+    cal = write_labelled_cases(cls.tmp / "cal", ["k0", "k1", "k2"], (16, 16, 12), seed=2)
+    cls.fit_dir = cls.tmp / "FIT"
+    run_fit(cls.host, write_datalist(cls.tmp / "datalist.json", {"validation": train, "calibration": cal}),
+            cls.fit_dir, "--tau", "0.0")  # fmt: skip
+    client, cls.series = DICOMwebClient(url=orthanc["url"]), {}
+    for item in write_labelled_cases(cls.tmp / "images", ["ml_a", "ml_b"], (16, 16, 12), seed=3):
+        name = Path(item["image"]).name.removesuffix(".nii.gz")
+        files = write_mr_series(item["image"], cls.tmp / "series" / name, patient=DICOMWEB_PATIENT, uid_salt=name)
+        datasets = [pydicom.dcmread(f) for f in files]
+        client.store_instances(datasets)
+        cls.series[str(datasets[0].SeriesInstanceUID)] = cls.tmp / "series" / name
+    cls.studies = orthanc["url"]
+    search = json.dumps({"Modality": "MR", "PatientID": DICOMWEB_PATIENT})
+    cls.start_server(["host_bundle", str(cls.host), "fit_dir", str(cls.fit_dir), "device", "cpu"],
+                     env={"MONAI_LABEL_DICOMWEB_SEARCH_FILTER": search})  # fmt: skip
+    cls.scoring = cls.run_scoring("segq_quality", timeout=240)
+    cls.datastore = cls.wait_for_scores(timeout=60)
+    from segq_monai.apps.fit import OVERLAYS
+    from segq_monai.apps.workflows import run_workflow
+
+    out = cls.tmp / "reference"  # the deploy overlay on the same series folders: the reference predicted Dice
+    run_workflow(cls.host, [cls.host / "configs" / "inference.json", OVERLAYS / "segq_overlay.json"],
+                 **{"segq#fit_dir": str(cls.fit_dir), "datalist": [str(p) for p in cls.series.values()],
+                    "output_dir": str(out), "device": "$torch.device('cpu')"})  # fmt: skip
+    cls.reference = {Path(r["image"]).name: float(r["pred_dice"]) for r in read_csv(out / "quality.csv")}
+
+
+DICOMWEB_PATIENT = "SEGQ_MONAILABEL"
+
+
+@unittest.skipUnless(HAS_MONAILABEL, REASON)
+@pytest.mark.slow
+@pytest.mark.usefixtures("dicomweb_server")
+class TestMONAILabelOverDICOMweb(_ServerCase):
+    """MONAI Label with ``--studies`` a PACS (Orthanc over DICOMweb): the series are scored as the deploy overlay
+    scores the same series folders (the host, its fit), and the strategy serves the lowest predicted Dice."""
+
+    def test_scores_equal_the_deployment_and_the_strategy_picks_the_lowest(self):
+        self.assertEqual(self.scoring["status"], "DONE", self.server_log())
+        self.assertEqual(set(self.datastore), set(self.series))
+        scores = {}
+        for uid, folder in self.series.items():
+            info = self.info(uid)
+            self.assertIsNone(info["segq_error"], uid)
+            scores[uid] = info["segq_pred_dice_mean"]
+            self.assertAlmostEqual(scores[uid], self.reference[folder.name], places=4)
+        first = self.post_json("/activelearning/lowest_quality")
+        self.assertEqual(first["id"], min(scores, key=lambda uid: (scores[uid], uid)))
+
+    def test_infer_on_a_pacs_series(self):
+        from segq_monai.dicom.series import check_series_folder, series_affine
+
+        uid, folder = sorted(self.series.items())[0]
+        body, content_type = self.request("POST", f"/infer/segq?image={uid}", timeout=120)
+        parts = parse_multipart(body, content_type)
+        params = json.loads(parts["params"])
+        self.assertAlmostEqual(params["pred_dice"][0], self.reference[folder.name], places=4)
+        label_file = self.tmp / "returned_label.nii.gz"
+        label_file.write_bytes(parts["image"])
+        label = nib.load(label_file)
+        self.assertEqual(label.shape, (16, 16, 12))  # the series' grid: columns, rows, slices
+        np.testing.assert_allclose(label.affine, series_affine(check_series_folder(folder)), atol=1e-4)
+        self.assertTrue(set(np.unique(np.asarray(label.dataobj))) <= {0, 1})
 
 
 @unittest.skipUnless(HAS_MONAILABEL, REASON)

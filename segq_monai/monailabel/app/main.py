@@ -82,6 +82,16 @@ class SegQApp(MONAILabelApp):
             labels=self.pipeline.labels,
         )
 
+    def _download_dcmqi_tools(self) -> None:
+        """MONAI Label fetches the dcmqi tools from GitHub for a DICOMweb datastore (to store submitted labels as DICOM
+        SEG). Where that fails (no internet), the app still serves the PACS's studies: infer, scoring and strategy
+        need no dcmqi; submitting a label back to the PACS then fails until ``itkimage2segimage`` is on the PATH."""
+        try:
+            super()._download_dcmqi_tools()
+        except Exception as e:  # noqa: BLE001 - any failure of the download: say so and serve without it
+            logger.warning(f"SegQ:: dcmqi tools unavailable ({type(e).__name__}: {e}); labels cannot be saved to the "
+                           "PACS as DICOM SEG until itkimage2segimage is on the PATH")
+
     def init_infers(self):
         return {"segq": SegQInferTask(self.pipeline, maps=("entropy",), output_dir=self.maps_dir)}
 
