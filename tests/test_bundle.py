@@ -225,7 +225,7 @@ class TestTwoStageBundle2D(unittest.TestCase):
     def test_verify_net_in_out_and_torchscript_export(self):
         meta, configs = str(self.root / "configs" / "metadata.json"), str(self.root / "configs" / "inference.json")
         verify_net_in_out(net_id="network_def", meta_file=meta, config_file=configs, device="cpu", n=1)
-        for net_id, ckpt in (("network_def", "fold0"), ("quality_network_def", "quality_image_seg_entropy")):
+        for net_id, ckpt in (("network_def", "fold0"), ("segq#quality_network_def", "quality_image_seg_entropy")):
             path = self.tmp / f"{net_id}.ts"
             ckpt_export(net_id=net_id, filepath=str(path), ckpt_file=str(self.root / "models" / ckpt / "model.pt"),
                         meta_file=meta, config_file=configs, key_in_ckpt="model", use_trace=True,

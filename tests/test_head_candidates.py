@@ -141,7 +141,7 @@ class TestCandidatesTrainAndPredict(unittest.TestCase):
                      output_dir=str(out), epochs=1, batch_size=3, device="cpu", **overrides)  # fmt: skip
         self.assertEqual(_config("train_quality.json", overrides).get_parsed_content("loss").rank_weight, RANK_WEIGHT)
         inference = _config("inference.json", {"ckpt_dir": str(out), **overrides})
-        net = inference.get_parsed_content("quality_network")
+        net = inference.get_parsed_content("segq#quality_network")
         self.assertIsInstance(net, QualityEnsemble)
         state = torch.load(inference.get_parsed_content("quality_checkpoint"), map_location="cpu", weights_only=True)
         net.load_state_dict(state["model"])  # the trained file holds both members, each reading 4 scalars
@@ -161,8 +161,8 @@ class TestCandidatesTrainAndPredict(unittest.TestCase):
 
     @parameterized.expand([(name,) for name in CANDIDATES])
     def test_each_candidate_parses(self, name):
-        for config in ("train_quality.json", "inference.json"):
-            net = _config(config, CANDIDATES[name]).get_parsed_content("quality_network")
+        for config, net_id in (("train_quality.json", "quality_network"), ("inference.json", "segq#quality_network")):
+            net = _config(config, CANDIDATES[name]).get_parsed_content(net_id)
             self.assertEqual(isinstance(net, QualityEnsemble), name == "ensemble5")
 
 
