@@ -83,7 +83,8 @@ class TestDefaultsUnchanged(unittest.TestCase):
         self.assertEqual(len(prepare({"quality_input": torch.zeros(1), "true_dice": torch.zeros(1)}, "cpu", False)), 2)
 
     def test_inference_defaults_are_one_head_with_mc_dropout(self):
-        transforms = _config("inference.json", {}).get_parsed_content("quality_transforms")
+        unloaded = {"segq#quality_network": "@segq#quality_ensemble"}  # the head as built, no weights to load
+        transforms = _config("inference.json", unloaded).get_parsed_content("segq#quality_transforms")
         self.assertEqual([type(t).__name__ for t in transforms], ["QualityInputd", "PredictQualityd"])
         self.assertEqual(transforms[-1].predict.num_samples, 20)
         self.assertIsNone(transforms[-1].scalars_key)
@@ -149,7 +150,7 @@ class TestCandidatesTrainAndPredict(unittest.TestCase):
         case = {k: torch.as_tensor(np.asarray(nib.load(item[k]).dataobj, np.float32))[None]
                 for k in ("image", "seg", "entropy", "mutual_information")}  # fmt: skip
         case["pairwise_dice"] = torch.tensor(item["pairwise_dice"])
-        transforms = inference.get_parsed_content("quality_transforms")
+        transforms = inference.get_parsed_content("segq#quality_transforms")
         self.assertEqual(transforms[-1].predict.num_samples, 0)  # the members' sd, not MC dropout
         for t in transforms:
             case = t(case)
@@ -161,7 +162,7 @@ class TestCandidatesTrainAndPredict(unittest.TestCase):
 
     @parameterized.expand([(name,) for name in CANDIDATES])
     def test_each_candidate_parses(self, name):
-        for config, net_id in (("train_quality.json", "quality_network"), ("inference.json", "segq#quality_network")):
+        for config, net_id in (("train_quality.json", "quality_network"), ("inference.json", "segq#quality_ensemble")):
             net = _config(config, CANDIDATES[name]).get_parsed_content(net_id)
             self.assertEqual(isinstance(net, QualityEnsemble), name == "ensemble5")
 
