@@ -53,7 +53,7 @@ def untrained_weights(config: Path, ckpt_dir: Path) -> None:
     parser = ConfigParser()
     parser.read_config(str(config))
     parser["device"] = "cpu"
-    for key, folder in (("network_def", "fold0"), ("quality_network_def", "quality_image_seg_entropy")):
+    for key, folder in (("network_def", "fold0"), ("segq#quality_network_def", "quality_image_seg_entropy")):
         torch.manual_seed(0)
         (ckpt_dir / folder).mkdir(parents=True)
         torch.save({"model": parser.get_parsed_content(key).state_dict()}, ckpt_dir / folder / "model.pt")

@@ -61,7 +61,7 @@ class TestTwoStageBundle2D(unittest.TestCase):
             out = self.tmp / f"infer_{sampler}"
             wf = workflow(["inference.json"], self.root, datalist=str(self.datalist), output_dir=str(out),
                           sampler=sampler, num_samples=3, device="cpu")
-            self.assertEqual(type(wf.parser.get_parsed_content("sampler_object")).__name__,
+            self.assertEqual(type(wf.parser.get_parsed_content("segq#sampler_object")).__name__,
                              {"tta": "TTASampler", "ensemble": "EnsembleSampler",
                               "single_pass": "SinglePassSampler"}[sampler])
             self.assertEqual(len(read_csv(out / "quality.csv")), 3)
@@ -218,14 +218,14 @@ class TestTwoStageBundle2D(unittest.TestCase):
         parser.read_config(str(self.root / "configs" / "inference.json"))
         parser.update({"bundle_root": str(self.root), "calibration_file": str(self.tmp / "other.json")})
         with self.assertRaises(RuntimeError) as refused:  # MONAI wraps the error of a failing "$" expression
-            parser.get_parsed_content("calibration")
+            parser.get_parsed_content("segq#calibration")
         self.assertIn("was made for the quality head 0000000000000000… with classes ['foreground']; this run uses "
                       "the head", chain(refused.exception))
 
     def test_verify_net_in_out_and_torchscript_export(self):
         meta, configs = str(self.root / "configs" / "metadata.json"), str(self.root / "configs" / "inference.json")
         verify_net_in_out(net_id="network_def", meta_file=meta, config_file=configs, device="cpu", n=1)
-        for net_id, ckpt in (("network_def", "fold0"), ("quality_network_def", "quality_image_seg_entropy")):
+        for net_id, ckpt in (("network_def", "fold0"), ("segq#quality_network_def", "quality_image_seg_entropy")):
             path = self.tmp / f"{net_id}.ts"
             ckpt_export(net_id=net_id, filepath=str(path), ckpt_file=str(self.root / "models" / ckpt / "model.pt"),
                         meta_file=meta, config_file=configs, key_in_ckpt="model", use_trace=True,

@@ -83,7 +83,8 @@ class TestDefaultsUnchanged(unittest.TestCase):
         self.assertEqual(len(prepare({"quality_input": torch.zeros(1), "true_dice": torch.zeros(1)}, "cpu", False)), 2)
 
     def test_inference_defaults_are_one_head_with_mc_dropout(self):
-        transforms = _config("inference.json", {}).get_parsed_content("quality_transforms")
+        unloaded = {"segq#quality_network": "@segq#quality_ensemble"}  # the head as built, no weights to load
+        transforms = _config("inference.json", unloaded).get_parsed_content("segq#quality_transforms")
         self.assertEqual([type(t).__name__ for t in transforms], ["QualityInputd", "PredictQualityd"])
         self.assertEqual(transforms[-1].predict.num_samples, 20)
         self.assertIsNone(transforms[-1].scalars_key)
@@ -141,7 +142,7 @@ class TestCandidatesTrainAndPredict(unittest.TestCase):
                      output_dir=str(out), epochs=1, batch_size=3, device="cpu", **overrides)  # fmt: skip
         self.assertEqual(_config("train_quality.json", overrides).get_parsed_content("loss").rank_weight, RANK_WEIGHT)
         inference = _config("inference.json", {"ckpt_dir": str(out), **overrides})
-        net = inference.get_parsed_content("quality_network")
+        net = inference.get_parsed_content("segq#quality_network")
         self.assertIsInstance(net, QualityEnsemble)
         state = torch.load(inference.get_parsed_content("quality_checkpoint"), map_location="cpu", weights_only=True)
         net.load_state_dict(state["model"])  # the trained file holds both members, each reading 4 scalars
@@ -149,7 +150,7 @@ class TestCandidatesTrainAndPredict(unittest.TestCase):
         case = {k: torch.as_tensor(np.asarray(nib.load(item[k]).dataobj, np.float32))[None]
                 for k in ("image", "seg", "entropy", "mutual_information")}  # fmt: skip
         case["pairwise_dice"] = torch.tensor(item["pairwise_dice"])
-        transforms = inference.get_parsed_content("quality_transforms")
+        transforms = inference.get_parsed_content("segq#quality_transforms")
         self.assertEqual(transforms[-1].predict.num_samples, 0)  # the members' sd, not MC dropout
         for t in transforms:
             case = t(case)
@@ -161,8 +162,8 @@ class TestCandidatesTrainAndPredict(unittest.TestCase):
 
     @parameterized.expand([(name,) for name in CANDIDATES])
     def test_each_candidate_parses(self, name):
-        for config in ("train_quality.json", "inference.json"):
-            net = _config(config, CANDIDATES[name]).get_parsed_content("quality_network")
+        for config, net_id in (("train_quality.json", "quality_network"), ("inference.json", "segq#quality_ensemble")):
+            net = _config(config, CANDIDATES[name]).get_parsed_content(net_id)
             self.assertEqual(isinstance(net, QualityEnsemble), name == "ensemble5")
 
 

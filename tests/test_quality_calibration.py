@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from ignite.engine import Engine
 from segq_testing import isotonic_reference
 
 from segq_monai.data.columns import (
@@ -220,6 +221,17 @@ class TestQualityCalibration(unittest.TestCase):
         report = QualityReport(writer=None, alpha=0.1, calibration_csvs=[], calibration_report=check)
         with self.assertRaisesRegex(ValueError, "with a calibration_file the flag is the calibrated one"):
             report.attach(None)
+
+    def test_without_a_calibration_the_report_does_nothing(self):
+        """A run without a calibration file lists the CalibrationReport all the same (segq_overlay.json): it attaches
+        nothing, and a QualityReport given it has no calibration blocks."""
+        check = CalibrationReport(None, self.tmp)
+        engine = Engine(lambda e, b: None)
+        check.attach(engine)
+        self.assertFalse(any(engine.has_event_handler(h) for h in (check, check.write, check._reset)))
+        report = QualityReport(writer=None, alpha=0.1, calibration_csvs=[], calibration_report=check)
+        self.assertIsNone(report.calibration_report)
+        self.assertEqual(report._calibration_blocks(), {})
 
     def test_csvs_step_writes_the_file(self):
         csv = self.tmp / "quality.csv"

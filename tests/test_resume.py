@@ -115,7 +115,7 @@ class TestCrashSafeRuns(unittest.TestCase):
         shutil.rmtree(rerun / "c2")
         untouched = {p: p.stat().st_mtime_ns for p in (rerun / "c0").iterdir()}
         skip = {"dataset#data": "$segq_monai.data.outputs.pending_items(@items, @output_dir, @map_keys)",
-                "quality_writer#items": "@items"}
+                "segq#writer#items": "@items"}
 
         wf = workflow(["inference.json", "sample.json"], self.root, output_dir=str(rerun), **common, **skip)
         self.assertEqual(wf.parser.get_parsed_content("evaluator").state.iteration, 2)  # c1 and c2 only
@@ -137,7 +137,7 @@ class TestCrashSafeRuns(unittest.TestCase):
                   "num_samples": 1, "device": "cpu", "output_dir": str(out)}
         with self.assertRaises(Exception) as ctx:
             workflow(["inference.json", "sample.json"], self.root, **common,
-                     **{"dataset#data": "$@items[1:]", "quality_writer#items": "@items"})
+                     **{"dataset#data": "$@items[1:]", "segq#writer#items": "@items"})
         self.assertRegex("".join(map(str, causes(ctx.exception))), r"'c0' .* has no result")
         self.assertFalse((out / "quality.csv").exists())
 

@@ -275,7 +275,7 @@ class TestTemperatureBundle(unittest.TestCase):
         wf = workflow(["inference.json", "sample.json"], self.root, sampler="single_pass", temperature_scaling=True,
                       output_dir=str(self.tmp / "softmax_t"), **self.common)
         network, preprocessing = wf.parser.get_parsed_content("network"), wf.parser.get_parsed_content("preprocessing")
-        self.assertEqual(wf.parser.get_parsed_content("sampler_object").temperature, temperature)
+        self.assertEqual(wf.parser.get_parsed_content("segq#sampler_object").temperature, temperature)
         network.eval()
         for item in self.held_out:
             case = Path(item["image"]).name.split(".")[0]

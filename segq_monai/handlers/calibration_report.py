@@ -73,7 +73,8 @@ class CalibrationReport:
     """Writes ``promise.json`` and ``drift.json`` (module docstring) when the run completes.
 
     Args:
-        calibration: the run's calibration (the one :class:`~segq_monai.transforms.RecalibrateQualityd` applies).
+        calibration: the run's calibration (the one :class:`~segq_monai.transforms.RecalibrateQualityd` applies);
+            ``None`` (a run without a calibration file): the handler attaches nothing and writes nothing.
         output_dir: where ``quality.csv`` goes.
         p_value: warn when a Kolmogorov-Smirnov p-value falls below it (default 0.01).
         entropy_key: the per-case predictive entropy map ``[1, *spatial]`` (nats) in each output item.
@@ -83,7 +84,7 @@ class CalibrationReport:
 
     def __init__(
         self,
-        calibration: QualityCalibration,
+        calibration: QualityCalibration | None,
         output_dir: str | os.PathLike,
         p_value: float = 0.01,
         entropy_key: str = "entropy",
@@ -100,6 +101,8 @@ class CalibrationReport:
         self.result: dict[str, Any] | None = None
 
     def attach(self, engine: Engine) -> None:
+        if self.calibration is None:
+            return
         engine.add_event_handler(Events.STARTED, self._reset)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self)
         engine.add_event_handler(Events.COMPLETED, self.write)

@@ -1,9 +1,11 @@
 """``CohortPage``: an Ignite handler that writes the run's cohort page ``output_dir/index.html`` when it completes
 (:func:`segq_monai.evaluation.cohort_page.write_cohort_page`).
 
-Ignite runs the handlers of one event in the order they were attached: attach this one after the
+Ignite runs the handlers of one event in the order they were added. The page reads what the
 :class:`QualityWriter` (``quality.csv``), the :class:`CalibrationReport` (``drift.json``) and the
-:class:`QualityReport` (``report.json``, figures), as the bundle does by listing it last in ``val_handlers``.
+:class:`QualityReport` (``report.json``, figures) write when the run completes, so it adds itself to
+``Events.COMPLETED`` only when the run starts, after every handler was attached: it runs last wherever it is listed
+(an overlay appends the ``QualityReport`` after it).
 Under ``torchrun`` rank 0 alone writes (the writer's ``quality.csv`` is rank 0's too).
 """
 
@@ -29,7 +31,7 @@ __all__ = ["CohortPage"]
 
 
 class CohortPage:
-    """Writes ``output_dir/index.html`` at ``Events.COMPLETED``.
+    """Writes ``output_dir/index.html`` at ``Events.COMPLETED``, after the other handlers of that event.
 
     Args:
         output_dir: the run's output folder (the :class:`QualityWriter`'s).
@@ -60,7 +62,12 @@ class CohortPage:
         self.path: Path | None = None
 
     def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.COMPLETED, self)
+        engine.add_event_handler(Events.STARTED, self._last)
+
+    def _last(self, engine: Engine) -> None:
+        """At ``Events.STARTED``: add the page to ``Events.COMPLETED`` after the handlers attached before the run."""
+        if not engine.has_event_handler(self, Events.COMPLETED):
+            engine.add_event_handler(Events.COMPLETED, self)
 
     def __call__(self, engine: Engine | None = None) -> None:
         if idist.get_rank() != 0:

@@ -50,8 +50,8 @@ class QualityReport:
         calibration_csvs: with ``alpha``, the ``quality.csv`` files of this same pipeline run on the calibration split:
             labelled cases that neither stage was trained on (``pred_dice`` and ``true_dice`` columns, checked in
             ``attach``); the stage-2 training tables do not qualify.
-        calibration_report: the run's :class:`CalibrationReport` when it has a quality calibration (attach that
-            one first); ``report.json`` then also holds ``"promise"`` (its promise), ``"drift"`` (its check)
+        calibration_report: the run's :class:`CalibrationReport` (attach that one first); when it has a quality
+            calibration, ``report.json`` then also holds ``"promise"`` (its promise), ``"drift"`` (its check)
             and ``"intervals"`` (per class: realised coverage and mean width of ``[pred_dice_lo, pred_dice_hi]``,
             MAE of ``pred_dice_raw`` and of the recalibrated ``pred_dice``,
             :func:`~segq_monai.calibration.quality_calibration.interval_scores`).
@@ -77,7 +77,9 @@ class QualityReport:
         self.alpha = alpha
         self.delta = delta
         self.calibration_csvs = list(calibration_csvs)
-        self.calibration_report = calibration_report
+        # a report without a calibration (a run without a calibration file) writes nothing: as if there were none
+        calibrated = calibration_report is not None and calibration_report.calibration is not None
+        self.calibration_report = calibration_report if calibrated else None
         self.report: dict[str, Any] | None = None
 
     def attach(self, engine: Engine) -> None:

@@ -60,38 +60,29 @@ def quality_summary(item: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-#: config ids of the parts: in a segq bundle's inference.json, and in a host bundle's with the segq overlay
-_SEGQ_IDS = {"spatial_dims": "spatial_dims", "num_classes": "num_classes", "class_names": "class_names",
-             "quality_checkpoint": "quality_checkpoint", "quality_network": "quality_network", "inferer": "inferer"}
-_HOST_IDS = {"spatial_dims": "segq#spatial_dims", "num_classes": "segq#num_classes", "class_names": "segq#class_names",
-             "quality_checkpoint": "segq#quality_checkpoint", "quality_network": "segq#quality_network",
-             "inferer": "segq#inferer"}  # fmt: skip
-
-
-def _host_checkpoint(parser: ConfigParser) -> Path:
-    """The host network's weights: ``load_path`` of the ``CheckpointLoader`` among the host's ``handlers``."""
+def _network_checkpoint(parser: ConfigParser) -> Path:
+    """The stage-1 network's weights: ``load_path`` of the ``CheckpointLoader`` among the config's ``handlers``."""
     for i, handler in enumerate(parser.get("handlers") or []):
         if isinstance(handler, dict) and str(handler.get("_target_", "")).endswith("CheckpointLoader"):
             return Path(parser.get_parsed_content(f"handlers#{i}#load_path"))
     raise ValueError(
-        "The host config's handlers hold no CheckpointLoader, so the host network's weights are unknown; add one "
+        "The config's handlers hold no CheckpointLoader, so the network's weights are unknown; add one "
         "(as model-zoo inference.json files have) or load the weights in its network expression."
     )
 
 
 class _Parts:
-    """The objects parsed from the bundle config, built once."""
+    """The objects parsed from the config, built once: the stage-1 network, ``preprocessing`` and the segq parts
+    under ``segq#`` (the same ids in the segq bundle's ``inference.json`` and in a host's with the overlay)."""
 
-    def __init__(self, parser: ConfigParser, ids: Mapping[str, str], host: bool) -> None:
+    def __init__(self, parser: ConfigParser) -> None:
         self.network = parser.get_parsed_content("network")
-        self.quality_network = parser.get_parsed_content(ids["quality_network"])
+        self.quality_network = parser.get_parsed_content("segq#quality_network")
         self.preprocessing = parser.get_parsed_content("preprocessing")
-        self.inferer = parser.get_parsed_content(ids["inferer"])
-        if host:  # segq's transforms alone: the host's own postprocessing would save files
-            transforms = [parser.get_parsed_content(f"segq#{part}_transforms") for part in ("head", "tail", "flag")]
-            self.postprocessing = Compose([t for part in transforms for t in part])
-        else:
-            self.postprocessing = parser.get_parsed_content("postprocessing")
+        self.inferer = parser.get_parsed_content("segq#inferer")
+        # segq's transforms alone: a host's own postprocessing would save files
+        parts = [parser.get_parsed_content(f"segq#{part}_transforms") for part in ("head", "tail", "flag")]
+        self.postprocessing = Compose([t for part in parts for t in part])
 
 
 class SegQPipeline:
@@ -139,7 +130,6 @@ class SegQPipeline:
             )
         self.device = torch.device(device) if device else torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
         self._host = fit_dir is not None
-        self._ids = _HOST_IDS if self._host else _SEGQ_IDS
         parser = ConfigParser()
         files = [str(self.config_file)] + ([str(overlay_path("segq_overlay"))] if self._host else [])
         parser.read_config(files)
@@ -152,17 +142,17 @@ class SegQPipeline:
         for key, value in (overrides or {}).items():
             parser[key] = value
         self._parser = parser
-        self.spatial_dims = int(parser.get_parsed_content(self._ids["spatial_dims"]))
-        self.num_classes = int(parser.get_parsed_content(self._ids["num_classes"]))
-        names = parser.get_parsed_content(self._ids["class_names"])
+        self.spatial_dims = int(parser.get_parsed_content("segq#spatial_dims"))
+        self.num_classes = int(parser.get_parsed_content("segq#num_classes"))
+        names = parser.get_parsed_content("segq#class_names")
         self.class_names = (
             list(names)
             if names
             else (["foreground"] if self.num_classes == 2 else [f"class_{i}" for i in range(1, self.num_classes)])
         )
         self.checkpoints = {
-            "network": _host_checkpoint(parser) if self._host else Path(parser.get_parsed_content("stage1_checkpoint")),
-            "quality_network": Path(parser.get_parsed_content(self._ids["quality_checkpoint"])),
+            "network": _network_checkpoint(parser),
+            "quality_network": Path(parser.get_parsed_content("segq#quality_checkpoint")),
         }
         self._parts: _Parts | None = None
         self._loaded_version: tuple[float, ...] | None = None
@@ -193,7 +183,7 @@ class SegQPipeline:
     def _load(self) -> _Parts:
         version = self._versions()
         if self._parts is None:
-            self._parts = _Parts(self._parser, self._ids, self._host)
+            self._parts = _Parts(self._parser)
         if version != self._loaded_version:
             for name, path in self.checkpoints.items():
                 state = torch.load(path, map_location=self.device, weights_only=True)

@@ -53,12 +53,11 @@ class SegQApp(MONAILabelApp):
         fit_dir = conf.get("fit_dir") or None
         if bool(fit_dir) != bool(conf.get("host_bundle")):
             raise ValueError("--conf host_bundle and --conf fit_dir go together: your bundle and the head fitted to it.")
-        prefix = "segq#" if fit_dir else ""
-        overrides: dict[str, Any] = {}
+        overrides: dict[str, Any] = {}  # the overlay's ids: a segq bundle's inference.json holds them too
         if conf.get("sampler"):
-            overrides[prefix + "sampler"] = str(conf["sampler"])
+            overrides["segq#sampler"] = str(conf["sampler"])
         if conf.get("num_samples"):
-            overrides[prefix + "num_samples"] = int(conf["num_samples"])
+            overrides["segq#num_samples"] = int(conf["num_samples"])
         if conf.get("ckpt_dir"):
             overrides["ckpt_dir"] = os.path.abspath(conf["ckpt_dir"])
         bundle_root = conf.get("host_bundle") or conf.get("bundle_root") or packaged_bundle_root()
