@@ -14,12 +14,14 @@ import shutil
 import sys
 import tempfile
 import unittest
+from collections.abc import Sequence
 from pathlib import Path
 
 import highdicom as hd
 import nibabel as nib
 import numpy as np
 import pydicom
+from pydicom.dataset import Dataset
 from monai.transforms import LoadImage
 from segq_testing import evidence_uids
 
@@ -27,9 +29,25 @@ from segq_monai.apps.pacs import check_geometry
 from segq_monai.data.volume3d import volume3d_dir
 from segq_monai.dicom.objects import CaseQuality
 from segq_monai.dicom.outputs import SEG_FILE, SR_FILE, case_quality, report_values, write_case_objects
-from segq_monai.dicom.series import check_series_folder, series_volume, write_colin27_series
+from segq_monai.dicom.series import check_series_folder, series_affine, sort_slices, write_colin27_series
 
 CLASSES = ("frontal", "temporal", "parietal_occipital", "cerebellum")
+
+
+def series_volume(datasets: Sequence[Dataset], source: str) -> tuple[np.ndarray, np.ndarray, list[Dataset]]:
+    """One checked series as a volume, read by hand from the pixel data: the reference MONAI's reader is checked
+    against (the package reads series with MONAI's ITK reader only).
+
+    Returns:
+        the ``[X, Y, Z]`` float32 volume (columns, rows, slices; ``RescaleSlope``/``Intercept`` applied), its RAS
+        affine (:func:`series_affine`) and the slices sorted along the normal.
+    """
+    ordered = sort_slices(datasets, source)
+    frames = []
+    for ds in ordered:
+        pixels = ds.pixel_array.astype(np.float32)
+        frames.append(pixels * float(ds.get("RescaleSlope", 1.0)) + float(ds.get("RescaleIntercept", 0.0)))
+    return np.stack(frames, axis=-1).transpose(1, 0, 2), series_affine(ordered), ordered
 
 
 def _nifti(name: str) -> nib.Nifti1Image:

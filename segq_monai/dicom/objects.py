@@ -77,7 +77,7 @@ def segmentation_object(seg: np.ndarray, source: Sequence[Dataset], quality: Cas
 
     Args:
         seg: ``[X, Y, Z]`` class indices on the source series' grid (columns, rows, slices in ``source``'s order,
-            as :func:`segq_monai.dicom.series.series_volume` returns the volume); 0 = background.
+            as MONAI's ITK reader reads the series folder); 0 = background.
         source: the source series' slices, sorted along the normal.
         quality: the case's quality (class names for the segments, the flag for the series description).
         series_number: the SEG's SeriesNumber.

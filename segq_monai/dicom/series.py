@@ -1,5 +1,5 @@
-"""A DICOM image series as a volume: read and check one (:func:`series_volume`), and make one from a NIfTI volume
-(:func:`write_mr_series`; :func:`write_colin27_series`, the derived Colin27 test series).
+"""A DICOM image series: read and check one (:func:`check_series_folder`; MONAI's ITK reader reads its voxels), and
+make one from a NIfTI volume (:func:`write_mr_series`; :func:`write_colin27_series`, the derived Colin27 test series).
 
 Geometry: slice ``k`` of a series sorted along its normal is ``volume[:, :, k]`` transposed, so ``volume[i, j, k]``
 is the pixel in column ``i``, row ``j`` of slice ``k``; :func:`series_affine` maps ``(i, j, k)`` to RAS millimetres
@@ -25,7 +25,7 @@ from segq_monai.data.volume3d import volume3d_dir
 
 __all__ = [
     "UID_ROOT", "check_series_folder", "derived_uid", "in_series_order", "read_series_folder", "series_affine",
-    "series_volume", "sort_slices", "write_colin27_series", "write_mr_series",
+    "sort_slices", "write_colin27_series", "write_mr_series",
 ]  # fmt: skip
 
 #: the root of every UID this package derives (pydicom's registered root; the rest is a hash of what the object is)
@@ -120,21 +120,6 @@ def series_affine(ordered: Sequence[Dataset]) -> np.ndarray:
     lps = np.eye(4)
     lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = row * dc, col * dr, slice_vec, origin
     return _LPS_RAS @ lps
-
-
-def series_volume(datasets: Sequence[Dataset], source: str) -> tuple[np.ndarray, np.ndarray, list[Dataset]]:
-    """One checked series as a volume.
-
-    Returns:
-        the ``[X, Y, Z]`` float32 volume (columns, rows, slices; ``RescaleSlope``/``Intercept`` applied), its RAS
-        affine (:func:`series_affine`) and the slices sorted along the normal.
-    """
-    ordered = sort_slices(datasets, source)
-    frames = []
-    for ds in ordered:
-        pixels = ds.pixel_array.astype(np.float32)
-        frames.append(pixels * float(ds.get("RescaleSlope", 1.0)) + float(ds.get("RescaleIntercept", 0.0)))
-    return np.stack(frames, axis=-1).transpose(1, 0, 2), series_affine(ordered), ordered
 
 
 def in_series_order(img: nib.Nifti1Image) -> nib.Nifti1Image:
