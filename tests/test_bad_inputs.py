@@ -1,12 +1,12 @@
-"""Bad input ends on the project's own words: named bad inputs, each run through the real command in a subprocess.
+"""Bad input ends on the project's own words: named bad inputs, each run through the real command in its own process.
 
 Each row of :data:`ROWS` names one bad input, the command it is given to (``bundle``: the segq bundle's
 ``python -m monai.bundle run``; ``fit``: ``python -m segq_monai fit``; ``deploy``: ``python -m monai.bundle run`` on a
 fitted host with ``configs/segq_overlay.json``; ``segq``: another ``python -m segq_monai`` command), what the
 message says and the fix it names. The test runs the command line as a user would (stdout and stderr in one stream,
-as a terminal shows them) and checks that it exits non-zero and that its last lines, after the header of
-:mod:`segq_monai.utils.errors`, name the file or id and hold the message and the fix; segq's own commands print no
-traceback. ``docs/refusals.md`` is this table (``SEGQ_WRITE_DOCS=1`` rewrites it).
+as a terminal shows them; in a process forked from a :class:`command_server.CommandServer`, which paid the imports
+once) and checks that it exits non-zero and that its last lines, after the header of :mod:`segq_monai.utils.errors`,
+name the file or id and hold the message and the fix; segq's own commands print no traceback. ``docs/refusals.md`` is this table (``SEGQ_WRITE_DOCS=1`` rewrites it).
 
 A new row needs its name, command, a ``make(ctx)`` that builds the input and returns the extra command-line
 arguments and the file or id the message must name, and the message and fix excerpts.
@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import shutil
 import subprocess
-import sys
 import tempfile
 import unittest
 from collections.abc import Callable
@@ -30,6 +30,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from command_server import CommandServer
 from segq_testing import REPO, copy_bundle, make_host, untrained_weights, write_cases, write_labelled_cases
 from test_fit import TINY, run_fit
 
@@ -281,12 +282,32 @@ ROWS = [
 ]  # fmt: skip
 
 
+#: :data:`WORKERS` command servers, started by the first command line (:func:`run_command`), stopped with the module
+_SERVERS: queue.SimpleQueue[CommandServer] = queue.SimpleQueue()
+_STARTED: list[CommandServer] = []
+
+
 def run_command(args: list[str], cwd: Path, **env: str) -> tuple[int, str]:
-    """``python ARGS`` as a user runs it: this checkout first on the path, stdout and stderr in one stream."""
-    paths = [str(REPO), os.environ.get("PYTHONPATH", "")]
-    result = subprocess.run([sys.executable, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(paths), **env})  # fmt: skip
-    return result.returncode, result.stdout
+    """``python -m MODULE ...`` (``args``) as a user runs it: this checkout first on the path, stdout and stderr in one
+    stream (a file of ``cwd``), forked from a :class:`CommandServer` that has imported MONAI already."""
+    if not _STARTED:
+        for _ in range(WORKERS):
+            _STARTED.append(CommandServer())
+            _SERVERS.put(_STARTED[-1])
+    if args[0] != "-m":
+        raise ValueError(f"a command line here runs a module (-m MODULE ...), not {args[:2]}")
+    server = _SERVERS.get()
+    try:
+        log = Path(tempfile.mkstemp(prefix="command_", suffix=".log", dir=cwd)[1])
+        code = server.run(args[1], args[2:], cwd, log, **env)
+    finally:
+        _SERVERS.put(server)
+    return code, log.read_text()
+
+
+def tearDownModule():
+    while _STARTED:
+        _STARTED.pop().close()
 
 
 def last_message(output: str) -> str | None:

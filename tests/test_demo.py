@@ -73,14 +73,18 @@ class TestDemoDefault(unittest.TestCase):
     def setUp(self):
         self.assertEqual(self.result.returncode, 0, self.result.stderr[-3000:])
 
-    def assert_same_table(self, got: list[dict], expected: list[dict], tol: float) -> None:
-        """Same columns in the same order, same images and flags, numbers within ``tol``."""
+    def assert_same_table(self, got: list[dict], expected: list[dict], tol: float, mean_tol: float | None = None):
+        """Same columns in the same order, same images and flags, numbers within ``tol``; with ``mean_tol``, each
+        column's mean absolute difference within it too."""
         self.assertEqual([list(r) for r in got], [list(r) for r in expected])
         for g, e in zip(got, expected):
             self.assertEqual((g["image"], g["flagged"]), (e["image"], e["flagged"]))
             for column in e:
                 if column not in ("image", "flagged"):
                     self.assertTrue(math.isclose(float(g[column]), float(e[column]), abs_tol=tol), (column, g, e))
+        for column in [c for c in expected[0] if c not in ("image", "flagged")] if mean_tol is not None else []:
+            mean = np.mean([abs(float(g[column]) - float(e[column])) for g, e in zip(got, expected)])
+            self.assertLessEqual(mean, mean_tol, column)
 
     def test_tables_match_the_reports(self):
         """Every cell of the head's and the baselines' rows is the report's value with its bootstrap interval."""
@@ -168,17 +172,18 @@ class TestDemoDefault(unittest.TestCase):
         baselines are those of before; and again for issue #25 (2026-12-07), whose demo trains both stages on three
         planes, with other slices, artifact plans, shorter stage-1 training and padded training batches; and for the head
         the rule chose in issue #25 (a ranking term in its loss), and for round 2 of that rule, which chose the MSE head
-        (2026-12-07). Regenerate it only with a change that means to alter
-        the demo's numbers, and
-        say so in the commit. Tolerance 5e-3: this pipeline trains networks, and the same commit (8644dfc) gave
-        values up to 5e-4 apart on this machine from one run to another (thread scheduling under load changes the
-        floating-point sums); a change of recipe moves them by more than 1e-2."""
+        (2026-12-07). Regenerate it only with a change that means to alter the demo's numbers, and say so in the
+        commit. Tolerances: 1e-2 per cell and 3e-3 for a column's mean absolute difference. This
+        pipeline trains networks, so machines differ: the same commit (217740a) gave, on another machine of the same
+        kind (AMD EPYC, 2026-12-07), cells up to 5.1e-3 apart (baseline_pairwise_dice) and column means up to 1.8e-3
+        apart (pred_dice), while a run on one machine repeats within 5e-4; a change of recipe moves them by more than
+        1e-2."""
         expected = read_csv(Path(__file__).parent / "testing_data" / "toy_demo_quality.csv")
         got = read_csv(self.out / "report" / "quality.csv")
         # the head's spread (issue #18 item 3, pred_dice_sd) came later: its passes are seeded apart from the pinned
         # values, which stay as they were; the spread itself is a standard deviation
         self.assertTrue(all(float(r.pop("pred_dice_sd")) >= 0 for r in got))
-        self.assert_same_table(got, expected, 5e-3)
+        self.assert_same_table(got, expected, 1e-2, 3e-3)
 
     def test_head_on_saved_maps_equals_sampling(self):
         """``evaluate_maps.json`` runs the trained head on the test split's saved maps: the same table as sampling."""

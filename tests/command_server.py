@@ -1,0 +1,109 @@
+"""Run ``python -m MODULE ARGS`` command lines without paying Python's imports for each one.
+
+A :class:`CommandServer` is a Python process started once (this checkout first on its path) that imports torch, MONAI,
+Ignite and ``segq_monai`` and then, for each command line it is sent, forks: the child sets its working folder, its
+environment, ``sys.argv`` and its standard streams (one file, as a terminal shows them; stdin from ``/dev/null``) and
+runs the module as ``python -m`` does (``runpy``, as ``__main__``): ``SystemExit`` gives the exit code, an uncaught
+exception goes to ``sys.excepthook`` and exits 1, ``atexit`` handlers run. The child starts from a process that has
+run nothing, so each command sees what a new process sees, except that its modules are already imported; the server
+never imports :mod:`segq_monai.utils.uncaught` (a bundle config must import it to get the project's message) and
+checks that ``sys.excepthook`` is Python's own before each fork.
+
+Measured on the 2-core machine (2026-12-07): ``import monai`` alone takes about 6 s of a new process's time, which
+:mod:`test_bad_inputs`' 32 command lines then share.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: the server's source: imports, then one JSON request per line on stdin, one JSON reply per line on stdout
+_SERVER = r"""
+import atexit, json, os, runpy, sys, traceback
+import torch, ignite, monai, monai.bundle, nibabel, segq_monai, segq_monai.__main__
+assert "segq_monai.utils.uncaught" not in sys.modules, "the server must not install the project's excepthook"
+replies = os.fdopen(os.dup(1), "w")
+print(json.dumps({"ready": True}), file=replies, flush=True)
+for line in sys.stdin:
+    request = json.loads(line)
+    assert sys.excepthook is sys.__excepthook__
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            replies.close()
+            os.chdir(request["cwd"])
+            os.environ.clear()
+            os.environ.update(request["env"])
+            log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+            os.dup2(log, 1)
+            os.dup2(log, 2)
+            sys.stdin = open(0, closefd=False)
+            sys.stdout = open(1, "w", closefd=False, buffering=1)
+            sys.stderr = open(2, "w", closefd=False, buffering=1)
+            sys.argv = [request["module"], *request["args"]]
+            try:
+                runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
+                code = 0
+            except SystemExit as stop:
+                if stop.code is None or isinstance(stop.code, int):
+                    code = stop.code or 0
+                else:
+                    print(stop.code, file=sys.stderr)
+            except BaseException:
+                sys.excepthook(*sys.exc_info())
+            atexit._run_exitfuncs()
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except Exception:
+                    pass
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    print(json.dumps({"status": os.waitstatus_to_exitcode(status)}), file=replies, flush=True)
+"""
+
+
+class CommandServer:
+    """One server process; :meth:`run` one command line at a time (a lock keeps threads in turn)."""
+
+    def __init__(self) -> None:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+        self.env = env
+        self.process = subprocess.Popen([sys.executable, "-c", _SERVER], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True, env=env)  # fmt: skip
+        self.lock = threading.Lock()
+        ready = self.process.stdout.readline()
+        if json.loads(ready or "{}").get("ready") is not True:
+            raise RuntimeError(f"the command server did not start (exit {self.process.poll()})")
+
+    def run(self, module: str, args: list[str], cwd: Path, log: Path, **env: str) -> int:
+        """``python -m module args`` in ``cwd`` with this process's environment plus ``env``; stdout and stderr go to
+        ``log``; returns the exit code (negative: killed by that signal)."""
+        request = {"module": module, "args": [str(a) for a in args], "cwd": str(cwd), "log": str(log),
+                   "env": {**self.env, **env}}  # fmt: skip
+        with self.lock:
+            self.process.stdin.write(json.dumps(request) + "\n")
+            self.process.stdin.flush()
+            reply = self.process.stdout.readline()
+        if not reply:
+            raise RuntimeError(f"the command server stopped (exit {self.process.poll()})")
+        return json.loads(reply)["status"]
+
+    def close(self) -> None:
+        """Stop the server (it holds no state worth an orderly exit)."""
+        self.process.kill()
+        self.process.wait()
+        self.process.stdin.close()
+        self.process.stdout.close()
