@@ -7,6 +7,9 @@ run and stopped after; without it the tests that use it are skipped, except unde
 The bundle trained at toy size (:func:`segq_testing.train_bundle`) is built once per test run and read by the
 bundle's, the multi-GPU overlays' and MONAI Label's tests. A test class that writes (weights, outputs, files beside
 the data) takes its own copy with ``@pytest.mark.usefixtures("trained_bundle_copy")``.
+
+``example3d_run``: ``python -m segq_monai example3d`` at toy size, run once per test run, one thread; read by
+``test_example3d`` and, as the uninterrupted reference, by ``test_kill_resume``.
 """
 
 from __future__ import annotations
@@ -15,13 +18,14 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
-from segq_testing import free_port, train_bundle
+from segq_testing import EXAMPLE3D_TOY, ONE_THREAD_ENV, free_port, train_bundle
 
 ORTHANC = Path("/usr/sbin/Orthanc")
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
@@ -54,6 +58,17 @@ def trained_bundle_copy(request: pytest.FixtureRequest, trained_bundle: Path,
     tmp = tmp_path_factory.mktemp(request.cls.__name__)
     shutil.copytree(trained_bundle.parent, tmp, dirs_exist_ok=True)
     request.cls.tmp, request.cls.root, request.cls.datalist = tmp, tmp / "bundle", tmp / "data" / "datalist.json"
+
+
+@pytest.fixture(scope="session")
+def example3d_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, Path]:
+    """``python -m segq_monai example3d`` (:data:`segq_testing.EXAMPLE3D_TOY`) through its real command line, in a
+    folder of its own, one thread: (the finished process, its ``--output_dir``); read only."""
+    tmp = tmp_path_factory.mktemp("example3d")
+    out = tmp / "out"
+    result = subprocess.run([sys.executable, "-m", "segq_monai", "example3d", "--output_dir", str(out), *EXAMPLE3D_TOY],
+                            capture_output=True, text=True, cwd=tmp, env=ONE_THREAD_ENV)  # fmt: skip
+    return result, out
 
 
 @pytest.fixture(scope="session")

@@ -1,16 +1,16 @@
 """``python -m segq_monai example3d`` end to end through its real command line, at toy size, and its report's maths.
 
-Toy size: cases of 24³ voxels (4 mm); 4 host-training, 6 validation (fit), 4 calibration and 3 test cases; 1 epoch
-per network, T = 2; alpha = 0.9 (3 calibration cases suffice), coverage 0.6 (4 suffice: 2 fit, 2 scored). The numbers checked do not depend on training:
-true Dice in the tables against a Dice computed here with numpy from the saved segmentation and the label file,
-the per-class columns named from the host's metadata, the grids of the saved outputs.
+Toy size (``segq_testing.EXAMPLE3D_TOY``, run once per test run by conftest's ``example3d_run``): cases of 24³ voxels
+(4 mm); 4 host-training, 6 validation (fit), 4 calibration and 3 test cases; 1 epoch per network, T = 2; alpha = 0.9
+(3 calibration cases suffice), coverage 0.6 (4 suffice: 2 fit, 2 scored). The numbers checked do not depend on
+training: true Dice in the tables against a Dice computed here with numpy from the saved segmentation and the label
+file, the per-class columns named from the host's metadata, the grids of the saved outputs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -21,14 +21,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from segq_testing import REPO, read_csv
+from segq_testing import EXAMPLE3D_TOY, ONE_THREAD_ENV, REPO, read_csv
 
 from segq_monai.apps.example3d import example3d
 from segq_monai.apps.example3d_report import summary_table
 
 HOST_METADATA = REPO / "examples" / "colin27_regions3d" / "configs" / "metadata.json"
-#: the command runs this checkout's package, also when the venv's editable install points at another checkout
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
 
 
 def _numpy_dice(seg: np.ndarray, label: np.ndarray, k: int) -> float:
@@ -41,30 +39,24 @@ def _case(path: str) -> str:
     return Path(path).name.removesuffix(".nii.gz")
 
 
+@pytest.fixture(scope="class")
+def example3d_on_class(request: pytest.FixtureRequest, example3d_run) -> None:
+    """The run of ``example3d_run`` (conftest) on the class: ``result``, ``out``, ``classes`` (the host's class names)
+    and ``labels`` (``{case: label file}`` of the validation and test cases)."""
+    cls = request.cls
+    cls.result, cls.out = example3d_run
+    channel_def = json.loads(HOST_METADATA.read_text())["network_data_format"]["outputs"]["pred"]["channel_def"]
+    cls.classes = [channel_def[str(k)] for k in range(1, len(channel_def))]
+    dataset = json.loads((cls.out / "data" / "dataset.json").read_text()) if cls.result.returncode == 0 else {}
+    cls.labels = {
+        _case(i["image"]): cls.out / "data" / i["label"] for split in ("validation", "testing")
+        for i in dataset.get(split, [])
+    }  # fmt: skip
+
+
 @pytest.mark.slow
+@pytest.mark.usefixtures("example3d_on_class")
 class TestExample3dCommand(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.tmp = Path(tempfile.mkdtemp())
-        cls.out = cls.tmp / "out"
-        cls.result = subprocess.run(
-            [sys.executable, "-m", "segq_monai", "example3d", "--output_dir", str(cls.out), "--cases", "4", "6", "4",
-             "3", "--spatial_size", "24", "24", "24", "--epochs", "1", "--epochs_quality", "1", "--num_samples", "2",
-             "--alpha", "0.9", "--coverage", "0.6", "--device", "cpu"],
-            capture_output=True, text=True, cwd=cls.tmp, env=ENV,
-        )  # fmt: skip
-        channel_def = json.loads(HOST_METADATA.read_text())["network_data_format"]["outputs"]["pred"]["channel_def"]
-        cls.classes = [channel_def[str(k)] for k in range(1, len(channel_def))]
-        dataset = json.loads((cls.out / "data" / "dataset.json").read_text()) if cls.result.returncode == 0 else {}
-        cls.labels = {
-            _case(i["image"]): cls.out / "data" / i["label"] for split in ("validation", "testing")
-            for i in dataset.get(split, [])
-        }  # fmt: skip
-
-    @classmethod
-    def tearDownClass(cls):
-        shutil.rmtree(cls.tmp, ignore_errors=True)
-
     def setUp(self):
         self.assertEqual(self.result.returncode, 0, self.result.stdout[-3000:] + self.result.stderr[-3000:])
 
@@ -111,24 +103,6 @@ class TestExample3dCommand(unittest.TestCase):
         fit = json.loads((self.out / "fit" / "fit.json").read_text())
         self.assertEqual(fit["class_names"], self.classes)
         self.assertEqual(fit["spatial_dims"], 3)
-
-    def test_rerun_skips_finished_steps(self):
-        times = json.loads((self.out / "times.json").read_text())
-        again = subprocess.run(
-            [sys.executable, "-m", "segq_monai", "example3d", "--output_dir", str(self.out), "--cases", "4", "6", "4",
-             "3", "--spatial_size", "24", "24", "24", "--epochs", "1", "--epochs_quality", "1", "--num_samples", "2",
-             "--alpha", "0.9", "--coverage", "0.6", "--device", "cpu"],
-            capture_output=True, text=True, cwd=self.tmp, env=ENV,
-        )  # fmt: skip
-        self.assertEqual(again.returncode, 0, again.stderr[-3000:])
-        for step in ("host training (the host's own train.json)", "fit (segq_monai fit on the host's validation cases)",
-                     "deploy (host inference.json + segq overlay) on the test cases"):  # fmt: skip
-            self.assertIn(f"== {step}: done by an earlier run, skipped", again.stdout)
-        self.assertNotIn("monai.bundle run", again.stdout)  # no step's command line: none ran
-        self.assertNotIn("segq_monai fit --host_bundle", again.stdout)
-        rerun = json.loads((self.out / "times.json").read_text())
-        for step in ("host training (the host's own train.json)",):
-            self.assertEqual(rerun[step], times[step])
 
 
 class TestExample3dBadInput(unittest.TestCase):

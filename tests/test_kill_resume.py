@@ -19,7 +19,6 @@ import sys
 import tempfile
 import time
 import unittest
-from unittest import mock
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -30,7 +29,8 @@ import pytest
 import torch
 from parameterized import parameterized
 from segq_testing import (
-    REPO,
+    EXAMPLE3D_TOY,
+    ONE_THREAD_ENV,
     copy_bundle,
     make_host,
     read_csv,
@@ -49,7 +49,7 @@ from segq_monai.data.fit_folder import write_fit
 from segq_monai.utils.atomic import remove_temporaries
 
 #: one thread: the same floating-point sums in every run
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
+ENV = ONE_THREAD_ENV
 #: set in the environment of a run to kill: the configs :func:`slow_when_asked` changed then sleep after each case
 SLOW = "SEGQ_TEST_SLOW"
 
@@ -316,26 +316,23 @@ class TestDemoKilled(unittest.TestCase):
 
 class TestExample3dKilled(unittest.TestCase):
     """``python -m segq_monai example3d`` (test_example3d's toy size), its host trained by an earlier run, killed
-    with its fit once the fit has sampled: the rerun skips the host's training, continues the fit (it used to take the fit's first ``fit.json`` for a
-    finished fit, skip it and fail at the deployment), deploys and reports as a run never interrupted."""
+    with its fit once the fit has sampled: the rerun skips the host's training, continues the fit (it used to take the
+    fit's first ``fit.json`` for a finished fit, skip it and fail at the deployment), deploys and reports as a run never
+    interrupted: conftest's ``example3d_run``, the same command line in the same environment. A third run then skips
+    every step."""
 
     def setUp(self):
         self.tmp = Path(tempfile.mkdtemp())
         self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
 
-    def _args(self, out: Path) -> list[str]:
-        return ["example3d", "--output_dir", str(out), "--cases", "4", "6", "4", "3", "--spatial_size", "24", "24",
-                "24", "--epochs", "1", "--epochs_quality", "1", "--num_samples", "2", "--alpha", "0.9", "--coverage",
-                "0.6", "--device", "cpu"]  # fmt: skip
-
     def _command(self, out: Path) -> list[str]:
-        return [sys.executable, "-m", "segq_monai", *self._args(out)]
+        return [sys.executable, "-m", "segq_monai", "example3d", "--output_dir", str(out), *EXAMPLE3D_TOY]
 
     @pytest.mark.slow
     def test_killed_example_resumes(self):
-        reference, out, log = self.tmp / "reference", self.tmp / "out", self.tmp / "example3d.log"
-        with one_thread(), mock.patch.dict(os.environ, ENV), open(log, "w") as f, redirect_stdout(f):
-            main(self._args(reference))  # its steps are subprocesses: ENV's
+        result, reference = self._example3d_run
+        self.assertEqual(result.returncode, 0, result.stdout[-3000:] + result.stderr[-3000:])
+        out, log = self.tmp / "out", self.tmp / "example3d.log"
         # the host trained (and the data made) as by a first run killed after the host's training: saves a training
         shutil.copytree(reference / "colin27_regions3d", out / "colin27_regions3d")
 
@@ -365,6 +362,25 @@ class TestExample3dKilled(unittest.TestCase):
             assert_same_maps(self, out / folder, reference / folder)
         self.assertFalse(planted.exists())
         self.assertEqual(temporaries(out), [])
+
+        # a third run finds every step done: it runs none of them and keeps their times
+        times = json.loads((out / "times.json").read_text())
+        again = log.with_name("again.log")
+        run(self._command(out), again, self.tmp)
+        printed = again.read_text()
+        for step in ("host training (the host's own train.json)", "fit (segq_monai fit on the host's validation cases)",
+                     "deploy (host inference.json + segq overlay) on the test cases"):  # fmt: skip
+            self.assertIn(f"== {step}: done by an earlier run, skipped", printed)
+            self.assertEqual(json.loads((out / "times.json").read_text()).get(step), times.get(step))
+        self.assertIn("deploy (host inference.json + segq overlay) on the test cases", times)
+        self.assertNotIn("monai.bundle run", printed)  # no step's command line: none ran
+        self.assertNotIn("segq_monai fit --host_bundle", printed)
+
+    @pytest.fixture(autouse=True)
+    def _reference(self, request: pytest.FixtureRequest) -> None:
+        """conftest's ``example3d_run``, for the test that needs it only (the other test is fast)."""
+        if request.node.name == "test_killed_example_resumes":
+            self._example3d_run = request.getfixturevalue("example3d_run")
 
     def test_fit_done_reads_the_steps(self):
         """A fit is done when ``calibration`` is among its steps; its first ``fit.json`` already has a filled
