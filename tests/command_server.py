@@ -9,16 +9,19 @@ run nothing, so each command sees what a new process sees, except that its modul
 never imports :mod:`segq_monai.utils.uncaught` (a bundle config must import it to get the project's message) and
 checks that ``sys.excepthook`` is Python's own before each fork.
 
-Measured on the 2-core machine (2026-12-07): ``import monai`` alone takes about 6 s of a new process's time, which
-:mod:`test_bad_inputs`' 32 command lines then share.
+Measured on the 2-core machine (2026-12-07): ``import monai`` alone takes about 6 s of a new process's time, which the
+command lines of a test run then share (conftest's ``command_servers``: the bad-input rows, the bundle's and the
+overlay's command lines).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import queue
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -107,3 +110,34 @@ class CommandServer:
         self.process.wait()
         self.process.stdin.close()
         self.process.stdout.close()
+
+
+class CommandServers:
+    """``n`` servers, started by the first command line; :meth:`run` takes a free one, so ``n`` threads run at once."""
+
+    def __init__(self, n: int = 2) -> None:
+        self.n = n
+        self.free: queue.SimpleQueue[CommandServer] = queue.SimpleQueue()
+        self.started: list[CommandServer] = []
+        self.lock = threading.Lock()
+
+    def run(self, argv: list[str], cwd: Path, **env: str) -> tuple[int, str]:
+        """``python -m MODULE ...`` (``argv`` = ``["-m", MODULE, ...]``) in ``cwd``: (exit code, stdout and stderr
+        as one text, as a terminal shows them; also kept in a ``command_*.log`` file of ``cwd``)."""
+        if argv[0] != "-m":
+            raise ValueError(f"a command line here runs a module (-m MODULE ...), not {argv[:2]}")
+        with self.lock:
+            while len(self.started) < self.n:
+                self.started.append(CommandServer())
+                self.free.put(self.started[-1])
+        server = self.free.get()
+        try:
+            log = Path(tempfile.mkstemp(prefix="command_", suffix=".log", dir=cwd)[1])
+            code = server.run(argv[1], argv[2:], Path(cwd), log, **env)
+        finally:
+            self.free.put(server)
+        return code, log.read_text()
+
+    def close(self) -> None:
+        while self.started:
+            self.started.pop().close()

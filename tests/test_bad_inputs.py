@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import shutil
 import subprocess
 import tempfile
@@ -30,7 +29,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from command_server import CommandServer
+from command_server import CommandServers
 from segq_testing import REPO, copy_bundle, make_host, untrained_weights, write_cases, write_labelled_cases
 from test_fit import TINY, run_fit
 
@@ -282,32 +281,10 @@ ROWS = [
 ]  # fmt: skip
 
 
-#: :data:`WORKERS` command servers, started by the first command line (:func:`run_command`), stopped with the module
-_SERVERS: queue.SimpleQueue[CommandServer] = queue.SimpleQueue()
-_STARTED: list[CommandServer] = []
-
-
 def run_command(args: list[str], cwd: Path, **env: str) -> tuple[int, str]:
-    """``python -m MODULE ...`` (``args``) as a user runs it: this checkout first on the path, stdout and stderr in one
-    stream (a file of ``cwd``), forked from a :class:`CommandServer` that has imported MONAI already."""
-    if not _STARTED:
-        for _ in range(WORKERS):
-            _STARTED.append(CommandServer())
-            _SERVERS.put(_STARTED[-1])
-    if args[0] != "-m":
-        raise ValueError(f"a command line here runs a module (-m MODULE ...), not {args[:2]}")
-    server = _SERVERS.get()
-    try:
-        log = Path(tempfile.mkstemp(prefix="command_", suffix=".log", dir=cwd)[1])
-        code = server.run(args[1], args[2:], cwd, log, **env)
-    finally:
-        _SERVERS.put(server)
-    return code, log.read_text()
-
-
-def tearDownModule():
-    while _STARTED:
-        _STARTED.pop().close()
+    """``python -m MODULE ...`` (``args``) as a user runs it (stdout and stderr in one stream), forked from one of
+    conftest's ``command_servers`` (this checkout first on the path)."""
+    return _Context.servers.run(args, cwd, **env)
 
 
 def last_message(output: str) -> str | None:
@@ -317,7 +294,10 @@ def last_message(output: str) -> str | None:
 
 
 class _Context:
-    """The good inputs of one command's rows, built once per test class, and each row's scratch folder."""
+    """The good inputs of one command's rows, built once per test class, and each row's scratch folder;
+    ``servers``: conftest's ``command_servers``."""
+
+    servers: CommandServers
 
     def __init__(self, tmp: Path) -> None:
         self.root = tmp
@@ -341,6 +321,11 @@ class _Context:
         for disk in self.mounts:
             subprocess.run(["umount", str(disk)], capture_output=True)
         self.mounts = []
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _servers(command_servers: CommandServers) -> None:
+    _Context.servers = command_servers
 
 
 class _BadInputs:
@@ -372,7 +357,7 @@ class _BadInputs:
         self.assertTrue(rows)
         runs = []
         try:
-            with ThreadPoolExecutor(WORKERS) as pool:  # the commands wait mostly on imports: two at a time
+            with ThreadPoolExecutor(WORKERS) as pool:  # two command servers: two rows at a time
                 for row in rows:
                     self.ctx.tmp = self.ctx.root / row.name.replace(" ", "_").replace(":", "")
                     self.ctx.tmp.mkdir()

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 import tempfile
 import unittest
 from pathlib import Path
@@ -21,6 +19,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser, ckpt_export, verify_net_in_out
 from parameterized import parameterized
+from command_server import CommandServers
 from segq_testing import chain, copy_bundle, isotonic_reference, read_csv, workflow, write_cases
 
 from segq_monai.data import split_fold, write_datalist
@@ -34,18 +33,19 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="class")
-def inferred(request: pytest.FixtureRequest, trained_bundle_copy: None) -> None:
-    """The trained bundle's test cases through the real inference command line (``cls.cli``, into ``cls.out``) and
-    through evaluate (into ``cls.report_dir``)."""
+def inferred(request: pytest.FixtureRequest, trained_bundle_copy: None, command_servers: CommandServers) -> None:
+    """The trained bundle's test cases through the real inference command line (``cls.cli``: exit code and output,
+    into ``cls.out``) and through evaluate (into ``cls.report_dir``); ``cls.servers``: conftest's command servers."""
     cls = request.cls
+    cls.servers = command_servers
     cls.out = cls.tmp / "inference"
-    cls.cli = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "run", "--bundle_root", str(cls.root),
+    cls.cli = command_servers.run(
+        ["-m", "monai.bundle", "run", "--bundle_root", str(cls.root),
          "--config_file", str(cls.root / "configs" / "inference.json"),
          "--meta_file", str(cls.root / "configs" / "metadata.json"),
          "--datalist", str(cls.datalist), "--output_dir", str(cls.out), "--num_samples", "3", "--device", "cpu"],
-        capture_output=True, text=True, cwd=cls.tmp,
-    )
+        cls.tmp,
+    )  # fmt: skip
     cls.report_dir = cls.tmp / "report"
     workflow(["inference.json", "evaluate.json"], cls.root, datalist=str(cls.datalist),
              output_dir=str(cls.report_dir), num_samples=3, device="cpu")
@@ -99,7 +99,7 @@ class TestTwoStageBundle2D(unittest.TestCase):
                 self.assertTrue(0.0 <= entry["true_dice"][0] <= 1.0)
 
     def test_cli_inference_contract(self):
-        self.assertEqual(self.cli.returncode, 0, self.cli.stderr[-3000:])
+        self.assertEqual(self.cli[0], 0, self.cli[1][-3000:])
         rows = read_csv(self.out / "quality.csv")
         self.assertEqual([r["image"] for r in rows], [f"test{i}.nii.gz" for i in range(3)])  # as written in the datalist
         self.assertEqual(list(rows[0]), ["image", "pred_dice", "pred_iou", "pred_dice_sd", "flagged"])
@@ -140,14 +140,14 @@ class TestTwoStageBundle2D(unittest.TestCase):
         out = self.tmp / "report_ids"
         fit_csv = self.root / "stage2_data" / "fold0" / "quality.csv"
         configs = [str(self.root / "configs" / c) for c in ("inference.json", "evaluate.json")]
-        cli = subprocess.run(
-            [sys.executable, "-m", "monai.bundle", "run", "--bundle_root", str(self.root),
+        code, output = self.servers.run(
+            ["-m", "monai.bundle", "run", "--bundle_root", str(self.root),
              "--config_file", str(configs), "--meta_file", str(self.root / "configs" / "metadata.json"), "--datalist", str(self.datalist),
              "--output_dir", str(out), "--num_samples", "3", "--device", "cpu",
              "--tau", "0.3", "--baseline_fit_csvs", str([str(fit_csv)])],
-            capture_output=True, text=True, cwd=self.tmp,
+            self.tmp,
         )  # fmt: skip
-        self.assertEqual(cli.returncode, 0, cli.stderr[-3000:])
+        self.assertEqual(code, 0, output[-3000:])
         report = json.loads((out / "report.json").read_text())
         self.assertEqual((report["tau"], report["n_baseline_fit"]), (0.3, len(read_csv(fit_csv))))
         self.assertEqual(report["baseline_fit_split"], "held-out")
@@ -180,14 +180,14 @@ class TestTwoStageBundle2D(unittest.TestCase):
         lam = math.inf if saved["flag"]["acceptance_threshold"] is None else saved["flag"]["acceptance_threshold"]
 
         out = self.tmp / "calibrated"
-        cli = subprocess.run(
-            [sys.executable, "-m", "monai.bundle", "run", "--bundle_root", str(self.root),
+        code, output = self.servers.run(
+            ["-m", "monai.bundle", "run", "--bundle_root", str(self.root),
              "--config_file", str([str(self.root / "configs" / c) for c in ("inference.json", "evaluate.json")]),
              "--meta_file", str(self.root / "configs" / "metadata.json"), "--datalist", str(self.datalist),
              "--output_dir", str(out), "--calibration_file", str(cal_file), "--num_samples", "3", "--device", "cpu"],
-            capture_output=True, text=True, cwd=self.tmp,
-        )
-        self.assertEqual(cli.returncode, 0, cli.stderr[-3000:])
+            self.tmp,
+        )  # fmt: skip
+        self.assertEqual(code, 0, output[-3000:])
         rows = read_csv(out / "quality.csv")
         self.assertEqual(list(rows[0])[:6], ["image", "pred_dice", "pred_iou", "pred_dice_raw", "pred_dice_lo",
                                              "pred_dice_hi"])  # fmt: skip

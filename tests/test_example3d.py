@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import subprocess
-import sys
 import tempfile
 import unittest
 from pathlib import Path
@@ -21,7 +18,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from segq_testing import EXAMPLE3D_TOY, ONE_THREAD_ENV, REPO, read_csv
+from segq_testing import REPO, read_csv
 
 from segq_monai.apps.example3d import example3d
 from segq_monai.apps.example3d_report import summary_table

@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import subprocess
-import sys
 import tempfile
 import unittest
 from pathlib import Path
@@ -24,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
+from command_server import CommandServers
 from segq_testing import read_csv
 
 from segq_monai import QualityRegressor, quality_input_channels
@@ -151,18 +150,23 @@ class TestSegqOverlay(unittest.TestCase):
         self.assert_quality_csv(out, threshold=0.3)
         self.assert_host_unchanged()
 
+    @pytest.fixture
+    def _servers(self, command_servers: CommandServers) -> None:
+        self.servers = command_servers
+
+    @pytest.mark.usefixtures("_servers")
     def test_command_line(self):
         out = self.tmp / "cli"
         cmd = [
-            sys.executable, "-m", "monai.bundle", "run",
+            "-m", "monai.bundle", "run",
             "--config_file", f"['{self.host}','{OVERLAY}']",
             "--bundle_root", str(self.root), "--dataset_dir", str(self.data), "--output_dir", str(out),
             "--segq#num_samples", "2",
         ]
         for key, value in TINY_HEAD.items():
             cmd += [f"--{key}", json.dumps(value)]
-        result = subprocess.run(cmd, capture_output=True, text=True, cwd=self.tmp)
-        self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+        code, output = self.servers.run(cmd, self.tmp)
+        self.assertEqual(code, 0, output[-3000:])
         self.assert_quality_csv(out)
         for case in CASES:
             for key in ("seg", "entropy", "mutual_information"):

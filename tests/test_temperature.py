@@ -7,8 +7,6 @@ import inspect
 import json
 import math
 import shutil
-import subprocess
-import sys
 import tempfile
 import unittest
 from pathlib import Path
@@ -20,6 +18,7 @@ import torch
 from ignite.engine import Engine
 from monai.inferers import SimpleInferer
 from parameterized import parameterized
+from command_server import CommandServers
 from segq_testing import copy_bundle, workflow, write_cases
 from torch import nn
 
@@ -213,6 +212,15 @@ class TestLoadTemperature(unittest.TestCase):
                 bundle_temperature(1, path)
 
 
+#: conftest's command servers, for the classes' set-up (module fixtures come first)
+SERVERS: list[CommandServers] = []
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _servers(command_servers: CommandServers) -> None:
+    SERVERS[:] = [command_servers]
+
+
 @pytest.mark.slow
 class TestTemperatureBundle(unittest.TestCase):
     """train_segmentation (1 epoch) -> fit_temperature.json (CLI) -> sample.json with and without
@@ -237,20 +245,21 @@ class TestTemperatureBundle(unittest.TestCase):
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
     @classmethod
-    def _cli(cls, configs: list[str], *args: str) -> subprocess.CompletedProcess:
+    def _cli(cls, configs: list[str], *args: str) -> tuple[int, str]:
+        """``python -m monai.bundle run`` on ``configs``: (exit code, output), forked from a command server."""
         overrides = [x for k, v in cls.common.items() for x in (f"--{k}", str(v))]
-        return subprocess.run(
-            [sys.executable, "-m", "monai.bundle", "run", "--bundle_root", str(cls.root),
+        return SERVERS[0].run(
+            ["-m", "monai.bundle", "run", "--bundle_root", str(cls.root),
              "--config_file", str([str(cls.root / "configs" / c) for c in configs]),
              "--meta_file", str(cls.root / "configs" / "metadata.json"), *overrides, *args],
-            check=False, capture_output=True, text=True, cwd=cls.tmp,
-        )
+            cls.tmp,
+        )  # fmt: skip
 
     def _entropy(self, out: Path, case: str) -> np.ndarray:
         return np.asarray(nib.load(out / case / f"{case}_entropy.nii.gz").dataobj)
 
     def test_calibrate_writes_temperature_next_to_checkpoint(self):
-        self.assertEqual(self.calibrate.returncode, 0, self.calibrate.stderr[-3000:])
+        self.assertEqual(self.calibrate[0], 0, self.calibrate[1][-3000:])
         result = json.loads((self.root / "models" / "fold0" / "temperature.json").read_text())
         self.assertEqual(result["n_cases"], len(self.held_out))
         self.assertEqual(result["n_voxels"], len(self.held_out) * 32 * 40)  # the padding is cropped off
@@ -263,8 +272,8 @@ class TestTemperatureBundle(unittest.TestCase):
             self.assertGreater(result[key], 0, key)
 
     def test_sampling_with_the_fitted_temperature(self):
-        self.assertEqual(self.calibrate.returncode, 0, self.calibrate.stderr[-3000:])
-        self.assertEqual(self.sample_t.returncode, 0, self.sample_t.stderr[-3000:])
+        self.assertEqual(self.calibrate[0], 0, self.calibrate[1][-3000:])
+        self.assertEqual(self.sample_t[0], 0, self.sample_t[1][-3000:])
         temperature = load_temperature(self.root / "models" / "fold0" / "temperature.json")
         workflow(["inference.json", "sample.json"], self.root, num_samples=2, output_dir=str(self.tmp / "mc_1"),
                  **self.common)
