@@ -1,17 +1,18 @@
 """Run ``python -m MODULE ARGS`` command lines without paying Python's imports for each one.
 
 A :class:`CommandServer` is a Python process started once (this checkout first on its path) that imports torch, MONAI,
-Ignite and ``segq_monai`` and then, for each command line it is sent, forks: the child sets its working folder, its
-environment, ``sys.argv`` and its standard streams (one file, as a terminal shows them; stdin from ``/dev/null``) and
-runs the module as ``python -m`` does (``runpy``, as ``__main__``): ``SystemExit`` gives the exit code, an uncaught
+Ignite and ``segq_monai`` and then, for each command line it is sent, forks: the child starts a process group of its
+own (as a terminal starts a command: ``os.killpg`` stops it and whatever it started), sets its working folder, its
+environment (torch's threads from ``OMP_NUM_THREADS``, as a new process reads it), ``sys.argv`` and its standard
+streams (appended to one file, as a terminal shows them; stdin from ``/dev/null``) and runs the module as ``python -m`` does (``runpy``, as ``__main__``): ``SystemExit`` gives the exit code, an uncaught
 exception goes to ``sys.excepthook`` and exits 1, ``atexit`` handlers run. The child starts from a process that has
 run nothing, so each command sees what a new process sees, except that its modules are already imported; the server
 never imports :mod:`segq_monai.utils.uncaught` (a bundle config must import it to get the project's message) and
 checks that ``sys.excepthook`` is Python's own before each fork.
 
 Measured on the 2-core machine (2026-12-07): ``import monai`` alone takes about 6 s of a new process's time, which the
-command lines of a test run then share (conftest's ``command_servers``: the bad-input rows, the bundle's and the
-overlay's command lines).
+command lines of a test run then share (:data:`SERVERS`: the bad-input rows, the bundle's, overlay's
+and temperature's command lines, the runs that the kill tests kill and rerun).
 """
 
 from __future__ import annotations
@@ -42,10 +43,13 @@ for line in sys.stdin:
         code = 1
         try:
             replies.close()
+            os.setsid()
             os.chdir(request["cwd"])
             os.environ.clear()
             os.environ.update(request["env"])
-            log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            if "OMP_NUM_THREADS" in os.environ:
+                torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+            log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
             os.dup2(log, 1)
             os.dup2(log, 2)
@@ -73,6 +77,7 @@ for line in sys.stdin:
                 except Exception:
                     pass
             os._exit(code)
+    print(json.dumps({"pid": pid}), file=replies, flush=True)
     _, status = os.waitpid(pid, 0)
     print(json.dumps({"status": os.waitstatus_to_exitcode(status)}), file=replies, flush=True)
 """
@@ -91,18 +96,32 @@ class CommandServer:
         if json.loads(ready or "{}").get("ready") is not True:
             raise RuntimeError(f"the command server did not start (exit {self.process.poll()})")
 
-    def run(self, module: str, args: list[str], cwd: Path, log: Path, **env: str) -> int:
-        """``python -m module args`` in ``cwd`` with this process's environment plus ``env``; stdout and stderr go to
-        ``log``; returns the exit code (negative: killed by that signal)."""
+    def start(self, module: str, args: list[str], cwd: Path, log: Path, **env: str) -> int:
+        """Start ``python -m module args`` in ``cwd`` with this process's environment plus ``env``, in a process group
+        of its own; stdout and stderr are appended to ``log``. Returns its pid; :meth:`wait` for its exit code."""
         request = {"module": module, "args": [str(a) for a in args], "cwd": str(cwd), "log": str(log),
                    "env": {**self.env, **env}}  # fmt: skip
-        with self.lock:
+        self.lock.acquire()
+        try:
             self.process.stdin.write(json.dumps(request) + "\n")
             self.process.stdin.flush()
-            reply = self.process.stdout.readline()
+            return self._reply()["pid"]
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def wait(self) -> int:
+        """The exit code of the command line :meth:`start` started (negative: killed by that signal)."""
+        try:
+            return self._reply()["status"]
+        finally:
+            self.lock.release()
+
+    def _reply(self) -> dict:
+        reply = self.process.stdout.readline()
         if not reply:
             raise RuntimeError(f"the command server stopped (exit {self.process.poll()})")
-        return json.loads(reply)["status"]
+        return json.loads(reply)
 
     def close(self) -> None:
         """Stop the server (it holds no state worth an orderly exit)."""
@@ -124,6 +143,13 @@ class CommandServers:
     def run(self, argv: list[str], cwd: Path, **env: str) -> tuple[int, str]:
         """``python -m MODULE ...`` (``argv`` = ``["-m", MODULE, ...]``) in ``cwd``: (exit code, stdout and stderr
         as one text, as a terminal shows them; also kept in a ``command_*.log`` file of ``cwd``)."""
+        log = Path(tempfile.mkstemp(prefix="command_", suffix=".log", dir=cwd)[1])
+        started = self.start(argv, cwd, log, **env)
+        return started.wait(), log.read_text()
+
+    def start(self, argv: list[str], cwd: Path, log: Path, **env: str) -> Started:
+        """Start ``argv`` as :meth:`run` does, its output appended to ``log``; the command runs in a process group of
+        its own (``Started.pid``: kill it with ``os.killpg``), as a terminal starts it."""
         if argv[0] != "-m":
             raise ValueError(f"a command line here runs a module (-m MODULE ...), not {argv[:2]}")
         with self.lock:
@@ -132,12 +158,41 @@ class CommandServers:
                 self.free.put(self.started[-1])
         server = self.free.get()
         try:
-            log = Path(tempfile.mkstemp(prefix="command_", suffix=".log", dir=cwd)[1])
-            code = server.run(argv[1], argv[2:], Path(cwd), log, **env)
-        finally:
+            pid = server.start(argv[1], argv[2:], Path(cwd), log, **env)
+        except BaseException:
             self.free.put(server)
-        return code, log.read_text()
+            raise
+        return Started(pid, self, server)
 
     def close(self) -> None:
         while self.started:
             self.started.pop().close()
+
+
+class Started:
+    """A command line that a server started: ``pid`` (its process group), :meth:`wait` for its exit code."""
+
+    def __init__(self, pid: int, servers: CommandServers, server: CommandServer) -> None:
+        self.pid, self.servers, self.server = pid, servers, server
+        self.code: int | None = None
+
+    def running(self) -> bool:
+        """Whether it still runs (its server reaps it as soon as it ends)."""
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def wait(self) -> int:
+        """Its exit code (negative: killed by that signal); the server is free again after it."""
+        if self.code is None:
+            try:
+                self.code = self.server.wait()
+            finally:
+                self.servers.free.put(self.server)
+        return self.code
+
+
+#: the test run's two servers (started by its first command line; conftest stops them after the run)
+SERVERS = CommandServers(2)

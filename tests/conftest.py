@@ -8,8 +8,8 @@ The bundle trained at toy size (:func:`segq_testing.train_bundle`) is built once
 bundle's, the multi-GPU overlays' and MONAI Label's tests. A test class that writes (weights, outputs, files beside
 the data) takes its own copy with ``@pytest.mark.usefixtures("trained_bundle_copy")``.
 
-``command_servers``: :class:`command_server.CommandServers`, two processes that paid the imports once and fork a
-command line each (``python -m monai.bundle run ...`` in a second instead of six).
+:data:`command_server.SERVERS`: two processes that paid the imports once and fork a command line each (``python -m
+monai.bundle run ...`` in a second instead of six), stopped after the test run.
 
 ``example3d_run``: ``python -m segq_monai example3d`` at toy size, run once per test run, one thread; read by
 ``test_example3d`` and, as the uninterrupted reference, by ``test_kill_resume``.
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from command_server import CommandServers
+from command_server import SERVERS
 from segq_testing import EXAMPLE3D_TOY, ONE_THREAD_ENV, free_port, train_bundle
 
 ORTHANC = Path("/usr/sbin/Orthanc")
@@ -64,12 +64,11 @@ def trained_bundle_copy(request: pytest.FixtureRequest, trained_bundle: Path,
     request.cls.tmp, request.cls.root, request.cls.datalist = tmp, tmp / "bundle", tmp / "data" / "datalist.json"
 
 
-@pytest.fixture(scope="session")
-def command_servers() -> Iterator[CommandServers]:
-    """Two command servers for the test run (started by the first command line), stopped after it."""
-    servers = CommandServers(2)
-    yield servers
-    servers.close()
+@pytest.fixture(autouse=True, scope="session")
+def _stop_command_servers() -> Iterator[None]:
+    """:data:`command_server.SERVERS` stop after the test run."""
+    yield
+    SERVERS.close()
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from command_server import CommandServers
+from command_server import SERVERS
 from segq_testing import REPO, copy_bundle, make_host, untrained_weights, write_cases, write_labelled_cases
 from test_fit import TINY, run_fit
 
@@ -283,8 +283,8 @@ ROWS = [
 
 def run_command(args: list[str], cwd: Path, **env: str) -> tuple[int, str]:
     """``python -m MODULE ...`` (``args``) as a user runs it (stdout and stderr in one stream), forked from one of
-    conftest's ``command_servers`` (this checkout first on the path)."""
-    return _Context.servers.run(args, cwd, **env)
+    the :data:`command_server.SERVERS` (this checkout first on the path)."""
+    return SERVERS.run(args, cwd, **env)
 
 
 def last_message(output: str) -> str | None:
@@ -294,10 +294,7 @@ def last_message(output: str) -> str | None:
 
 
 class _Context:
-    """The good inputs of one command's rows, built once per test class, and each row's scratch folder;
-    ``servers``: conftest's ``command_servers``."""
-
-    servers: CommandServers
+    """The good inputs of one command's rows, built once per test class, and each row's scratch folder."""
 
     def __init__(self, tmp: Path) -> None:
         self.root = tmp
@@ -321,11 +318,6 @@ class _Context:
         for disk in self.mounts:
             subprocess.run(["umount", str(disk)], capture_output=True)
         self.mounts = []
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _servers(command_servers: CommandServers) -> None:
-    _Context.servers = command_servers
 
 
 class _BadInputs:

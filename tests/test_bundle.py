@@ -19,7 +19,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser, ckpt_export, verify_net_in_out
 from parameterized import parameterized
-from command_server import CommandServers
+from command_server import SERVERS
 from segq_testing import chain, copy_bundle, isotonic_reference, read_csv, workflow, write_cases
 
 from segq_monai.data import split_fold, write_datalist
@@ -33,13 +33,12 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="class")
-def inferred(request: pytest.FixtureRequest, trained_bundle_copy: None, command_servers: CommandServers) -> None:
+def inferred(request: pytest.FixtureRequest, trained_bundle_copy: None) -> None:
     """The trained bundle's test cases through the real inference command line (``cls.cli``: exit code and output,
-    into ``cls.out``) and through evaluate (into ``cls.report_dir``); ``cls.servers``: conftest's command servers."""
+    into ``cls.out``) and through evaluate (into ``cls.report_dir``)."""
     cls = request.cls
-    cls.servers = command_servers
     cls.out = cls.tmp / "inference"
-    cls.cli = command_servers.run(
+    cls.cli = SERVERS.run(
         ["-m", "monai.bundle", "run", "--bundle_root", str(cls.root),
          "--config_file", str(cls.root / "configs" / "inference.json"),
          "--meta_file", str(cls.root / "configs" / "metadata.json"),
@@ -140,7 +139,7 @@ class TestTwoStageBundle2D(unittest.TestCase):
         out = self.tmp / "report_ids"
         fit_csv = self.root / "stage2_data" / "fold0" / "quality.csv"
         configs = [str(self.root / "configs" / c) for c in ("inference.json", "evaluate.json")]
-        code, output = self.servers.run(
+        code, output = SERVERS.run(
             ["-m", "monai.bundle", "run", "--bundle_root", str(self.root),
              "--config_file", str(configs), "--meta_file", str(self.root / "configs" / "metadata.json"), "--datalist", str(self.datalist),
              "--output_dir", str(out), "--num_samples", "3", "--device", "cpu",
@@ -180,7 +179,7 @@ class TestTwoStageBundle2D(unittest.TestCase):
         lam = math.inf if saved["flag"]["acceptance_threshold"] is None else saved["flag"]["acceptance_threshold"]
 
         out = self.tmp / "calibrated"
-        code, output = self.servers.run(
+        code, output = SERVERS.run(
             ["-m", "monai.bundle", "run", "--bundle_root", str(self.root),
              "--config_file", str([str(self.root / "configs" / c) for c in ("inference.json", "evaluate.json")]),
              "--meta_file", str(self.root / "configs" / "metadata.json"), "--datalist", str(self.datalist),

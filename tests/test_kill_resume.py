@@ -1,8 +1,8 @@
 """Every long command resumes after a kill: killed by a signal part-way, then run again with the same command line,
 it skips the work done, does the rest, and ends with the outputs of a run never interrupted, no file half-written.
 
-Each command runs in a real subprocess (its own process group, killed as a whole, as a terminal or a job
-scheduler does it) at toy size, one thread, so that an uninterrupted run gives the same numbers bit for bit. The
+Each command runs in a process of its own (forked from :data:`command_server.SERVERS`, in its own process group,
+killed as a whole, as a terminal or a job scheduler does it) at toy size, one thread, so that an uninterrupted run gives the same numbers bit for bit. The
 kill point is a file that marks progress (a case's sidecar, a step of ``fit.json``, a checkpoint). A kill that lands
 while a file is written leaves its temporary file (``atomic_path``); one is planted before every rerun, which
 must delete it.
@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,9 +27,9 @@ import numpy as np
 import pytest
 import torch
 from parameterized import parameterized
+from command_server import SERVERS
 from segq_testing import (
     EXAMPLE3D_TOY,
-    ONE_THREAD_ENV,
     copy_bundle,
     make_host,
     read_csv,
@@ -48,8 +47,6 @@ from segq_monai.data import write_datalist
 from segq_monai.data.fit_folder import write_fit
 from segq_monai.utils.atomic import remove_temporaries
 
-#: one thread: the same floating-point sums in every run
-ENV = ONE_THREAD_ENV
 #: set in the environment of a run to kill: the configs :func:`slow_when_asked` changed then sleep after each case
 SLOW = "SEGQ_TEST_SLOW"
 
@@ -69,38 +66,36 @@ def slow_when_asked(config: Path, run_id: str = "run") -> None:
 
 
 def run(argv: list[str], log: Path, cwd: Path) -> None:
-    """Run ``argv`` to its end (output in ``log``); fails the test on a non-zero exit."""
-    with open(log, "a") as f:
-        code = subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT, cwd=cwd, env=ENV, check=False).returncode
+    """Run ``argv`` (``[python, "-m", MODULE, ...]``) to its end, one thread (output appended to ``log``); fails
+    the test on a non-zero exit."""
+    code = SERVERS.start(argv[1:], cwd, log, OMP_NUM_THREADS="1").wait()
     if code:
         raise AssertionError(f"{argv[:4]} exited with {code}:\n{log.read_text()[-3000:]}")
 
 
 def run_killed(argv: list[str], log: Path, cwd: Path, ready: Callable[[], bool], sig: int = signal.SIGKILL) -> None:
-    """Start ``argv`` (with ``SLOW`` set) in its own process group and send ``sig`` to the whole group once
-    ``ready()`` holds."""
-    with open(log, "a") as f:
-        proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, cwd=cwd, env={**ENV, SLOW: "1"},
-                                start_new_session=True)  # fmt: skip
-        try:
-            while not ready():
-                if proc.poll() is not None:
-                    raise AssertionError(f"{argv[:4]} ended (exit {proc.returncode}) before the kill point:\n"
-                                         f"{log.read_text()[-3000:]}")  # fmt: skip
-                time.sleep(0.02)
-            os.killpg(proc.pid, sig)
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)  # a failed test leaves no run behind
-            proc.wait()
-    if proc.returncode != -sig:
-        raise AssertionError(f"{argv[:4]} was not killed by signal {sig} (exit {proc.returncode})")
+    """Start ``argv`` (with ``SLOW`` set, one thread) in its own process group and send ``sig`` to the whole group
+    once ``ready()`` holds."""
+    started = SERVERS.start(argv[1:], cwd, log, OMP_NUM_THREADS="1", **{SLOW: "1"})
+    try:
+        while not ready():
+            if not started.running():
+                raise AssertionError(f"{argv[:4]} ended (exit {started.wait()}) before the kill point:\n"
+                                     f"{log.read_text()[-3000:]}")  # fmt: skip
+            time.sleep(0.02)
+        os.killpg(started.pid, sig)
+    finally:
+        if started.running():
+            os.killpg(started.pid, signal.SIGKILL)  # a failed test leaves no run behind
+        code = started.wait()
+    if code != -sig:
+        raise AssertionError(f"{argv[:4]} was not killed by signal {sig} (exit {code})")
 
 
 @contextmanager
 def one_thread() -> Iterator[None]:
-    """Run the block with one torch thread, as the subprocesses run (``ENV``): an uninterrupted reference run in
-    this process then gives their numbers bit for bit."""
+    """Run the block with one torch thread, as the runs to kill run (``OMP_NUM_THREADS=1``): an uninterrupted
+    reference run in this process then gives their numbers bit for bit."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

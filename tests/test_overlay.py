@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
-from command_server import CommandServers
+from command_server import SERVERS
 from segq_testing import read_csv
 
 from segq_monai import QualityRegressor, quality_input_channels
@@ -150,11 +150,6 @@ class TestSegqOverlay(unittest.TestCase):
         self.assert_quality_csv(out, threshold=0.3)
         self.assert_host_unchanged()
 
-    @pytest.fixture
-    def _servers(self, command_servers: CommandServers) -> None:
-        self.servers = command_servers
-
-    @pytest.mark.usefixtures("_servers")
     def test_command_line(self):
         out = self.tmp / "cli"
         cmd = [
@@ -165,7 +160,7 @@ class TestSegqOverlay(unittest.TestCase):
         ]
         for key, value in TINY_HEAD.items():
             cmd += [f"--{key}", json.dumps(value)]
-        code, output = self.servers.run(cmd, self.tmp)
+        code, output = SERVERS.run(cmd, self.tmp)
         self.assertEqual(code, 0, output[-3000:])
         self.assert_quality_csv(out)
         for case in CASES:

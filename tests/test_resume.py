@@ -1,8 +1,8 @@
 """Crash-safe runs: training killed mid-run resumes to the same weights; sampling skips cases already written;
 checkpoints load with ``weights_only=True``.
 
-Training runs in a real subprocess (``python -m monai.bundle run``), is killed with SIGKILL once the 2nd epoch's
-checkpoint exists, and is started again with the same command; its final weights must equal, bit for bit, those
+Training runs in a process of its own (``python -m monai.bundle run``, forked from :data:`command_server.SERVERS`),
+is killed with SIGKILL once the 2nd epoch's checkpoint exists, and is started again with the same command; its final weights must equal, bit for bit, those
 of a run never interrupted.
 """
 
@@ -13,8 +13,6 @@ import os
 import pickle
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 import unittest
@@ -26,6 +24,7 @@ from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader
 from monai.networks.nets import UNet
 from parameterized import parameterized
+from command_server import SERVERS
 from segq_testing import copy_bundle, read_csv, workflow, write_cases
 
 import segq_monai.data.outputs  # noqa: F401  (the expressions below name it)
@@ -72,7 +71,7 @@ class TestCrashSafeRuns(unittest.TestCase):
 
     def _train_command(self) -> list[str]:
         configs = [str(self.root / "configs" / c) for c in ("train_segmentation.json", "slow.json")]
-        args = [sys.executable, "-m", "monai.bundle", "run", "--bundle_root", str(self.root),
+        args = ["-m", "monai.bundle", "run", "--bundle_root", str(self.root),
                 "--config_file", str(configs), "--meta_file", str(self.root / "configs" / "metadata.json"),
                 "--datalist", str(self.datalist)]
         for k, v in TRAIN.items():
@@ -81,21 +80,21 @@ class TestCrashSafeRuns(unittest.TestCase):
 
     def test_killed_training_resumes_to_the_same_weights(self):
         resume_dir = self.root / "models" / "fold0" / "resume"
-        proc = subprocess.Popen(self._train_command(), cwd=self.tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        while proc.poll() is None and not (resume_dir / "checkpoint_epoch=2.pt").exists():
+        log = self.tmp / "killed.log"
+        started = SERVERS.start(self._train_command(), self.tmp, log)
+        while started.running() and not (resume_dir / "checkpoint_epoch=2.pt").exists():
             time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-        log = proc.communicate()[0].decode()
-        self.assertEqual(proc.returncode, -signal.SIGKILL, log[-3000:])
+        os.killpg(started.pid, signal.SIGKILL)
+        self.assertEqual(started.wait(), -signal.SIGKILL, log.read_text()[-3000:])
         self.assertFalse((self.root / "models" / "fold0" / "model.pt").exists())
         newest = latest_checkpoint(resume_dir)
         done = int(Path(newest).stem.split("=")[1])
         self.assertTrue(2 <= done < EPOCHS, newest)
         self.assertFalse([p for p in resume_dir.iterdir() if p.name.endswith(".tmp")])  # nothing half-written
 
-        rerun = subprocess.run(self._train_command(), check=False, cwd=self.tmp, capture_output=True, text=True)
-        self.assertEqual(rerun.returncode, 0, rerun.stderr[-3000:])
-        epochs = [int(line.split()[-1]) for line in rerun.stdout.splitlines() if line.startswith("finished epoch")]
+        code, output = SERVERS.run(self._train_command(), self.tmp)
+        self.assertEqual(code, 0, output[-3000:])
+        epochs = [int(line.split()[-1]) for line in output.splitlines() if line.startswith("finished epoch")]
         self.assertEqual(epochs, list(range(done + 1, EPOCHS + 1)))  # resumed, not retrained
         resumed = torch.load(self.root / "models" / "fold0" / "model.pt", weights_only=True)
         reference = torch.load(self.ref_models / "fold0" / "model.pt", weights_only=True)

@@ -18,7 +18,7 @@ import torch
 from ignite.engine import Engine
 from monai.inferers import SimpleInferer
 from parameterized import parameterized
-from command_server import CommandServers
+from command_server import SERVERS
 from segq_testing import copy_bundle, workflow, write_cases
 from torch import nn
 
@@ -212,15 +212,6 @@ class TestLoadTemperature(unittest.TestCase):
                 bundle_temperature(1, path)
 
 
-#: conftest's command servers, for the classes' set-up (module fixtures come first)
-SERVERS: list[CommandServers] = []
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _servers(command_servers: CommandServers) -> None:
-    SERVERS[:] = [command_servers]
-
-
 @pytest.mark.slow
 class TestTemperatureBundle(unittest.TestCase):
     """train_segmentation (1 epoch) -> fit_temperature.json (CLI) -> sample.json with and without
@@ -248,7 +239,7 @@ class TestTemperatureBundle(unittest.TestCase):
     def _cli(cls, configs: list[str], *args: str) -> tuple[int, str]:
         """``python -m monai.bundle run`` on ``configs``: (exit code, output), forked from a command server."""
         overrides = [x for k, v in cls.common.items() for x in (f"--{k}", str(v))]
-        return SERVERS[0].run(
+        return SERVERS.run(
             ["-m", "monai.bundle", "run", "--bundle_root", str(cls.root),
              "--config_file", str([str(cls.root / "configs" / c) for c in configs]),
              "--meta_file", str(cls.root / "configs" / "metadata.json"), *overrides, *args],
