@@ -36,11 +36,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 
 from segq_monai.apps.arguments import bundle_root_arg
-from segq_monai.apps.demo_recalibration import fit_site_calibration, recalibration_scores, recalibration_table
+from segq_monai.apps.demo_recalibration import (
+    fit_site_calibration,
+    recalibration_scores,
+    recalibration_table,
+    site_half,
+)
 from segq_monai.apps.demo_tables import reference_pass_ms, results_of, spread_table, temperature_table, time_table
 from segq_monai.apps.steps import StepTimes, trained
 from segq_monai.apps.workflows import run_workflow
@@ -262,11 +266,8 @@ class _Demo:
             tables["recalibration"].setdefault("cross_subject_site", []).append(scores)
 
     def site_half(self, split: str) -> set[str]:
-        """Half the images of ``split``, by slice (all copies of a slice together; slices in a permutation of seed
-        0): the site's labelled cases that recalibrate; the other half scores it."""
-        groups = sorted(set(self.groups[split].values()))
-        first = set(np.random.RandomState(0).permutation(groups)[: len(groups) // 2].tolist())
-        return {image for image, group in self.groups[split].items() if group in first}
+        """:func:`site_half` of ``split`` at seed 0: the site's labelled cases that recalibrate; the rest scores it."""
+        return site_half(self.groups[split], 0)
 
     def run(self) -> dict[str, dict[str, list[Any]]]:
         a = self.args

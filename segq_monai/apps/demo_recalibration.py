@@ -16,12 +16,21 @@ from segq_monai.evaluation.bootstrap import grouped_resamples, percentile_interv
 from segq_monai.data.columns import RAW, SPREAD, column_matrix, column_name, quality_columns
 from segq_monai.calibration.quality_calibration import QualityCalibration, calibrate_quality_table, head_fingerprint
 
-__all__ = ["RECALIBRATION_KEYS", "fit_site_calibration", "recalibration_scores", "recalibration_table"]
+__all__ = ["RECALIBRATION_KEYS", "fit_site_calibration", "recalibration_scores", "recalibration_table", "site_half"]
 
 #: per split: MAE of the raw and of the recalibrated predicted Dice, coverage and mean width of the intervals written.
 RECALIBRATION_KEYS = ("mae_raw", "mae_recalibrated", "coverage", "mean_width")
 #: per split and kind of interval: its coverage and mean width (normalised: where the tables have ``pred_dice_sd``).
 INTERVAL_KIND_KEYS = ("coverage_absolute", "mean_width_absolute", "coverage_normalised", "mean_width_normalised")
+
+
+def site_half(groups: Mapping[str, Hashable], seed: int) -> set[str]:
+    """Half the images of a split, by slice: ``groups`` maps each image to its slice (all copies of a slice stay
+    together); the first ``n_slices // 2`` slices of a permutation (``numpy.random.RandomState(seed)``) of the sorted
+    slices. The site's labelled cases that recalibrate; the other images score it."""
+    slices = sorted(set(groups.values()))
+    first = set(np.random.RandomState(seed).permutation(slices)[: len(slices) // 2].tolist())
+    return {image for image, group in groups.items() if group in first}
 
 
 def fit_site_calibration(
