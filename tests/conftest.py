@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +28,7 @@ from pathlib import Path
 import pytest
 import requests
 from command_server import SERVERS
-from segq_testing import EXAMPLE3D_TOY, ONE_THREAD_ENV, free_port, train_bundle
+from segq_testing import EXAMPLE3D_TOY, free_port, train_bundle
 
 ORTHANC = Path("/usr/sbin/Orthanc")
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
@@ -72,13 +71,14 @@ def _stop_command_servers() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def example3d_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, Path]:
-    """``python -m segq_monai example3d`` (:data:`segq_testing.EXAMPLE3D_TOY`) through its real command line, in a
-    folder of its own, one thread: (the finished process, its ``--output_dir``); read only."""
+def example3d_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[tuple[int, str], Path]:
+    """``python -m segq_monai example3d`` (:data:`segq_testing.EXAMPLE3D_TOY`) through its real command line (forked
+    from :data:`command_server.SERVERS`), in a folder of its own, one thread: ((exit code, output), its
+    ``--output_dir``); read only."""
     tmp = tmp_path_factory.mktemp("example3d")
     out = tmp / "out"
-    result = subprocess.run([sys.executable, "-m", "segq_monai", "example3d", "--output_dir", str(out), *EXAMPLE3D_TOY],
-                            capture_output=True, text=True, cwd=tmp, env=ONE_THREAD_ENV)  # fmt: skip
+    result = SERVERS.run(["-m", "segq_monai", "example3d", "--output_dir", str(out), *EXAMPLE3D_TOY], tmp,
+                         OMP_NUM_THREADS="1")  # fmt: skip
     return result, out
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 import shutil
 import socket
 from pathlib import Path
@@ -170,9 +169,6 @@ def train_on_noisy_half(net: torch.nn.Module, loss_fn, steps: int = 300) -> tupl
 #: calibration and 3 test cases; 1 epoch per network, T = 2; alpha = 0.9 (3 calibration cases suffice), coverage 0.6
 EXAMPLE3D_TOY = ["--cases", "4", "6", "4", "3", "--spatial_size", "24", "24", "24", "--epochs", "1", "--epochs_quality",
                  "1", "--num_samples", "2", "--alpha", "0.9", "--coverage", "0.6", "--device", "cpu"]  # fmt: skip
-#: a command's environment: this checkout first on the path, one thread (the same floating-point sums in every run)
-ONE_THREAD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-                  "OMP_NUM_THREADS": "1"}  # fmt: skip
 
 
 HOSTS = REPO / "tests" / "testing_data" / "hosts"

@@ -6,8 +6,6 @@ import json
 import math
 import re
 import shutil
-import subprocess
-import sys
 import tempfile
 import unittest
 from pathlib import Path
@@ -16,6 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from command_server import SERVERS
 from segq_testing import copy_bundle, read_csv, workflow
 
 from segq_monai.data.columns import read_quality_csv
@@ -30,14 +29,13 @@ TOY = ["--num_folds", "2", "--epochs_segmentation", "1", "--epochs_quality", "1"
 pytestmark = pytest.mark.slow
 
 
-def run_demo(tmp: Path, *extra: str) -> tuple[subprocess.CompletedProcess, Path, Path]:
+def run_demo(tmp: Path, *extra: str) -> tuple[tuple[int, str], Path, Path]:
+    """``python -m segq_monai demo`` at toy size (``TOY`` + ``extra``) on a copy of the bundle, forked from
+    :data:`command_server.SERVERS`: ((exit code, output), its bundle root, its ``--output_dir``)."""
     root = copy_bundle(tmp)
     out = tmp / "out"
-    result = subprocess.run(
-        [sys.executable, "-m", "segq_monai", "demo", "--output_dir", str(out), "--bundle_root", str(root), *TOY,
-         *extra],
-        capture_output=True, text=True, cwd=tmp,
-    )  # fmt: skip
+    result = SERVERS.run(["-m", "segq_monai", "demo", "--output_dir", str(out), "--bundle_root", str(root), *TOY, *extra],
+                         tmp)  # fmt: skip
     return result, root, out
 
 
@@ -64,14 +62,14 @@ class TestDemoDefault(unittest.TestCase):
     def setUpClass(cls):
         cls.tmp = Path(tempfile.mkdtemp())
         cls.result, cls.root, cls.out = run_demo(cls.tmp)
-        cls.text = (cls.out / "report" / "comparison.md").read_text() if cls.result.returncode == 0 else ""
+        cls.text = (cls.out / "report" / "comparison.md").read_text() if cls.result[0] == 0 else ""
 
     @classmethod
     def tearDownClass(cls):
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
     def setUp(self):
-        self.assertEqual(self.result.returncode, 0, self.result.stderr[-3000:])
+        self.assertEqual(self.result[0], 0, self.result[1][-3000:])
 
     def assert_same_table(self, got: list[dict], expected: list[dict], tol: float, mean_tol: float | None = None):
         """Same columns in the same order, same images and flags, numbers within ``tol``; with ``mean_tol``, each
@@ -213,7 +211,7 @@ class TestDemoFull(unittest.TestCase):
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
     def setUp(self):
-        self.assertEqual(self.result.returncode, 0, self.result.stderr[-3000:])
+        self.assertEqual(self.result[0], 0, self.result[1][-3000:])
 
     def test_mean_and_sd_over_seeds(self):
         text = (self.out / "report" / "comparison.md").read_text()

@@ -44,7 +44,7 @@ def example3d_on_class(request: pytest.FixtureRequest, example3d_run) -> None:
     cls.result, cls.out = example3d_run
     channel_def = json.loads(HOST_METADATA.read_text())["network_data_format"]["outputs"]["pred"]["channel_def"]
     cls.classes = [channel_def[str(k)] for k in range(1, len(channel_def))]
-    dataset = json.loads((cls.out / "data" / "dataset.json").read_text()) if cls.result.returncode == 0 else {}
+    dataset = json.loads((cls.out / "data" / "dataset.json").read_text()) if cls.result[0] == 0 else {}
     cls.labels = {
         _case(i["image"]): cls.out / "data" / i["label"] for split in ("validation", "testing")
         for i in dataset.get(split, [])
@@ -55,7 +55,7 @@ def example3d_on_class(request: pytest.FixtureRequest, example3d_run) -> None:
 @pytest.mark.usefixtures("example3d_on_class")
 class TestExample3dCommand(unittest.TestCase):
     def setUp(self):
-        self.assertEqual(self.result.returncode, 0, self.result.stdout[-3000:] + self.result.stderr[-3000:])
+        self.assertEqual(self.result[0], 0, self.result[1][-3000:])
 
     def _check_true_dice(self, table: Path, outputs: Path, n: int) -> None:
         rows = read_csv(table)
