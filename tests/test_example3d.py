@@ -21,7 +21,7 @@ import pytest
 from segq_testing import REPO, read_csv
 
 from segq_monai.apps.example3d import example3d
-from segq_monai.apps.example3d_report import summary_table
+from segq_monai.apps.example3d_report import add_true_quality, summary_table
 
 HOST_METADATA = REPO / "examples" / "colin27_regions3d" / "configs" / "metadata.json"
 
@@ -114,6 +114,16 @@ class TestExample3dBadInput(unittest.TestCase):
                                                     "cases .*; --cases gives 10"):
                 example3d(args)  # 9 scored cases: ceil(1 / 0.1 - 1), and as many again to fit the recalibration
             self.assertFalse((Path(tmp) / "data").exists())
+
+
+class TestAddTrueQuality(unittest.TestCase):
+    def test_row_without_label_names_image_table_and_fix(self):
+        """A deploy table of another folder (a copied output folder keeps its absolute paths) is refused by name."""
+        rows = [{"image": "/old/out/data/imagesTs/case0.nii.gz", "pred_dice_a": 0.5}]
+        labels = {"/new/out/data/imagesTs/case0.nii.gz": "/new/out/data/labelsTs/case0.nii.gz"}
+        with self.assertRaisesRegex(ValueError, r"/old/out/data/imagesTs/case0.nii.gz \(a row of /new/out/deploy/"
+                                                r"quality.csv\) has no label .* run into a new --output_dir"):
+            add_true_quality(rows, "/new/out/deploy", labels, ["a"])
 
 
 class TestSummaryTable(unittest.TestCase):

@@ -49,14 +49,18 @@ def add_true_quality(
         class_names: foreground class names, in class-index order (class ``k + 1`` is ``class_names[k]``).
 
     Raises:
-        KeyError: a row's image has no label in ``labels`` (named).
-        ValueError: the saved segmentation and the label differ in shape (both files named).
+        ValueError: a row's image has no label in ``labels`` (named, with the table); the saved segmentation and the
+            label differ in shape (both files named).
     """
     out = []
     for row in rows:
         image = str(row["image"])
         if image not in labels:
-            raise KeyError(f"no label for {image} in the datalist; evaluate only labelled cases.")
+            raise ValueError(
+                f"{image} (a row of {Path(output_dir) / 'quality.csv'}) has no label in the datalist; evaluate only "
+                "labelled cases. A copied or moved output folder keeps the paths its tables were written with: run "
+                "into a new --output_dir instead."
+            )
         seg_path = Path(output_dir) / case_name(image) / f"{case_name(image)}_seg.nii.gz"
         seg, label = _LOAD(seg_path), _LOAD(labels[image])
         if seg.shape != label.shape:
