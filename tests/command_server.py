@@ -84,7 +84,8 @@ for line in sys.stdin:
 
 
 class CommandServer:
-    """One server process; :meth:`run` one command line at a time (a lock keeps threads in turn)."""
+    """One server process: one command line at a time (:meth:`start`, then :meth:`wait`; a lock keeps threads in
+    turn)."""
 
     def __init__(self) -> None:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
@@ -143,7 +144,9 @@ class CommandServers:
     def run(self, argv: list[str], cwd: Path, **env: str) -> tuple[int, str]:
         """``python -m MODULE ...`` (``argv`` = ``["-m", MODULE, ...]``) in ``cwd``: (exit code, stdout and stderr
         as one text, as a terminal shows them; also kept in a ``command_*.log`` file of ``cwd``)."""
-        log = Path(tempfile.mkstemp(prefix="command_", suffix=".log", dir=cwd)[1])
+        handle, name = tempfile.mkstemp(prefix="command_", suffix=".log", dir=cwd)
+        os.close(handle)
+        log = Path(name)
         started = self.start(argv, cwd, log, **env)
         return started.wait(), log.read_text()
 
