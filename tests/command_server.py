@@ -26,7 +26,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from segq_testing import REPO
 
 #: the server's source: imports, then one JSON request per line on stdin, one JSON reply per line on stdout
 _SERVER = r"""

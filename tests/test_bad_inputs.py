@@ -40,8 +40,8 @@ DOC = REPO / "docs" / "refusals.md"
 #: the headers after which the project's message follows: segq's commands, and monai.bundle run (the excepthook)
 HEADERS = ("stopped on bad input (--debug", "segq_monai: the run stopped on bad input")
 SHAPE_3D = (16, 16, 12)
-#: commands run at once
-WORKERS = 2
+#: commands run at once: one per command server
+WORKERS = SERVERS.n
 
 
 class Row(NamedTuple):

@@ -309,6 +309,14 @@ class TestDemoKilled(unittest.TestCase):
         self.assertEqual(temporaries(out), [])
 
 
+@pytest.fixture(scope="class")
+def example3d_reference(request: pytest.FixtureRequest, example3d_run) -> None:
+    """conftest's ``example3d_run`` on the class, as ``example3d_run``."""
+    request.cls.example3d_run = example3d_run
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("example3d_reference")
 class TestExample3dKilled(unittest.TestCase):
     """``python -m segq_monai example3d`` (test_example3d's toy size), its host trained by an earlier run, killed
     with its fit once the fit has sampled: the rerun skips the host's training, continues the fit (it used to take the
@@ -323,9 +331,8 @@ class TestExample3dKilled(unittest.TestCase):
     def _command(self, out: Path) -> list[str]:
         return [sys.executable, "-m", "segq_monai", "example3d", "--output_dir", str(out), *EXAMPLE3D_TOY]
 
-    @pytest.mark.slow
     def test_killed_example_resumes(self):
-        (code, output), reference = self._example3d_run
+        (code, output), reference = self.example3d_run
         self.assertEqual(code, 0, output[-3000:])
         out, log = self.tmp / "out", self.tmp / "example3d.log"
         # the host trained (and the data made) as by a first run killed after the host's training: saves a training
@@ -371,11 +378,12 @@ class TestExample3dKilled(unittest.TestCase):
         self.assertNotIn("monai.bundle run", printed)  # no step's command line: none ran
         self.assertNotIn("segq_monai fit --host_bundle", printed)
 
-    @pytest.fixture(autouse=True)
-    def _reference(self, request: pytest.FixtureRequest) -> None:
-        """conftest's ``example3d_run``, for the test that needs it only (the other test is fast)."""
-        if request.node.name == "test_killed_example_resumes":
-            self._example3d_run = request.getfixturevalue("example3d_run")
+
+
+class TestFitDone(unittest.TestCase):
+    def setUp(self):
+        self.tmp = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
 
     def test_fit_done_reads_the_steps(self):
         """A fit is done when ``calibration`` is among its steps; its first ``fit.json`` already has a filled

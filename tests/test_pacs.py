@@ -197,7 +197,6 @@ class TestPacsRoundTrip:
         assert referenced <= in_pacs
         assert len(referenced) == 46 + 1  # every slice and the SEG
 
-
     def test_figure_of_the_seg_from_the_pacs(self, orthanc, run, tmp_path):
         """The SEG as read back from the PACS, drawn over its series by ``python -m segq_monai.dicom.figure`` (the
         docs' figure comes from the same command on the trained example host, docs/dicom.md)."""
