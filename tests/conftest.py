@@ -11,6 +11,8 @@ the data) takes its own copy with ``@pytest.mark.usefixtures("trained_bundle_cop
 :data:`command_server.SERVERS`: two processes that paid the imports once and fork a command line each (``python -m
 monai.bundle run ...`` in a second instead of six), stopped after the test run.
 
+Files a test makes with ``tempfile`` land in pytest's temporary folder (pruned by pytest), not in ``/tmp``.
+
 ``example3d_run``: ``python -m segq_monai example3d`` at toy size, run once per test run, one thread; read by
 ``test_example3d`` and, as the uninterrupted reference, by ``test_kill_resume``.
 """
@@ -21,6 +23,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,6 +64,15 @@ def trained_bundle_copy(request: pytest.FixtureRequest, trained_bundle: Path,
     tmp = tmp_path_factory.mktemp(request.cls.__name__)
     shutil.copytree(trained_bundle.parent, tmp, dirs_exist_ok=True)
     request.cls.tmp, request.cls.root, request.cls.datalist = tmp, tmp / "bundle", tmp / "data" / "datalist.json"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _temporary_files_in_pytests_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """``tempfile``'s folders and files (``mkdtemp`` in a test's ``setUp``) go into pytest's temporary folder, which
+    pytest prunes (it keeps the last three runs'), not into ``/tmp``, where a test without clean-up would leave them."""
+    tempfile.tempdir = str(tmp_path_factory.mktemp("tempfile"))
+    yield
+    tempfile.tempdir = None
 
 
 @pytest.fixture(autouse=True, scope="session")
