@@ -114,6 +114,22 @@ class TestReportIntervals(unittest.TestCase):
             written = json.loads((Path(tmp) / "bootstrap.json").read_text())
         self.assertEqual(written["methods"]["quality_head"]["mae"], head["mae"])
 
+    def test_against_head_is_paired(self):
+        """With the head at the oracle (pred = true), a baseline's AURC minus the head's is, resample by resample, its
+        e-AURC (AURC minus the oracle's AURC, by definition): the paired interval equals its e-AURC interval, and lies
+        at or above 0. A baseline that orders the cases as the head does is level on every resample: [0, 0]."""
+        rows, groups = self.rows()
+        for row in rows:
+            row["pred_dice"] = row["true_dice"]
+            row["baseline_pairwise_dice"] = 2.0 * row["true_dice"] - 1.0  # any increasing map of the true Dice
+        out = report_intervals(rows, evaluate_quality(rows, tau=0.8), groups, n_resamples=200, seed=1)
+        self.assertEqual(set(out["against_head"]), {"mean_entropy", "pairwise_dice"})
+        entropy = out["against_head"]["mean_entropy"]["aurc"]
+        np.testing.assert_allclose(entropy, out["methods"]["mean_entropy"]["eaurc"], atol=1e-12)
+        self.assertGreater(entropy[1], 0.0)
+        self.assertGreaterEqual(entropy[0], -1e-12)
+        np.testing.assert_allclose(out["against_head"]["pairwise_dice"]["aurc"], [0.0, 0.0], atol=1e-12)
+
     def test_baseline_without_a_map_onto_dice(self):
         """A baseline whose line onto Dice is undefined (constant on the fitting cases: pairwise Dice at T = 1) has
         no MAE interval; its rank metrics keep theirs."""

@@ -100,8 +100,12 @@ class TestDemoDefault(unittest.TestCase):
                 for cell, metric in zip(cells[1:7], ("mae", "pearson", "spearman", "auroc", "aurc", "eaurc")):
                     value, lo, hi = (fmt(v) for v in (block[metric], *boot["methods"][key][metric]))
                     self.assertEqual(cell, f"{value} [{lo}, {hi}]", (heading, label, metric))
+                difference = block["aurc"] - report["quality_head"]["mean"]["aurc"]  # the head's is "–"
+                lo, hi = boot["against_head"][key]["aurc"] if key != "quality_head" else (None, None)
+                paired = "–" if key == "quality_head" else f"{fmt(difference)} [{fmt(lo)}, {fmt(hi)}]"
+                self.assertEqual(cells[7], paired, (heading, label))
             flag = report["guaranteed_flag"]
-            self.assertEqual(rows["quality head (image_seg_entropy)"][8].split(" = ")[0],
+            self.assertEqual(rows["quality head (image_seg_entropy)"][9].split(" = ")[0],
                              f"{flag['failures_accepted']}/{flag['n_accepted']}")  # fmt: skip
             self.assertEqual(boot["n_groups"], slices)  # slices (14 test, 26 cross-subject), not their copies
 

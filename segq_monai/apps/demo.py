@@ -296,7 +296,9 @@ class _Demo:
             f"{a.epochs_quality or 'train_quality.json'} epochs, guaranteed flag at alpha={a.alpha}; {a.seeds} seed(s); "
             f"{sum(s for _, s in self.times.steps) / 60:.1f} min.\n\n"
             f"Spread: {spread}. Scores on the per-case mean Dice over classes; failure: true Dice < 0.8; AURC/e-AURC "
-            "with risk = 1 − Dice (lower is better); baseline MAE after a least-squares map onto the Dice scale "
+            "with risk = 1 − Dice (lower is better); AURC − head's: a method's AURC minus the first quality head's, "
+            "its interval paired (both on the same resamples; above 0: the head ranks better beyond the spread); "
+            "baseline MAE after a least-squares map onto the Dice scale "
             "fitted on the out-of-fold cases. Guaranteed flag: acceptance threshold calibrated on the calibration "
             f"split so that the failure rate among accepted cases is at most α = {a.alpha} with probability 1 − δ; "
             "accepted = fraction of the evaluated cases auto-accepted, then the realised failures among them.\n\n"
@@ -311,7 +313,7 @@ class _Demo:
         }  # fmt: skip
         for split in ("testing", "shift", "cross_subject"):
             if f"variants/{split}" in tables:
-                table = spread_table(tables[f"variants/{split}"])
+                table = spread_table(tables[f"variants/{split}"], f"quality head ({a.quality_variants[0]})")
                 text += f"## {titles[split]}: quality head and scalar baselines\n\n{table}\n"
         if "recalibration" in tables:
             labels = {"testing": "test (in-distribution)", "shift": "shift", "cross_subject": "cross-subject",

@@ -28,11 +28,13 @@ __all__ = ["Result", "reference_pass_ms", "results_of", "spread_table", "tempera
 
 class Result(NamedTuple):
     """One method on one split for one seed: the report's metric block (``"mean"``), its bootstrap intervals
-    (``{metric: [lo, hi]}``, or None) and its guaranteed-flag entry (or None)."""
+    (``{metric: [lo, hi]}``, or None), its guaranteed-flag entry (or None) and, for a baseline, the paired intervals
+    of its metrics minus the quality head's (``bootstrap.json``'s ``against_head`` entry, or None)."""
 
     point: Mapping[str, Any]
     interval: Mapping[str, Sequence[float]] | None
     flag: Mapping[str, Any] | None
+    against_head: Mapping[str, Sequence[float]] | None = None
 
 
 def results_of(
@@ -40,12 +42,12 @@ def results_of(
 ) -> dict[str, Result]:
     """``{label: Result}`` of the quality head (as ``head_label``) and, with ``baselines``, every baseline of one
     ``report.json`` and its ``bootstrap.json`` (``intervals``, or None)."""
-    methods = (intervals or {}).get("methods", {})
+    methods, against = (intervals or {}).get("methods", {}), (intervals or {}).get("against_head", {})
     head = report["quality_head"]["mean"]
     out = {head_label: Result(head, methods.get("quality_head"), report.get("guaranteed_flag"))}
     if baselines:
         for name, entry in report["baselines"].items():
-            out[name] = Result(entry["mean"], methods.get(name), entry.get("guaranteed_flag"))
+            out[name] = Result(entry["mean"], methods.get(name), entry.get("guaranteed_flag"), against.get(name))
     return out
 
 
@@ -71,18 +73,29 @@ def _flag_cells(flags: Sequence[Mapping[str, Any] | None]) -> list[str]:
             _spread_cell([as_float(f["failure_rate_accepted"]) for f in flags], None)]  # fmt: skip
 
 
-def spread_table(results: Mapping[str, Sequence[Result]]) -> str:
+def spread_table(results: Mapping[str, Sequence[Result]], head_label: str | None = None) -> str:
     """A Markdown table, one row per method (``{label: [Result per seed]}``): n, MAE, Pearson, Spearman, AUROC,
-    AURC, e-AURC with their spread, then the guaranteed flag's accepted fraction and failures among accepted."""
+    AURC, e-AURC with their spread, then the guaranteed flag's accepted fraction and failures among accepted.
+
+    With ``head_label`` (a label of ``results``), a column after e-AURC: each other method's AURC minus that head's,
+    seed by seed, with its paired bootstrap interval where the method has one (positive: the head ranks better;
+    an interval above 0: better beyond the spread)."""
+    paired = ["AURC − head's (paired)"] if head_label else []
     lines = [
-        "| method | n | MAE | Pearson | Spearman | AUROC | AURC | e-AURC | accepted | failures among accepted |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
+        "| " + " | ".join(["method", "n", "MAE", "Pearson", "Spearman", "AUROC", "AURC", "e-AURC", *paired,
+                           "accepted", "failures among accepted"]) + " |",
+        "| --- |" + " ---: |" * (9 + len(paired)),
+    ]  # fmt: skip
     for label, seeds in results.items():
         cells = [str(seeds[0].point["n"])]
         for key in INTERVAL_KEYS:
             interval = seeds[0].interval[key] if seeds[0].interval else None
             cells.append(_spread_cell([as_float(r.point.get(key)) for r in seeds], interval))
+        if head_label:
+            differences = [as_float(r.point.get("aurc")) - as_float(h.point.get("aurc"))
+                           for r, h in zip(seeds, results[head_label])]  # fmt: skip
+            interval = seeds[0].against_head["aurc"] if seeds[0].against_head else None
+            cells.append("–" if label == head_label else _spread_cell(differences, interval))
         cells += _flag_cells([r.flag for r in seeds])
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

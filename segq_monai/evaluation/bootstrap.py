@@ -10,7 +10,9 @@ The interval (:func:`percentile_interval`) is the ``(1 ± level) / 2`` quantiles
 where it is defined (finite): a resample where it is not (a correlation of constant values, an AUROC without
 failures) is left out, and the interval is NaN only when no resample gives a value. :func:`bootstrap_interval`
 gives one statistic's value and interval; :func:`report_intervals` those of the report's metrics
-(:mod:`segq_monai.evaluation.report`) for the quality head and every baseline over the same resamples.
+(:mod:`segq_monai.evaluation.report`) for the quality head and every baseline over the same resamples, and the paired
+intervals of each baseline's metric minus the head's: whether the head beats a baseline is read from the interval of
+the difference, not from two overlapping intervals.
 """
 
 from __future__ import annotations
@@ -116,8 +118,10 @@ def report_intervals(
         n_resamples, level, seed: the bootstrap (:func:`grouped_resamples`, :func:`percentile_interval`).
 
     Returns:
-        ``{"level", "n_resamples", "n_groups", "methods": {"quality_head" | name: {metric: [lo, hi]}}}`` with
-        metrics :data:`INTERVAL_KEYS` (NaN where undefined).
+        ``{"level", "n_resamples", "n_groups", "methods": {"quality_head" | name: {metric: [lo, hi]}},
+        "against_head": {name: {metric: [lo, hi]}}}`` with metrics :data:`INTERVAL_KEYS` (NaN where undefined);
+        ``against_head`` (empty without a quality head) holds the interval of the baseline's metric minus the head's,
+        each resample's two values taken on the same drawn slices (for the AURC, positive: the head ranks better).
     """
     if len(groups) != len(rows):
         raise ValueError(f"groups has {len(groups)} entries for {len(rows)} rows; give one group per row.")
@@ -137,6 +141,7 @@ def report_intervals(
     resamples = grouped_resamples(groups, n_resamples, seed)
     fns = _metric_fns(float(report["tau"]))
     out: dict[str, Any] = {}
+    per_resample: dict[str, dict[str, np.ndarray]] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a resample of one group has undefined correlations: NaN, left out
         for method, (confidence, mapped) in series.items():
@@ -147,8 +152,15 @@ def report_intervals(
                 for key, fn in fns.items():
                     values[key].append(float(fn(confidence[idx], mapped[idx], true[idx])) if len(idx) else np.nan)
             out[method] = {key: list(percentile_interval(v, level)) for key, v in values.items()}
+            per_resample[method] = {key: np.asarray(v) for key, v in values.items()}
+    head = per_resample.pop("quality_head", None)
+    against = {} if head is None else {
+        method: {key: list(percentile_interval(v - head[key], level)) for key, v in values.items()}
+        for method, values in per_resample.items()
+    }  # fmt: skip
     n_groups = len({str(g) for g in groups})
-    return {"level": level, "n_resamples": n_resamples, "n_groups": n_groups, "methods": out}
+    return {"level": level, "n_resamples": n_resamples, "n_groups": n_groups, "methods": out,
+            "against_head": against}  # fmt: skip
 
 
 def write_intervals(intervals: Mapping[str, Any], path: str | os.PathLike) -> None:
