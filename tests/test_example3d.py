@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 import unittest
 from pathlib import Path
@@ -18,7 +19,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from segq_testing import REPO, read_csv
+from command_server import SERVERS
+from segq_testing import EXAMPLE3D_TOY, REPO, read_csv
 
 from segq_monai.apps.example3d import example3d
 from segq_monai.apps.example3d_report import add_true_quality, summary_table
@@ -101,6 +103,24 @@ class TestExample3dCommand(unittest.TestCase):
         self.assertEqual(fit["class_names"], self.classes)
         self.assertEqual(fit["spatial_dims"], 3)
 
+    def test_moved_folder_reruns_its_report(self):
+        """A copy of the output folder (its tables hold the old absolute paths) reruns: every step but the report is
+        skipped, and the report's rows point into the copy with the same true Dice."""
+        with tempfile.TemporaryDirectory() as tmp:
+            moved = Path(tmp) / "moved"
+            shutil.copytree(self.out, moved)
+            shutil.rmtree(moved / "report")
+            code, output = SERVERS.run(["-m", "segq_monai", "example3d", "--output_dir", str(moved), *EXAMPLE3D_TOY],
+                                       Path(tmp), OMP_NUM_THREADS="1")  # fmt: skip
+            self.assertEqual(code, 0, output[-3000:])
+            self.assertEqual(output.count("done by an earlier run, skipped"), 3, output[-3000:])
+            rows, before = read_csv(moved / "report" / "quality.csv"), read_csv(self.out / "report" / "quality.csv")
+            self.assertEqual([r["image"] for r in rows],
+                             [str(moved / Path(r["image"]).relative_to(self.out)) for r in before])  # fmt: skip
+            for row, old in zip(rows, before):
+                for name in self.classes:
+                    self.assertEqual(row[f"true_dice_{name}"], old[f"true_dice_{name}"])
+
 
 class TestExample3dBadInput(unittest.TestCase):
     def test_too_few_calibration_cases(self):
@@ -117,13 +137,41 @@ class TestExample3dBadInput(unittest.TestCase):
 
 
 class TestAddTrueQuality(unittest.TestCase):
+    def setUp(self):
+        """A label with class 1 in 8 voxels and a saved segmentation with 4 of them and 4 others: Dice 2 * 4 / 16 =
+        0.5, IoU 4 / 12."""
+        self.tmp = Path(tempfile.mkdtemp())
+        label, seg = np.zeros((4, 4, 4), np.uint8), np.zeros((4, 4, 4), np.uint8)
+        label[0, :2, :4] = 1
+        seg[0, 0, :4], seg[1, 0, :4] = 1, 1
+        (self.tmp / "deploy" / "case0").mkdir(parents=True)
+        nib.save(nib.Nifti1Image(label, np.eye(4)), self.tmp / "label0.nii.gz")
+        nib.save(nib.Nifti1Image(seg, np.eye(4)), self.tmp / "deploy" / "case0" / "case0_seg.nii.gz")
+        self.labels = {str(self.tmp / "data" / "case0.nii.gz"): str(self.tmp / "label0.nii.gz")}
+
+    def tearDown(self):
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def test_rows_match_by_case_name(self):
+        """A table written in another folder (a copied or moved output folder keeps its old absolute paths) matches
+        its datalist by case name; the row takes the datalist's image path."""
+        rows = [{"image": "/old/out/data/case0.nii.gz", "pred_dice_a": 0.4}]
+        (row,) = add_true_quality(rows, self.tmp / "deploy", self.labels, ["a"])
+        self.assertEqual(row["image"], str(self.tmp / "data" / "case0.nii.gz"))
+        self.assertAlmostEqual(row["true_dice_a"], 0.5, places=6)
+        self.assertAlmostEqual(row["true_iou_a"], 1 / 3, places=6)
+        self.assertEqual(row["pred_dice_a"], 0.4)
+
     def test_row_without_label_names_image_table_and_fix(self):
-        """A deploy table of another folder (a copied output folder keeps its absolute paths) is refused by name."""
-        rows = [{"image": "/old/out/data/imagesTs/case0.nii.gz", "pred_dice_a": 0.5}]
-        labels = {"/new/out/data/imagesTs/case0.nii.gz": "/new/out/data/labelsTs/case0.nii.gz"}
-        with self.assertRaisesRegex(ValueError, r"/old/out/data/imagesTs/case0.nii.gz \(a row of /new/out/deploy/"
-                                                r"quality.csv\) has no label .* run into a new --output_dir"):
-            add_true_quality(rows, "/new/out/deploy", labels, ["a"])
+        rows = [{"image": "/old/out/data/case7.nii.gz", "pred_dice_a": 0.5}]
+        with self.assertRaisesRegex(ValueError, r"/old/out/data/case7.nii.gz \(a row of .*deploy/quality.csv\) has no "
+                                                r"label .*named case7.*deploy on the datalist's testing images"):
+            add_true_quality(rows, self.tmp / "deploy", self.labels, ["a"])
+
+    def test_two_images_with_one_case_name(self):
+        labels = dict(self.labels, **{"/elsewhere/case0.nii.gz": str(self.tmp / "label0.nii.gz")})
+        with self.assertRaisesRegex(ValueError, "share the case name 'case0'.*distinct file name"):
+            add_true_quality([], self.tmp / "deploy", labels, ["a"])
 
 
 class TestSummaryTable(unittest.TestCase):

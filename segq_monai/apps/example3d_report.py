@@ -42,6 +42,10 @@ def add_true_quality(
 ) -> list[dict[str, Any]]:
     """Each row of a deploy ``quality.csv`` with ``true_dice_<name>`` and ``true_iou_<name>`` added.
 
+    Rows are matched to ``labels`` by case name (:func:`segq_monai.data.outputs.case_name`, which also names the deploy
+    run's folder of each case), so an output folder that was moved or copied still matches its own datalist; each
+    returned row's ``image`` is the datalist's path.
+
     Args:
         rows: the rows (``image`` = the input path).
         output_dir: the deploy run's output folder, holding ``<case>/<case>_seg.nii.gz``.
@@ -49,29 +53,35 @@ def add_true_quality(
         class_names: foreground class names, in class-index order (class ``k + 1`` is ``class_names[k]``).
 
     Raises:
-        ValueError: a row's image has no label in ``labels`` (named, with the table); the saved segmentation and the
-            label differ in shape (both files named).
+        ValueError: two images of ``labels`` share a case name; a row's case has no label (named, with the table);
+            the saved segmentation and the label differ in shape (both files named).
     """
+    by_case: dict[str, tuple[str, str]] = {}
+    for image, label in labels.items():
+        if case_name(image) in by_case:
+            raise ValueError(f"{by_case[case_name(image)][0]} and {image} share the case name {case_name(image)!r}, "
+                             "so their outputs share one folder; give every image a distinct file name.")
+        by_case[case_name(image)] = (str(image), str(label))
     out = []
     for row in rows:
-        image = str(row["image"])
-        if image not in labels:
+        name = case_name(row["image"])
+        if name not in by_case:
             raise ValueError(
-                f"{image} (a row of {Path(output_dir) / 'quality.csv'}) has no label in the datalist; evaluate only "
-                "labelled cases. A copied or moved output folder keeps the paths its tables were written with: run "
-                "into a new --output_dir instead."
+                f"{row['image']} (a row of {Path(output_dir) / 'quality.csv'}) has no label in the datalist (no image "
+                f"named {name}); evaluate only labelled cases: deploy on the datalist's testing images."
             )
-        seg_path = Path(output_dir) / case_name(image) / f"{case_name(image)}_seg.nii.gz"
-        seg, label = _LOAD(seg_path), _LOAD(labels[image])
+        image, label_path = by_case[name]
+        seg_path = Path(output_dir) / name / f"{name}_seg.nii.gz"
+        seg, label = _LOAD(seg_path), _LOAD(label_path)
         if seg.shape != label.shape:
             raise ValueError(
-                f"segmentation {seg_path} has shape {tuple(seg.shape)} but label {labels[image]} has "
+                f"segmentation {seg_path} has shape {tuple(seg.shape)} but label {label_path} has "
                 f"{tuple(label.shape)}; the deploy run must save the segmentation on the input grid."
             )
         dice, iou = segmentation_quality(seg, label, num_classes=len(class_names) + 1)
-        new = dict(row)
-        for k, name in enumerate(class_names):
-            new[f"true_dice_{name}"], new[f"true_iou_{name}"] = float(dice[k]), float(iou[k])
+        new = dict(row, image=image)
+        for k, cls in enumerate(class_names):
+            new[f"true_dice_{cls}"], new[f"true_iou_{cls}"] = float(dice[k]), float(iou[k])
         out.append(new)
     return out
 
