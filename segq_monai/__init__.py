@@ -107,6 +107,10 @@ from segq_monai.transforms import (
     soft_one_hot,
 )
 
+from segq_monai.utils.log_once import say_once
+
+say_once()  # MONAI logs its nvImageCodec warning at every LoadImage: once is enough
+
 __version__ = "0.1.0"
 
 __all__ = [
