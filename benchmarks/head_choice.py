@@ -77,8 +77,9 @@ def _load(path: str) -> torch.Tensor:
 
 def saved_cases(folder: Path) -> tuple[list[dict[str, Any]], np.ndarray]:
     """Every case ``folder/*/*_quality.json`` names: its maps (``image`` min-max scaled, ``seg``, ``entropy``,
-    ``mutual_information``, each ``[1, H, W]``; those saved) and ``pairwise_dice`` ``[K]`` (from the entry, else the
-    row's ``baseline_pairwise_dice``, the same mean over classes), and the true Dice ``[N]`` (binary: one class)."""
+    ``mutual_information``, each ``[1, H, W]``; those saved), ``pairwise_dice`` ``[K]`` (from the entry, else the
+    row's ``baseline_pairwise_dice``, the same mean over classes) and ``name`` (the image's file name), and the true
+    Dice ``[N]`` (binary: one class)."""
     data, dice = [], []
     for path in sorted(folder.glob("*/*_quality.json")):
         saved = json.loads(path.read_text())
@@ -87,6 +88,7 @@ def saved_cases(folder: Path) -> tuple[list[dict[str, Any]], np.ndarray]:
         case["image"] = _SCALE(case["image"])
         pairwise = entry.get("pairwise_dice", [row.get("baseline_pairwise_dice", float("nan"))])
         case["pairwise_dice"] = torch.as_tensor(pairwise, dtype=torch.float32)
+        case["name"] = Path(entry["image"]).name  # the image's file name: where its row of the datalist is
         data.append(case)
         dice.append(float(row["true_dice"]))
     return data, np.array(dice)
@@ -124,12 +126,14 @@ def head_config(overrides: dict[str, Any]) -> ConfigParser:
 
 
 def train_head(
-    run: Path, candidate: str, seed: int, workdir: Path, extra: dict[str, Any] | None = None
+    run: Path, candidate: str, seed: int, workdir: Path, extra: dict[str, Any] | None = None,
+    datalists: list[str] | None = None,
 ) -> tuple[torch.nn.Module, float]:
-    """Train ``candidate``'s head with ``train_quality.json`` on ``run``'s stage-2 data (``extra``: further overrides,
-    e.g. ``epochs``); returns it (eval mode, on the CPU) and the training time in s."""
+    """Train ``candidate``'s head with ``train_quality.json`` on ``run``'s stage-2 data (``datalists``: other stage-2
+    datalists instead; ``extra``: further overrides, e.g. ``epochs``); returns it (eval mode, on the CPU) and the
+    training time in s."""
     overrides = {**CANDIDATES[candidate], **(extra or {})}
-    datalists = stage2_datalists(run, bool(overrides.get("quality_scalars")))
+    datalists = datalists or stage2_datalists(run, bool(overrides.get("quality_scalars")))
     start = time.perf_counter()
     run_workflow(bundle_root(), ["train_quality.json"], stage2_datalists=datalists, ckpt_dir=str(workdir),
                  output_dir=str(workdir), seed=seed, mlflow=False, **overrides)  # fmt: skip
@@ -141,21 +145,30 @@ def train_head(
     return net.eval(), seconds
 
 
-def scores(net: torch.nn.Module, candidate: str, cases: list[dict[str, Any]], true: np.ndarray) -> dict[str, float]:
-    """MAE, Pearson, Spearman and AURC of the head's predicted Dice over ``cases``."""
+def predict(net: torch.nn.Module, candidate: str, cases: list[dict[str, Any]]) -> np.ndarray:
+    """``[N]`` the head's predicted Dice of each of ``cases`` (:func:`saved_cases`)."""
     overrides = CANDIDATES[candidate]
     keys = QUALITY_VARIANTS[overrides.get("quality_variant", "image_seg_entropy")]
     stack = QualityInput(num_classes=2)
     names = overrides.get("quality_scalars")
     gather = QualityScalars(names) if names else None
-    predict = PredictQuality(net)
+    head = PredictQuality(net)
     pred = []
     for case in cases:
         image, seg = (case[k] if k in keys else None for k in ("image", "seg"))
         x = stack(image, seg, *(case[k] for k in keys if k not in ("image", "seg")))
         scalars = None if gather is None else gather(**{k: case[k] for k in gather.inputs})
-        pred.append(float(predict(x, scalars)[0][0]))
-    p = np.array(pred)
+        pred.append(float(head(x, scalars)[0][0]))
+    return np.array(pred)
+
+
+def scores(net: torch.nn.Module, candidate: str, cases: list[dict[str, Any]], true: np.ndarray) -> dict[str, float]:
+    """MAE, Pearson, Spearman and AURC of the head's predicted Dice over ``cases``."""
+    return metric_scores(predict(net, candidate, cases), true)
+
+
+def metric_scores(p: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    """MAE, Pearson, Spearman and AURC (risk = 1 − Dice) of predicted Dice ``p`` ``[N]`` against ``true`` ``[N]``."""
     return {"mae": float(np.mean(np.abs(p - true))), "pearson": float(regression.pearson_correlation(p, true)),
             "spearman": float(regression.spearman_correlation(p, true)), "aurc": float(regression.aurc(p, 1 - true))}  # fmt: skip
 
