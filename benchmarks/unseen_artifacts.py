@@ -3,8 +3,8 @@
 The demo's cases carry one of five MR artifact families (bias field, noise, Gibbs ringing, k-space spikes, contrast:
 ``artifact`` in ``data/dataset.json``, at ``severity`` 0 to 1). For each family F and head seed, the shipped head
 (``mse`` of :mod:`benchmarks.head_choice`) is trained with the bundle's own loop on a demo run's out-of-fold cases of
-the other four families (``unseen``), and predicts the corrupted cases (severity > 0) of F on the saved maps of the
-test, shift and cross-subject splits. Pooled over the five families, every corrupted case is predicted by a head that
+the other families (``unseen``; kinds that no evaluated case has stay in training), and predicts the corrupted cases
+(severity > 0) of F on the saved maps of the test, shift and cross-subject splits. Pooled over the five families, every corrupted case is predicted by a head that
 never saw its kind of corruption (the outside check's corruptions are not MONAI's). Beside it, on the same cases:
 
 - ``all``: the head trained on every family (the demo's recipe, at that seed);
@@ -66,10 +66,11 @@ def training_subset(run: Path, keep: Keep, folder: Path) -> list[str]:
     return out
 
 
-def head_plans(names: list[str], seed: int, table: dict[str, tuple[str, float]]) -> dict[tuple[str, str], Keep]:
+def head_plans(
+    names: list[str], seed: int, table: dict[str, tuple[str, float]], families: list[str]
+) -> dict[tuple[str, str], Keep]:
     """``{(condition, family or ""): keep}``: which of the out-of-fold cases ``names`` (image file names) each head of
-    ``seed`` trains on."""
-    families = sorted({table[n][0] for n in names})
+    ``seed`` trains on; ``families``: those left out in turn (the kinds of the evaluated cases)."""
     plans: dict[tuple[str, str], Keep] = {("all", ""): lambda n: True}
     for i, family in enumerate(families):
         size = sum(table[n][0] == family for n in names)
@@ -94,7 +95,8 @@ def summary(records: list[dict[str, Any]], splits: dict[str, tuple[list[dict[str
             table: dict[str, tuple[str, float]]) -> str:  # fmt: skip
     """Markdown: per split (its corrupted cases), Spearman, MAE and AURC of each condition and of pairwise Dice, mean ±
     sd over the seeds that have every head."""
-    needed = {("all", "")} | {(c, table[n][0]) for n in table for c in ("fewer", "unseen")}
+    evaluated = {table[c["name"]][0] for cases, _ in splits.values() for c in cases if table[c["name"]][1] > 0}
+    needed = {("all", "")} | {(c, f) for f in evaluated for c in ("fewer", "unseen")}
     seeds = sorted({r["seed"] for r in records
                     if {(q["condition"], q["family"]) for q in records if q["seed"] == r["seed"]} >= needed})
     lines = ["| split | corrupted cases | head | Spearman | MAE | AURC |", "| --- | ---: | --- | ---: | ---: | ---: |"]
@@ -128,9 +130,10 @@ def main() -> None:
     run, out = Path(args.run), Path(args.out)
     table = artifacts(run)
     splits = {name: saved_cases(run / "report" / folder) for name, folder in SPLITS.items()}
+    families = sorted({table[c["name"]][0] for cases, _ in splits.values() for c in cases if table[c["name"]][1] > 0})
     records = json.loads(out.read_text()) if out.is_file() else []
     for seed in args.seeds:
-        for (condition, family), keep in head_plans(training_names(run), seed, table).items():
+        for (condition, family), keep in head_plans(training_names(run), seed, table, families).items():
             if any((r["condition"], r["family"], r["seed"]) == (condition, family, seed) for r in records):
                 continue
             with tempfile.TemporaryDirectory() as tmp:

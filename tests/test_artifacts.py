@@ -13,15 +13,19 @@ from parameterized import parameterized
 from segq_monai.data import demo_datalist_path, load_datalist
 from segq_monai.transforms.artifacts import (
     ARTIFACT_KINDS,
+    EXTRA_ARTIFACT_KINDS,
     MRArtifact,
     MRArtifactD,
     MRArtifactd,
     MRArtifactDict,
+    _aliasing,
+    _motion,
+    _signal_void,
     apply_mr_artifact,
     graded_artifact_plan,
 )
 
-KINDS = [(k,) for k in ARTIFACT_KINDS]
+KINDS = [(k,) for k in ARTIFACT_KINDS + EXTRA_ARTIFACT_KINDS]
 SEVERITIES = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
@@ -63,7 +67,7 @@ class TestMRArtifact(unittest.TestCase):
         self.assertGreaterEqual(float(a.min()), float(self.img.min()))
         self.assertLessEqual(float(a.max()), float(self.img.max()))
 
-    @parameterized.expand([("bias_field",), ("noise",), ("spikes",), ("contrast",)])
+    @parameterized.expand([("bias_field",), ("noise",), ("spikes",), ("contrast",), *[(k,) for k in EXTRA_ARTIFACT_KINDS]])
     def test_seed_matters(self, kind):
         outs = [MRArtifact(kind, 1.0, seed=s)(self.img).numpy() for s in range(4)]
         self.assertTrue(any(not np.array_equal(outs[0], o) for o in outs[1:]), kind)
@@ -94,6 +98,39 @@ class TestMRArtifact(unittest.TestCase):
         with self.assertRaises(KeyError):
             MRArtifactd("missing", "noise", 0.5)(data)
         self.assertIn("image", MRArtifactd(["image", "missing"], "noise", 0.5, allow_missing_keys=True)(data))
+
+
+class TestWrittenKinds(unittest.TestCase):
+    """The kinds written here, against what the physics says before clipping."""
+
+    def test_motion_keeps_the_energy(self):
+        """A phase on some k-space lines is unitary: the complex image keeps its energy (Parseval); its magnitude
+        has that energy too. A constant image (all energy in the DC line, whose phase is 1) does not change."""
+        img = torch.rand(1, 48, 40, generator=torch.Generator().manual_seed(0)) * 100
+        out = _motion(img, 0.8, np.random.RandomState(3))
+        self.assertAlmostEqual(float((out.double() ** 2).sum() / (img.double() ** 2).sum()), 1.0, places=5)
+        self.assertGreater(float((out - img).abs().max()), 1.0)
+        flat = torch.full((1, 48, 40), 7.0)
+        torch.testing.assert_close(_motion(flat, 1.0, np.random.RandomState(3)), flat)
+
+    def test_aliasing_drops_every_other_outer_line(self):
+        """``1 + cos(2 pi 13 y / 64)`` has k-space on lines 0, 13 and 51 only; at severity 1 the centre kept is
+        |f| <= 0.04, so lines 13 and 51 (both odd) are dropped when the seed's parity is odd: the image becomes 1;
+        when it is even, nothing changes."""
+        y = torch.arange(64, dtype=torch.float64)[:, None].expand(64, 32)
+        img = (1.0 + torch.cos(2 * torch.pi * 13 * y / 64))[None].float()
+        for seed in range(4):
+            parity = np.random.RandomState(seed).randint(2)
+            expected = torch.ones_like(img) if parity == 1 else img
+            torch.testing.assert_close(_aliasing(img, 1.0, np.random.RandomState(seed)), expected, atol=1e-5, rtol=0)
+
+    def test_signal_void_only_darkens(self):
+        """A constant image keeps 100 far from the ellipse and reaches about 100 * (1 - 0.9 * severity) inside."""
+        flat = torch.full((1, 96, 112), 100.0)
+        out = _signal_void(flat, 0.5, np.random.RandomState(2))
+        self.assertLessEqual(float(out.max()), 100.0)
+        self.assertAlmostEqual(float(out.min()), 100.0 * (1 - 0.9 * 0.5), delta=1.0)
+        self.assertGreater(float(out[0, 0, 0]), 98.0)  # a corner: at least one radius beyond the ellipse's edge
 
 
 class TestGradedPlan(unittest.TestCase):

@@ -142,6 +142,29 @@ class TestPrepareDemo(unittest.TestCase):
             self.assertEqual(shapes, {"axial": (96, 112), "coronal": (96, 96), "sagittal": (112, 96)})
 
     @pytest.mark.slow
+    def test_development_kinds(self):
+        """Eight kinds for the development copies: each of them in turn, every severity; the held-out copies (their
+        artifact, severity and image files) are those of the default run."""
+        from segq_monai.data.demo import prepare_demo
+        from segq_monai.transforms.artifacts import ARTIFACT_KINDS, EXTRA_ARTIFACT_KINDS
+
+        kinds = ARTIFACT_KINDS + EXTRA_ARTIFACT_KINDS
+        with tempfile.TemporaryDirectory() as d:
+            args = dict(variants=2, held_out_variants=1, shift_variants=0, cross_subject_variants=0, planes=("axial",))
+            default = prepare_demo(Path(d) / "a", **args)
+            broad = prepare_demo(Path(d) / "b", development_kinds=kinds, **args)
+            train = load_datalist(broad["dataset"], "training")
+            self.assertEqual(len(train), 96)
+            # the graded plan: every (kind, severity) pair once in each 8 cycles of 5 copies
+            self.assertEqual(len({(i["artifact"], i["severity"]) for i in train[:40]}), 40)
+            for section in ("calibration", "testing"):
+                ours, theirs = (load_datalist(p["dataset"], section) for p in (broad, default))
+                self.assertEqual([(i["artifact"], i["severity"]) for i in ours],
+                                 [(i["artifact"], i["severity"]) for i in theirs])  # fmt: skip
+                for a, b in zip(ours[:3], theirs[:3]):
+                    self.assertEqual(Path(a["image"]).read_bytes(), Path(b["image"]).read_bytes())
+
+    @pytest.mark.slow
     def test_cross_subject_split(self):
         """The MNI152 slices (10 axial, 8 coronal, 8 sagittal), two copies each with their own labels (the second
         turned by 90°), groups apart from every Colin27 slice."""

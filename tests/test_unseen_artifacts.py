@@ -32,14 +32,14 @@ class TestPlans(unittest.TestCase):
 
     def test_who_trains_on_what(self):
         families = ("bias_field", "contrast", "gibbs", "noise", "spikes")
-        plans = head_plans(NAMES, seed=3, table=TABLE)
+        plans = head_plans(NAMES, seed=3, table=TABLE, families=list(families))
         self.assertEqual(sorted(plans), sorted([("all", ""), *((c, f) for c in ("fewer", "unseen") for f in families)]))
         self.assertEqual([n for n in NAMES if plans[("all", "")](n)], NAMES)
         self.assertEqual([n for n in NAMES if not plans[("unseen", "gibbs")](n)], ["c1.nii.gz", "c6.nii.gz"])
         dropped = {f: [n for n in NAMES if not plans[("fewer", f)](n)] for f in families}
         self.assertEqual({len(d) for d in dropped.values()}, {2})  # as many as the family has
         self.assertGreater(len({tuple(d) for d in dropped.values()}), 1)  # a draw per family
-        again = head_plans(NAMES, 3, TABLE)
+        again = head_plans(NAMES, 3, TABLE, list(families))
         self.assertEqual(dropped, {f: [n for n in NAMES if not again[("fewer", f)](n)] for f in families})
 
 

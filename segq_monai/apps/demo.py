@@ -55,6 +55,7 @@ from segq_monai.data.synthetic import FAILURE_SOURCE, SYNTHETIC_DATALIST, SYNTHE
 from segq_monai.evaluation.bootstrap import report_intervals, write_intervals
 from segq_monai.inferers.factory import PLAIN_NETWORK_SAMPLERS
 from segq_monai.networks.recipe import HEAD_RECIPE
+from segq_monai.transforms.artifacts import ARTIFACT_KINDS, EXTRA_ARTIFACT_KINDS
 from segq_monai.transforms.quality import PLAIN_NETWORK_VARIANTS
 from segq_monai.utils.atomic import atomic_write_text, remove_temporaries, writable_dir
 from segq_monai.utils.resources import bundle_root
@@ -105,7 +106,8 @@ class _Demo:
             self.data = prepare_demo(self.out / "data", variants=args.variants_per_slice,
                                      held_out_variants=args.held_out_variants, shift_variants=args.shift_variants,
                                      cross_subject_variants=args.cross_subject_variants,
-                                     geometric_variants=args.geometric_variants, planes=tuple(args.planes))  # fmt: skip
+                                     geometric_variants=args.geometric_variants, planes=tuple(args.planes),
+                                     development_kinds=tuple(args.development_artifacts))  # fmt: skip
         sections = json.loads(self.data["dataset"].read_text())
         self.splits = [s for s in SPLIT_DIRS if sections.get(s)]
         self.mixed = len(set(args.planes)) > 1  # slices of several planes differ in shape: one a batch at inference
@@ -367,6 +369,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     d.add_argument("--planes", nargs="+", default=["axial"], choices=PLANES,
                    help="the planes of Colin27 both stages train on and the calibration and test splits hold "
                         "(default: axial, chosen by the rule of docs/head_choice_rule.md over all three)")
+    d.add_argument("--development_artifacts", nargs="+", default=list(ARTIFACT_KINDS),
+                   choices=ARTIFACT_KINDS + EXTRA_ARTIFACT_KINDS, help="artifact kinds of the quality head's training "
+                   "copies (held-out copies: MONAI's five)")
     d.add_argument("--geometric_variants", type=int, default=0,
                    help="further artifact copies per development slice, turned and zoomed at random (stage-2 data; "
                         "measured, not the default: docs/results.md, 'Choosing the head')")

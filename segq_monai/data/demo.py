@@ -38,7 +38,7 @@ import numpy as np
 
 from segq_monai.data.datalist import demo_datalist_path, load_datalist, write_datalist
 from segq_monai.data.shift import SHIFT_KINDS, random_geometry, shift_slice
-from segq_monai.transforms.artifacts import apply_mr_artifact, graded_artifact_plan
+from segq_monai.transforms.artifacts import ARTIFACT_KINDS, apply_mr_artifact, graded_artifact_plan
 from segq_monai.utils.atomic import atomic_path
 
 __all__ = ["prepare_demo", "save_nifti"]
@@ -132,6 +132,7 @@ def prepare_demo(
     cross_subject_variants: int = 4,
     geometric_variants: int = 0,
     planes: tuple[str, ...] = PLANES,
+    development_kinds: tuple[str, ...] = ARTIFACT_KINDS,
     seed: int = 0,
 ) -> dict[str, Path]:
     """Write the demo's datalists and images (see the module docstring).
@@ -153,6 +154,9 @@ def prepare_demo(
         geometric_variants: further artifact copies per development slice, each turned and zoomed at random
             (``training`` section; files ``<slice>_g<k>``, each with its own label).
         planes: the planes of Colin27 that stage 1 and stage 2 train on and the calibration and test splits hold.
+        development_kinds: the artifact kinds of the development copies (stage 2's training data); other kinds than
+            :data:`ARTIFACT_KINDS` give them a plan of their own (seed ``seed + 4``), and every held-out copy keeps
+            its artifact.
         seed: seed of the split, the artifact plan and the artifacts.
 
     Returns:
@@ -185,10 +189,17 @@ def prepare_demo(
     copies = [variants if name == "training" else held_out_variants for name in section]
     plan = graded_artifact_plan(sum(copies), seed=seed)
     first = np.cumsum([0] + copies)
+    if tuple(development_kinds) != ARTIFACT_KINDS:
+        development = graded_artifact_plan(variants * section.count("training"), kinds=development_kinds,
+                                           seed=seed + 4)  # fmt: skip
+        starts = [i for i in range(len(slices)) if section[i] == "training"]
+        for j, i in enumerate(starts):
+            plan[first[i] : first[i] + variants] = development[j * variants : (j + 1) * variants]
     tests = [i for i in range(len(slices)) if section[i] == "testing"]
     shift_plan = graded_artifact_plan(shift_variants * len(tests), seed=seed + 1)
     developments = [i for i in range(len(slices)) if section[i] == "training"]
-    geometric_plan = graded_artifact_plan(geometric_variants * len(developments), seed=seed + 2)
+    geometric_plan = graded_artifact_plan(geometric_variants * len(developments), kinds=development_kinds,
+                                          seed=seed + 2)  # fmt: skip
     geometry = np.random.default_rng(seed + 2)
     clean, sections = [], {"training": [], "calibration": [], "testing": [], "shift": []}
     for i, item in enumerate(slices):

@@ -17,6 +17,21 @@ kind            MONAI transform and what ``severity`` sets
 ``contrast``    ``AdjustContrast``: ``gamma = 2.5 ** (+-severity)``, direction drawn from the seed
 ==============  ==========================================================================================
 
+Three more kinds are written here, not built from MONAI (:data:`EXTRA_ARTIFACT_KINDS`; the demo's held-out copies
+use :data:`ARTIFACT_KINDS` only, its development copies can take all eight: ``--development_artifacts``). The first
+spatial axis is the phase-encoding direction; magnitude images are reconstructed from the altered k-space:
+
+===============  =========================================================================================
+kind             what ``severity`` sets
+===============  =========================================================================================
+``motion``       a rigid shift along the phase-encoding axis during part of the scan: the k-space lines of a
+                 seeded ``0.4 * severity`` fraction take the phase of a ``0.08 * severity`` x size shift (ghosts)
+``aliasing``     undersampling: every other line is left out beyond a fully sampled centre of ``0.08 + 0.92 *
+                 (1 - severity) ** 2`` of the lines (zero-filled: a fold-over ghost at half the field of view)
+``signal_void``  a susceptibility-like loss of signal: a seeded ellipse (radii 10 to 20 % of each axis) with a
+                 soft edge, its intensity scaled by ``1 - 0.9 * severity``
+===============  =========================================================================================
+
 Outputs are clipped to the input's ``[min, max]`` (bias field, noise, Gibbs ringing and spikes would leave it).
 """
 
@@ -32,10 +47,11 @@ from monai.data.meta_obj import get_track_meta
 from monai.transforms import AdjustContrast, GibbsNoise, KSpaceSpikeNoise, MapTransform, RandBiasField, RandRicianNoise
 from monai.transforms.transform import Transform
 from monai.transforms.utils import Fourier
-from monai.utils import TransformBackends, convert_to_tensor
+from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
 
 __all__ = [
     "ARTIFACT_KINDS",
+    "EXTRA_ARTIFACT_KINDS",
     "MRArtifact",
     "MRArtifactD",
     "MRArtifactDict",
@@ -44,18 +60,24 @@ __all__ = [
     "graded_artifact_plan",
 ]
 
+#: the kinds built from MONAI's transforms: the demo's held-out copies and the default of every plan
 ARTIFACT_KINDS: tuple[str, ...] = ("bias_field", "noise", "gibbs", "spikes", "contrast")
+#: the kinds written here (k-space motion and undersampling, a signal void)
+EXTRA_ARTIFACT_KINDS: tuple[str, ...] = ("motion", "aliasing", "signal_void")
 
 _BIAS_MAX_COEFF = 0.6
 _NOISE_MAX_STD = 0.15
 _GIBBS_ALPHA = (0.35, 0.8)  # alpha at severity 0+ and 1
 _SPIKE_MAX_FRACTION = 0.6
 _CONTRAST_MAX_GAMMA = 2.5
+_MOTION_MAX_FRACTION, _MOTION_MAX_SHIFT = 0.4, 0.08
+_ALIASING_MIN_CENTRE = 0.08
+_VOID_MAX_ATTENUATION, _VOID_RADIUS = 0.9, (0.1, 0.2)
 
 
 def _check(kind: str, severity: float) -> None:
-    if kind not in ARTIFACT_KINDS:
-        raise ValueError(f"kind must be one of {ARTIFACT_KINDS}, got {kind!r}.")
+    if kind not in ARTIFACT_KINDS + EXTRA_ARTIFACT_KINDS:
+        raise ValueError(f"kind must be one of {ARTIFACT_KINDS + EXTRA_ARTIFACT_KINDS}, got {kind!r}.")
     if isinstance(severity, bool) or not isinstance(severity, (int, float)) or not 0.0 <= severity <= 1.0:
         raise ValueError(f"severity must be a number in [0, 1] (0 = no artifact), got {severity!r}.")
 
@@ -79,12 +101,66 @@ def _spike(img: torch.Tensor, severity: float, rng: np.random.RandomState) -> to
     return KSpaceSpikeNoise(loc=locs, k_intensity=intensities)(img)
 
 
+def _line_frequencies(img: torch.Tensor) -> torch.Tensor:
+    """``[H, 1, ...]`` the frequency (cycles per pixel) of each line along the first spatial axis, broadcastable
+    against the k-space of ``img`` ``[C, H, ...]`` without its channel axis."""
+    n = img.shape[1]
+    return torch.fft.fftfreq(n, dtype=torch.float64).reshape((n,) + (1,) * (img.ndim - 2))
+
+
+def _magnitude(k: torch.Tensor, img: torch.Tensor) -> torch.Tensor:
+    """The magnitude image of k-space ``k`` (``torch.fft.fftn`` over the spatial axes of ``img``), as float32 of
+    ``img``'s type (a ``MetaTensor`` keeps its metadata)."""
+    out = torch.fft.ifftn(k, dim=tuple(range(1, img.ndim))).abs()
+    return convert_to_dst_type(out, img, dtype=torch.float32)[0]
+
+
+def _motion(img: torch.Tensor, severity: float, rng: np.random.RandomState) -> torch.Tensor:
+    """A shift of ``0.08 * severity * H`` pixels along the first spatial axis in a seeded ``0.4 * severity`` fraction
+    of its k-space lines: each such line takes the shifted object's phase ``exp(-2 pi i f d)``."""
+    x = img.detach().cpu().to(torch.float64)
+    k = torch.fft.fftn(x, dim=tuple(range(1, x.ndim)))
+    n = x.shape[1]
+    order = rng.permutation(n)  # which lines move first, fixed by the seed: more of them as severity grows
+    moved = torch.zeros(n, dtype=torch.bool)
+    moved[torch.as_tensor(order[: int(round(_MOTION_MAX_FRACTION * severity * n))])] = True
+    shift = (1.0 if rng.uniform() < 0.5 else -1.0) * _MOTION_MAX_SHIFT * severity * n
+    phase = torch.exp(-2j * torch.pi * _line_frequencies(x) * shift)
+    mask = moved.reshape((n,) + (1,) * (x.ndim - 2))
+    return _magnitude(torch.where(mask, k * phase, k), img)
+
+
+def _aliasing(img: torch.Tensor, severity: float, rng: np.random.RandomState) -> torch.Tensor:
+    """Every other k-space line along the first spatial axis (parity from the seed) set to zero beyond a fully
+    sampled centre of ``0.08 + 0.92 * (1 - severity) ** 2`` of the lines."""
+    x = img.detach().cpu().to(torch.float64)
+    k = torch.fft.fftn(x, dim=tuple(range(1, x.ndim)))
+    n = x.shape[1]
+    f = _line_frequencies(x).reshape(-1)
+    centre = (_ALIASING_MIN_CENTRE + (1.0 - _ALIASING_MIN_CENTRE) * (1.0 - severity) ** 2) / 2  # |f| <= centre: kept
+    index = torch.arange(n)
+    dropped = (f.abs() > centre) & (index % 2 == int(rng.randint(2)))
+    return _magnitude(k * (~dropped).to(k.dtype).reshape((n,) + (1,) * (x.ndim - 2)), img)
+
+
+def _signal_void(img: torch.Tensor, severity: float, rng: np.random.RandomState) -> torch.Tensor:
+    """Intensity scaled by ``1 - 0.9 * severity`` inside a seeded ellipse (centre in the middle 60 % of each axis,
+    radii 10 to 20 % of it), with a logistic edge of about 1 pixel."""
+    spatial = img.shape[1:]
+    grids = torch.meshgrid(*(torch.arange(s, dtype=torch.float32) for s in spatial), indexing="ij")
+    centre = [rng.uniform(0.2, 0.8) * s for s in spatial]
+    radii = [rng.uniform(*_VOID_RADIUS) * s for s in spatial]
+    r = torch.sqrt(sum(((g - c) / max(a, 1.0)) ** 2 for g, c, a in zip(grids, centre, radii)))
+    inside = torch.sigmoid((1.0 - r) * min(radii))  # 1 inside, 0 outside, over about a pixel
+    return img.to(torch.float32) * (1.0 - _VOID_MAX_ATTENUATION * severity * inside)
+
+
 def apply_mr_artifact(img: NdarrayOrTensor, kind: str, severity: float, seed: int | None = None) -> torch.Tensor:
     """Apply one MR artifact of graded ``severity`` to a channel-first image.
 
     Args:
         img: ``[C, H, W[, D]]``, any intensity unit; a ``MetaTensor`` keeps its metadata.
-        kind: one of :data:`ARTIFACT_KINDS`.
+        kind: one of :data:`ARTIFACT_KINDS` or :data:`EXTRA_ARTIFACT_KINDS`.
         severity: in [0, 1]; 0 returns the input values unchanged.
         seed: seeds the random parts; the same seed gives the same output. ``None``: new draws per call.
 
@@ -108,11 +184,16 @@ def apply_mr_artifact(img: NdarrayOrTensor, kind: str, severity: float, seed: in
         out = GibbsNoise(alpha=_GIBBS_ALPHA[0] + (_GIBBS_ALPHA[1] - _GIBBS_ALPHA[0]) * s)(img)
     elif kind == "spikes":
         out = _spike(img, s, rng)
+    elif kind in _WRITTEN:
+        out = _WRITTEN[kind](img, s, rng)
     else:  # contrast
         sign = 1.0 if rng.uniform() < 0.5 else -1.0
         out = AdjustContrast(gamma=float(_CONTRAST_MAX_GAMMA ** (sign * s)))(img)
     out = convert_to_tensor(out, dtype=torch.float32, track_meta=get_track_meta())
     return out.clamp(lo, hi)
+
+
+_WRITTEN = {"motion": _motion, "aliasing": _aliasing, "signal_void": _signal_void}
 
 
 class MRArtifact(Transform):
