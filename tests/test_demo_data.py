@@ -143,16 +143,16 @@ class TestPrepareDemo(unittest.TestCase):
 
     @pytest.mark.slow
     def test_development_kinds(self):
-        """Eight kinds for the development copies: each of them in turn, every severity; the held-out copies (their
-        artifact, severity and image files) are those of the default run."""
-        from segq_monai.data.demo import prepare_demo
+        """The default: eight kinds for the development copies, each in turn with every severity; the held-out copies
+        (their artifact, severity and image files) are those of a run whose development copies take MONAI's five."""
+        from segq_monai.data.demo import DEVELOPMENT_KINDS, prepare_demo
         from segq_monai.transforms.artifacts import ARTIFACT_KINDS, EXTRA_ARTIFACT_KINDS
 
-        kinds = ARTIFACT_KINDS + EXTRA_ARTIFACT_KINDS
+        self.assertEqual(DEVELOPMENT_KINDS, ARTIFACT_KINDS + EXTRA_ARTIFACT_KINDS)
         with tempfile.TemporaryDirectory() as d:
             args = dict(variants=2, held_out_variants=1, shift_variants=0, cross_subject_variants=0, planes=("axial",))
-            default = prepare_demo(Path(d) / "a", **args)
-            broad = prepare_demo(Path(d) / "b", development_kinds=kinds, **args)
+            default = prepare_demo(Path(d) / "a", development_kinds=ARTIFACT_KINDS, **args)
+            broad = prepare_demo(Path(d) / "b", **args)
             train = load_datalist(broad["dataset"], "training")
             self.assertEqual(len(train), 96)
             # the graded plan: every (kind, severity) pair once in each 8 cycles of 5 copies

@@ -99,6 +99,7 @@ class TestOneRecipe(unittest.TestCase):
 
         from segq_monai import HEAD_RECIPE
         from segq_monai.apps import demo, fit
+        from segq_monai.data.demo import DEVELOPMENT_KINDS
 
         for name in ("train_quality.json", "inference.json"):
             parser = _config(name, {})
@@ -110,6 +111,9 @@ class TestOneRecipe(unittest.TestCase):
         fit.add_parser(sub)
         args = sub.choices["fit"].parse_args(["--host_bundle", "h", "--datalist", "d", "--output_dir", "o"])
         self.assertEqual(args.quality_variant, HEAD_RECIPE["quality_variant"])
+        demo.add_parser(sub)  # round 3: the development copies' artifact kinds, one source
+        self.assertEqual(tuple(sub.choices["demo"].parse_args([]).development_artifacts), DEVELOPMENT_KINDS)
+        self.assertEqual(len(DEVELOPMENT_KINDS), 8)
 
     def test_the_rules_winner_ships(self):
         """docs/results.md: round 2 of issue #25's rule chose the ``mse`` candidate; the recipe is that candidate's

@@ -50,7 +50,7 @@ from segq_monai.apps.steps import StepTimes, trained
 from segq_monai.apps.workflows import run_workflow
 from segq_monai.calibration.recalibration import min_interval_cases
 from segq_monai.data.columns import read_quality_csv
-from segq_monai.data.demo import PLANES, prepare_demo
+from segq_monai.data.demo import DEVELOPMENT_KINDS, PLANES, prepare_demo
 from segq_monai.data.synthetic import FAILURE_SOURCE, SYNTHETIC_DATALIST, SYNTHETIC_FAILURES, write_synthetic_failures
 from segq_monai.evaluation.bootstrap import report_intervals, write_intervals
 from segq_monai.inferers.factory import PLAIN_NETWORK_SAMPLERS
@@ -369,7 +369,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     d.add_argument("--planes", nargs="+", default=["axial"], choices=PLANES,
                    help="the planes of Colin27 both stages train on and the calibration and test splits hold "
                         "(default: axial, chosen by the rule of docs/head_choice_rule.md over all three)")
-    d.add_argument("--development_artifacts", nargs="+", default=list(ARTIFACT_KINDS),
+    d.add_argument("--development_artifacts", nargs="+", default=list(DEVELOPMENT_KINDS),
                    choices=ARTIFACT_KINDS + EXTRA_ARTIFACT_KINDS, help="artifact kinds of the quality head's training "
                    "copies (held-out copies: MONAI's five)")
     d.add_argument("--geometric_variants", type=int, default=0,

@@ -5,8 +5,10 @@ section) and 22 coronal and 22 sagittal slices (``cross_plane`` section), each p
 second head, the MNI ICBM152 2009a template (``demo_data/mni152``: 10 axial, 8 coronal, 8 sagittal slices,
 brain-extracted). This module cuts each plane of Colin27 into ``blocks`` contiguous blocks (neighbouring slices are
 near copies: never split at random), keeps every ``test_every``-th block as held-out slices, and writes copies of
-each slice with a graded MR artifact (bias field, noise, Gibbs ringing, k-space spikes, contrast; severities 0 to 1)
-so that the segmentation quality spreads from near perfect to failed, as on scans from other scanners. Stage 1 trains
+each slice with a graded MR artifact (severities 0 to 1) so that the segmentation quality spreads from near perfect
+to failed, as on scans from other scanners: the held-out copies take MONAI's five kinds (bias field, noise, Gibbs
+ringing, k-space spikes, contrast), the development copies those and three written here (motion, aliasing, a signal
+void: :data:`DEVELOPMENT_KINDS`). Stage 1 trains
 on the clean development slices of the ``planes`` in use (a deployed 2D model is fed every orientation its protocol
 has); out-of-fold sampling sees their artifact copies; with ``geometric_variants``, further copies per slice are
 also turned by a random angle and zoomed (:func:`segq_monai.data.shift.random_geometry`; off by default). The
@@ -38,16 +40,25 @@ import numpy as np
 
 from segq_monai.data.datalist import demo_datalist_path, load_datalist, write_datalist
 from segq_monai.data.shift import SHIFT_KINDS, random_geometry, shift_slice
-from segq_monai.transforms.artifacts import ARTIFACT_KINDS, apply_mr_artifact, graded_artifact_plan
+from segq_monai.transforms.artifacts import (
+    ARTIFACT_KINDS,
+    EXTRA_ARTIFACT_KINDS,
+    apply_mr_artifact,
+    graded_artifact_plan,
+)
 from segq_monai.utils.atomic import atomic_path
 
-__all__ = ["prepare_demo", "save_nifti"]
+__all__ = ["DEVELOPMENT_KINDS", "prepare_demo", "save_nifti"]
 
 TASKS = {"brain": "label", "regions": "regions"}
 #: the planes of the embedded slices, in their order
 PLANES = ("axial", "coronal", "sagittal")
 #: the moves of the cross-subject copies, taking turns: none, then each of :data:`SHIFT_KINDS`
 CROSS_SUBJECT_MOVES = ("none", *SHIFT_KINDS)
+#: the artifact kinds of the development copies (the quality head's training data): MONAI's five and the three
+#: written here, chosen by round 3 of issue #25's rule (docs/head_choice_rule.md, docs/results.md); the held-out
+#: copies take MONAI's five
+DEVELOPMENT_KINDS = ARTIFACT_KINDS + EXTRA_ARTIFACT_KINDS
 
 
 def save_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
@@ -132,7 +143,7 @@ def prepare_demo(
     cross_subject_variants: int = 4,
     geometric_variants: int = 0,
     planes: tuple[str, ...] = PLANES,
-    development_kinds: tuple[str, ...] = ARTIFACT_KINDS,
+    development_kinds: tuple[str, ...] = DEVELOPMENT_KINDS,
     seed: int = 0,
 ) -> dict[str, Path]:
     """Write the demo's datalists and images (see the module docstring).
@@ -156,7 +167,7 @@ def prepare_demo(
         planes: the planes of Colin27 that stage 1 and stage 2 train on and the calibration and test splits hold.
         development_kinds: the artifact kinds of the development copies (stage 2's training data); other kinds than
             :data:`ARTIFACT_KINDS` give them a plan of their own (seed ``seed + 4``), and every held-out copy keeps
-            its artifact.
+            the artifact of the shared plan.
         seed: seed of the split, the artifact plan and the artifacts.
 
     Returns:
