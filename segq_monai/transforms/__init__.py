@@ -5,6 +5,7 @@ from __future__ import annotations
 from segq_monai.transforms.activation import InverseActivation
 from segq_monai.transforms.artifacts import (
     ARTIFACT_KINDS,
+    EXTRA_ARTIFACT_KINDS,
     MRArtifact,
     MRArtifactD,
     MRArtifactd,
