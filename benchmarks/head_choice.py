@@ -238,7 +238,12 @@ def decision(records: list[dict[str, Any]], seeds: int = 3) -> tuple[str, list[s
     return winner, reasons
 
 
-def _cell(values: list[float]) -> str:
+def cell(values: list[float]) -> str:
+    """Mean ± sd (over seeds) of the finite ``values``; ``–`` when there is none (a constant prediction has no
+    correlation)."""
+    values = [v for v in values if np.isfinite(v)]
+    if not values:
+        return "–"
     return f"{np.mean(values):.3f}" + (f" ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else "")
 
 
@@ -251,9 +256,9 @@ def summary(records: list[dict[str, Any]]) -> str:
              "| --- | ---: | ---: | " + " | ".join("---:" for _ in splits for _ in METRICS) + " | ---: | ---: |"]  # fmt: skip
     for name in dict.fromkeys(_name(r) for r in records):
         rows = [r for r in records if _name(r) == name]
-        cells = [_cell([r[s][m] for r in rows]) if all(s in r for r in rows) else "-" for s in splits for m in METRICS]
+        cells = [cell([r[s][m] for r in rows]) if all(s in r for r in rows) else "-" for s in splits for m in METRICS]
         rule = rule_scores(rows)
-        score = [_cell(rule[m]) for m in ("spearman", "aurc")] if rule else ["n/a", "n/a"]
+        score = [cell(rule[m]) for m in ("spearman", "aurc")] if rule else ["n/a", "n/a"]
         lines.append(f"| {name} | {len(rows)} | {np.mean([r['seconds'] for r in rows]):.0f} | " + " | ".join(cells)
                      + f" | {' | '.join(score)} |")  # fmt: skip
     return "\n".join(lines) + "\n"

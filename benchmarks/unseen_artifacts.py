@@ -4,8 +4,9 @@ The demo's cases carry one of five MR artifact families (bias field, noise, Gibb
 ``artifact`` in ``data/dataset.json``, at ``severity`` 0 to 1). For each family F and head seed, the shipped head
 (``mse`` of :mod:`benchmarks.head_choice`) is trained with the bundle's own loop on a demo run's out-of-fold cases of
 the other families (``unseen``; kinds that no evaluated case has stay in training), and predicts the corrupted cases
-(severity > 0) of F on the saved maps of the test, shift and cross-subject splits. Pooled over the five families, every corrupted case is predicted by a head that
-never saw its kind of corruption (the outside check's corruptions are not MONAI's). Beside it, on the same cases:
+(severity > 0) of F on the saved maps of the test, shift and cross-subject splits. Pooled over the five families,
+every corrupted case is predicted by a head that never saw its kind of corruption (the outside check's corruptions
+are not MONAI's). Beside it, on the same cases:
 
 - ``all``: the head trained on every family (the demo's recipe, at that seed);
 - ``fewer``: per family F, a head trained with as many cases left out as F has, drawn at random whatever their
@@ -30,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.head_choice import SPLITS, metric_scores, predict, saved_cases, stage2_datalists, train_head
+from benchmarks.head_choice import SPLITS, cell, metric_scores, predict, saved_cases, stage2_datalists, train_head
 from segq_monai.data import load_datalist
 from segq_monai.data.datalist import write_datalist
 
@@ -105,20 +106,12 @@ def summary(records: list[dict[str, Any]], splits: dict[str, tuple[list[dict[str
         names, t = [cases[i]["name"] for i in keep], true[keep]
         per_seed = [{k: metric_scores(p, t) for k, p in pooled(records, split, s, table, names).items()} for s in seeds]
         for condition in CONDITIONS:
-            cells = [_cell([m[condition][k] for m in per_seed]) for k in ("spearman", "mae", "aurc")]
+            cells = [cell([m[condition][k] for m in per_seed]) for k in ("spearman", "mae", "aurc")]
             lines.append(f"| {split} | {len(keep)} | {condition} ({len(seeds)} seeds) | " + " | ".join(cells) + " |")
         pairwise = metric_scores(np.array([float(cases[i]["pairwise_dice"].mean()) for i in keep]), t)
         lines.append(f"| {split} | {len(keep)} | pairwise_dice | {pairwise['spearman']:.3f} | – | "
                      f"{pairwise['aurc']:.3f} |")  # fmt: skip
     return "\n".join(lines) + "\n"
-
-
-def _cell(values: list[float]) -> str:
-    """Mean ± sd of the finite ``values``; ``–`` when there is none (a constant prediction has no correlation)."""
-    values = [v for v in values if np.isfinite(v)]
-    if not values:
-        return "–"
-    return f"{np.mean(values):.3f}" + (f" ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else "")
 
 
 def main() -> None:
