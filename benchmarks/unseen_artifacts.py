@@ -14,8 +14,9 @@ are not MONAI's). Beside it, on the same cases:
   from losing a kind of corruption;
 - ``pairwise_dice``: the scalar baseline (no training: Spearman and AURC only).
 
-Per split: Spearman, MAE and AURC (risk = 1 − Dice), mean ± sd over seeds. JSON records (each head's predictions by
-case) go to ``--out``; a rerun skips the records it finds.
+Per split: Spearman, MAE and AURC (risk = 1 − Dice), mean ± sd over seeds; per split and kind, the ranking and the
+level within the kind (all against unseen); round 3's scores (3) and (4) (docs/head_choice_rule.md). JSON records
+(each head's predictions by case) go to ``--out``; a rerun skips the records it finds and only prints the tables.
 
     python -m benchmarks.unseen_artifacts --run RUN --seeds 0 1 2 --out unseen_artifacts.json
 """
@@ -92,17 +93,69 @@ def pooled(records: list[dict[str, Any]], split: str, seed: int, table: dict[str
     }
 
 
-def summary(records: list[dict[str, Any]], splits: dict[str, tuple[list[dict[str, Any]], np.ndarray]],
-            table: dict[str, tuple[str, float]]) -> str:  # fmt: skip
+Splits = dict[str, tuple[list[dict[str, Any]], np.ndarray]]
+#: the splits round 3 of the rule scores on (docs/head_choice_rule.md)
+CHOOSING = ("cross_subject", "shift")
+
+
+def corrupted(cases: list[dict[str, Any]], table: dict[str, tuple[str, float]]) -> list[int]:
+    """Indices of the ``cases`` (:func:`benchmarks.head_choice.saved_cases`) with an artifact (severity > 0)."""
+    return [i for i, c in enumerate(cases) if table[c["name"]][1] > 0]
+
+
+def evaluated_families(splits: Splits, table: dict[str, tuple[str, float]]) -> list[str]:
+    """The artifact kinds of the corrupted cases of ``splits``: those left out in turn."""
+    return sorted({table[cases[i]["name"]][0] for cases, _ in splits.values() for i in corrupted(cases, table)})
+
+
+def complete_seeds(records: list[dict[str, Any]], splits: Splits, table: dict[str, tuple[str, float]]) -> list[int]:
+    """The head seeds whose records hold every head (``all``, and ``fewer`` and ``unseen`` per evaluated kind)."""
+    needed = {("all", "")} | {(c, f) for f in evaluated_families(splits, table) for c in ("fewer", "unseen")}
+    return sorted({r["seed"] for r in records
+                   if {(q["condition"], q["family"]) for q in records if q["seed"] == r["seed"]} >= needed})
+
+
+def rule_scores(records: list[dict[str, Any]], splits: Splits, table: dict[str, tuple[str, float]]) -> dict[str, float]:
+    """Round 3's scores (3) and (4): per seed, the mean over :data:`CHOOSING` of the pooled ``unseen`` Spearman and
+    AURC on the corrupted cases; then their mean and sd (ddof 1) over the complete seeds."""
+    per_seed = []
+    for seed in complete_seeds(records, splits, table):
+        scores = []
+        for split in CHOOSING:
+            cases, true = splits[split]
+            keep = corrupted(cases, table)
+            names = [cases[i]["name"] for i in keep]
+            scores.append(metric_scores(pooled(records, split, seed, table, names)["unseen"], true[keep]))
+        per_seed.append({k: float(np.mean([x[k] for x in scores])) for k in ("spearman", "aurc")})
+    return {f"{k}_{stat}": float(f([x[k] for x in per_seed])) for k in ("spearman", "aurc")
+            for stat, f in (("mean", np.mean), ("sd", lambda v: np.std(v, ddof=1) if len(v) > 1 else 0.0))}
+
+
+def per_kind(records: list[dict[str, Any]], splits: Splits, table: dict[str, tuple[str, float]]) -> str:
+    """Markdown: per split and evaluated kind, Spearman and MAE of the ``all`` head and of the head that left the kind
+    out, on that kind's corrupted cases alone (mean over the complete seeds): the ranking within a kind against its
+    level."""
+    seeds = complete_seeds(records, splits, table)
+    lines = ["| split | kind | cases | Spearman, all | Spearman, unseen | MAE, all | MAE, unseen |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    for split, (cases, true) in splits.items():
+        for family in evaluated_families(splits, table):
+            keep = [i for i in corrupted(cases, table) if table[cases[i]["name"]][0] == family]
+            names = [cases[i]["name"] for i in keep]
+            per_seed = [{k: metric_scores(p, true[keep]) for k, p in pooled(records, split, s, table, names).items()}
+                        for s in seeds]  # fmt: skip
+            cells = [cell([m[c][k] for m in per_seed]) for k in ("spearman", "mae") for c in ("all", "unseen")]
+            lines.append(f"| {split} | {family} | {len(keep)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def summary(records: list[dict[str, Any]], splits: Splits, table: dict[str, tuple[str, float]]) -> str:
     """Markdown: per split (its corrupted cases), Spearman, MAE and AURC of each condition and of pairwise Dice, mean ±
     sd over the seeds that have every head."""
-    evaluated = {table[c["name"]][0] for cases, _ in splits.values() for c in cases if table[c["name"]][1] > 0}
-    needed = {("all", "")} | {(c, f) for f in evaluated for c in ("fewer", "unseen")}
-    seeds = sorted({r["seed"] for r in records
-                    if {(q["condition"], q["family"]) for q in records if q["seed"] == r["seed"]} >= needed})
+    seeds = complete_seeds(records, splits, table)
     lines = ["| split | corrupted cases | head | Spearman | MAE | AURC |", "| --- | ---: | --- | ---: | ---: | ---: |"]
     for split, (cases, true) in splits.items():
-        keep = [i for i, c in enumerate(cases) if table[c["name"]][1] > 0]
+        keep = corrupted(cases, table)
         names, t = [cases[i]["name"] for i in keep], true[keep]
         per_seed = [{k: metric_scores(p, t) for k, p in pooled(records, split, s, table, names).items()} for s in seeds]
         for condition in CONDITIONS:
@@ -123,7 +176,7 @@ def main() -> None:
     run, out = Path(args.run), Path(args.out)
     table = artifacts(run)
     splits = {name: saved_cases(run / "report" / folder) for name, folder in SPLITS.items()}
-    families = sorted({table[c["name"]][0] for cases, _ in splits.values() for c in cases if table[c["name"]][1] > 0})
+    families = evaluated_families(splits, table)
     records = json.loads(out.read_text()) if out.is_file() else []
     for seed in args.seeds:
         for (condition, family), keep in head_plans(training_names(run), seed, table, families).items():
@@ -139,6 +192,11 @@ def main() -> None:
             out.write_text(json.dumps(records, indent=1))
             print(f"{condition} {family} seed {seed}: {seconds:.0f} s", flush=True)
     print(summary(records, splits, table))
+    print(per_kind(records, splits, table))
+    scores = rule_scores(records, splits, table)
+    print(f"round 3 scores, mean of {' and '.join(CHOOSING)} over seeds: (3) unseen Spearman "
+          f"{scores['spearman_mean']:.4f} ± {scores['spearman_sd']:.4f}, (4) unseen AURC {scores['aurc_mean']:.4f} ± "
+          f"{scores['aurc_sd']:.4f}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.unseen_artifacts import artifacts, head_plans, pooled, summary
+from benchmarks.unseen_artifacts import artifacts, head_plans, per_kind, pooled, rule_scores, summary
+from segq_monai.metrics.regression import aurc
 
 #: 10 out-of-fold cases, two of each family; ``c9`` is clean (severity 0)
 TABLE = {f"c{i}.nii.gz": (("noise", "gibbs", "spikes", "contrast", "bias_field")[i % 5], 0.0 if i == 9 else 0.5)
@@ -75,6 +76,27 @@ class TestPooledAndSummary(unittest.TestCase):
         self.assertEqual(rows["all (1 seeds)"][3:5], ["–", "0.500"])
         self.assertEqual(rows["pairwise_dice"][3], "1.000")
         self.assertEqual(rows["unseen (1 seeds)"][5], rows["pairwise_dice"][5])  # same order, same AURC
+
+    def test_round3_scores_and_kinds(self):
+        """The same predictions on the two choosing splits: the pooled ``unseen`` ranking is exact (Spearman 1, AURC
+        the oracle's); within each kind the ``all`` head is constant (no Spearman, MAE |0.9 - true|)."""
+        records, true = self.records()
+        for r in records:
+            r["pred"] = {"cross_subject": r["pred"]["test"], "shift": r["pred"]["test"]}
+        cases = [{"name": n} for n in NAMES]
+        values = np.array([true[n] for n in NAMES])
+        splits = {"cross_subject": (cases, values), "shift": (cases, values)}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # the constant heads' correlations are undefined
+            scores = rule_scores(records, splits, TABLE)
+            kinds = per_kind(records, splits, TABLE)
+        corrupted_true = values[:9]  # c9 is clean
+        self.assertAlmostEqual(scores["spearman_mean"], 1.0)
+        self.assertAlmostEqual(scores["aurc_mean"], float(aurc(corrupted_true, 1.0 - corrupted_true)))
+        self.assertEqual((scores["spearman_sd"], scores["aurc_sd"]), (0.0, 0.0))  # one seed
+        gibbs = next(line for line in kinds.splitlines() if line.startswith("| shift | gibbs |"))
+        # gibbs: c1 (0.1) and c6 (0.6); the all head's MAE = (0.8 + 0.3) / 2 = 0.55; the unseen head is exact
+        self.assertEqual(gibbs.strip("| ").split(" | ")[2:], ["2", "–", "1.000", "0.550", "0.000"])
 
 
 if __name__ == "__main__":

@@ -255,7 +255,8 @@ class _Demo:
             groups = [self.groups[split][r["image"]] for r in rows] if self.args.seeds == 1 else None
             scores = recalibration_scores(calibration, rows, groups, self.args.bootstrap_resamples)
             tables.setdefault("recalibration", {}).setdefault(split, []).append(scores)
-        site = self.site_half("cross_subject") if "cross_subject" in self.splits else set()
+        # the demo's site half: seed 0 of site_half (the site's labelled cases recalibrate, the rest score it)
+        site = site_half(self.groups["cross_subject"], 0) if "cross_subject" in self.splits else set()
         if site and len(site) < min_interval_cases(0.9):
             print(f"== no recalibration on the cross-subject split: half of it is {len(site)} cases, 90 % intervals "
                   f"need {min_interval_cases(0.9)} (--cross_subject_variants 2 or more)")
@@ -266,10 +267,6 @@ class _Demo:
             groups = [self.groups["cross_subject"][r["image"]] for r in rows] if self.args.seeds == 1 else None
             scores = recalibration_scores(calibration, rows, groups, self.args.bootstrap_resamples)
             tables["recalibration"].setdefault("cross_subject_site", []).append(scores)
-
-    def site_half(self, split: str) -> set[str]:
-        """:func:`site_half` of ``split`` at seed 0: the site's labelled cases that recalibrate; the rest scores it."""
-        return site_half(self.groups[split], 0)
 
     def run(self) -> dict[str, dict[str, list[Any]]]:
         a = self.args

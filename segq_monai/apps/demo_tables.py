@@ -91,11 +91,12 @@ def spread_table(results: Mapping[str, Sequence[Result]], head_label: str | None
         for key in INTERVAL_KEYS:
             interval = seeds[0].interval[key] if seeds[0].interval else None
             cells.append(_spread_cell([as_float(r.point.get(key)) for r in seeds], interval))
-        if head_label:
+        if head_label == label:
+            cells.append("–")
+        elif head_label:
             differences = [as_float(r.point.get("aurc")) - as_float(h.point.get("aurc"))
                            for r, h in zip(seeds, results[head_label])]  # fmt: skip
-            interval = seeds[0].against_head["aurc"] if seeds[0].against_head else None
-            cells.append("–" if label == head_label else _spread_cell(differences, interval))
+            cells.append(_spread_cell(differences, seeds[0].against_head["aurc"] if seeds[0].against_head else None))
         cells += _flag_cells([r.flag for r in seeds])
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

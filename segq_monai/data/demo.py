@@ -200,15 +200,13 @@ def prepare_demo(
     copies = [variants if name == "training" else held_out_variants for name in section]
     plan = graded_artifact_plan(sum(copies), seed=seed)
     first = np.cumsum([0] + copies)
+    developments = [i for i in range(len(slices)) if section[i] == "training"]
     if tuple(development_kinds) != ARTIFACT_KINDS:
-        development = graded_artifact_plan(variants * section.count("training"), kinds=development_kinds,
-                                           seed=seed + 4)  # fmt: skip
-        starts = [i for i in range(len(slices)) if section[i] == "training"]
-        for j, i in enumerate(starts):
+        development = graded_artifact_plan(variants * len(developments), kinds=development_kinds, seed=seed + 4)
+        for j, i in enumerate(developments):
             plan[first[i] : first[i] + variants] = development[j * variants : (j + 1) * variants]
     tests = [i for i in range(len(slices)) if section[i] == "testing"]
     shift_plan = graded_artifact_plan(shift_variants * len(tests), seed=seed + 1)
-    developments = [i for i in range(len(slices)) if section[i] == "training"]
     geometric_plan = graded_artifact_plan(geometric_variants * len(developments), kinds=development_kinds,
                                           seed=seed + 2)  # fmt: skip
     geometry = np.random.default_rng(seed + 2)
